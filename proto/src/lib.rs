@@ -1,0 +1,14 @@
+//! Generated code for the `gateway.v1` protobuf package (messages, tonic clients and servers)
+//! and the encoded file descriptor set for gRPC server reflection. Nothing hand-written lives
+//! here: domain types and validation belong to the crates that use the API.
+
+#![allow(clippy::all, missing_docs)]
+
+/// `gateway.v1`: the admin API and the config-discovery stream.
+pub mod v1 {
+    tonic::include_proto!("gateway.v1");
+
+    /// Encoded `FileDescriptorSet` of `gateway.v1`, for `tonic-reflection`.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("gateway_v1_descriptor");
+}
