@@ -1,0 +1,41 @@
+//! Test support shared by the gateway's crates.
+//!
+//! Nothing here depends on the control plane or the data plane, so any crate's tests can use
+//! it without pulling in the others. Everything binds `127.0.0.1:0` and waits by polling with
+//! a deadline, never by sleeping a fixed time.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// How long [`eventually`] waits by default. Generous, because the suite must pass on a loaded
+/// 2-core machine; a passing check returns as soon as it holds.
+pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `check` until it returns `Some`, or panics with `what` after [`DEFAULT_DEADLINE`].
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(DEFAULT_DEADLINE, what, check).await
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` once `deadline` has passed.
+pub async fn eventually_within<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(2);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
