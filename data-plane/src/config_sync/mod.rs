@@ -1,0 +1,462 @@
+//! The data plane's side of the `StreamConfig` protocol (see proto/gateway/v1/gateway.proto).
+//!
+//! SEAM (agreed interface, do not change without telling the lead): `ConfigSink`, `SyncConfig`,
+//! `SyncStatus`, `run`.
+//!
+//! One task owns the link. Each connection attempt is a *session*: connect, open the stream
+//! with `hello` (carrying the version in force, so a node that already holds the current
+//! config is sent nothing), then answer every response with ACK or NACK until the stream
+//! fails. Between sessions the task sleeps with jittered exponential backoff
+//! ([`backoff`]). The config in force is never touched by a lost link: the node keeps serving
+//! it and resumes from its version.
+//!
+//! Everything the node sends goes through one outbound `mpsc` per session. Besides the task's
+//! own ACKs and NACKs, [`run_with_reports`] forwards messages from a caller-owned channel into
+//! it, which is where health and stats reports (field numbers 4 and up of `DiscoveryRequest`)
+//! plug in without touching the protocol loop.
+//!
+//! Invariants: `SyncStatus::version` only moves forward, and only after the sink accepted that
+//! version; `SyncStatus::connected` is true only between "stream open" and "stream failed";
+//! shutdown wins over every await (connect, stream, backoff) because the whole loop is raced
+//! against it and holds no state that a cancelled await could leave half-done.
+
+mod backoff;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use gw_proto::v1 as pb;
+use gw_proto::v1::config_discovery_service_client::ConfigDiscoveryServiceClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use crate::cache;
+use backoff::Backoff;
+
+/// Time allowed for the TCP connect to the control plane. Loopback or LAN answers in
+/// milliseconds; anything slower is treated as down and retried with backoff.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time allowed from starting to connect until the stream is open (TCP + HTTP/2 + response
+/// headers). Covers a peer that accepts TCP but never speaks gRPC, which `CONNECT_TIMEOUT`
+/// alone would not.
+const OPEN_TIMEOUT: Duration = Duration::from_secs(5);
+/// HTTP/2 PING interval on the stream. The stream is quiet while the config does not change,
+/// so without pings a control plane that vanished (host down, cable cut, no RST) would go
+/// unnoticed until TCP gives up, minutes later.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a PING may go unanswered before the connection is declared dead.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stream that stayed open this long counts as a working connection and resets the backoff,
+/// even if no config arrived (a node already at the current version is sent nothing).
+const STABLE_AFTER: Duration = Duration::from_secs(5);
+/// Outbound queue per session: ACK/NACKs are one per response and reports are periodic, so a
+/// few slots suffice; a full queue means HTTP/2 flow control is pushing back, and waiting is
+/// the right answer.
+const OUTBOUND_CAPACITY: usize = 16;
+/// NACK reason for a response whose kind this build does not know.
+const UNSUPPORTED_KIND: &str = "unsupported response kind";
+
+/// Implemented by the proxy: validates and installs one config version.
+///
+/// Called off the request path, from the sync task (and once at start-up with the cached
+/// config). Must be atomic: on `Err` the previous config stays in force.
+pub trait ConfigSink: Send + Sync + 'static {
+    /// Compiles and swaps in `snapshot` as `version`. `Err` carries the NACK reason, in words
+    /// for operators (e.g. "service 'a': endpoints[0]: 'x' is not an http:// URL").
+    fn apply(&self, version: u64, snapshot: &pb::ConfigSnapshot) -> Result<(), String>;
+}
+
+/// What the sync task needs to know.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Control-plane URL, e.g. `http://127.0.0.1:50051`.
+    pub control_plane: String,
+    /// This node's id, sent in `NodeHello`.
+    pub node_id: String,
+    /// Where the proxy listens (`host:port`), sent in `NodeHello`.
+    pub listen_address: String,
+    /// Where the admin listener is (`host:port`), sent in `NodeHello`.
+    pub admin_address: String,
+    /// Where each applied version is written. `None` disables the cache (tests only).
+    pub cache_file: Option<PathBuf>,
+}
+
+/// Connection state shared with the admin listener and metrics.
+#[derive(Debug, Default)]
+pub struct SyncStatus {
+    /// True while a stream to the control plane is open.
+    pub connected: std::sync::atomic::AtomicBool,
+    /// The config version in force (0: none).
+    pub version: std::sync::atomic::AtomicU64,
+}
+
+/// Why a session with the control plane ended (or could not start).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// The control-plane URL cannot be used; retrying will not help.
+    #[error("control-plane URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Could not reach the control plane (refused, unreachable, HTTP/2 handshake failed).
+    #[error("cannot connect: {0}")]
+    Connect(String),
+    /// Connecting and opening the stream took longer than allowed.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The stream failed with a gRPC status (including a lost connection).
+    #[error("stream failed: {code:?}: {message}")]
+    Rpc {
+        /// The gRPC status code.
+        code: tonic::Code,
+        /// The status message.
+        message: String,
+    },
+    /// The control plane ended the stream cleanly (e.g. it is shutting down).
+    #[error("the control plane closed the stream")]
+    Closed,
+}
+
+impl From<tonic::Status> for SyncError {
+    fn from(status: tonic::Status) -> Self {
+        SyncError::Rpc {
+            code: status.code(),
+            message: status.message().to_owned(),
+        }
+    }
+}
+
+/// Checks that `url` can be used as the control-plane address (an `http://host:port` URL), so
+/// `main` can reject a bad flag at start-up instead of the sync task failing forever.
+pub fn check_control_plane_url(url: &str) -> Result<(), SyncError> {
+    endpoint(url).map(|_| ())
+}
+
+/// Runs the sync loop until `shutdown` resolves: connect, hello (with the version in force),
+/// apply + ACK/NACK each response, write the cache after each successful apply, reconnect with
+/// exponential backoff and jitter on failure.
+pub async fn run(
+    config: SyncConfig,
+    sink: Arc<dyn ConfigSink>,
+    status: Arc<SyncStatus>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    // No reporter: a channel whose sender is already gone reads as closed at once.
+    let (_, reports) = mpsc::channel(1);
+    run_with_reports(config, sink, status, reports, shutdown).await;
+}
+
+/// [`run`], also forwarding every message received on `reports` to the control plane over the
+/// same stream (for health and stats reports).
+///
+/// Messages are forwarded in order while a stream is open; while disconnected they wait in
+/// `reports` (so a bounded channel with `try_send` on the producer side never blocks it, and
+/// drops what does not fit). A report is not resent if the stream fails after taking it, so
+/// reporters should send state (current health, cumulative counters) rather than deltas, and
+/// may watch `SyncStatus::connected` to resend full state after a reconnect.
+pub async fn run_with_reports(
+    config: SyncConfig,
+    sink: Arc<dyn ConfigSink>,
+    status: Arc<SyncStatus>,
+    reports: mpsc::Receiver<pb::DiscoveryRequest>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    run_inner(config, sink, status, reports, Backoff::default(), shutdown).await;
+}
+
+/// [`run_with_reports`] with a chosen backoff (tests use a long one to catch shutdown
+/// mid-backoff).
+async fn run_inner(
+    config: SyncConfig,
+    sink: Arc<dyn ConfigSink>,
+    status: Arc<SyncStatus>,
+    reports: mpsc::Receiver<pb::DiscoveryRequest>,
+    backoff: Backoff,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let task = Task {
+        config,
+        sink,
+        status: status.clone(),
+        reports: Some(reports),
+    };
+    tokio::select! {
+        () = shutdown => {}
+        () = task.sync_loop(backoff) => {}
+    }
+    status.connected.store(false, Ordering::SeqCst);
+    tracing::info!("config sync stopped");
+}
+
+/// The sync task's state, kept across sessions.
+struct Task {
+    config: SyncConfig,
+    sink: Arc<dyn ConfigSink>,
+    status: Arc<SyncStatus>,
+    /// `None` once every reporter has gone away.
+    reports: Option<mpsc::Receiver<pb::DiscoveryRequest>>,
+}
+
+/// How a session ended, for logging and for the backoff.
+struct SessionEnd {
+    error: SyncError,
+    /// The stream was open (and `connected` was true) for part of the session.
+    opened: bool,
+    /// At least one response arrived.
+    got_response: bool,
+}
+
+impl Task {
+    /// Sessions forever, with backoff in between. Only returns by being dropped (shutdown).
+    async fn sync_loop(mut self, mut backoff: Backoff) {
+        let url = self.config.control_plane.clone();
+        let endpoint = match endpoint(&url) {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                // A typo in the flag does not fix itself; retrying would only spam the log.
+                tracing::error!(error = %e, "config sync disabled; serving the cached config, if any");
+                return std::future::pending().await;
+            }
+        };
+        // Whether "down" has been logged since the link was last up: repeated failures while
+        // down go to debug, so a long outage is one warning, not one per attempt.
+        let mut down_logged = false;
+        loop {
+            let started = Instant::now();
+            let end = self.session(&endpoint).await;
+            self.status.connected.store(false, Ordering::SeqCst);
+            let version = self.status.version.load(Ordering::SeqCst);
+            if end.opened {
+                tracing::warn!(control_plane = %url, error = %end.error, version,
+                    "config stream lost; serving the config in force and reconnecting");
+            } else if !down_logged {
+                tracing::warn!(control_plane = %url, error = %end.error, version,
+                    "control plane unreachable; serving the config in force and retrying with backoff");
+            } else {
+                tracing::debug!(control_plane = %url, error = %end.error, "reconnect failed");
+            }
+            down_logged = true;
+            if end.got_response || (end.opened && started.elapsed() >= STABLE_AFTER) {
+                backoff.reset();
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// One connection: open the stream, then serve it until it fails.
+    async fn session(&mut self, endpoint: &Endpoint) -> SessionEnd {
+        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        let known_version = self.status.version.load(Ordering::SeqCst);
+        let hello = request(pb::discovery_request::Kind::Hello(pb::NodeHello {
+            node_id: self.config.node_id.clone(),
+            known_version,
+            listen_address: self.config.listen_address.clone(),
+            admin_address: self.config.admin_address.clone(),
+            build_version: env!("CARGO_PKG_VERSION").to_owned(),
+            capabilities: Vec::new(),
+        }));
+        // Queued before the call so that it is the first thing on the stream. The channel is
+        // new and has room, so this cannot fail.
+        let _ = outbound.try_send(hello);
+
+        let open = async {
+            let channel = endpoint
+                .connect()
+                .await
+                .map_err(|e| SyncError::Connect(error_chain(&e)))?;
+            let mut client = ConfigDiscoveryServiceClient::new(channel);
+            let response = client
+                .stream_config(ReceiverStream::new(outbound_rx))
+                .await?;
+            Ok::<_, SyncError>(response.into_inner())
+        };
+        let mut inbound = match tokio::time::timeout(OPEN_TIMEOUT, open).await {
+            Ok(Ok(inbound)) => inbound,
+            Ok(Err(error)) => return SessionEnd::before_open(error),
+            Err(_) => return SessionEnd::before_open(SyncError::Timeout(OPEN_TIMEOUT)),
+        };
+        self.status.connected.store(true, Ordering::SeqCst);
+        tracing::info!(control_plane = %self.config.control_plane, node_id = %self.config.node_id,
+            version = known_version, "config stream open");
+
+        let mut got_response = false;
+        let error = loop {
+            tokio::select! {
+                message = inbound.message() => match message {
+                    Ok(Some(response)) => {
+                        got_response = true;
+                        let reply = self.handle(response).await;
+                        if outbound.send(reply).await.is_err() {
+                            // The request stream was dropped: the call is over.
+                            break SyncError::Closed;
+                        }
+                    }
+                    Ok(None) => break SyncError::Closed,
+                    Err(status) => break SyncError::from(status),
+                },
+                report = recv_report(&mut self.reports) => match report {
+                    Some(report) => {
+                        if outbound.send(report).await.is_err() {
+                            break SyncError::Closed;
+                        }
+                    }
+                    None => self.reports = None,
+                },
+            }
+        };
+        SessionEnd {
+            error,
+            opened: true,
+            got_response,
+        }
+    }
+
+    /// Applies one response and returns the ACK or NACK to send.
+    async fn handle(&self, response: pb::DiscoveryResponse) -> pb::DiscoveryRequest {
+        let version = response.version;
+        // An unknown oneof field decodes as `None`: a kind this build was not told about.
+        let Some(pb::discovery_response::Kind::Snapshot(snapshot)) = response.kind else {
+            tracing::warn!(
+                version,
+                "control plane sent a response kind this node does not support"
+            );
+            return nack(version, UNSUPPORTED_KIND.to_owned());
+        };
+        let in_force = self.status.version.load(Ordering::SeqCst);
+        if version <= in_force {
+            // Already serving it (or newer): re-applying would churn state for nothing.
+            tracing::debug!(
+                version,
+                in_force,
+                "config version already in force; ACK only"
+            );
+            return ack(version);
+        }
+        let sink = self.sink.clone();
+        let status = self.status.clone();
+        let cache_file = self.config.cache_file.clone();
+        // The sink compiles the config and the cache write fsyncs: both block, so they run on
+        // the blocking pool rather than stall this runtime's worker.
+        let outcome = tokio::task::spawn_blocking(move || {
+            install(&*sink, &status, cache_file.as_deref(), version, &snapshot)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => ack(version),
+            Ok(Err(reason)) => {
+                tracing::warn!(version, %reason, "config rejected (NACK); the previous one stays in force");
+                nack(version, reason)
+            }
+            Err(join_error) => {
+                tracing::error!(version, error = %join_error, "applying the config panicked");
+                nack(version, "applying the config failed internally".to_owned())
+            }
+        }
+    }
+}
+
+impl SessionEnd {
+    fn before_open(error: SyncError) -> Self {
+        SessionEnd {
+            error,
+            opened: false,
+            got_response: false,
+        }
+    }
+}
+
+/// Applies `snapshot` through the sink and, if it took it, records the version and writes the
+/// cache. A cache failure only costs a slower cold start later, so it is logged and the
+/// version is still ACKed.
+fn install(
+    sink: &dyn ConfigSink,
+    status: &SyncStatus,
+    cache_file: Option<&std::path::Path>,
+    version: u64,
+    snapshot: &pb::ConfigSnapshot,
+) -> Result<(), String> {
+    sink.apply(version, snapshot)?;
+    status.version.fetch_max(version, Ordering::SeqCst);
+    if let Some(path) = cache_file {
+        match cache::store(path, version, snapshot) {
+            Ok(()) => tracing::debug!(version, path = %path.display(), "config cache written"),
+            Err(e) => tracing::warn!(version, error = %e, "could not write the config cache"),
+        }
+    }
+    Ok(())
+}
+
+/// The next report, or `None` once the reporters are gone; pends forever when there are none,
+/// so the `select!` arm simply never fires.
+async fn recv_report(
+    reports: &mut Option<mpsc::Receiver<pb::DiscoveryRequest>>,
+) -> Option<pb::DiscoveryRequest> {
+    match reports {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Builds the endpoint for `url` with the timeouts and keep-alives above.
+fn endpoint(url: &str) -> Result<Endpoint, SyncError> {
+    let invalid = |reason: String| SyncError::InvalidUrl {
+        url: url.to_owned(),
+        reason,
+    };
+    let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| invalid(error_chain(&e)))?;
+    // TLS is not built into this binary; an https:// URL would fail on every attempt.
+    match endpoint.uri().scheme_str() {
+        Some("http") => {}
+        Some(other) => {
+            return Err(invalid(format!(
+                "scheme {other:?} is not supported; use http://host:port"
+            )));
+        }
+        None => return Err(invalid("missing scheme; use http://host:port".to_owned())),
+    }
+    if endpoint.uri().host().is_none_or(str::is_empty) {
+        return Err(invalid("missing host; use http://host:port".to_owned()));
+    }
+    Ok(endpoint
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .tcp_nodelay(true))
+}
+
+/// `e` and its sources on one line; tonic's transport error alone says only "transport error".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn request(kind: pb::discovery_request::Kind) -> pb::DiscoveryRequest {
+    pb::DiscoveryRequest { kind: Some(kind) }
+}
+
+fn ack(version: u64) -> pb::DiscoveryRequest {
+    request(pb::discovery_request::Kind::Ack(pb::ConfigAck { version }))
+}
+
+fn nack(version: u64, error: String) -> pb::DiscoveryRequest {
+    request(pb::discovery_request::Kind::Nack(pb::ConfigNack {
+        version,
+        error,
+    }))
+}
+
+#[cfg(test)]
+mod tests;

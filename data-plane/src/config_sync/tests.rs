@@ -1,0 +1,237 @@
+//! Unit tests of the response handling (no network) and of shutdown while the loop is stuck
+//! connecting or backing off. The protocol against a real control plane is tested in
+//! `data-plane/tests/config_sync.rs`.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+
+use tokio::net::TcpListener;
+
+use super::*;
+
+/// Records every apply; rejects versions listed in `reject`.
+#[derive(Default)]
+struct Recorder {
+    applied: Mutex<Vec<u64>>,
+    reject: Vec<u64>,
+}
+
+impl ConfigSink for Recorder {
+    fn apply(&self, version: u64, _snapshot: &pb::ConfigSnapshot) -> Result<(), String> {
+        if self.reject.contains(&version) {
+            return Err(format!("version {version} is bad"));
+        }
+        self.applied.lock().unwrap().push(version);
+        Ok(())
+    }
+}
+
+fn config(control_plane: String, cache_file: Option<PathBuf>) -> SyncConfig {
+    SyncConfig {
+        control_plane,
+        node_id: "node-1".to_owned(),
+        listen_address: "127.0.0.1:1".to_owned(),
+        admin_address: "127.0.0.1:2".to_owned(),
+        cache_file,
+    }
+}
+
+fn task(sink: Arc<Recorder>, cache_file: Option<PathBuf>, in_force: u64) -> Task {
+    let status = Arc::new(SyncStatus::default());
+    status.version.store(in_force, Ordering::SeqCst);
+    Task {
+        config: config("http://127.0.0.1:1".to_owned(), cache_file),
+        sink,
+        status,
+        reports: None,
+    }
+}
+
+fn snapshot(name: &str) -> pb::ConfigSnapshot {
+    pb::ConfigSnapshot {
+        services: vec![pb::Service {
+            name: name.to_owned(),
+            ..Default::default()
+        }],
+        policies: Vec::new(),
+    }
+}
+
+fn response(version: u64, snapshot: pb::ConfigSnapshot) -> pb::DiscoveryResponse {
+    pb::DiscoveryResponse {
+        version,
+        kind: Some(pb::discovery_response::Kind::Snapshot(snapshot)),
+    }
+}
+
+#[tokio::test]
+async fn newer_version_is_applied_cached_and_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.cache");
+    let sink = Arc::new(Recorder::default());
+    let task = task(sink.clone(), Some(path.clone()), 3);
+
+    let reply = task.handle(response(4, snapshot("a"))).await;
+
+    assert_eq!(reply, ack(4));
+    assert_eq!(*sink.applied.lock().unwrap(), vec![4]);
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 4);
+    assert_eq!(cache::load(&path).unwrap(), Some((4, snapshot("a"))));
+}
+
+#[tokio::test]
+async fn version_in_force_or_older_is_acked_without_applying() {
+    let sink = Arc::new(Recorder::default());
+    let task = task(sink.clone(), None, 5);
+    assert_eq!(task.handle(response(5, snapshot("a"))).await, ack(5));
+    assert_eq!(task.handle(response(4, snapshot("a"))).await, ack(4));
+    assert!(sink.applied.lock().unwrap().is_empty());
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn rejected_version_is_nacked_with_the_reason_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.cache");
+    let sink = Arc::new(Recorder {
+        reject: vec![2],
+        ..Default::default()
+    });
+    let task = task(sink.clone(), Some(path.clone()), 1);
+
+    let reply = task.handle(response(2, snapshot("bad"))).await;
+
+    assert_eq!(reply, nack(2, "version 2 is bad".to_owned()));
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 1);
+    assert_eq!(cache::load(&path).unwrap(), None);
+}
+
+#[tokio::test]
+async fn response_without_a_known_kind_is_nacked() {
+    let sink = Arc::new(Recorder::default());
+    let task = task(sink.clone(), None, 0);
+    let reply = task
+        .handle(pb::DiscoveryResponse {
+            version: 9,
+            kind: None,
+        })
+        .await;
+    assert_eq!(reply, nack(9, UNSUPPORTED_KIND.to_owned()));
+    assert!(sink.applied.lock().unwrap().is_empty());
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn cache_write_failure_still_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("missing-dir").join("node.cache");
+    let sink = Arc::new(Recorder::default());
+    let task = task(sink.clone(), Some(path), 0);
+
+    assert_eq!(task.handle(response(1, snapshot("a"))).await, ack(1));
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn urls_are_checked() {
+    assert!(check_control_plane_url("http://127.0.0.1:50051").is_ok());
+    assert!(check_control_plane_url("http://localhost:50051").is_ok());
+    for bad in [
+        "127.0.0.1:50051",
+        "https://127.0.0.1:1",
+        "ftp://x",
+        "http://",
+        "not a url",
+    ] {
+        let err = check_control_plane_url(bad).unwrap_err();
+        assert!(
+            matches!(err, SyncError::InvalidUrl { .. }),
+            "{bad}: {err:?}"
+        );
+    }
+}
+
+/// A backoff long enough that, if shutdown did not interrupt it, the test would hang.
+fn hour_backoff() -> Backoff {
+    Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600))
+}
+
+/// Starts `run_inner` against `addr` and returns its handle, the shutdown trigger and status.
+fn start(
+    addr: std::net::SocketAddr,
+) -> (
+    tokio::task::JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+    Arc<SyncStatus>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let status = Arc::new(SyncStatus::default());
+    let (_, reports) = mpsc::channel(1);
+    let handle = tokio::spawn(run_inner(
+        config(format!("http://{addr}"), None),
+        Arc::new(Recorder::default()),
+        status.clone(),
+        reports,
+        hour_backoff(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (handle, stop, status)
+}
+
+/// Generous against a loaded machine, tiny against the hour the loop would otherwise wait.
+const PROMPT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn shutdown_interrupts_the_backoff() {
+    // A peer that accepts and hangs up at once: every session fails, then the loop backs off.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    let server = tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let (handle, stop, status) = start(addr);
+
+    gw_testkit::eventually("the sync loop to try once", || async {
+        (accepted.load(Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
+    stop.send(()).unwrap();
+    tokio::time::timeout(PROMPT, handle)
+        .await
+        .expect("run ends promptly on shutdown while backing off")
+        .unwrap();
+    assert!(!status.connected.load(Ordering::SeqCst));
+    server.abort();
+}
+
+#[tokio::test]
+async fn shutdown_interrupts_a_hanging_connect() {
+    // A peer that accepts and never speaks: the session hangs opening the stream.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (held_tx, mut held_rx) = mpsc::channel(4);
+    let server = tokio::spawn(async move {
+        loop {
+            let (socket, _) = listener.accept().await.unwrap();
+            let _ = held_tx.send(socket).await;
+        }
+    });
+    let (handle, stop, _status) = start(addr);
+
+    let socket = held_rx.recv().await.unwrap();
+    stop.send(()).unwrap();
+    tokio::time::timeout(PROMPT, handle)
+        .await
+        .expect("run ends promptly on shutdown while connecting")
+        .unwrap();
+    drop(socket);
+    server.abort();
+}
