@@ -1,0 +1,335 @@
+//! gwctl's command line, declared with clap derive.
+//!
+//! Global flags (`--control-plane`, `--token`, `-o`) work before or after the subcommand.
+//! Flag values that have a grammar (durations, rate-limit keys) are parsed here, so a bad
+//! value is a usage error (exit code 2) naming the flag, before anything is sent.
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::client::DEFAULT_CONTROL_PLANE;
+use crate::output::OutputFormat;
+
+/// gwctl: manage the gw API gateway's services and rate-limit policies.
+#[derive(Debug, Parser)]
+#[command(name = "gwctl", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Control plane address (http://host:port).
+    #[arg(
+        long,
+        global = true,
+        env = "GW_CONTROL_PLANE",
+        default_value = DEFAULT_CONTROL_PLANE,
+        value_name = "URL"
+    )]
+    pub control_plane: String,
+
+    /// Admin token, sent as `authorization: Bearer <token>`.
+    #[arg(
+        long,
+        global = true,
+        env = "GW_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "T"
+    )]
+    pub token: Option<String>,
+
+    /// Output format: aligned tables for people, or JSON for scripts.
+    #[arg(
+        short = 'o',
+        long = "output",
+        global = true,
+        value_enum,
+        default_value_t = OutputFormat::Table,
+        value_name = "FORMAT"
+    )]
+    pub output: OutputFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// gwctl's top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Register, change, list and remove services.
+    #[command(subcommand, visible_alias = "services")]
+    Service(ServiceCommand),
+    /// Set, list and remove rate-limit policies.
+    #[command(subcommand, visible_alias = "policies")]
+    Policy(PolicyCommand),
+    /// Show the data planes connected to the control plane and the config they hold.
+    Nodes,
+    /// Print a shell completion script (e.g. `gwctl completions bash > /etc/bash_completion.d/gwctl`).
+    Completions {
+        /// The shell to generate for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `gwctl service …`
+#[derive(Debug, Subcommand)]
+pub enum ServiceCommand {
+    /// Register a new service.
+    Add(ServiceAddArgs),
+    /// List every service.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one service in full.
+    Get {
+        /// Service name.
+        name: String,
+    },
+    /// Change some fields of a service; flags not given keep their current value.
+    Update(ServiceUpdateArgs),
+    /// Remove a service (policies that name it must be removed first).
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Service name.
+        name: String,
+    },
+}
+
+/// Flags of `service add`.
+#[derive(Debug, Args)]
+pub struct ServiceAddArgs {
+    /// Service name: lowercase letters, digits and '-', up to 63 characters.
+    pub name: String,
+    /// Path prefix the service takes, e.g. /api.
+    #[arg(long, value_name = "PATH")]
+    pub prefix: String,
+    /// Backend base URL, http://host:port (repeat for several).
+    #[arg(long = "endpoint", value_name = "URL")]
+    pub endpoints: Vec<String>,
+    /// Host name the route applies to (repeat for several; none: any host).
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Remove the matched prefix before forwarding (/api/x -> /x).
+    #[arg(long)]
+    pub strip_prefix: bool,
+    /// Health-check and timeout settings.
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+/// Flags of `service update`: like `add`, all optional, plus ways to unset.
+#[derive(Debug, Args)]
+pub struct ServiceUpdateArgs {
+    /// Service name.
+    pub name: String,
+    /// New path prefix.
+    #[arg(long, value_name = "PATH")]
+    pub prefix: Option<String>,
+    /// Backend base URL; given at all, the list replaces the current endpoints.
+    #[arg(long = "endpoint", value_name = "URL")]
+    pub endpoints: Vec<String>,
+    /// Remove every endpoint (matching requests then get 503).
+    #[arg(long, conflicts_with = "endpoints")]
+    pub clear_endpoints: bool,
+    /// Host name; given at all, the list replaces the current hosts.
+    #[arg(long = "host", value_name = "HOST")]
+    pub hosts: Vec<String>,
+    /// Remove every host restriction (the route then matches any host).
+    #[arg(long, conflicts_with = "hosts")]
+    pub clear_hosts: bool,
+    /// Remove the matched prefix before forwarding.
+    #[arg(long)]
+    pub strip_prefix: bool,
+    /// Forward the path unchanged.
+    #[arg(long, conflicts_with = "strip_prefix")]
+    pub no_strip_prefix: bool,
+    /// Health-check and timeout settings.
+    #[command(flatten)]
+    pub tuning: TuningArgs,
+}
+
+/// Health-check and timeout flags shared by `service add` and `service update`.
+///
+/// Each is optional: on `add` an unset flag means the control plane's default, on `update` it
+/// means "keep the current value".
+#[derive(Debug, Args, Default)]
+pub struct TuningArgs {
+    /// Path the health check GETs (default /health).
+    #[arg(long, value_name = "PATH")]
+    pub health_path: Option<String>,
+    /// Time between health checks (default 5s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub health_interval: Option<Duration>,
+    /// Time allowed for one health check (default 1s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub health_timeout: Option<Duration>,
+    /// Consecutive successes that bring an endpoint back (default 2).
+    #[arg(long, value_name = "N")]
+    pub healthy_threshold: Option<u32>,
+    /// Consecutive failures that take an endpoint out (default 3).
+    #[arg(long, value_name = "N")]
+    pub unhealthy_threshold: Option<u32>,
+    /// Time allowed to connect to an endpoint (default 1s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub connect_timeout: Option<Duration>,
+    /// Time allowed for an endpoint's response headers (default 30s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub request_timeout: Option<Duration>,
+}
+
+/// `gwctl policy …`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Create a rate-limit policy, or replace the one with this name.
+    Set(PolicySetArgs),
+    /// List every policy.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Remove a policy.
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Policy name.
+        name: String,
+    },
+}
+
+/// Flags of `policy set`. Every flag not given takes its default: `set` replaces the policy.
+#[derive(Debug, Args)]
+pub struct PolicySetArgs {
+    /// Policy name.
+    pub name: String,
+    /// Requests allowed per period.
+    #[arg(long, value_name = "N")]
+    pub limit: u64,
+    /// The period, e.g. 1s, 1m, 1h.
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub per: Duration,
+    /// How many requests may arrive at once (default: the limit).
+    #[arg(long, value_name = "N")]
+    pub burst: Option<u64>,
+    /// What identifies a client: `ip`, or `header:NAME` (e.g. header:x-api-key).
+    #[arg(long, value_name = "KEY", default_value = "ip", value_parser = parse_key)]
+    pub key: KeyArg,
+    /// Apply to this service only (default: every service).
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// Only count what would be rejected; reject nothing.
+    #[arg(long)]
+    pub shadow: bool,
+}
+
+/// A rate-limit key as given with `--key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyArg {
+    /// The client's IP address.
+    ClientIp,
+    /// The value of this request header.
+    Header(String),
+}
+
+/// Parses `--key`: `ip` (or `client_ip`) or `header:NAME`.
+pub fn parse_key(text: &str) -> Result<KeyArg, String> {
+    match text.trim() {
+        "ip" | "client_ip" | "client-ip" => Ok(KeyArg::ClientIp),
+        other => match other.split_once(':') {
+            Some(("header", name)) if !name.trim().is_empty() => {
+                Ok(KeyArg::Header(name.trim().to_string()))
+            }
+            Some(("header", _)) => Err("header name missing; use e.g. header:x-api-key".into()),
+            _ => Err("use ip or header:NAME, e.g. header:x-api-key".into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn key_flag_grammar() {
+        let cases = [
+            ("ip", Ok(KeyArg::ClientIp)),
+            ("client_ip", Ok(KeyArg::ClientIp)),
+            ("header:x-api-key", Ok(KeyArg::Header("x-api-key".into()))),
+            ("header:", Err("header name missing")),
+            ("cookie:x", Err("use ip or header:NAME")),
+            ("", Err("use ip or header:NAME")),
+        ];
+        for (input, want) in cases {
+            match (parse_key(input), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{input:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{input:?}: {got}"),
+                (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "gwctl",
+            "service",
+            "list",
+            "-o",
+            "json",
+            "--control-plane",
+            "http://127.0.0.1:1",
+        ])
+        .unwrap();
+        assert_eq!(cli.output, OutputFormat::Json);
+        assert_eq!(cli.control_plane, "http://127.0.0.1:1");
+        assert!(matches!(
+            cli.command,
+            Command::Service(ServiceCommand::List)
+        ));
+    }
+
+    #[test]
+    fn bad_duration_names_the_flag_and_value() {
+        let err =
+            Cli::try_parse_from(["gwctl", "policy", "set", "p", "--limit", "5", "--per", "5x"])
+                .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("--per"), "{text}");
+        assert!(text.contains("'5x'"), "{text}");
+        assert!(text.contains("unknown unit"), "{text}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn update_rejects_contradictory_flags() {
+        for argv in [
+            vec![
+                "gwctl",
+                "service",
+                "update",
+                "s",
+                "--strip-prefix",
+                "--no-strip-prefix",
+            ],
+            vec![
+                "gwctl",
+                "service",
+                "update",
+                "s",
+                "--host",
+                "a",
+                "--clear-hosts",
+            ],
+            vec![
+                "gwctl",
+                "service",
+                "update",
+                "s",
+                "--endpoint",
+                "http://a:1",
+                "--clear-endpoints",
+            ],
+        ] {
+            assert!(Cli::try_parse_from(&argv).is_err(), "{argv:?}");
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! `gwctl service add|list|get|update|rm`: building requests from flags and showing services.
+//!
+//! JSON shape of a service (`-o json`), stable for scripts; durations use the flag syntax:
+//! ```json
+//! {"name": "demo", "path_prefix": "/api", "hosts": [], "strip_prefix": true,
+//!  "endpoints": ["http://127.0.0.1:8001"],
+//!  "health_check": {"path": "/health", "interval": "5s", "timeout": "1s",
+//!                   "unhealthy_threshold": 3, "healthy_threshold": 2},
+//!  "timeouts": {"connect": "1s", "request": "30s"},
+//!  "load_balancing": "round_robin", "created_version": 3, "updated_version": 7}
+//! ```
+//! `list` prints `{"config_version": N, "services": [...]}`, `get` the service itself,
+//! `add`/`update` `{"action": "created"|"updated", "config_version": N, "service": {...}}`,
+//! `rm` `{"action": "deleted", "config_version": N, "name": "demo"}`.
+
+use std::io::Write;
+
+use gw_proto::v1 as pb;
+use serde::Serialize;
+
+use crate::args::{ServiceAddArgs, ServiceCommand, ServiceUpdateArgs, TuningArgs};
+use crate::client::AdminClient;
+use crate::commands::Deleted;
+use crate::duration;
+use crate::error::Error;
+use crate::output::{OutputFormat, Render, Table, details, emit, or_dash};
+
+/// Runs one `service` subcommand against the control plane.
+pub async fn run(
+    command: ServiceCommand,
+    client: &mut AdminClient,
+    format: OutputFormat,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    match command {
+        ServiceCommand::Add(args) => {
+            let request = pb::CreateServiceRequest {
+                service: Some(new_service(args)),
+            };
+            let response = client
+                .api
+                .create_service(request)
+                .await
+                .map_err(|s| client.error(s))?
+                .into_inner();
+            let changed = ServiceChanged::new("created", response.service, response.config_version);
+            emit(format, &changed, out)?;
+        }
+        ServiceCommand::List => {
+            let response = client
+                .api
+                .list_services(pb::ListServicesRequest {})
+                .await
+                .map_err(|s| client.error(s))?
+                .into_inner();
+            let list = ServiceList {
+                config_version: response.config_version,
+                services: response
+                    .services
+                    .into_iter()
+                    .map(ServiceView::from)
+                    .collect(),
+            };
+            emit(format, &list, out)?;
+        }
+        ServiceCommand::Get { name } => {
+            let service = fetch(client, name).await?;
+            emit(format, &ServiceView::from(service), out)?;
+        }
+        ServiceCommand::Update(args) => {
+            if !args.changes_anything() {
+                return Err(Error::Usage(
+                    "nothing to change: give at least one flag (see gwctl service update --help)"
+                        .to_string(),
+                ));
+            }
+            let current = fetch(client, args.name.clone()).await?;
+            let request = pb::UpdateServiceRequest {
+                service: Some(apply_update(current, args)),
+            };
+            let response = client
+                .api
+                .update_service(request)
+                .await
+                .map_err(|s| client.error(s))?
+                .into_inner();
+            let changed = ServiceChanged::new("updated", response.service, response.config_version);
+            emit(format, &changed, out)?;
+        }
+        ServiceCommand::Rm { name } => {
+            let response = client
+                .api
+                .delete_service(pb::DeleteServiceRequest { name: name.clone() })
+                .await
+                .map_err(|s| client.error(s))?
+                .into_inner();
+            emit(
+                format,
+                &Deleted::new("service", name, response.config_version),
+                out,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+async fn fetch(client: &mut AdminClient, name: String) -> Result<pb::Service, Error> {
+    let response = client
+        .api
+        .get_service(pb::GetServiceRequest { name })
+        .await
+        .map_err(|s| client.error(s))?
+        .into_inner();
+    Ok(response.service.unwrap_or_default())
+}
+
+/// The service `add` sends: unset tuning flags stay unset so the control plane's defaults apply.
+fn new_service(args: ServiceAddArgs) -> pb::Service {
+    let ServiceAddArgs {
+        name,
+        prefix,
+        endpoints,
+        hosts,
+        strip_prefix,
+        tuning,
+    } = args;
+    pb::Service {
+        name,
+        route: Some(pb::Route {
+            path_prefix: prefix,
+            hosts,
+            strip_prefix,
+        }),
+        endpoints,
+        health_check: tuning.apply_health(None),
+        timeouts: tuning.apply_timeouts(None),
+        load_balancing: pb::LoadBalancingPolicy::Unspecified as i32,
+        created_version: 0,
+        updated_version: 0,
+    }
+}
+
+impl ServiceUpdateArgs {
+    fn changes_anything(&self) -> bool {
+        self.prefix.is_some()
+            || !self.endpoints.is_empty()
+            || self.clear_endpoints
+            || !self.hosts.is_empty()
+            || self.clear_hosts
+            || self.strip_prefix
+            || self.no_strip_prefix
+            || self.tuning.any()
+    }
+}
+
+/// The full definition `update` sends: the current one with only the flagged fields replaced.
+fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> pb::Service {
+    let ServiceUpdateArgs {
+        name: _,
+        prefix,
+        endpoints,
+        clear_endpoints,
+        hosts,
+        clear_hosts,
+        strip_prefix,
+        no_strip_prefix,
+        tuning,
+    } = args;
+    let mut service = current;
+    let route = service.route.get_or_insert_with(Default::default);
+    if let Some(prefix) = prefix {
+        route.path_prefix = prefix;
+    }
+    if clear_hosts || !hosts.is_empty() {
+        route.hosts = hosts;
+    }
+    if strip_prefix || no_strip_prefix {
+        route.strip_prefix = strip_prefix;
+    }
+    if clear_endpoints || !endpoints.is_empty() {
+        service.endpoints = endpoints;
+    }
+    service.health_check = tuning.apply_health(service.health_check.take());
+    service.timeouts = tuning.apply_timeouts(service.timeouts.take());
+    // Output-only: the server sets them.
+    service.created_version = 0;
+    service.updated_version = 0;
+    service
+}
+
+impl TuningArgs {
+    fn any(&self) -> bool {
+        self.any_health() || self.connect_timeout.is_some() || self.request_timeout.is_some()
+    }
+
+    fn any_health(&self) -> bool {
+        self.health_path.is_some()
+            || self.health_interval.is_some()
+            || self.health_timeout.is_some()
+            || self.healthy_threshold.is_some()
+            || self.unhealthy_threshold.is_some()
+    }
+
+    /// `base` with the given health flags applied; untouched (even if unset) without any.
+    fn apply_health(&self, base: Option<pb::HealthCheck>) -> Option<pb::HealthCheck> {
+        if !self.any_health() {
+            return base;
+        }
+        let mut check = base.unwrap_or_default();
+        if let Some(path) = &self.health_path {
+            check.path = path.clone();
+        }
+        if let Some(d) = self.health_interval {
+            check.interval = Some(duration::to_proto(d));
+        }
+        if let Some(d) = self.health_timeout {
+            check.timeout = Some(duration::to_proto(d));
+        }
+        if let Some(n) = self.healthy_threshold {
+            check.healthy_threshold = n;
+        }
+        if let Some(n) = self.unhealthy_threshold {
+            check.unhealthy_threshold = n;
+        }
+        Some(check)
+    }
+
+    /// `base` with the given timeout flags applied; untouched (even if unset) without any.
+    fn apply_timeouts(&self, base: Option<pb::Timeouts>) -> Option<pb::Timeouts> {
+        if self.connect_timeout.is_none() && self.request_timeout.is_none() {
+            return base;
+        }
+        let mut timeouts = base.unwrap_or_default();
+        if let Some(d) = self.connect_timeout {
+            timeouts.connect = Some(duration::to_proto(d));
+        }
+        if let Some(d) = self.request_timeout {
+            timeouts.request = Some(duration::to_proto(d));
+        }
+        Some(timeouts)
+    }
+}
+
+/// A service as gwctl shows it (the JSON shape in the module docs).
+#[derive(Debug, Serialize)]
+pub struct ServiceView {
+    name: String,
+    path_prefix: String,
+    hosts: Vec<String>,
+    strip_prefix: bool,
+    endpoints: Vec<String>,
+    health_check: HealthCheckView,
+    timeouts: TimeoutsView,
+    load_balancing: String,
+    created_version: u64,
+    updated_version: u64,
+}
+
+#[derive(Debug, Serialize)]
+struct HealthCheckView {
+    path: String,
+    interval: Option<String>,
+    timeout: Option<String>,
+    unhealthy_threshold: u32,
+    healthy_threshold: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct TimeoutsView {
+    connect: Option<String>,
+    request: Option<String>,
+}
+
+fn optional_duration(d: Option<prost_types::Duration>) -> Option<String> {
+    d.as_ref().map(|d| duration::format_proto(Some(d)))
+}
+
+impl From<pb::Service> for ServiceView {
+    fn from(service: pb::Service) -> Self {
+        // Destructured in full so that a new field in the API breaks the build here, where
+        // someone must decide how gwctl shows it.
+        let pb::Service {
+            name,
+            route,
+            endpoints,
+            health_check,
+            timeouts,
+            load_balancing,
+            created_version,
+            updated_version,
+        } = service;
+        let pb::Route {
+            path_prefix,
+            hosts,
+            strip_prefix,
+        } = route.unwrap_or_default();
+        let pb::HealthCheck {
+            path,
+            interval,
+            timeout,
+            unhealthy_threshold,
+            healthy_threshold,
+        } = health_check.unwrap_or_default();
+        let pb::Timeouts { connect, request } = timeouts.unwrap_or_default();
+        let load_balancing = match pb::LoadBalancingPolicy::try_from(load_balancing) {
+            Ok(pb::LoadBalancingPolicy::Unspecified | pb::LoadBalancingPolicy::RoundRobin) => {
+                "round_robin".to_string()
+            }
+            Err(_) => format!("unknown({load_balancing})"),
+        };
+        ServiceView {
+            name,
+            path_prefix,
+            hosts,
+            strip_prefix,
+            endpoints,
+            health_check: HealthCheckView {
+                path,
+                interval: optional_duration(interval),
+                timeout: optional_duration(timeout),
+                unhealthy_threshold,
+                healthy_threshold,
+            },
+            timeouts: TimeoutsView {
+                connect: optional_duration(connect),
+                request: optional_duration(request),
+            },
+            load_balancing,
+            created_version,
+            updated_version,
+        }
+    }
+}
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_string()
+}
+
+fn dash(d: &Option<String>) -> &str {
+    d.as_deref().unwrap_or("-")
+}
+
+impl Render for ServiceView {
+    fn human(&self) -> String {
+        let hc = &self.health_check;
+        let hosts = if self.hosts.is_empty() {
+            "any".to_string()
+        } else {
+            self.hosts.join(", ")
+        };
+        let endpoints = if self.endpoints.is_empty() {
+            "none (matching requests get 503)".to_string()
+        } else {
+            self.endpoints.join("\n")
+        };
+        details(&[
+            ("name", self.name.clone()),
+            ("path prefix", self.path_prefix.clone()),
+            ("hosts", hosts),
+            ("strip prefix", yes_no(self.strip_prefix)),
+            ("endpoints", endpoints),
+            (
+                "health check",
+                format!(
+                    "GET {} every {}, timeout {}; unhealthy after {} failures, healthy after {} successes",
+                    or_dash(&hc.path),
+                    dash(&hc.interval),
+                    dash(&hc.timeout),
+                    hc.unhealthy_threshold,
+                    hc.healthy_threshold
+                ),
+            ),
+            (
+                "timeouts",
+                format!(
+                    "connect {}, request {}",
+                    dash(&self.timeouts.connect),
+                    dash(&self.timeouts.request)
+                ),
+            ),
+            ("load balancing", self.load_balancing.replace('_', " ")),
+            (
+                "config version",
+                format!(
+                    "created at {}, updated at {}",
+                    self.created_version, self.updated_version
+                ),
+            ),
+        ])
+    }
+}
+
+/// `service list`.
+#[derive(Debug, Serialize)]
+pub struct ServiceList {
+    config_version: u64,
+    services: Vec<ServiceView>,
+}
+
+impl Render for ServiceList {
+    fn human(&self) -> String {
+        let mut table = Table::new(&[
+            "NAME",
+            "PREFIX",
+            "HOSTS",
+            "STRIP",
+            "ENDPOINTS",
+            "HEALTH CHECK",
+            "VERSION",
+        ]);
+        for s in &self.services {
+            table.row(vec![
+                s.name.clone(),
+                s.path_prefix.clone(),
+                if s.hosts.is_empty() {
+                    "*".to_string()
+                } else {
+                    s.hosts.join(",")
+                },
+                yes_no(s.strip_prefix),
+                or_dash(&s.endpoints.join(",")),
+                format!(
+                    "{} {}",
+                    or_dash(&s.health_check.path),
+                    dash(&s.health_check.interval)
+                ),
+                s.updated_version.to_string(),
+            ]);
+        }
+        table.render()
+    }
+}
+
+/// `service add` and `service update`.
+#[derive(Debug, Serialize)]
+pub struct ServiceChanged {
+    action: &'static str,
+    config_version: u64,
+    service: ServiceView,
+}
+
+impl ServiceChanged {
+    fn new(action: &'static str, service: Option<pb::Service>, config_version: u64) -> Self {
+        Self {
+            action,
+            config_version,
+            service: ServiceView::from(service.unwrap_or_default()),
+        }
+    }
+}
+
+impl Render for ServiceChanged {
+    fn human(&self) -> String {
+        format!(
+            "service '{}' {} (config version {})\n",
+            self.service.name, self.action, self.config_version
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! The one error type gwctl's commands return, worded for the operator.
+//!
+//! `main` prints it as a single `error: …` line, so every variant's message is one line that
+//! says what failed and, where there is one, what to do about it. gRPC statuses are turned
+//! into these in [`Error::from_status`], the only place that knows the status codes.
+
+use tonic::Code;
+
+/// Why a gwctl command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The control plane address given with `--control-plane` is not usable.
+    #[error("invalid --control-plane '{address}': {reason}")]
+    BadAddress {
+        /// The address as given.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The token cannot be sent as an HTTP header value.
+    #[error("invalid --token: it may only contain visible ASCII characters")]
+    BadToken,
+    /// No connection could be made, or it broke.
+    #[error("cannot reach the control plane at {address} ({reason})")]
+    Unreachable {
+        /// The control plane address.
+        address: String,
+        /// Why, in a few words (`connection refused`, `timed out after 3s`, …).
+        reason: String,
+    },
+    /// The control plane answered with an error.
+    #[error("{kind}: {message}")]
+    Rejected {
+        /// What kind of refusal (`invalid argument`, `not found`, …).
+        kind: &'static str,
+        /// The server's message, on one line, with a hint appended where one helps.
+        message: String,
+    },
+    /// The flags make sense to clap but not together (e.g. `update` with nothing to change).
+    #[error("{0}")]
+    Usage(String),
+    /// Writing the output failed.
+    #[error("cannot write output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Turns a gRPC status from the control plane at `address` into an operator-facing error.
+    ///
+    /// The server's message is kept verbatim (it names the field and the fix), flattened to one
+    /// line so that the single-line error contract holds whatever the server sends.
+    pub fn from_status(address: &str, status: &tonic::Status) -> Self {
+        let message = one_line(status.message());
+        let rejected = |kind: &'static str, message: String| Error::Rejected { kind, message };
+        match status.code() {
+            Code::InvalidArgument => rejected("invalid argument", message),
+            Code::NotFound => rejected("not found", message),
+            Code::AlreadyExists => rejected("already exists", message),
+            Code::FailedPrecondition => rejected("failed precondition", message),
+            Code::Unauthenticated => rejected(
+                "unauthenticated",
+                with_hint(message, "pass --token or set GW_ADMIN_TOKEN"),
+            ),
+            Code::PermissionDenied => rejected("permission denied", message),
+            Code::Unavailable => Error::Unreachable {
+                address: address.to_string(),
+                reason: or_default(message, "unavailable"),
+            },
+            Code::DeadlineExceeded => Error::Unreachable {
+                address: address.to_string(),
+                reason: "no answer in time".to_string(),
+            },
+            Code::Unimplemented => rejected(
+                "not supported",
+                format!(
+                    "the control plane at {address} does not know this call; \
+                     is it older than gwctl?"
+                ),
+            ),
+            Code::Internal => rejected(
+                "control plane internal error",
+                or_default(message, "see the control plane's log"),
+            ),
+            other => rejected("request failed", format!("{other:?}: {message}")),
+        }
+    }
+}
+
+/// Collapses line breaks so a multi-line server message still prints as one line.
+fn one_line(text: &str) -> String {
+    text.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn with_hint(message: String, hint: &str) -> String {
+    if message.is_empty() {
+        hint.to_string()
+    } else {
+        format!("{message} ({hint})")
+    }
+}
+
+fn or_default(message: String, default: &str) -> String {
+    if message.is_empty() {
+        default.to_string()
+    } else {
+        message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Status;
+
+    #[test]
+    fn statuses_become_one_readable_line() {
+        let addr = "http://127.0.0.1:50051";
+        let cases = [
+            (
+                Status::invalid_argument("endpoints[1]: 'htp://x' is not an http:// URL"),
+                "invalid argument: endpoints[1]: 'htp://x' is not an http:// URL",
+            ),
+            (
+                Status::not_found("service 'x' not found"),
+                "not found: service 'x' not found",
+            ),
+            (
+                Status::already_exists("service 'x' already exists"),
+                "already exists: service 'x' already exists",
+            ),
+            (
+                Status::failed_precondition("remove policies a, b first"),
+                "failed precondition: remove policies a, b first",
+            ),
+            (
+                Status::unauthenticated("missing token"),
+                "unauthenticated: missing token (pass --token or set GW_ADMIN_TOKEN)",
+            ),
+            (
+                Status::unavailable("connection reset"),
+                "cannot reach the control plane at http://127.0.0.1:50051 (connection reset)",
+            ),
+            (
+                Status::unimplemented(""),
+                "not supported: the control plane at http://127.0.0.1:50051 does not know \
+                 this call; is it older than gwctl?",
+            ),
+            (
+                Status::internal("line one\nline two\n"),
+                "control plane internal error: line one; line two",
+            ),
+            (
+                Status::resource_exhausted("slow down"),
+                "request failed: ResourceExhausted: slow down",
+            ),
+        ];
+        for (status, want) in cases {
+            let got = Error::from_status(addr, &status).to_string();
+            assert_eq!(got, want);
+            assert!(!got.contains('\n'));
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! gwctl: the operator's command line for the gw API gateway.
+//!
+//! gwctl reaches the control plane only over gRPC (`gateway.v1.AdminService`). The binary's
+//! `main` parses [`args::Cli`] and calls [`run`]; everything else lives in modules so it can
+//! be tested without a process:
+//!
+//! - [`args`]: the clap definition and flag-value grammars.
+//! - [`client`]: connecting, the bearer-token interceptor, fast failure on a bad address.
+//! - [`error`]: the operator-facing error, one line each, and the status-code mapping.
+//! - [`output`]: aligned tables and JSON documents.
+//! - [`duration`]: `500ms`/`5s`/`1m`/`1h`, parsed and printed the same way.
+//! - [`commands`]: one module per command group.
+//!
+//! **Output contract:** each invocation writes one table (or one-line confirmation) or, with
+//! `-o json`, one JSON document to stdout; the JSON shapes are documented on the command
+//! modules and only gain fields. Failures write one `error: …` line to stderr and exit 1
+//! (usage errors exit 2, from clap).
+
+pub mod args;
+pub mod client;
+pub mod commands;
+pub mod duration;
+pub mod error;
+pub mod output;
+
+use std::io::Write;
+
+use args::{Cli, Command};
+use client::AdminClient;
+pub use error::Error;
+
+/// Runs one parsed gwctl invocation, writing its result to `out`.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
+    let Cli {
+        control_plane,
+        token,
+        output,
+        command,
+    } = cli;
+    let connect = || AdminClient::connect(&control_plane, token.as_deref());
+    match command {
+        Command::Completions { shell } => commands::completions::run(shell, out)?,
+        Command::Service(cmd) => {
+            commands::service::run(cmd, &mut connect().await?, output, out).await?
+        }
+        Command::Policy(cmd) => {
+            commands::policy::run(cmd, &mut connect().await?, output, out).await?
+        }
+        Command::Nodes => commands::nodes::run(&mut connect().await?, output, out).await?,
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Rendering command results: aligned tables for people, JSON for scripts.
+//!
+//! Every command produces one value implementing [`Render`] and hands it to [`emit`], so each
+//! invocation writes exactly one table or one JSON document to stdout. The JSON shapes are the
+//! serde structs in the command modules; they are part of gwctl's interface (see the crate
+//! docs) and change only by adding fields.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// How results are printed (`-o/--output`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns and one-line confirmations, for people.
+    Table,
+    /// One pretty-printed JSON document, for scripts.
+    Json,
+}
+
+/// A command result that can be shown either way.
+pub trait Render: Serialize {
+    /// The human form, ending with a newline.
+    fn human(&self) -> String;
+}
+
+/// Writes `value` to `out` in `format`: one table/line or one JSON document.
+pub fn emit(format: OutputFormat, value: &impl Render, out: &mut dyn Write) -> std::io::Result<()> {
+    match format {
+        OutputFormat::Table => out.write_all(value.human().as_bytes())?,
+        OutputFormat::Json => {
+            serde_json::to_writer_pretty(&mut *out, value)?;
+            out.write_all(b"\n")?;
+        }
+    }
+    out.flush()
+}
+
+/// A text table whose columns are as wide as their widest cell.
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+/// Space between columns: two, so that cells containing single spaces stay readable.
+const GAP: &str = "  ";
+
+impl Table {
+    /// Starts a table with its header row (conventionally upper case).
+    pub fn new(header: &[&str]) -> Self {
+        Self {
+            rows: vec![header.iter().map(|h| h.to_string()).collect()],
+        }
+    }
+
+    /// Appends a row; it should have as many cells as the header.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// Lays the table out, one line per row, without trailing spaces.
+    pub fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let mut widths = vec![0; columns];
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let mut text = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str(GAP);
+                }
+                line.push_str(cell);
+                let pad = widths[i] - cell.chars().count();
+                line.extend(std::iter::repeat_n(' ', pad));
+            }
+            text.push_str(line.trim_end());
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// Lines of `label: value`, with the values aligned: the detail view of one object.
+pub fn details(fields: &[(&str, String)]) -> String {
+    let width = fields
+        .iter()
+        .map(|(label, _)| label.chars().count() + 1)
+        .max()
+        .unwrap_or(0);
+    let mut text = String::new();
+    for (label, value) in fields {
+        let label = format!("{label}:");
+        // Multi-line values continue under the first line's value column.
+        for (i, line) in value.split('\n').enumerate() {
+            let lead = if i == 0 { label.as_str() } else { "" };
+            text.push_str(format!("{lead:width$}{GAP}{line}").trim_end());
+            text.push('\n');
+        }
+    }
+    text
+}
+
+/// Shows an empty string as `-`, so a table cell is never blank.
+pub fn or_dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_string()
+    } else {
+        text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_align_to_the_widest_cell() {
+        let mut t = Table::new(&["NAME", "PREFIX", "ENDPOINTS"]);
+        t.row(vec!["a".into(), "/api/long".into(), "2".into()]);
+        t.row(vec!["longer-name".into(), "/".into(), "".into()]);
+        assert_eq!(
+            t.render(),
+            "NAME         PREFIX     ENDPOINTS\n\
+             a            /api/long  2\n\
+             longer-name  /\n"
+        );
+    }
+
+    #[test]
+    fn header_only_table_is_one_line() {
+        assert_eq!(Table::new(&["A", "BB"]).render(), "A  BB\n");
+    }
+
+    #[test]
+    fn width_counts_characters_not_bytes() {
+        let mut t = Table::new(&["X", "Y"]);
+        t.row(vec!["é".into(), "1".into()]);
+        assert_eq!(t.render(), "X  Y\né  1\n");
+    }
+
+    #[test]
+    fn details_align_values_and_continue_lines() {
+        let text = details(&[
+            ("name", "demo".into()),
+            ("endpoints", "http://a:1\nhttp://b:2".into()),
+            ("hosts", "".into()),
+        ]);
+        assert_eq!(
+            text,
+            "name:       demo\n\
+             endpoints:  http://a:1\n\
+             \x20           http://b:2\n\
+             hosts:\n"
+        );
+    }
+
+    #[derive(Serialize)]
+    struct Sample {
+        name: &'static str,
+    }
+    impl Render for Sample {
+        fn human(&self) -> String {
+            format!("sample {}\n", self.name)
+        }
+    }
+
+    #[test]
+    fn emit_writes_one_document() {
+        let mut out = Vec::new();
+        emit(OutputFormat::Table, &Sample { name: "x" }, &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "sample x\n");
+
+        let mut out = Vec::new();
+        emit(OutputFormat::Json, &Sample { name: "x" }, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"name": "x"}));
+    }
+}
