@@ -15,10 +15,11 @@
 //! it, which is where health and stats reports (field numbers 4 and up of `DiscoveryRequest`)
 //! plug in without touching the protocol loop.
 //!
-//! Invariants: `SyncStatus::version` only moves forward, and only after the sink accepted that
-//! version; `SyncStatus::connected` is true only between "stream open" and "stream failed";
-//! shutdown wins over every await (connect, stream, backoff) because the whole loop is raced
-//! against it and holds no state that a cancelled await could leave half-done.
+//! Invariants: `SyncStatus::version` changes only after the sink accepted that version (it
+//! normally moves forward, and back only when the control plane itself went back);
+//! `SyncStatus::connected` is true only between "stream open" and "stream failed"; shutdown
+//! wins over every await (connect, stream, backoff) because the whole loop is raced against it
+//! and holds no state that a cancelled await could leave half-done.
 
 mod backoff;
 
@@ -329,14 +330,20 @@ impl Task {
             return nack(version, UNSUPPORTED_KIND.to_owned());
         };
         let in_force = self.status.version.load(Ordering::SeqCst);
-        if version <= in_force {
-            // Already serving it (or newer): re-applying would churn state for nothing.
-            tracing::debug!(
+        if version == in_force {
+            // Already serving it: re-applying would churn state (and the cache) for nothing.
+            tracing::debug!(version, "config version already in force; ACK only");
+            return ack(version);
+        }
+        if version < in_force {
+            // The control plane only sends an older version when that is what it now holds
+            // (its database was restored or replaced). It is the source of truth, so follow it
+            // rather than ACK a version this node does not serve.
+            tracing::warn!(
                 version,
                 in_force,
-                "config version already in force; ACK only"
+                "control plane sent an older version than the one in force; applying it"
             );
-            return ack(version);
         }
         let sink = self.sink.clone();
         let status = self.status.clone();
@@ -382,7 +389,7 @@ fn install(
     snapshot: &pb::ConfigSnapshot,
 ) -> Result<(), String> {
     sink.apply(version, snapshot)?;
-    status.version.fetch_max(version, Ordering::SeqCst);
+    status.version.store(version, Ordering::SeqCst);
     if let Some(path) = cache_file {
         match cache::store(path, version, snapshot) {
             Ok(()) => tracing::debug!(version, path = %path.display(), "config cache written"),

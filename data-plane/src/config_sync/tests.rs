@@ -80,13 +80,24 @@ async fn newer_version_is_applied_cached_and_acked() {
 }
 
 #[tokio::test]
-async fn version_in_force_or_older_is_acked_without_applying() {
+async fn version_in_force_is_acked_without_applying() {
     let sink = Arc::new(Recorder::default());
     let task = task(sink.clone(), None, 5);
     assert_eq!(task.handle(response(5, snapshot("a"))).await, ack(5));
-    assert_eq!(task.handle(response(4, snapshot("a"))).await, ack(4));
     assert!(sink.applied.lock().unwrap().is_empty());
     assert_eq!(task.status.version.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn older_version_from_a_restored_control_plane_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.cache");
+    let sink = Arc::new(Recorder::default());
+    let task = task(sink.clone(), Some(path.clone()), 5);
+    assert_eq!(task.handle(response(3, snapshot("old"))).await, ack(3));
+    assert_eq!(*sink.applied.lock().unwrap(), vec![3]);
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 3);
+    assert_eq!(cache::load(&path).unwrap(), Some((3, snapshot("old"))));
 }
 
 #[tokio::test]

@@ -1,0 +1,630 @@
+//! The config sync client against the real control plane (started in-process on a temp SQLite
+//! file and `127.0.0.1:0`) and, for what the real one never sends, a scripted fake.
+//!
+//! The data plane side is `config_sync::run` with a recording `ConfigSink`, so these tests see
+//! exactly which versions were applied, ACKed and NACKed.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use gw_data_plane::cache;
+use gw_data_plane::config_sync::{self, ConfigSink, SyncConfig, SyncStatus};
+use gw_proto::v1 as pb;
+use gw_proto::v1::admin_service_client::AdminServiceClient;
+use gw_proto::v1::config_discovery_service_server::{
+    ConfigDiscoveryService, ConfigDiscoveryServiceServer,
+};
+use gw_testkit::eventually;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// Services whose name starts with this make the recording sink reject the whole version.
+const REJECT_PREFIX: &str = "reject-";
+
+/// Records every applied version; rejects a snapshot naming a `reject-*` service.
+#[derive(Default)]
+struct RecordingSink {
+    applied: Mutex<Vec<(u64, pb::ConfigSnapshot)>>,
+}
+
+impl RecordingSink {
+    fn versions(&self) -> Vec<u64> {
+        self.applied
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(v, _)| *v)
+            .collect()
+    }
+
+    fn last(&self) -> Option<(u64, pb::ConfigSnapshot)> {
+        self.applied.lock().unwrap().last().cloned()
+    }
+}
+
+impl ConfigSink for RecordingSink {
+    fn apply(&self, version: u64, snapshot: &pb::ConfigSnapshot) -> Result<(), String> {
+        if let Some(bad) = snapshot
+            .services
+            .iter()
+            .find(|s| s.name.starts_with(REJECT_PREFIX))
+        {
+            return Err(format!("service '{}': refused by the test sink", bad.name));
+        }
+        self.applied
+            .lock()
+            .unwrap()
+            .push((version, snapshot.clone()));
+        Ok(())
+    }
+}
+
+fn service_names(snapshot: &pb::ConfigSnapshot) -> Vec<&str> {
+    snapshot.services.iter().map(|s| s.name.as_str()).collect()
+}
+
+/// The real control plane on a temp SQLite file; can be stopped and restarted on the same
+/// port and database.
+struct ControlPlane {
+    addr: SocketAddr,
+    db: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl ControlPlane {
+    async fn start(db: &Path) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, db.to_path_buf())
+    }
+
+    fn start_on(listener: TcpListener, db: PathBuf) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = gw_control_plane::Config {
+            database_url: format!("sqlite://{}", db.display()),
+            admin_token: None,
+        };
+        let task = tokio::spawn(async move {
+            gw_control_plane::serve(config, listener, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            db,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    /// Starts again on the same port and database (after [`ControlPlane::stop`]).
+    async fn restart(&mut self) {
+        let addr = self.addr;
+        let listener = eventually("the control plane's port to be free again", || async move {
+            TcpListener::bind(addr).await.ok()
+        })
+        .await;
+        *self = Self::start_on(listener, self.db.clone());
+    }
+
+    async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::connect(self.url()).await.unwrap()
+    }
+
+    /// Registers a minimal service and returns the config version that includes it.
+    async fn add_service(&self, name: &str) -> u64 {
+        let service = pb::Service {
+            name: name.to_owned(),
+            route: Some(pb::Route {
+                path_prefix: format!("/{name}"),
+                ..Default::default()
+            }),
+            endpoints: vec!["http://127.0.0.1:9".to_owned()],
+            ..Default::default()
+        };
+        self.admin()
+            .await
+            .create_service(pb::CreateServiceRequest {
+                service: Some(service),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .config_version
+    }
+
+    async fn delete_service(&self, name: &str) -> u64 {
+        self.admin()
+            .await
+            .delete_service(pb::DeleteServiceRequest {
+                name: name.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .config_version
+    }
+
+    /// The node as the control plane sees it, if it has connected.
+    async fn node(&self, node_id: &str) -> Option<pb::Node> {
+        let mut admin = AdminServiceClient::connect(self.url()).await.ok()?;
+        let nodes = admin
+            .list_nodes(pb::ListNodesRequest {})
+            .await
+            .ok()?
+            .into_inner()
+            .nodes;
+        nodes.into_iter().find(|n| n.node_id == node_id)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A running `config_sync::run` with its sink, status and cache file.
+struct Node {
+    id: String,
+    sink: Arc<RecordingSink>,
+    status: Arc<SyncStatus>,
+    cache_file: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    fn start(control_plane: String, dir: &Path, id: &str) -> Self {
+        Self::start_with(control_plane, dir, id, 0, None)
+    }
+
+    /// `in_force` simulates a version loaded from the cache before sync starts.
+    fn start_with(
+        control_plane: String,
+        dir: &Path,
+        id: &str,
+        in_force: u64,
+        reports: Option<mpsc::Receiver<pb::DiscoveryRequest>>,
+    ) -> Self {
+        let sink = Arc::new(RecordingSink::default());
+        let status = Arc::new(SyncStatus::default());
+        status.version.store(in_force, Ordering::SeqCst);
+        let cache_file = dir.join(format!("{id}.cache"));
+        let config = SyncConfig {
+            control_plane,
+            node_id: id.to_owned(),
+            listen_address: "127.0.0.1:8080".to_owned(),
+            admin_address: "127.0.0.1:9901".to_owned(),
+            cache_file: Some(cache_file.clone()),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        let shutdown = async {
+            let _ = stopped.await;
+        };
+        let sink_dyn: Arc<dyn ConfigSink> = sink.clone();
+        let task = match reports {
+            None => tokio::spawn(config_sync::run(config, sink_dyn, status.clone(), shutdown)),
+            Some(reports) => tokio::spawn(config_sync::run_with_reports(
+                config,
+                sink_dyn,
+                status.clone(),
+                reports,
+                shutdown,
+            )),
+        };
+        Self {
+            id: id.to_owned(),
+            sink,
+            status,
+            cache_file,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    fn version(&self) -> u64 {
+        self.status.version.load(Ordering::SeqCst)
+    }
+
+    fn connected(&self) -> bool {
+        self.status.connected.load(Ordering::SeqCst)
+    }
+
+    /// Signals shutdown and waits for `run` to return (panics if it does not, promptly).
+    async fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).unwrap();
+        }
+        let task = self.task.take().unwrap();
+        eventually("config_sync::run to return after shutdown", || {
+            let finished = task.is_finished();
+            async move { finished.then_some(()) }
+        })
+        .await;
+        task.await.unwrap();
+        assert!(!self.connected(), "connected must be false after shutdown");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Waits until the control plane lists `node` with `acked_version == version`.
+async fn wait_acked(cp: &ControlPlane, node: &Node, version: u64) -> pb::Node {
+    eventually(&format!("{} to ACK version {version}", node.id), || async {
+        cp.node(&node.id)
+            .await
+            .filter(|n| n.connected && n.acked_version == version)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn full_config_is_applied_acked_cached_and_changes_follow() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("gw.db")).await;
+    let v1 = cp.add_service("alpha").await;
+    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
+
+    let seen = wait_acked(&cp, &node, v1).await;
+    assert_eq!(seen.listen_address, "127.0.0.1:8080");
+    assert_eq!(seen.admin_address, "127.0.0.1:9901");
+    assert_eq!(seen.build_version, env!("CARGO_PKG_VERSION"));
+    assert!(node.connected());
+    assert_eq!(node.version(), v1);
+    let (applied_version, applied) = node.sink.last().unwrap();
+    assert_eq!(applied_version, v1);
+    assert_eq!(service_names(&applied), ["alpha"]);
+    // Written before the ACK, so it is already there, and it is exactly what was applied.
+    assert_eq!(
+        cache::load(&node.cache_file).unwrap(),
+        Some((v1, applied.clone()))
+    );
+
+    let v2 = cp.add_service("beta").await;
+    assert!(v2 > v1);
+    wait_acked(&cp, &node, v2).await;
+    let (applied_version, applied) = node.sink.last().unwrap();
+    assert_eq!(applied_version, v2);
+    assert_eq!(service_names(&applied), ["alpha", "beta"]);
+    assert_eq!(node.version(), v2);
+    assert_eq!(cache::load(&node.cache_file).unwrap(), Some((v2, applied)));
+    // Every version applied once, in order.
+    assert_eq!(node.sink.versions(), [v1, v2]);
+
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn rejected_version_is_nacked_and_the_old_one_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("gw.db")).await;
+    let v1 = cp.add_service("alpha").await;
+    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
+    wait_acked(&cp, &node, v1).await;
+
+    let bad = format!("{REJECT_PREFIX}me");
+    let v2 = cp.add_service(&bad).await;
+    let seen = eventually("the control plane to record the NACK", || async {
+        cp.node(&node.id)
+            .await
+            .filter(|n| n.last_nack_version == v2)
+    })
+    .await;
+    assert_eq!(
+        seen.last_nack_error,
+        format!("service '{bad}': refused by the test sink")
+    );
+    assert_eq!(seen.acked_version, v1);
+    assert_eq!(node.version(), v1);
+    assert_eq!(node.sink.versions(), [v1]);
+    let (cached_version, _) = cache::load(&node.cache_file).unwrap().unwrap();
+    assert_eq!(cached_version, v1);
+    assert!(node.connected(), "a NACK does not end the stream");
+
+    // The next good version goes through on the same stream.
+    let v3 = cp.delete_service(&bad).await;
+    wait_acked(&cp, &node, v3).await;
+    assert_eq!(node.sink.versions(), [v1, v3]);
+    assert_eq!(node.version(), v3);
+
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn control_plane_restart_reconnects_resumes_and_gets_later_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(&dir.path().join("gw.db")).await;
+    let v1 = cp.add_service("alpha").await;
+    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
+    wait_acked(&cp, &node, v1).await;
+
+    cp.stop().await;
+    eventually("the node to notice the control plane is gone", || async {
+        (!node.connected()).then_some(())
+    })
+    .await;
+    assert_eq!(
+        node.version(),
+        v1,
+        "the config in force survives the outage"
+    );
+
+    cp.restart().await;
+    // The restarted control plane knows nothing of the node until its hello, which carries
+    // the version in force; being current, it is sent nothing and keeps its version.
+    let seen = wait_acked(&cp, &node, v1).await;
+    assert_eq!(
+        seen.sent_version, 0,
+        "nothing resent to a node that is current"
+    );
+    assert!(node.connected());
+    assert_eq!(
+        node.sink.versions(),
+        [v1],
+        "no re-apply of the version in force"
+    );
+
+    let v2 = cp.add_service("beta").await;
+    wait_acked(&cp, &node, v2).await;
+    assert_eq!(node.sink.versions(), [v1, v2]);
+    assert_eq!(node.version(), v2);
+
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_run_while_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cp = ControlPlane::start(&dir.path().join("gw.db")).await;
+    let v1 = cp.add_service("alpha").await;
+    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
+    wait_acked(&cp, &node, v1).await;
+    cp.stop().await;
+    eventually("the node to notice the control plane is gone", || async {
+        (!node.connected()).then_some(())
+    })
+    .await;
+    // Now retrying with backoff against a closed port.
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_run_while_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("gw.db")).await;
+    let v1 = cp.add_service("alpha").await;
+    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
+    wait_acked(&cp, &node, v1).await;
+    node.shutdown().await;
+    eventually("the control plane to see the node leave", || async {
+        cp.node("dp-1").await.filter(|n| !n.connected)
+    })
+    .await;
+}
+
+/// A scripted ConfigDiscoveryService: the test reads what the node sends and decides what to
+/// send back, one message at a time.
+struct FakeControlPlane {
+    /// Taken by the first (and only expected) stream.
+    script: Mutex<Option<(ResponseRx, mpsc::UnboundedSender<pb::DiscoveryRequest>)>>,
+}
+
+type ResponseRx = mpsc::Receiver<Result<pb::DiscoveryResponse, tonic::Status>>;
+
+#[tonic::async_trait]
+impl ConfigDiscoveryService for FakeControlPlane {
+    type StreamConfigStream = ReceiverStream<Result<pb::DiscoveryResponse, tonic::Status>>;
+
+    async fn stream_config(
+        &self,
+        request: tonic::Request<tonic::Streaming<pb::DiscoveryRequest>>,
+    ) -> Result<tonic::Response<Self::StreamConfigStream>, tonic::Status> {
+        let Some((responses, seen)) = self.script.lock().unwrap().take() else {
+            return Err(tonic::Status::unavailable("the fake takes one stream"));
+        };
+        let mut inbound = request.into_inner();
+        tokio::spawn(async move {
+            while let Ok(Some(message)) = inbound.message().await {
+                if seen.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(tonic::Response::new(ReceiverStream::new(responses)))
+    }
+}
+
+/// The test's end of a [`FakeControlPlane`].
+struct Script {
+    url: String,
+    to_node: mpsc::Sender<Result<pb::DiscoveryResponse, tonic::Status>>,
+    from_node: mpsc::UnboundedReceiver<pb::DiscoveryRequest>,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Script {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (to_node, responses) = mpsc::channel(8);
+        let (seen, from_node) = mpsc::unbounded_channel();
+        let fake = FakeControlPlane {
+            script: Mutex::new(Some((responses, seen))),
+        };
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(ConfigDiscoveryServiceServer::new(fake))
+                .serve_with_incoming_shutdown(
+                    tonic::transport::server::TcpIncoming::from(listener),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ),
+        );
+        Self {
+            url,
+            to_node,
+            from_node,
+            _stop: stop,
+        }
+    }
+
+    async fn send(&self, version: u64, kind: Option<pb::discovery_response::Kind>) {
+        self.to_node
+            .send(Ok(pb::DiscoveryResponse { version, kind }))
+            .await
+            .unwrap();
+    }
+
+    async fn send_snapshot(&self, version: u64, names: &[&str]) {
+        let snapshot = pb::ConfigSnapshot {
+            services: names
+                .iter()
+                .map(|name| pb::Service {
+                    name: (*name).to_owned(),
+                    ..Default::default()
+                })
+                .collect(),
+            policies: Vec::new(),
+        };
+        self.send(
+            version,
+            Some(pb::discovery_response::Kind::Snapshot(snapshot)),
+        )
+        .await;
+    }
+
+    /// The next message from the node (panics if none comes within the default deadline).
+    async fn next(&mut self) -> pb::discovery_request::Kind {
+        let message = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, self.from_node.recv())
+            .await
+            .expect("a message from the node")
+            .expect("the node's stream is open");
+        message.kind.expect("a message with a kind")
+    }
+}
+
+fn ack(version: u64) -> pb::discovery_request::Kind {
+    pb::discovery_request::Kind::Ack(pb::ConfigAck { version })
+}
+
+fn nack(version: u64, error: &str) -> pb::discovery_request::Kind {
+    pb::discovery_request::Kind::Nack(pb::ConfigNack {
+        version,
+        error: error.to_owned(),
+    })
+}
+
+#[tokio::test]
+async fn hello_first_then_nack_of_an_unknown_kind_and_ack_of_the_version_in_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = Script::start().await;
+    // As if version 5 had been loaded from the cache at start-up.
+    let mut node = Node::start_with(script.url.clone(), dir.path(), "dp-7", 5, None);
+
+    let pb::discovery_request::Kind::Hello(hello) = script.next().await else {
+        panic!("the first message must be hello");
+    };
+    assert_eq!(
+        hello,
+        pb::NodeHello {
+            node_id: "dp-7".to_owned(),
+            known_version: 5,
+            listen_address: "127.0.0.1:8080".to_owned(),
+            admin_address: "127.0.0.1:9901".to_owned(),
+            build_version: env!("CARGO_PKG_VERSION").to_owned(),
+            capabilities: Vec::new(),
+        }
+    );
+    eventually("connected once the stream is open", || async {
+        node.connected().then_some(())
+    })
+    .await;
+
+    // A response with no kind this build knows (what a future delta looks like to it).
+    script.send(6, None).await;
+    assert_eq!(script.next().await, nack(6, "unsupported response kind"));
+    assert_eq!(node.version(), 5);
+
+    // The version in force again: ACK, no apply.
+    script.send_snapshot(5, &["cached"]).await;
+    assert_eq!(script.next().await, ack(5));
+    assert!(node.sink.versions().is_empty());
+
+    script.send_snapshot(7, &["alpha"]).await;
+    assert_eq!(script.next().await, ack(7));
+    assert_eq!(node.sink.versions(), [7]);
+    assert_eq!(node.version(), 7);
+    assert!(node.connected(), "protocol errors do not end the stream");
+
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn reports_are_forwarded_on_the_stream_after_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = Script::start().await;
+    let (reports, reports_rx) = mpsc::channel(8);
+    // No report kinds exist yet (issue 4 adds them); any DiscoveryRequest shows the plumbing,
+    // and an ACK of a version never sent is easy to tell apart.
+    // Queued while not yet connected: delivered once the stream is open, after hello.
+    let early = pb::DiscoveryRequest {
+        kind: Some(ack(100)),
+    };
+    reports.send(early).await.unwrap();
+    let mut node = Node::start_with(script.url.clone(), dir.path(), "dp-r", 0, Some(reports_rx));
+
+    assert!(matches!(
+        script.next().await,
+        pb::discovery_request::Kind::Hello(_)
+    ));
+    assert_eq!(script.next().await, ack(100));
+    script.send_snapshot(1, &["alpha"]).await;
+    assert_eq!(script.next().await, ack(1));
+    reports
+        .send(pb::DiscoveryRequest {
+            kind: Some(ack(101)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(script.next().await, ack(101));
+
+    // Reporters going away does not disturb the stream.
+    drop(reports);
+    script.send_snapshot(2, &["alpha", "beta"]).await;
+    assert_eq!(script.next().await, ack(2));
+
+    node.shutdown().await;
+}
