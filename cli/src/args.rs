@@ -11,6 +11,9 @@ use clap::{Args, Parser, Subcommand};
 use crate::client::DEFAULT_CONTROL_PLANE;
 use crate::output::OutputFormat;
 
+/// Global flags sort after each command's own flags in help, where they are least in the way.
+const GLOBAL_ORDER: usize = 1000;
+
 /// gwctl: manage the gw API gateway's services and rate-limit policies.
 #[derive(Debug, Parser)]
 #[command(name = "gwctl", version, about, propagate_version = true)]
@@ -20,6 +23,7 @@ pub struct Cli {
         long,
         global = true,
         env = "GW_CONTROL_PLANE",
+        display_order = GLOBAL_ORDER,
         default_value = DEFAULT_CONTROL_PLANE,
         value_name = "URL"
     )]
@@ -31,6 +35,7 @@ pub struct Cli {
         global = true,
         env = "GW_ADMIN_TOKEN",
         hide_env_values = true,
+        display_order = GLOBAL_ORDER,
         value_name = "T"
     )]
     pub token: Option<String>,
@@ -42,6 +47,7 @@ pub struct Cli {
         global = true,
         value_enum,
         default_value_t = OutputFormat::Table,
+        display_order = GLOBAL_ORDER,
         value_name = "FORMAT"
     )]
     pub output: OutputFormat,
@@ -67,6 +73,16 @@ pub enum Command {
         /// The shell to generate for.
         shell: clap_complete::Shell,
     },
+}
+
+impl Command {
+    /// Checks what clap cannot: flag combinations that parse but make no sense.
+    pub fn check(&self) -> Result<(), crate::Error> {
+        match self {
+            Command::Service(ServiceCommand::Update(args)) => args.check(),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `gwctl service …`

@@ -96,7 +96,10 @@ fn one_line(text: &str) -> String {
 }
 
 fn with_hint(message: String, hint: &str) -> String {
-    if message.is_empty() {
+    // The control plane's own message may already point at the flag; say it once.
+    if message.contains("--token") {
+        message
+    } else if message.is_empty() {
         hint.to_string()
     } else {
         format!("{message} ({hint})")
@@ -139,6 +142,10 @@ mod tests {
             (
                 Status::unauthenticated("missing token"),
                 "unauthenticated: missing token (pass --token or set GW_ADMIN_TOKEN)",
+            ),
+            (
+                Status::unauthenticated("missing admin token (gwctl --token)"),
+                "unauthenticated: missing admin token (gwctl --token)",
             ),
             (
                 Status::unavailable("connection reset"),

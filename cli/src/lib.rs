@@ -37,6 +37,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
         output,
         command,
     } = cli;
+    // Flag combinations clap cannot express are refused before any network traffic.
+    command.check()?;
     let connect = || AdminClient::connect(&control_plane, token.as_deref());
     match command {
         Command::Completions { shell } => commands::completions::run(shell, out)?,

@@ -68,12 +68,6 @@ pub async fn run(
             emit(format, &ServiceView::from(service), out)?;
         }
         ServiceCommand::Update(args) => {
-            if !args.changes_anything() {
-                return Err(Error::Usage(
-                    "nothing to change: give at least one flag (see gwctl service update --help)"
-                        .to_string(),
-                ));
-            }
             let current = fetch(client, args.name.clone()).await?;
             let request = pb::UpdateServiceRequest {
                 service: Some(apply_update(current, args)),
@@ -141,6 +135,18 @@ fn new_service(args: ServiceAddArgs) -> pb::Service {
 }
 
 impl ServiceUpdateArgs {
+    /// Refuses an update that would change nothing: almost certainly a forgotten flag.
+    pub fn check(&self) -> Result<(), Error> {
+        if self.changes_anything() {
+            Ok(())
+        } else {
+            Err(Error::Usage(
+                "nothing to change: give at least one flag (see gwctl service update --help)"
+                    .to_string(),
+            ))
+        }
+    }
+
     fn changes_anything(&self) -> bool {
         self.prefix.is_some()
             || !self.endpoints.is_empty()

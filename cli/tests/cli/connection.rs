@@ -1,0 +1,147 @@
+//! Reaching the control plane: the address, the token, and what needs no control plane.
+
+use tokio::net::TcpListener;
+
+use crate::support::{ControlPlane, gwctl, gwctl_env};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_control_plane_names_the_address() {
+    // A port that was just free: bind, note it, release it.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    for args in [
+        vec!["--control-plane", url.as_str(), "service", "list"],
+        vec![
+            "policy",
+            "list",
+            "--control-plane",
+            url.as_str(),
+            "-o",
+            "json",
+        ],
+        vec!["--control-plane", url.as_str(), "nodes"],
+    ] {
+        let out = gwctl_env(&args, &[]).await;
+        let line = out.error_line();
+        assert_eq!(
+            line,
+            format!("error: cannot reach the control plane at {url} (connection refused)"),
+            "{args:?}"
+        );
+    }
+
+    // GW_CONTROL_PLANE is where gwctl looks without the flag.
+    let out = gwctl_env(&["service", "list"], &[("GW_CONTROL_PLANE", &url)]).await;
+    assert!(out.error_line().contains(&url), "{}", out.stderr);
+
+    // A bad address is refused before dialing.
+    let out = gwctl_env(&["--control-plane", "https://cp:1", "service", "list"], &[]).await;
+    let line = out.error_line();
+    assert!(
+        line.starts_with("error: invalid --control-plane 'https://cp:1'"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_address_from_the_environment() {
+    let cp = ControlPlane::start().await;
+    let out = gwctl_env(
+        &["-o", "json", "service", "list"],
+        &[("GW_CONTROL_PLANE", &cp.url)],
+    )
+    .await;
+    assert_eq!(out.json()["services"], serde_json::json!([]));
+    // Without scheme it is taken as http://.
+    let bare = cp.url.trim_start_matches("http://");
+    let out = gwctl_env(
+        &["--control-plane", bare, "-o", "json", "service", "list"],
+        &[],
+    )
+    .await;
+    assert_eq!(out.json()["services"], serde_json::json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_is_required_and_sent() {
+    let cp = ControlPlane::start_with(Some("s3cret")).await;
+
+    let out = gwctl(&cp, &["service", "list"]).await;
+    let line = out.error_line();
+    assert!(line.starts_with("error: unauthenticated: "), "{line}");
+    assert!(line.contains("--token"), "{line}");
+
+    let out = gwctl(&cp, &["--token", "wrong", "service", "list"]).await;
+    assert!(
+        out.error_line().starts_with("error: unauthenticated: "),
+        "{}",
+        out.stderr
+    );
+
+    // The flag, after the subcommand too.
+    let out = gwctl(
+        &cp,
+        &[
+            "service", "add", "demo", "--prefix", "/api", "--token", "s3cret",
+        ],
+    )
+    .await;
+    out.ok();
+
+    // The environment variable in the child's env.
+    let out = gwctl_env(
+        &["--control-plane", &cp.url, "-o", "json", "service", "list"],
+        &[("GW_ADMIN_TOKEN", "s3cret")],
+    )
+    .await;
+    assert_eq!(out.json()["services"][0]["name"], "demo");
+
+    // The token never shows up in help, even when set in the environment.
+    let out = gwctl_env(&["--help"], &[("GW_ADMIN_TOKEN", "s3cret")]).await;
+    assert!(out.ok().contains("GW_ADMIN_TOKEN"));
+    assert!(!out.stdout.contains("s3cret"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_lists_an_empty_fleet() {
+    let cp = ControlPlane::start().await;
+    let json = gwctl(&cp, &["-o", "json", "nodes"]).await.json();
+    assert_eq!(json["nodes"], serde_json::json!([]));
+    assert!(json["config_version"].is_u64());
+    let out = gwctl(&cp, &["nodes"]).await;
+    assert!(
+        out.ok().starts_with("NODE  STATE  LISTEN"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completions_need_no_control_plane() {
+    // Pointed at nothing: completions must not try to connect.
+    let out = gwctl_env(
+        &[
+            "--control-plane",
+            "http://127.0.0.1:1",
+            "completions",
+            "bash",
+        ],
+        &[],
+    )
+    .await;
+    let script = out.ok();
+    assert!(script.contains("complete -F"), "{script}");
+    assert!(script.contains("gwctl"), "{script}");
+    for word in ["service", "policy", "nodes", "--control-plane", "--prefix"] {
+        assert!(script.contains(word), "missing {word}");
+    }
+
+    let out = gwctl_env(&["completions", "zsh"], &[]).await;
+    assert!(out.ok().starts_with("#compdef gwctl"), "{}", out.stdout);
+
+    let out = gwctl_env(&["completions", "tcsh"], &[]).await;
+    assert_eq!(out.code, Some(2), "unknown shell is a usage error");
+}

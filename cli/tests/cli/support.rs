@@ -1,0 +1,164 @@
+//! Harness: a real control plane in-process on `127.0.0.1:0` with a temporary SQLite file, and
+//! a way to run the built gwctl binary against it.
+
+use std::process::Output;
+
+use gw_proto::v1 as pb;
+use gw_proto::v1::admin_service_client::AdminServiceClient;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A running control plane; stops when dropped.
+pub struct ControlPlane {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    stop: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    /// Starts one without an admin token.
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Starts one, optionally requiring `authorization: Bearer <token>`.
+    pub async fn start_with(admin_token: Option<&str>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database_url = format!("sqlite://{}", dir.path().join("gw.db").display());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let config = gw_control_plane::Config {
+            database_url,
+            admin_token: admin_token.map(str::to_string),
+        };
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+            };
+            if let Err(e) = gw_control_plane::serve(config, listener, shutdown).await {
+                panic!("control plane failed: {e}");
+            }
+        });
+        // The listener is bound, but serve opens and migrates the database before answering;
+        // wait for an answer so gwctl's short connect deadline measures gwctl, not start-up.
+        let probe_url = url.clone();
+        let token = admin_token.map(|t| format!("Bearer {t}"));
+        gw_testkit::eventually("control plane answers ListServices", || {
+            let url = probe_url.clone();
+            let token = token.clone();
+            async move {
+                let mut client = AdminServiceClient::connect(url).await.ok()?;
+                let mut request = tonic::Request::new(pb::ListServicesRequest {});
+                if let Some(t) = token {
+                    request
+                        .metadata_mut()
+                        .insert("authorization", t.parse().ok()?);
+                }
+                client.list_services(request).await.ok().map(|_| ())
+            }
+        })
+        .await;
+        Self {
+            url,
+            stop: Some(stop),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// What one gwctl run produced.
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "gwctl failed\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert_eq!(self.stderr, "", "stderr of a successful run");
+        &self.stdout
+    }
+
+    /// Asserts success and parses stdout as exactly one JSON document.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        let out = self.ok();
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("not one JSON document ({e}): {out}"))
+    }
+
+    /// Asserts failure with exit code 1, nothing on stdout and exactly one line on stderr;
+    /// returns that line.
+    #[track_caller]
+    pub fn error_line(&self) -> &str {
+        assert_eq!(
+            self.code,
+            Some(1),
+            "expected exit 1\nstdout: {}\nstderr: {}",
+            self.stdout,
+            self.stderr
+        );
+        assert_eq!(self.stdout, "", "stdout of a failed run");
+        let line = self
+            .stderr
+            .strip_suffix('\n')
+            .unwrap_or_else(|| panic!("stderr does not end in a newline: {:?}", self.stderr));
+        assert!(
+            !line.contains('\n'),
+            "stderr is not one line: {:?}",
+            self.stderr
+        );
+        assert!(line.starts_with("error: "), "stderr: {line}");
+        assert!(!line.contains("panicked"), "stderr: {line}");
+        line
+    }
+}
+
+/// Runs the built gwctl with `args` and `env`, isolated from the caller's GW_* variables.
+pub async fn gwctl_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"));
+    command
+        .args(args)
+        .env_remove("GW_CONTROL_PLANE")
+        .env_remove("GW_ADMIN_TOKEN")
+        .env("RUST_BACKTRACE", "1")
+        .kill_on_drop(true);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = command.output().await.unwrap();
+    Run {
+        code: status.code(),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+/// Runs gwctl against `cp` (the address is passed with `--control-plane`).
+pub async fn gwctl(cp: &ControlPlane, args: &[&str]) -> Run {
+    let mut all = vec!["--control-plane", cp.url.as_str()];
+    all.extend_from_slice(args);
+    gwctl_env(&all, &[]).await
+}
