@@ -289,14 +289,30 @@ async fn wait_acked(cp: &ControlPlane, node: &Node, version: u64) -> pb::Node {
     .await
 }
 
-#[tokio::test]
-async fn full_config_is_applied_acked_cached_and_changes_follow() {
+/// A control plane holding service `alpha` and a node that has applied and ACKed it; returns
+/// them with that version (and the temp dir that holds the database and the cache).
+async fn synced() -> (tempfile::TempDir, ControlPlane, Node, u64) {
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(&dir.path().join("gw.db")).await;
     let v1 = cp.add_service("alpha").await;
-    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
+    let node = Node::start(cp.url(), dir.path(), "dp-1");
+    wait_acked(&cp, &node, v1).await;
+    (dir, cp, node, v1)
+}
 
-    let seen = wait_acked(&cp, &node, v1).await;
+/// Waits until the node reports its stream closed.
+async fn wait_disconnected(node: &Node) {
+    eventually("the node to notice the control plane is gone", || async {
+        (!node.connected()).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn full_config_is_applied_acked_cached_and_changes_follow() {
+    let (_dir, cp, mut node, v1) = synced().await;
+
+    let seen = cp.node(&node.id).await.unwrap();
     assert_eq!(seen.listen_address, "127.0.0.1:8080");
     assert_eq!(seen.admin_address, "127.0.0.1:9901");
     assert_eq!(seen.build_version, env!("CARGO_PKG_VERSION"));
@@ -327,11 +343,7 @@ async fn full_config_is_applied_acked_cached_and_changes_follow() {
 
 #[tokio::test]
 async fn rejected_version_is_nacked_and_the_old_one_stays() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&dir.path().join("gw.db")).await;
-    let v1 = cp.add_service("alpha").await;
-    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
-    wait_acked(&cp, &node, v1).await;
+    let (_dir, cp, mut node, v1) = synced().await;
 
     let bad = format!("{REJECT_PREFIX}me");
     let v2 = cp.add_service(&bad).await;
@@ -363,17 +375,10 @@ async fn rejected_version_is_nacked_and_the_old_one_stays() {
 
 #[tokio::test]
 async fn control_plane_restart_reconnects_resumes_and_gets_later_changes() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cp = ControlPlane::start(&dir.path().join("gw.db")).await;
-    let v1 = cp.add_service("alpha").await;
-    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
-    wait_acked(&cp, &node, v1).await;
+    let (_dir, mut cp, mut node, v1) = synced().await;
 
     cp.stop().await;
-    eventually("the node to notice the control plane is gone", || async {
-        (!node.connected()).then_some(())
-    })
-    .await;
+    wait_disconnected(&node).await;
     assert_eq!(
         node.version(),
         v1,
@@ -405,27 +410,16 @@ async fn control_plane_restart_reconnects_resumes_and_gets_later_changes() {
 
 #[tokio::test]
 async fn shutdown_ends_run_while_disconnected() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cp = ControlPlane::start(&dir.path().join("gw.db")).await;
-    let v1 = cp.add_service("alpha").await;
-    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
-    wait_acked(&cp, &node, v1).await;
+    let (_dir, mut cp, mut node, _) = synced().await;
     cp.stop().await;
-    eventually("the node to notice the control plane is gone", || async {
-        (!node.connected()).then_some(())
-    })
-    .await;
+    wait_disconnected(&node).await;
     // Now retrying with backoff against a closed port.
     node.shutdown().await;
 }
 
 #[tokio::test]
 async fn shutdown_ends_run_while_connected() {
-    let dir = tempfile::tempdir().unwrap();
-    let cp = ControlPlane::start(&dir.path().join("gw.db")).await;
-    let v1 = cp.add_service("alpha").await;
-    let mut node = Node::start(cp.url(), dir.path(), "dp-1");
-    wait_acked(&cp, &node, v1).await;
+    let (_dir, cp, mut node, _) = synced().await;
     node.shutdown().await;
     eventually("the control plane to see the node leave", || async {
         cp.node("dp-1").await.filter(|n| !n.connected)
