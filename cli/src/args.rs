@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::DEFAULT_CONTROL_PLANE;
+use crate::client::{DEFAULT_CONTROL_PLANE, DEFAULT_TIMEOUT};
 use crate::output::OutputFormat;
 
 /// Global flags sort after each command's own flags in help, where they are least in the way.
@@ -39,6 +39,17 @@ pub struct Cli {
         value_name = "T"
     )]
     pub token: Option<String>,
+
+    /// How long to wait for the control plane's answer to each call.
+    #[arg(
+        long,
+        global = true,
+        default_value = DEFAULT_TIMEOUT,
+        value_parser = crate::duration::parse,
+        value_name = "DURATION",
+        display_order = GLOBAL_ORDER
+    )]
+    pub timeout: Duration,
 
     /// Output format: aligned tables for people, or JSON for scripts.
     #[arg(

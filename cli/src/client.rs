@@ -21,9 +21,10 @@ pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
 /// remote region, short enough that a wrong address fails before the operator gives up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// How long one call may take. Admin calls are single small transactions; anything slower
-/// than this means the control plane is stuck, and saying so beats hanging.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one call may take unless `--timeout` says otherwise. Admin calls are single small
+/// transactions; anything slower than this means the control plane is stuck, and saying so
+/// beats hanging.
+pub const DEFAULT_TIMEOUT: &str = "30s";
 
 /// Adds `authorization: Bearer <token>` to every call when a token was given.
 #[derive(Clone)]
@@ -68,13 +69,19 @@ pub struct AdminClient {
     /// The generated client; call it and map errors with [`AdminClient::error`].
     pub api: Admin,
     address: String,
+    timeout: Duration,
 }
 
 impl AdminClient {
-    /// Connects to the control plane at `address`, failing within [`CONNECT_TIMEOUT`].
+    /// Connects to the control plane at `address`, failing within [`CONNECT_TIMEOUT`]; each
+    /// call then fails after `timeout`.
     ///
     /// An address without a scheme (`127.0.0.1:50051`) is taken as `http://`.
-    pub async fn connect(address: &str, token: Option<&str>) -> Result<Self, Error> {
+    pub async fn connect(
+        address: &str,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         let address = normalize_address(address)?;
         let auth = BearerAuth::new(token)?;
         let endpoint = Endpoint::from_shared(address.clone())
@@ -83,7 +90,7 @@ impl AdminClient {
                 reason: innermost(&e),
             })?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT);
+            .timeout(timeout);
         // The outer timeout also covers name resolution, which connect_timeout does not.
         let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
             Ok(Ok(channel)) => channel,
@@ -106,6 +113,7 @@ impl AdminClient {
         Ok(Self {
             api: AdminServiceClient::with_interceptor(channel, auth),
             address,
+            timeout,
         })
     }
 
@@ -116,7 +124,7 @@ impl AdminClient {
 
     /// Maps a failed call's status to gwctl's error.
     pub fn error(&self, status: tonic::Status) -> Error {
-        Error::from_status(&self.address, &status)
+        Error::from_status(&self.address, self.timeout, &status)
     }
 }
 

@@ -4,6 +4,8 @@
 //! says what failed and, where there is one, what to do about it. gRPC statuses are turned
 //! into these in [`Error::from_status`], the only place that knows the status codes.
 
+use std::time::Duration;
+
 use tonic::Code;
 
 /// Why a gwctl command failed.
@@ -45,11 +47,12 @@ pub enum Error {
 }
 
 impl Error {
-    /// Turns a gRPC status from the control plane at `address` into an operator-facing error.
+    /// Turns a gRPC status from the control plane at `address`, called with a `timeout`, into
+    /// an operator-facing error.
     ///
     /// The server's message is kept verbatim (it names the field and the fix), flattened to one
     /// line so that the single-line error contract holds whatever the server sends.
-    pub fn from_status(address: &str, status: &tonic::Status) -> Self {
+    pub fn from_status(address: &str, timeout: Duration, status: &tonic::Status) -> Self {
         let message = one_line(status.message());
         let rejected = |kind: &'static str, message: String| Error::Rejected { kind, message };
         match status.code() {
@@ -66,9 +69,13 @@ impl Error {
                 address: address.to_string(),
                 reason: or_default(message, "unavailable"),
             },
-            Code::DeadlineExceeded => Error::Unreachable {
+            // tonic reports its own client-side timeout as Cancelled.
+            Code::DeadlineExceeded | Code::Cancelled => Error::Unreachable {
                 address: address.to_string(),
-                reason: "no answer in time".to_string(),
+                reason: format!(
+                    "no answer within {}; raise --timeout if it is just slow",
+                    crate::duration::format(timeout)
+                ),
             },
             Code::Unimplemented => rejected(
                 "not supported",
@@ -152,6 +159,11 @@ mod tests {
                 "cannot reach the control plane at http://127.0.0.1:50051 (connection reset)",
             ),
             (
+                Status::cancelled("Timeout expired"),
+                "cannot reach the control plane at http://127.0.0.1:50051 (no answer within \
+                 30s; raise --timeout if it is just slow)",
+            ),
+            (
                 Status::unimplemented(""),
                 "not supported: the control plane at http://127.0.0.1:50051 does not know \
                  this call; is it older than gwctl?",
@@ -166,7 +178,7 @@ mod tests {
             ),
         ];
         for (status, want) in cases {
-            let got = Error::from_status(addr, &status).to_string();
+            let got = Error::from_status(addr, Duration::from_secs(30), &status).to_string();
             assert_eq!(got, want);
             assert!(!got.contains('\n'));
         }

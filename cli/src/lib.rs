@@ -34,12 +34,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
     let Cli {
         control_plane,
         token,
+        timeout,
         output,
         command,
     } = cli;
     // Flag combinations clap cannot express are refused before any network traffic.
     command.check()?;
-    let connect = || AdminClient::connect(&control_plane, token.as_deref());
+    let connect = || AdminClient::connect(&control_plane, token.as_deref(), timeout);
     match command {
         Command::Completions { shell } => commands::completions::run(shell, out)?,
         Command::Service(cmd) => {

@@ -47,6 +47,40 @@ async fn unreachable_control_plane_names_the_address() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_control_plane_times_out_with_the_address() {
+    // Takes TCP connections and never says a word, like a wedged process.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let out = gwctl_env(
+        &[
+            "--control-plane",
+            &url,
+            "--timeout",
+            "300ms",
+            "service",
+            "list",
+        ],
+        &[],
+    )
+    .await;
+    let line = out.error_line();
+    assert_eq!(
+        line,
+        format!(
+            "error: cannot reach the control plane at {url} (no answer within 300ms; \
+             raise --timeout if it is just slow)"
+        )
+    );
+    holder.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_plane_address_from_the_environment() {
     let cp = ControlPlane::start().await;
     let out = gwctl_env(

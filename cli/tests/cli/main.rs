@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod connection;
+mod nodes;
 mod policies;
 mod services;
 mod support;
