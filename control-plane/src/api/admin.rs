@@ -1,0 +1,157 @@
+//! `gateway.v1.AdminService`: validates requests into domain types and calls the store.
+
+use std::sync::Arc;
+
+use gw_proto::v1 as pb;
+use gw_proto::v1::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{Policy, Service, validate};
+use crate::nodes::NodeRegistry;
+use crate::store::Store;
+
+/// The AdminService implementation.
+#[derive(Debug, Clone)]
+pub struct AdminApi {
+    store: Arc<Store>,
+    nodes: Arc<NodeRegistry>,
+}
+
+impl AdminApi {
+    /// Serves `store` and `nodes`.
+    pub fn new(store: Arc<Store>, nodes: Arc<NodeRegistry>) -> Self {
+        Self { store, nodes }
+    }
+}
+
+/// Validates a name given to select an existing object.
+fn lookup_name(name: &str) -> Result<(), Status> {
+    validate::name(name).map_err(|p| Status::invalid_argument(format!("name: {p}")))
+}
+
+fn service_of(msg: Option<pb::Service>) -> Result<Service, Status> {
+    let msg = msg.ok_or_else(|| Status::invalid_argument("service: required"))?;
+    Ok(Service::try_from(msg)?)
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminApi {
+    async fn create_service(
+        &self,
+        request: Request<pb::CreateServiceRequest>,
+    ) -> Result<Response<pb::CreateServiceResponse>, Status> {
+        let pb::CreateServiceRequest { service } = request.into_inner();
+        let (service, version) = self.store.create_service(service_of(service)?).await?;
+        tracing::info!(service = %service.name, version, "service created");
+        Ok(Response::new(pb::CreateServiceResponse {
+            service: Some(pb::Service::from(&service)),
+            config_version: version,
+        }))
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<pb::GetServiceRequest>,
+    ) -> Result<Response<pb::GetServiceResponse>, Status> {
+        let pb::GetServiceRequest { name } = request.into_inner();
+        lookup_name(&name)?;
+        let state = self.store.current();
+        let service = state
+            .services
+            .get(&name)
+            .ok_or_else(|| Status::not_found(format!("service '{name}' does not exist")))?;
+        Ok(Response::new(pb::GetServiceResponse {
+            service: Some(pb::Service::from(&**service)),
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        let pb::ListServicesRequest {} = request.into_inner();
+        let state = self.store.current();
+        Ok(Response::new(pb::ListServicesResponse {
+            services: state.pb_services().to_vec(),
+            config_version: state.version,
+        }))
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<pb::UpdateServiceRequest>,
+    ) -> Result<Response<pb::UpdateServiceResponse>, Status> {
+        let pb::UpdateServiceRequest { service } = request.into_inner();
+        let (service, version) = self.store.update_service(service_of(service)?).await?;
+        tracing::info!(service = %service.name, version, "service updated");
+        Ok(Response::new(pb::UpdateServiceResponse {
+            service: Some(pb::Service::from(&service)),
+            config_version: version,
+        }))
+    }
+
+    async fn delete_service(
+        &self,
+        request: Request<pb::DeleteServiceRequest>,
+    ) -> Result<Response<pb::DeleteServiceResponse>, Status> {
+        let pb::DeleteServiceRequest { name } = request.into_inner();
+        lookup_name(&name)?;
+        let version = self.store.delete_service(&name).await?;
+        tracing::info!(service = %name, version, "service deleted");
+        Ok(Response::new(pb::DeleteServiceResponse {
+            config_version: version,
+        }))
+    }
+
+    async fn put_policy(
+        &self,
+        request: Request<pb::PutPolicyRequest>,
+    ) -> Result<Response<pb::PutPolicyResponse>, Status> {
+        let pb::PutPolicyRequest { policy } = request.into_inner();
+        let policy = policy.ok_or_else(|| Status::invalid_argument("policy: required"))?;
+        let policy = Policy::try_from(policy)?;
+        let (policy, created, version) = self.store.put_policy(policy).await?;
+        tracing::info!(policy = %policy.name, created, version, "policy written");
+        Ok(Response::new(pb::PutPolicyResponse {
+            policy: Some(pb::Policy::from(&policy)),
+            created,
+            config_version: version,
+        }))
+    }
+
+    async fn list_policies(
+        &self,
+        request: Request<pb::ListPoliciesRequest>,
+    ) -> Result<Response<pb::ListPoliciesResponse>, Status> {
+        let pb::ListPoliciesRequest {} = request.into_inner();
+        let state = self.store.current();
+        Ok(Response::new(pb::ListPoliciesResponse {
+            policies: state.pb_policies().to_vec(),
+            config_version: state.version,
+        }))
+    }
+
+    async fn delete_policy(
+        &self,
+        request: Request<pb::DeletePolicyRequest>,
+    ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
+        let pb::DeletePolicyRequest { name } = request.into_inner();
+        lookup_name(&name)?;
+        let version = self.store.delete_policy(&name).await?;
+        tracing::info!(policy = %name, version, "policy deleted");
+        Ok(Response::new(pb::DeletePolicyResponse {
+            config_version: version,
+        }))
+    }
+
+    async fn list_nodes(
+        &self,
+        request: Request<pb::ListNodesRequest>,
+    ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        let pb::ListNodesRequest {} = request.into_inner();
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: self.nodes.list(),
+            config_version: self.store.current().version,
+        }))
+    }
+}

@@ -1,0 +1,76 @@
+//! The admin-token check, a tonic interceptor in front of AdminService.
+
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+use tonic::service::Interceptor;
+use tonic::{Request, Status};
+
+/// Requires `authorization: Bearer <token>` when a token is configured.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    token: Option<Arc<[u8]>>,
+}
+
+impl AdminAuth {
+    /// Checks against `token`; `None` lets every call through.
+    pub fn new(token: Option<&str>) -> Self {
+        Self {
+            token: token.map(|t| Arc::from(t.as_bytes())),
+        }
+    }
+}
+
+impl Interceptor for AdminAuth {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let Some(expected) = &self.token else {
+            return Ok(request);
+        };
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            // Constant-time, so the comparison's duration does not reveal how much matched.
+            Some(t) if bool::from(t.as_bytes().ct_eq(expected)) => Ok(request),
+            Some(_) => Err(Status::unauthenticated("invalid admin token")),
+            None => Err(Status::unauthenticated(
+                "missing admin token: send 'authorization: Bearer <token>' (gwctl --token)",
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn call(auth: &mut AdminAuth, header: Option<&str>) -> Result<(), Code> {
+        let mut req = Request::new(());
+        if let Some(h) = header {
+            req.metadata_mut()
+                .insert("authorization", h.parse().unwrap());
+        }
+        auth.call(req).map(|_| ()).map_err(|s| s.code())
+    }
+
+    #[test]
+    fn token_is_required_only_when_configured() {
+        let mut open = AdminAuth::new(None);
+        assert_eq!(call(&mut open, None), Ok(()));
+        let mut auth = AdminAuth::new(Some("s3cret"));
+        assert_eq!(call(&mut auth, Some("Bearer s3cret")), Ok(()));
+        assert_eq!(call(&mut auth, None), Err(Code::Unauthenticated));
+        assert_eq!(
+            call(&mut auth, Some("Bearer wrong")),
+            Err(Code::Unauthenticated)
+        );
+        assert_eq!(
+            call(&mut auth, Some("Bearer s3cret2")),
+            Err(Code::Unauthenticated)
+        );
+        assert_eq!(call(&mut auth, Some("s3cret")), Err(Code::Unauthenticated));
+    }
+}

@@ -1,0 +1,293 @@
+//! `gateway.v1.ConfigDiscoveryService`: the stream each data plane lives on.
+//!
+//! One task per stream reads the node's messages and pushes config versions. It never queues
+//! a backlog: the outgoing channel holds one message, and only once it has room does the task
+//! take the *latest* published state, so a slow node skips versions instead of growing a
+//! queue. Every stream ends when the control plane shuts down, so graceful shutdown is not
+//! held up by data planes that keep their streams open forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gw_proto::v1 as pb;
+use gw_proto::v1::config_discovery_service_server::ConfigDiscoveryService;
+use gw_proto::v1::discovery_request::Kind;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::nodes::{Announcement, Connection, NodeRegistry};
+use crate::store::Store;
+
+/// How long a new stream may take to send its hello; a stream that says nothing is dropped
+/// rather than holding a task and a socket forever.
+pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest node id, in characters.
+const MAX_NODE_ID: usize = 128;
+/// Longest address or build string kept from a hello; these are for display only.
+const MAX_LABEL_LEN: usize = 256;
+
+type Outbound = mpsc::Sender<Result<pb::DiscoveryResponse, Status>>;
+
+/// The ConfigDiscoveryService implementation.
+#[derive(Debug, Clone)]
+pub struct DiscoveryApi {
+    store: Arc<Store>,
+    nodes: Arc<NodeRegistry>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl DiscoveryApi {
+    /// Streams `store`'s config, records nodes in `nodes`, and ends every stream once
+    /// `shutdown` turns true.
+    pub fn new(
+        store: Arc<Store>,
+        nodes: Arc<NodeRegistry>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            store,
+            nodes,
+            shutdown,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl ConfigDiscoveryService for DiscoveryApi {
+    type StreamConfigStream = ReceiverStream<Result<pb::DiscoveryResponse, Status>>;
+
+    async fn stream_config(
+        &self,
+        request: Request<Streaming<pb::DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamConfigStream>, Status> {
+        let peer = request
+            .remote_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let inbound = request.into_inner();
+        // Capacity 1: at most one version waits for the node; see the module comment.
+        let (tx, rx) = mpsc::channel(1);
+        // The hello is read by the task, not here, so a client may wait for the response
+        // headers before sending it.
+        tokio::spawn(self.clone().session(inbound, tx, peer));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// Why a stream ended.
+#[derive(Debug)]
+enum End {
+    Shutdown,
+    NodeClosed,
+    NodeError(Status),
+    StoreClosed,
+}
+
+impl DiscoveryApi {
+    async fn session(
+        self,
+        mut inbound: Streaming<pb::DiscoveryRequest>,
+        tx: Outbound,
+        peer: String,
+    ) {
+        let mut shutdown = self.shutdown.clone();
+        let first = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => first,
+        };
+        let hello = match first {
+            Ok(Ok(Some(pb::DiscoveryRequest {
+                kind: Some(Kind::Hello(hello)),
+            }))) => hello,
+            Ok(Ok(Some(_))) => {
+                return reject(
+                    &tx,
+                    Status::invalid_argument("the first message must be hello"),
+                )
+                .await;
+            }
+            Ok(Ok(None)) => return,
+            Ok(Err(status)) => {
+                tracing::debug!(%peer, %status, "config stream failed before hello");
+                return;
+            }
+            Err(_) => {
+                let msg = format!("no hello within {}s", HELLO_TIMEOUT.as_secs());
+                return reject(&tx, Status::deadline_exceeded(msg)).await;
+            }
+        };
+        let pb::NodeHello {
+            node_id,
+            known_version,
+            listen_address,
+            admin_address,
+            build_version,
+            capabilities: _, // none defined yet; a future delta kind will look here
+        } = hello;
+        if let Err(problem) = check_node_id(&node_id) {
+            return reject(
+                &tx,
+                Status::invalid_argument(format!("hello.node_id: {problem}")),
+            )
+            .await;
+        }
+        let announcement = Announcement {
+            node_id,
+            listen_address: clip(listen_address),
+            admin_address: clip(admin_address),
+            build_version: clip(build_version),
+            peer_address: peer,
+        };
+        let conn = match self.nodes.connect(announcement.clone(), known_version) {
+            Ok(conn) => conn,
+            Err(full) => return reject(&tx, Status::resource_exhausted(full.to_string())).await,
+        };
+        tracing::info!(
+            node = %conn.node_id,
+            peer = %announcement.peer_address,
+            listen = %announcement.listen_address,
+            known_version,
+            "data plane connected"
+        );
+        let end = self
+            .push_loop(&conn, known_version, &mut inbound, &tx, &mut shutdown)
+            .await;
+        self.nodes.disconnect(&conn);
+        match end {
+            End::Shutdown => {
+                // Tell the node why, if there is room; it reconnects either way.
+                let _ = tx.try_send(Err(Status::unavailable("control plane is shutting down")));
+                tracing::info!(node = %conn.node_id, "config stream closed for shutdown");
+            }
+            End::NodeError(status) => {
+                tracing::info!(node = %conn.node_id, %status, "data plane disconnected");
+            }
+            End::NodeClosed | End::StoreClosed => {
+                tracing::info!(node = %conn.node_id, "data plane disconnected");
+            }
+        }
+    }
+
+    /// Pushes versions and handles the node's answers until one side goes away.
+    async fn push_loop(
+        &self,
+        conn: &Connection,
+        known_version: u64,
+        inbound: &mut Streaming<pb::DiscoveryRequest>,
+        tx: &Outbound,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> End {
+        let mut updates = self.store.subscribe();
+        // The version the node holds or was last sent. Anything different is worth sending:
+        // normally newer, but after a database restore it may be older, and the node must
+        // still converge on what this control plane serves.
+        let mut node_version = known_version;
+        let current = updates.borrow_and_update().version;
+        if known_version > current {
+            tracing::warn!(
+                node = %conn.node_id, known_version, current,
+                "node holds a newer version than this control plane; sending ours"
+            );
+        }
+        loop {
+            let pending = updates.borrow().version != node_version;
+            tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|stop| *stop) => return End::Shutdown,
+                msg = inbound.message() => match msg {
+                    Ok(Some(req)) => self.handle(conn, req),
+                    Ok(None) => return End::NodeClosed,
+                    Err(status) => return End::NodeError(status),
+                },
+                permit = tx.reserve(), if pending => {
+                    let Ok(permit) = permit else { return End::NodeClosed };
+                    // Taken only now that there is room, so it is the latest version.
+                    let state = updates.borrow_and_update().clone();
+                    permit.send(Ok((*state.snapshot).clone()));
+                    node_version = state.version;
+                    self.nodes.sent(conn, node_version);
+                    tracing::debug!(node = %conn.node_id, version = node_version, "config sent");
+                }
+                changed = updates.changed(), if !pending => {
+                    if changed.is_err() {
+                        return End::StoreClosed;
+                    }
+                }
+                () = tx.closed(), if !pending => return End::NodeClosed,
+            }
+        }
+    }
+
+    fn handle(&self, conn: &Connection, req: pb::DiscoveryRequest) {
+        match req.kind {
+            Some(Kind::Ack(pb::ConfigAck { version })) => {
+                self.nodes.acked(conn, version);
+                tracing::debug!(node = %conn.node_id, version, "config acked");
+            }
+            Some(Kind::Nack(pb::ConfigNack { version, error })) => {
+                self.nodes.nacked(conn, version, &error);
+                tracing::warn!(node = %conn.node_id, version, %error, "config rejected by data plane");
+            }
+            Some(Kind::Hello(_)) => {
+                self.nodes.seen(conn);
+                tracing::debug!(node = %conn.node_id, "ignoring a second hello on one stream");
+            }
+            // Newer data planes may send report kinds this control plane does not know yet.
+            None => self.nodes.seen(conn),
+        }
+    }
+}
+
+/// Ends a stream with `status` (the client sees it as the call's error).
+async fn reject(tx: &Outbound, status: Status) {
+    tracing::info!(%status, "config stream rejected");
+    let _ = tx.send(Err(status)).await;
+}
+
+/// A node id: 1 to 128 characters, no control characters, no surrounding whitespace.
+fn check_node_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("required".to_owned());
+    }
+    if id.chars().count() > MAX_NODE_ID {
+        return Err(format!("must be at most {MAX_NODE_ID} characters"));
+    }
+    if id.chars().any(char::is_control) || id.trim() != id {
+        return Err("must be printable, without surrounding whitespace".to_owned());
+    }
+    Ok(())
+}
+
+/// Bounds a display-only string from a node.
+fn clip(mut s: String) -> String {
+    if s.len() > MAX_LABEL_LEN {
+        let mut end = MAX_LABEL_LEN;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_ids() {
+        for good in ["dp-1", "host.example:8080", "ノード", &"x".repeat(128)] {
+            assert_eq!(check_node_id(good), Ok(()), "{good}");
+        }
+        for bad in ["", " dp", "dp ", "a\nb", "a\u{7f}", &"x".repeat(129)] {
+            assert!(check_node_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clipping() {
+        assert_eq!(clip("abc".into()), "abc");
+        assert_eq!(clip("é".repeat(200)).len(), 256);
+    }
+}

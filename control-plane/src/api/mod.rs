@@ -1,0 +1,97 @@
+//! The gRPC edge: AdminService, ConfigDiscoveryService, the admin-token check, and the one
+//! place where store and validation errors become gRPC statuses.
+
+pub mod admin;
+pub mod auth;
+pub mod discovery;
+
+use tonic::Status;
+
+use crate::domain::ValidationError;
+use crate::store::StoreError;
+
+/// What a client sees when the store fails: the details are in the log, not on the wire.
+pub const INTERNAL_MESSAGE: &str = "internal storage error; see the control plane's log";
+
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound { .. } | StoreError::UnknownService(_) => {
+                Status::not_found(e.to_string())
+            }
+            StoreError::AlreadyExists { .. } | StoreError::RouteConflict { .. } => {
+                Status::already_exists(e.to_string())
+            }
+            StoreError::InUse { .. } => Status::failed_precondition(e.to_string()),
+            StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
+                tracing::error!(error = %e, "store failure");
+                Status::internal(INTERNAL_MESSAGE)
+            }
+        }
+    }
+}
+
+impl From<ValidationError> for Status {
+    fn from(e: ValidationError) -> Self {
+        Status::invalid_argument(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    #[test]
+    fn store_errors_map_to_codes_without_leaking_database_text() {
+        let db = StoreError::Database(sqlx::Error::Protocol(
+            "disk I/O error in table services".into(),
+        ));
+        let s = Status::from(db);
+        assert_eq!(s.code(), Code::Internal);
+        assert_eq!(s.message(), INTERNAL_MESSAGE);
+        assert!(!s.message().contains("services"));
+
+        let corrupt = Status::from(StoreError::Corrupt("service 'x': hosts".into()));
+        assert_eq!(
+            (corrupt.code(), corrupt.message()),
+            (Code::Internal, INTERNAL_MESSAGE)
+        );
+
+        let cases = [
+            (
+                StoreError::NotFound {
+                    kind: "service",
+                    name: "x".into(),
+                },
+                Code::NotFound,
+                "service 'x' does not exist",
+            ),
+            (
+                StoreError::UnknownService("x".into()),
+                Code::NotFound,
+                "policy.service: service 'x' does not exist",
+            ),
+            (
+                StoreError::AlreadyExists {
+                    kind: "policy",
+                    name: "p".into(),
+                },
+                Code::AlreadyExists,
+                "policy 'p' already exists",
+            ),
+            (
+                StoreError::InUse {
+                    service: "x".into(),
+                    policies: vec!["p1".into(), "p2".into()],
+                },
+                Code::FailedPrecondition,
+                "service 'x' is used by policies 'p1', 'p2'; remove them first (gwctl policy rm ...)",
+            ),
+        ];
+        for (err, code, msg) in cases {
+            let s = Status::from(err);
+            assert_eq!((s.code(), s.message()), (code, msg));
+        }
+    }
+}

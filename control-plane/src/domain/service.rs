@@ -1,0 +1,641 @@
+//! A backend service: its route, endpoints, health check, timeouts and balancing.
+
+use std::fmt;
+use std::time::Duration;
+
+use gw_proto::v1 as pb;
+
+use super::ValidationError;
+use super::validate::{self, Problems};
+
+/// Default health-check path.
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
+/// Default time between two checks of one endpoint.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default time allowed for one check.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default consecutive failures that make an endpoint unhealthy.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Default consecutive successes that make an endpoint healthy again.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// Default TCP connect timeout to an endpoint.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default time from sending a request until the response headers arrive.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Shortest health-check interval: faster checking would load backends more than it helps.
+const MIN_HEALTH_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest health-check interval: beyond this a dead endpoint goes unnoticed too long.
+const MAX_HEALTH_INTERVAL: Duration = Duration::from_secs(3600);
+/// Shortest timeout of any kind; zero would mean "always fail".
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// Longest connect timeout: a TCP handshake that takes longer is not coming.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Longest request timeout (until response headers): a day covers any batch job.
+const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Highest health threshold: more would make state changes take absurdly long.
+const MAX_THRESHOLD: u32 = 100;
+/// Most endpoints or hosts one service may list; keeps one config message reasonable.
+const MAX_LIST: usize = 1000;
+
+/// A backend service that the gateway routes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    /// Unique name, a lowercase DNS label.
+    pub name: String,
+    /// Which requests this service takes.
+    pub route: Route,
+    /// Backend base URLs; may be empty (matching requests then get 503).
+    pub endpoints: Vec<Endpoint>,
+    /// Active health checking of the endpoints.
+    pub health_check: HealthCheck,
+    /// Proxying timeouts.
+    pub timeouts: Timeouts,
+    /// How requests are spread over healthy endpoints.
+    pub load_balancing: LoadBalancing,
+    /// Config version that created the service; set by the store.
+    pub created_version: u64,
+    /// Config version that last changed the service; set by the store.
+    pub updated_version: u64,
+}
+
+/// Matches requests to a service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Starts with '/', no trailing '/' (except "/" itself).
+    pub path_prefix: String,
+    /// Lowercase host names without port; empty means any host.
+    pub hosts: Vec<String>,
+    /// Remove the matched prefix before forwarding.
+    pub strip_prefix: bool,
+}
+
+impl Route {
+    /// Whether two routes would take the same requests: same prefix and either both match
+    /// any host or they share a host.
+    pub fn overlaps(&self, other: &Route) -> bool {
+        self.path_prefix == other.path_prefix
+            && ((self.hosts.is_empty() && other.hosts.is_empty())
+                || self.hosts.iter().any(|h| other.hosts.contains(h)))
+    }
+}
+
+/// A backend base URL `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Host name, IPv4 address or bracketed IPv6 address.
+    pub host: String,
+    /// TCP port, never 0.
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// Parses and validates `http://host:port`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        validate::endpoint(raw).map(|(host, port)| Self { host, port })
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}:{}", self.host, self.port)
+    }
+}
+
+/// Active health check of a service's endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// Path to GET.
+    pub path: String,
+    /// Time between checks of one endpoint.
+    pub interval: Duration,
+    /// Time allowed for one check; at most `interval`.
+    pub timeout: Duration,
+    /// Consecutive failures that mark an endpoint unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Consecutive successes that mark an endpoint healthy.
+    pub healthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_HEALTH_PATH.to_owned(),
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
+            healthy_threshold: DEFAULT_HEALTHY_THRESHOLD,
+        }
+    }
+}
+
+/// Timeouts the data plane applies when proxying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// TCP connect timeout.
+    pub connect: Duration,
+    /// Time until the response headers arrive.
+    pub request: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: DEFAULT_CONNECT_TIMEOUT,
+            request: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Load-balancing algorithm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBalancing {
+    /// Each request goes to the next healthy endpoint in turn.
+    #[default]
+    RoundRobin,
+}
+
+impl LoadBalancing {
+    /// Stable name used in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round_robin",
+        }
+    }
+
+    /// Inverse of [`LoadBalancing::as_str`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "round_robin" => Some(Self::RoundRobin),
+            _ => None,
+        }
+    }
+}
+
+impl TryFrom<pb::Service> for Service {
+    type Error = ValidationError;
+
+    fn try_from(msg: pb::Service) -> Result<Self, ValidationError> {
+        // Destructured in full: a new proto field must be handled here, not silently dropped.
+        let pb::Service {
+            name,
+            route,
+            endpoints,
+            health_check,
+            timeouts,
+            load_balancing,
+            created_version: _, // output only
+            updated_version: _, // output only
+        } = msg;
+        let mut p = Problems::default();
+        p.check("name", validate::name(&name));
+        let route = match route {
+            Some(r) => convert_route(r, &mut p),
+            None => {
+                p.add("route", "required (at least route.path_prefix)");
+                None
+            }
+        };
+        if endpoints.len() > MAX_LIST {
+            p.add("endpoints", format!("at most {MAX_LIST} endpoints"));
+        }
+        let mut parsed = Vec::with_capacity(endpoints.len());
+        for (i, raw) in endpoints.iter().enumerate() {
+            if let Some(ep) = p.check(format_args!("endpoints[{i}]"), Endpoint::parse(raw)) {
+                if parsed.contains(&ep) {
+                    p.add(
+                        format_args!("endpoints[{i}]"),
+                        format!("'{raw}' is listed twice"),
+                    );
+                } else {
+                    parsed.push(ep);
+                }
+            }
+        }
+        let health_check = convert_health_check(health_check.unwrap_or_default(), &mut p);
+        let timeouts = convert_timeouts(timeouts.unwrap_or_default(), &mut p);
+        let load_balancing = match pb::LoadBalancingPolicy::try_from(load_balancing) {
+            Ok(pb::LoadBalancingPolicy::Unspecified | pb::LoadBalancingPolicy::RoundRobin) => {
+                Some(LoadBalancing::RoundRobin)
+            }
+            Err(_) => {
+                p.add("load_balancing", format!("unknown value {load_balancing}"));
+                None
+            }
+        };
+        let value = match (route, health_check, timeouts, load_balancing) {
+            (Some(route), Some(health_check), Some(timeouts), Some(load_balancing)) => {
+                Some(Service {
+                    name,
+                    route,
+                    endpoints: parsed,
+                    health_check,
+                    timeouts,
+                    load_balancing,
+                    created_version: 0,
+                    updated_version: 0,
+                })
+            }
+            _ => None,
+        };
+        p.finish(value)
+    }
+}
+
+fn convert_route(msg: pb::Route, p: &mut Problems) -> Option<Route> {
+    let pb::Route {
+        path_prefix,
+        hosts,
+        strip_prefix,
+    } = msg;
+    let prefix_ok = p
+        .check("route.path_prefix", validate::path_prefix(&path_prefix))
+        .is_some();
+    if hosts.len() > MAX_LIST {
+        p.add("route.hosts", format!("at most {MAX_LIST} hosts"));
+    }
+    let mut clean: Vec<String> = Vec::with_capacity(hosts.len());
+    for (i, h) in hosts.iter().enumerate() {
+        if let Some(h) = p.check(format_args!("route.hosts[{i}]"), validate::hostname(h)) {
+            if clean.contains(&h) {
+                p.add(
+                    format_args!("route.hosts[{i}]"),
+                    format!("'{h}' is listed twice"),
+                );
+            } else {
+                clean.push(h);
+            }
+        }
+    }
+    prefix_ok.then_some(Route {
+        path_prefix,
+        hosts: clean,
+        strip_prefix,
+    })
+}
+
+fn convert_health_check(msg: pb::HealthCheck, p: &mut Problems) -> Option<HealthCheck> {
+    let pb::HealthCheck {
+        path,
+        interval,
+        timeout,
+        unhealthy_threshold,
+        healthy_threshold,
+    } = msg;
+    let path = if path.is_empty() {
+        DEFAULT_HEALTH_PATH.to_owned()
+    } else {
+        path
+    };
+    let path_ok = p
+        .check("health_check.path", validate::request_path(&path))
+        .is_some();
+    let interval = p.check(
+        "health_check.interval",
+        validate::duration(
+            interval,
+            DEFAULT_HEALTH_INTERVAL,
+            MIN_HEALTH_INTERVAL,
+            MAX_HEALTH_INTERVAL,
+        ),
+    );
+    let timeout = p.check(
+        "health_check.timeout",
+        validate::duration(
+            timeout,
+            DEFAULT_HEALTH_TIMEOUT,
+            MIN_TIMEOUT,
+            MAX_HEALTH_INTERVAL,
+        ),
+    );
+    if let (Some(i), Some(t)) = (interval, timeout)
+        && t > i
+    {
+        p.add(
+            "health_check.timeout",
+            format!(
+                "{} must not exceed the interval ({})",
+                validate::human(t),
+                validate::human(i)
+            ),
+        );
+    }
+    let unhealthy = threshold(
+        "health_check.unhealthy_threshold",
+        unhealthy_threshold,
+        DEFAULT_UNHEALTHY_THRESHOLD,
+        p,
+    );
+    let healthy = threshold(
+        "health_check.healthy_threshold",
+        healthy_threshold,
+        DEFAULT_HEALTHY_THRESHOLD,
+        p,
+    );
+    match (path_ok, interval, timeout, unhealthy, healthy) {
+        (
+            true,
+            Some(interval),
+            Some(timeout),
+            Some(unhealthy_threshold),
+            Some(healthy_threshold),
+        ) if timeout <= interval => Some(HealthCheck {
+            path,
+            interval,
+            timeout,
+            unhealthy_threshold,
+            healthy_threshold,
+        }),
+        _ => None,
+    }
+}
+
+fn threshold(field: &str, value: u32, default: u32, p: &mut Problems) -> Option<u32> {
+    match value {
+        0 => Some(default),
+        v if v <= MAX_THRESHOLD => Some(v),
+        v => {
+            p.add(
+                field,
+                format!("{v} is above the maximum of {MAX_THRESHOLD}"),
+            );
+            None
+        }
+    }
+}
+
+fn convert_timeouts(msg: pb::Timeouts, p: &mut Problems) -> Option<Timeouts> {
+    let pb::Timeouts { connect, request } = msg;
+    let connect = p.check(
+        "timeouts.connect",
+        validate::duration(
+            connect,
+            DEFAULT_CONNECT_TIMEOUT,
+            MIN_TIMEOUT,
+            MAX_CONNECT_TIMEOUT,
+        ),
+    );
+    let request = p.check(
+        "timeouts.request",
+        validate::duration(
+            request,
+            DEFAULT_REQUEST_TIMEOUT,
+            MIN_TIMEOUT,
+            MAX_REQUEST_TIMEOUT,
+        ),
+    );
+    Some(Timeouts {
+        connect: connect?,
+        request: request?,
+    })
+}
+
+impl From<&Service> for pb::Service {
+    fn from(s: &Service) -> Self {
+        pb::Service {
+            name: s.name.clone(),
+            route: Some(pb::Route {
+                path_prefix: s.route.path_prefix.clone(),
+                hosts: s.route.hosts.clone(),
+                strip_prefix: s.route.strip_prefix,
+            }),
+            endpoints: s.endpoints.iter().map(ToString::to_string).collect(),
+            health_check: Some(pb::HealthCheck {
+                path: s.health_check.path.clone(),
+                interval: Some(validate::to_pb_duration(s.health_check.interval)),
+                timeout: Some(validate::to_pb_duration(s.health_check.timeout)),
+                unhealthy_threshold: s.health_check.unhealthy_threshold,
+                healthy_threshold: s.health_check.healthy_threshold,
+            }),
+            timeouts: Some(pb::Timeouts {
+                connect: Some(validate::to_pb_duration(s.timeouts.connect)),
+                request: Some(validate::to_pb_duration(s.timeouts.request)),
+            }),
+            load_balancing: match s.load_balancing {
+                LoadBalancing::RoundRobin => pb::LoadBalancingPolicy::RoundRobin.into(),
+            },
+            created_version: s.created_version,
+            updated_version: s.updated_version,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal(name: &str, prefix: &str) -> pb::Service {
+        pb::Service {
+            name: name.to_owned(),
+            route: Some(pb::Route {
+                path_prefix: prefix.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn dur(ms: u64) -> Option<prost_types::Duration> {
+        Some(validate::to_pb_duration(Duration::from_millis(ms)))
+    }
+
+    #[test]
+    fn minimal_service_gets_every_default() {
+        let s = Service::try_from(minimal("api", "/api")).unwrap();
+        assert_eq!(s.health_check, HealthCheck::default());
+        assert_eq!(s.health_check.path, "/health");
+        assert_eq!(s.health_check.interval, Duration::from_secs(5));
+        assert_eq!(s.health_check.timeout, Duration::from_secs(1));
+        assert_eq!(
+            (
+                s.health_check.unhealthy_threshold,
+                s.health_check.healthy_threshold
+            ),
+            (3, 2)
+        );
+        assert_eq!(
+            s.timeouts,
+            Timeouts {
+                connect: Duration::from_secs(1),
+                request: Duration::from_secs(30)
+            }
+        );
+        assert_eq!(s.load_balancing, LoadBalancing::RoundRobin);
+        assert!(s.endpoints.is_empty());
+    }
+
+    #[test]
+    fn full_service_round_trips_through_protobuf() {
+        let msg = pb::Service {
+            name: "api".into(),
+            route: Some(pb::Route {
+                path_prefix: "/api".into(),
+                hosts: vec!["a.example".into(), "B.example".into()],
+                strip_prefix: true,
+            }),
+            endpoints: vec!["http://127.0.0.1:8001".into(), "http://[::1]:8002/".into()],
+            health_check: Some(pb::HealthCheck {
+                path: "/ready".into(),
+                interval: dur(500),
+                timeout: dur(200),
+                unhealthy_threshold: 5,
+                healthy_threshold: 1,
+            }),
+            timeouts: Some(pb::Timeouts {
+                connect: dur(250),
+                request: dur(10_000),
+            }),
+            load_balancing: pb::LoadBalancingPolicy::RoundRobin.into(),
+            created_version: 99,
+            updated_version: 99,
+        };
+        let s = Service::try_from(msg).unwrap();
+        assert_eq!(s.route.hosts, ["a.example", "b.example"]);
+        assert_eq!(s.created_version, 0, "output-only fields are ignored");
+        let back = pb::Service::from(&s);
+        assert_eq!(
+            back.endpoints,
+            ["http://127.0.0.1:8001", "http://[::1]:8002"]
+        );
+        assert_eq!(Service::try_from(back).unwrap(), s);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_field() {
+        let cases: Vec<(pb::Service, Vec<&str>)> = vec![
+            (
+                minimal("Foo", "/a"),
+                vec!["name: 'Foo' must be a lowercase DNS label"],
+            ),
+            (
+                minimal("a", "api"),
+                vec!["route.path_prefix: must start with '/'"],
+            ),
+            (
+                pb::Service {
+                    route: None,
+                    ..minimal("a", "/")
+                },
+                vec!["route: required"],
+            ),
+            (
+                pb::Service {
+                    endpoints: vec!["http://ok:1".into(), "htp://x".into()],
+                    ..minimal("a", "/a")
+                },
+                vec!["endpoints[1]: 'htp://x' is not an http:// URL"],
+            ),
+            (
+                pb::Service {
+                    endpoints: vec!["http://a:1".into(), "http://a:1/".into()],
+                    ..minimal("a", "/a")
+                },
+                vec!["endpoints[1]: 'http://a:1/' is listed twice"],
+            ),
+            (
+                pb::Service {
+                    route: Some(pb::Route {
+                        path_prefix: "/a".into(),
+                        hosts: vec!["x:80".into()],
+                        strip_prefix: false,
+                    }),
+                    ..minimal("a", "/a")
+                },
+                vec!["route.hosts[0]: 'x:80' must be a host name without a port"],
+            ),
+            (
+                pb::Service {
+                    health_check: Some(pb::HealthCheck {
+                        interval: dur(50),
+                        ..Default::default()
+                    }),
+                    ..minimal("a", "/a")
+                },
+                vec!["health_check.interval: must be between 100ms and 1h"],
+            ),
+            (
+                pb::Service {
+                    health_check: Some(pb::HealthCheck {
+                        interval: dur(1000),
+                        timeout: dur(2000),
+                        ..Default::default()
+                    }),
+                    ..minimal("a", "/a")
+                },
+                vec!["health_check.timeout: 2s must not exceed the interval (1s)"],
+            ),
+            (
+                pb::Service {
+                    health_check: Some(pb::HealthCheck {
+                        path: "x".into(),
+                        unhealthy_threshold: 1000,
+                        ..Default::default()
+                    }),
+                    ..minimal("a", "/a")
+                },
+                vec![
+                    "health_check.path: must start with '/'",
+                    "health_check.unhealthy_threshold: 1000 is above",
+                ],
+            ),
+            (
+                pb::Service {
+                    timeouts: Some(pb::Timeouts {
+                        connect: dur(0),
+                        request: dur(100_000_000),
+                    }),
+                    ..minimal("a", "/a")
+                },
+                vec![
+                    "timeouts.connect: must be between 1ms and 5m",
+                    "timeouts.request: must be between 1ms and 24h",
+                ],
+            ),
+            (
+                pb::Service {
+                    load_balancing: 42,
+                    ..minimal("a", "/a")
+                },
+                vec!["load_balancing: unknown value 42"],
+            ),
+            (
+                pb::Service {
+                    endpoints: vec!["http://x".into()],
+                    ..minimal("BAD", "nope")
+                },
+                vec![
+                    "name: 'BAD'",
+                    "route.path_prefix: must start",
+                    "endpoints[0]: 'http://x' needs an explicit port",
+                ],
+            ),
+        ];
+        for (msg, wants) in cases {
+            let err = Service::try_from(msg.clone()).unwrap_err();
+            assert_eq!(err.problems().len(), wants.len(), "{msg:?}: {err}");
+            for (problem, want) in err.problems().iter().zip(&wants) {
+                assert!(
+                    problem.starts_with(want),
+                    "{problem:?} should start with {want:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn route_overlap() {
+        let r = |p: &str, hosts: &[&str]| Route {
+            path_prefix: p.into(),
+            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            strip_prefix: false,
+        };
+        assert!(r("/a", &[]).overlaps(&r("/a", &[])));
+        assert!(r("/a", &["x", "y"]).overlaps(&r("/a", &["y"])));
+        assert!(!r("/a", &["x"]).overlaps(&r("/a", &["y"])));
+        assert!(
+            !r("/a", &[]).overlaps(&r("/a", &["y"])),
+            "a host-specific route refines a catch-all"
+        );
+        assert!(!r("/a", &[]).overlaps(&r("/b", &[])));
+    }
+}

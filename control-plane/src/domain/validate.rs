@@ -1,0 +1,417 @@
+//! Field-level validation helpers shared by the domain conversions.
+//!
+//! Each check returns the problem without the field name; [`Problems`] prefixes the field, so
+//! one request's messages read `field: what is wrong` and all of them are reported at once.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
+
+use super::ValidationError;
+
+/// Collects every problem found in one request, each prefixed by the field it concerns.
+#[derive(Debug, Default)]
+pub(crate) struct Problems {
+    list: Vec<String>,
+}
+
+impl Problems {
+    /// Records that `field` is wrong because of `problem`.
+    pub(crate) fn add(&mut self, field: impl fmt::Display, problem: impl fmt::Display) {
+        self.list.push(format!("{field}: {problem}"));
+    }
+
+    /// Records the error of `result` under `field` and returns its value, if any.
+    pub(crate) fn check<T>(
+        &mut self,
+        field: impl fmt::Display,
+        result: Result<T, String>,
+    ) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(problem) => {
+                self.add(field, problem);
+                None
+            }
+        }
+    }
+
+    /// `Ok(value)` if nothing was recorded, else every problem joined into one error.
+    pub(crate) fn finish<T>(self, value: Option<T>) -> Result<T, ValidationError> {
+        match value {
+            Some(v) if self.list.is_empty() => Ok(v),
+            // A missing value without a recorded problem would be a bug in a conversion;
+            // say so rather than panic.
+            _ if self.list.is_empty() => Err(ValidationError::new(vec![
+                "request: invalid (no detail available)".to_owned(),
+            ])),
+            _ => Err(ValidationError::new(self.list)),
+        }
+    }
+}
+
+/// Longest DNS label, and so the longest service or policy name.
+const MAX_LABEL: usize = 63;
+/// Longest host name (RFC 1035).
+const MAX_HOST: usize = 253;
+/// Longest path prefix or health-check path; far beyond any real route, small enough that
+/// a hostile client cannot store megabytes per service.
+const MAX_PATH: usize = 1024;
+
+fn is_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_LABEL
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// A service or policy name: a lowercase DNS label.
+pub(crate) fn name(s: &str) -> Result<(), String> {
+    if is_label(s) {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{s}' must be a lowercase DNS label (a-z, 0-9, '-', 1-63 chars, \
+             not starting or ending with '-')"
+        ))
+    }
+}
+
+/// A host name without port, lower-cased (DNS names are case-insensitive, so `Example.COM`
+/// and `example.com` must not become two different routes).
+pub(crate) fn hostname(s: &str) -> Result<String, String> {
+    let lower = s.to_ascii_lowercase();
+    let ok = !lower.is_empty()
+        && lower.len() <= MAX_HOST
+        && lower.split('.').all(is_label)
+        && !looks_like_bad_ipv4(&lower);
+    if ok {
+        Ok(lower)
+    } else if s.contains(':') {
+        Err(format!("'{s}' must be a host name without a port"))
+    } else {
+        Err(format!("'{s}' is not a valid host name"))
+    }
+}
+
+/// `999.1.1.1` passes the label rules but is neither a usable name nor an address.
+fn looks_like_bad_ipv4(s: &str) -> bool {
+    let last = s.rsplit('.').next().unwrap_or(s);
+    last.bytes().all(|c| c.is_ascii_digit()) && s.parse::<Ipv4Addr>().is_err()
+}
+
+/// Characters a path may never contain: they would end the path (`?`, `#`), break the
+/// request line (whitespace, controls) or be ambiguous (non-ASCII must be percent-encoded).
+fn bad_path_char(c: char) -> bool {
+    !c.is_ascii_graphic() || c == '#'
+}
+
+/// A route's path prefix: starts with '/', no query, fragment, whitespace, empty segment or
+/// trailing '/'. Rejecting the trailing '/' (rather than silently dropping it) keeps what the
+/// operator wrote and what is matched identical: prefixes match on segment boundaries anyway.
+pub(crate) fn path_prefix(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err("must start with '/'".to_owned());
+    }
+    if s.len() > MAX_PATH {
+        return Err(format!("must be at most {MAX_PATH} bytes"));
+    }
+    if s.chars().any(|c| bad_path_char(c) || c == '?') {
+        return Err(format!(
+            "'{s}' must not contain '?', '#', whitespace or non-ASCII characters"
+        ));
+    }
+    if s.contains("//") {
+        return Err(format!("'{s}' must not contain an empty segment ('//')"));
+    }
+    if s.len() > 1 && s.ends_with('/') {
+        return Err(format!(
+            "'{s}' must not end with '/' (write '{}'; prefixes match on segment boundaries)",
+            s.trim_end_matches('/')
+        ));
+    }
+    Ok(())
+}
+
+/// A health-check path: starts with '/', may carry a query, no fragment or whitespace.
+pub(crate) fn request_path(s: &str) -> Result<(), String> {
+    if !s.starts_with('/') {
+        return Err("must start with '/'".to_owned());
+    }
+    if s.len() > MAX_PATH {
+        return Err(format!("must be at most {MAX_PATH} bytes"));
+    }
+    if s.chars().any(bad_path_char) {
+        return Err(format!(
+            "'{s}' must not contain '#', whitespace or non-ASCII characters"
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP header name (RFC 9110 token), lower-cased since header names are case-insensitive.
+pub(crate) fn header_name(s: &str) -> Result<String, String> {
+    const TCHAR_EXTRA: &[u8] = b"!#$%&'*+-.^_`|~";
+    if s.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if s.len() > 256
+        || !s
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || TCHAR_EXTRA.contains(&c))
+    {
+        return Err(format!("'{s}' is not a valid HTTP header name"));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// A backend base URL, `http://host:port`, as its parts. The port is required so that what
+/// the data plane dials is never a guess; a single trailing '/' is accepted and dropped.
+pub(crate) fn endpoint(raw: &str) -> Result<(String, u16), String> {
+    let Some(rest) = raw.strip_prefix("http://") else {
+        return Err(if raw.starts_with("https://") {
+            format!("'{raw}' is not an http:// URL (TLS to backends is not supported yet)")
+        } else {
+            format!("'{raw}' is not an http:// URL")
+        });
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains('@') {
+        return Err(format!(
+            "'{raw}' must not carry credentials (http://host:port)"
+        ));
+    }
+    if rest.contains(['/', '?', '#']) {
+        return Err(format!(
+            "'{raw}' must not have a path, query or fragment (http://host:port)"
+        ));
+    }
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let Some((addr, port)) = v6.split_once("]:") else {
+            return Err(format!(
+                "'{raw}' needs an explicit port (http://[addr]:port)"
+            ));
+        };
+        if addr.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("'{raw}': '{addr}' is not an IPv6 address"));
+        }
+        (format!("[{}]", addr.to_ascii_lowercase()), port)
+    } else {
+        let Some((host, port)) = rest.rsplit_once(':') else {
+            return Err(format!("'{raw}' needs an explicit port (http://host:port)"));
+        };
+        let host = hostname(host).map_err(|_| format!("'{raw}': '{host}' is not a valid host"))?;
+        (host, port)
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok((host, p)),
+        _ => Err(format!(
+            "'{raw}': port '{port}' must be a number from 1 to 65535"
+        )),
+    }
+}
+
+/// Converts an optional protobuf duration, filling `default` when unset and requiring the
+/// result to lie in `min..=max`.
+pub(crate) fn duration(
+    value: Option<prost_types::Duration>,
+    default: Duration,
+    min: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
+    let d = match value {
+        None => default,
+        Some(prost_types::Duration { seconds, nanos }) => {
+            let (Ok(secs), Ok(nanos)) = (u64::try_from(seconds), u32::try_from(nanos)) else {
+                return Err("must not be negative".to_owned());
+            };
+            if nanos >= 1_000_000_000 {
+                return Err("is not a valid duration (nanos out of range)".to_owned());
+            }
+            Duration::new(secs, nanos)
+        }
+    };
+    if d < min || d > max {
+        return Err(format!("must be between {} and {}", human(min), human(max)));
+    }
+    Ok(d)
+}
+
+/// Formats a duration the way operators write them: `500ms`, `5s`, `1m`, `24h`.
+pub(crate) fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        format!("{}ns", d.as_nanos())
+    } else if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1_000) {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// A domain duration as protobuf.
+pub(crate) fn to_pb_duration(d: Duration) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        // Always below 1e9, so it fits.
+        nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for good in ["a", "api", "service-a", "a1", "0", &"x".repeat(63)] {
+            assert_eq!(name(good), Ok(()), "{good}");
+        }
+        for bad in ["", "Foo", "-a", "a-", "a_b", "a.b", "ä", &"x".repeat(64)] {
+            let err = name(bad).unwrap_err();
+            assert!(err.contains("lowercase DNS label"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn hostnames() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("example.com", Some("example.com")),
+            ("Example.COM", Some("example.com")),
+            ("localhost", Some("localhost")),
+            ("10.0.0.1", Some("10.0.0.1")),
+            ("a-b.c1", Some("a-b.c1")),
+            ("", None),
+            ("example.com:80", None),
+            ("-a.com", None),
+            ("a..b", None),
+            ("a_b.com", None),
+            ("999.1.1.1", None),
+            ("*.example.com", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(hostname(input).ok().as_deref(), *want, "{input}");
+        }
+        assert!(hostname("h:80").unwrap_err().contains("without a port"));
+    }
+
+    #[test]
+    fn path_prefixes() {
+        for good in ["/", "/api", "/api/v1", "/a-b_c.d~e", "/%20x", "/a:b@c"] {
+            assert_eq!(path_prefix(good), Ok(()), "{good}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("", "must start with '/'"),
+            ("api", "must start with '/'"),
+            ("/api/", "must not end with '/' (write '/api'"),
+            ("/a?b", "must not contain '?'"),
+            ("/a#b", "must not contain '?', '#'"),
+            ("/a b", "whitespace"),
+            ("/ä", "non-ASCII"),
+            ("/a//b", "empty segment"),
+        ];
+        for (input, want) in bad {
+            let err = path_prefix(input).unwrap_err();
+            assert!(err.contains(want), "{input}: {err}");
+        }
+        assert!(path_prefix(&format!("/{}", "a".repeat(2000))).is_err());
+    }
+
+    #[test]
+    fn request_paths() {
+        assert_eq!(request_path("/health"), Ok(()));
+        assert_eq!(request_path("/health?full=1"), Ok(()));
+        assert!(request_path("health").is_err());
+        assert!(request_path("/he alth").is_err());
+    }
+
+    #[test]
+    fn header_names() {
+        assert_eq!(header_name("X-Api-Key").as_deref(), Ok("x-api-key"));
+        assert!(header_name("").is_err());
+        assert!(header_name("x api").is_err());
+        assert!(header_name("x:y").is_err());
+    }
+
+    #[test]
+    fn endpoints() {
+        let good: &[(&str, &str, u16)] = &[
+            ("http://127.0.0.1:8080", "127.0.0.1", 8080),
+            ("http://backend:80/", "backend", 80),
+            ("http://Backend.Local:1", "backend.local", 1),
+            ("http://[::1]:9000", "[::1]", 9000),
+        ];
+        for (input, host, port) in good {
+            assert_eq!(endpoint(input), Ok(((*host).to_owned(), *port)), "{input}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("htp://x", "'htp://x' is not an http:// URL"),
+            ("https://x:443", "TLS"),
+            ("x:80", "is not an http:// URL"),
+            ("http://x", "needs an explicit port"),
+            ("http://x:0", "port '0'"),
+            ("http://x:65536", "port '65536'"),
+            ("http://x:80/api", "must not have a path"),
+            ("http://x:80?q", "must not have a path, query"),
+            ("http://u:p@x:80", "credentials"),
+            ("http://[::1]", "explicit port"),
+            ("http://[zz]:80", "not an IPv6 address"),
+            ("http://a_b:80", "not a valid host"),
+            ("http://:80", "not a valid host"),
+        ];
+        for (input, want) in bad {
+            let err = endpoint(input).unwrap_err();
+            assert!(err.contains(want), "{input}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        let s = Duration::from_secs;
+        let pb = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+        assert_eq!(duration(None, s(5), s(1), s(10)), Ok(s(5)));
+        assert_eq!(
+            duration(pb(2, 500_000_000), s(5), s(1), s(10)),
+            Ok(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            duration(pb(0, 0), s(5), s(1), s(86400)),
+            Err("must be between 1s and 24h".to_owned())
+        );
+        assert!(duration(pb(11, 0), s(5), s(1), s(10)).is_err());
+        assert!(
+            duration(pb(-1, 0), s(5), s(0), s(10))
+                .unwrap_err()
+                .contains("negative")
+        );
+        assert!(duration(pb(1, 1_000_000_000), s(5), s(0), s(10)).is_err());
+    }
+
+    #[test]
+    fn human_durations() {
+        let cases = [
+            (100, "100ms"),
+            (1000, "1s"),
+            (1500, "1500ms"),
+            (60_000, "1m"),
+            (86_400_000, "24h"),
+        ];
+        for (ms, want) in cases {
+            assert_eq!(human(Duration::from_millis(ms)), want);
+        }
+        assert_eq!(
+            to_pb_duration(Duration::from_millis(1500)),
+            prost_types::Duration {
+                seconds: 1,
+                nanos: 500_000_000
+            }
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! The registry of data planes: what each node announced and how far its config got.
+//!
+//! Kept in memory only: it describes live connections, which do not survive a restart.
+//! Each stream gets a generation number; a node that reconnects takes over its record, and
+//! events from an older stream of the same node (which may end after the new one started)
+//! are ignored, so they can never mark the newer connection disconnected.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use gw_proto::v1 as pb;
+
+/// Most node records kept. Config streams are not authenticated, so the registry must not
+/// grow without bound; at the cap the longest-disconnected node is forgotten.
+pub const MAX_NODES: usize = 10_000;
+/// Longest NACK error text kept per node.
+const MAX_ERROR_LEN: usize = 4096;
+
+/// What a node announced when its stream opened.
+#[derive(Debug, Clone, Default)]
+pub struct Announcement {
+    /// The node's id.
+    pub node_id: String,
+    /// Where it takes client traffic.
+    pub listen_address: String,
+    /// Its admin listener.
+    pub admin_address: String,
+    /// Its build version.
+    pub build_version: String,
+    /// The peer address of its gRPC connection.
+    pub peer_address: String,
+}
+
+/// One stream of one node; events carry it so stale streams can be told apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Connection {
+    /// The node's id.
+    pub node_id: String,
+    generation: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    generation: u64,
+    connected: bool,
+    announcement: Announcement,
+    acked_version: u64,
+    sent_version: u64,
+    last_nack_version: u64,
+    last_nack_error: String,
+    connected_since: SystemTime,
+    last_seen: SystemTime,
+}
+
+/// Why a node could not be registered.
+#[derive(Debug, thiserror::Error)]
+#[error("too many data planes are connected (at most {MAX_NODES})")]
+pub struct RegistryFull;
+
+/// Every node seen since start-up.
+#[derive(Debug, Default)]
+pub struct NodeRegistry {
+    nodes: Mutex<BTreeMap<String, Record>>,
+    generations: AtomicU64,
+}
+
+impl NodeRegistry {
+    /// Registers a new stream of a node, replacing any earlier record of the same id.
+    /// `known_version` is what the node already holds and so counts as acknowledged.
+    pub fn connect(&self, a: Announcement, known_version: u64) -> Result<Connection, RegistryFull> {
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = SystemTime::now();
+        let mut nodes = self.lock();
+        if !nodes.contains_key(&a.node_id) && nodes.len() >= MAX_NODES {
+            let oldest = nodes
+                .iter()
+                .filter(|(_, r)| !r.connected)
+                .min_by_key(|(_, r)| r.last_seen)
+                .map(|(id, _)| id.clone());
+            match oldest {
+                Some(id) => {
+                    nodes.remove(&id);
+                }
+                None => return Err(RegistryFull),
+            }
+        }
+        let node_id = a.node_id.clone();
+        nodes.insert(
+            node_id.clone(),
+            Record {
+                generation,
+                connected: true,
+                announcement: a,
+                acked_version: known_version,
+                sent_version: 0,
+                last_nack_version: 0,
+                last_nack_error: String::new(),
+                connected_since: now,
+                last_seen: now,
+            },
+        );
+        Ok(Connection {
+            node_id,
+            generation,
+        })
+    }
+
+    /// Records that `version` was sent on `conn`.
+    pub fn sent(&self, conn: &Connection, version: u64) {
+        self.update(conn, false, |r| r.sent_version = version);
+    }
+
+    /// Records an ACK received on `conn`.
+    pub fn acked(&self, conn: &Connection, version: u64) {
+        self.update(conn, true, |r| r.acked_version = version);
+    }
+
+    /// Records a NACK received on `conn`.
+    pub fn nacked(&self, conn: &Connection, version: u64, error: &str) {
+        let error = truncate(error, MAX_ERROR_LEN);
+        self.update(conn, true, |r| {
+            r.last_nack_version = version;
+            r.last_nack_error = error.to_owned();
+        });
+    }
+
+    /// Records that something (of any kind) arrived on `conn`.
+    pub fn seen(&self, conn: &Connection) {
+        self.update(conn, true, |_| {});
+    }
+
+    /// Marks the node disconnected, unless a newer stream of it has taken over.
+    pub fn disconnect(&self, conn: &Connection) {
+        self.update(conn, false, |r| r.connected = false);
+    }
+
+    /// Every node, ordered by id.
+    pub fn list(&self) -> Vec<pb::Node> {
+        self.lock()
+            .iter()
+            .map(|(id, r)| pb::Node {
+                node_id: id.clone(),
+                connected: r.connected,
+                listen_address: r.announcement.listen_address.clone(),
+                admin_address: r.announcement.admin_address.clone(),
+                peer_address: r.announcement.peer_address.clone(),
+                acked_version: r.acked_version,
+                sent_version: r.sent_version,
+                last_nack_version: r.last_nack_version,
+                last_nack_error: r.last_nack_error.clone(),
+                connected_since: Some(r.connected_since.into()),
+                last_seen: Some(r.last_seen.into()),
+                build_version: r.announcement.build_version.clone(),
+            })
+            .collect()
+    }
+
+    fn update(&self, conn: &Connection, seen: bool, f: impl FnOnce(&mut Record)) {
+        let mut nodes = self.lock();
+        if let Some(r) = nodes.get_mut(&conn.node_id)
+            && r.generation == conn.generation
+        {
+            if seen {
+                r.last_seen = SystemTime::now();
+            }
+            f(r);
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, Record>> {
+        // The map stays consistent even if a holder panicked: every update is one assignment.
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(id: &str) -> Announcement {
+        Announcement {
+            node_id: id.into(),
+            listen_address: "127.0.0.1:8080".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reconnect_takes_over_and_stale_stream_is_ignored() {
+        let reg = NodeRegistry::default();
+        let old = reg.connect(hello("n1"), 0).unwrap();
+        reg.sent(&old, 3);
+        let new = reg.connect(hello("n1"), 3).unwrap();
+        // The old stream ends after the new one started: it must not touch the record.
+        reg.acked(&old, 1);
+        reg.disconnect(&old);
+        let nodes = reg.list();
+        assert_eq!(nodes.len(), 1);
+        assert!(nodes[0].connected);
+        assert_eq!(nodes[0].acked_version, 3, "known version counts as acked");
+        reg.nacked(&new, 4, "bad config");
+        reg.disconnect(&new);
+        let n = &reg.list()[0];
+        assert!(!n.connected);
+        assert_eq!(
+            (n.last_nack_version, n.last_nack_error.as_str()),
+            (4, "bad config")
+        );
+    }
+
+    #[test]
+    fn registry_is_bounded() {
+        let reg = NodeRegistry::default();
+        for i in 0..MAX_NODES {
+            let c = reg.connect(hello(&format!("n{i}")), 0).unwrap();
+            if i == 7 {
+                reg.disconnect(&c);
+            }
+        }
+        // The disconnected one makes room; after that everything is connected.
+        reg.connect(hello("extra"), 0).unwrap();
+        assert!(!reg.list().iter().any(|n| n.node_id == "n7"));
+        assert!(reg.connect(hello("one-too-many"), 0).is_err());
+        assert_eq!(reg.list().len(), MAX_NODES);
+    }
+
+    #[test]
+    fn truncation_respects_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "h");
+        assert_eq!(truncate("abc", 10), "abc");
+    }
+}

@@ -1,0 +1,342 @@
+//! Durable storage of services and policies in SQLite, and the single config version.
+//!
+//! One module per aggregate ([`services`], [`policies`], [`version`]) holds the SQL and the
+//! private row types; [`Store`] sequences writes. Every write is one transaction that also
+//! bumps the config version, and only after it committed does the store publish the new
+//! [`ConfigState`] to subscribers.
+//!
+//! Writers are serialised in-process by a mutex held across the transaction. SQLite allows
+//! one writer at a time, and a deferred transaction that upgrades to a write lock fails at
+//! once with SQLITE_BUSY whatever the busy timeout, so concurrent RPCs must queue here, not in
+//! SQLite. The busy timeout still covers other processes (backups, a stray second instance).
+//! The mutex also guards the in-memory state, so versions are published in commit order and
+//! reference checks see exactly what is committed. One control plane per database file.
+
+mod policies;
+mod services;
+mod version;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{SqliteConnection, SqlitePool};
+use tokio::sync::{Mutex, watch};
+
+use crate::domain::{Policy, Service};
+use crate::state::ConfigState;
+
+/// How long a connection waits for another process's lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections in the pool. Writes are serialised and reads are served from memory, so a
+/// few suffice; more would only hold file descriptors.
+const MAX_CONNECTIONS: u32 = 4;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No service or policy of that name.
+    #[error("{kind} '{name}' does not exist")]
+    NotFound {
+        /// "service" or "policy".
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// A policy names a service that does not exist.
+    #[error("policy.service: service '{0}' does not exist")]
+    UnknownService(String),
+    /// The name is taken.
+    #[error("{kind} '{name}' already exists")]
+    AlreadyExists {
+        /// "service" or "policy".
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+    },
+    /// Another service's route takes the same requests.
+    #[error(
+        "route: service '{other}' already routes path prefix '{prefix}' for {hosts}; \
+         use a different prefix or distinct hosts"
+    )]
+    RouteConflict {
+        /// The service that already has the route.
+        other: String,
+        /// The shared path prefix.
+        prefix: String,
+        /// "any host" or the shared hosts.
+        hosts: String,
+    },
+    /// A service cannot be deleted while policies name it.
+    #[error(
+        "service '{service}' is used by policies {}; remove them first (gwctl policy rm ...)",
+        quoted(.policies)
+    )]
+    InUse {
+        /// The service.
+        service: String,
+        /// The policies that name it.
+        policies: Vec<String>,
+    },
+    /// The database failed. Its text is for logs only.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored row could not be turned back into a domain value.
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The control plane's storage: SQLite for durability, the latest [`ConfigState`] in memory.
+#[derive(Debug)]
+pub struct Store {
+    pool: SqlitePool,
+    /// The committed state; holding the lock is the right to write.
+    writer: Mutex<Arc<ConfigState>>,
+    published: watch::Sender<Arc<ConfigState>>,
+}
+
+impl Store {
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite::memory:`
+    /// or a bare path), applies the embedded migrations and loads the config.
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)?
+        } else {
+            SqliteConnectOptions::new().filename(Path::new(url))
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: an OK answer means the change survives a power cut, not just a crash.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("../migrations").run(&pool).await?;
+
+        let mut conn = pool.acquire().await?;
+        let state = Arc::new(load(&mut conn).await?);
+        drop(conn);
+        let (published, _) = watch::channel(state.clone());
+        Ok(Self {
+            pool,
+            writer: Mutex::new(state),
+            published,
+        })
+    }
+
+    /// The latest committed state.
+    pub fn current(&self) -> Arc<ConfigState> {
+        self.published.borrow().clone()
+    }
+
+    /// A receiver that sees every state published from now on (intermediate ones may be
+    /// skipped by a slow receiver, which is what config streams want).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ConfigState>> {
+        self.published.subscribe()
+    }
+
+    /// Closes the connection pool, waiting for connections to finish.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Registers a new service; returns it as stored and the version that includes it.
+    pub async fn create_service(&self, mut service: Service) -> Result<(Service, u64), StoreError> {
+        let mut state = self.writer.lock().await;
+        if state.services.contains_key(&service.name) {
+            return Err(StoreError::AlreadyExists {
+                kind: "service",
+                name: service.name,
+            });
+        }
+        check_route(&state, &service)?;
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        service.created_version = version;
+        service.updated_version = version;
+        services::insert(&mut tx, &service).await?;
+        tx.commit().await?;
+        let next = state.with_service(service.clone(), version);
+        self.publish(&mut state, next);
+        Ok((service, version))
+    }
+
+    /// Replaces an existing service's definition (selected by name).
+    pub async fn update_service(&self, mut service: Service) -> Result<(Service, u64), StoreError> {
+        let mut state = self.writer.lock().await;
+        let Some(old) = state.services.get(&service.name) else {
+            return Err(StoreError::NotFound {
+                kind: "service",
+                name: service.name,
+            });
+        };
+        service.created_version = old.created_version;
+        check_route(&state, &service)?;
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        service.updated_version = version;
+        services::update(&mut tx, &service).await?;
+        tx.commit().await?;
+        let next = state.with_service(service.clone(), version);
+        self.publish(&mut state, next);
+        Ok((service, version))
+    }
+
+    /// Removes a service no policy names; returns the version without it.
+    pub async fn delete_service(&self, name: &str) -> Result<u64, StoreError> {
+        let mut state = self.writer.lock().await;
+        if !state.services.contains_key(name) {
+            return Err(StoreError::NotFound {
+                kind: "service",
+                name: name.to_owned(),
+            });
+        }
+        let users = state.policies_naming(name);
+        if !users.is_empty() {
+            return Err(StoreError::InUse {
+                service: name.to_owned(),
+                policies: users,
+            });
+        }
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        services::delete(&mut tx, name).await?;
+        tx.commit().await?;
+        let next = state.without_service(name, version);
+        self.publish(&mut state, next);
+        Ok(version)
+    }
+
+    /// Creates or replaces a policy; returns it as stored, whether it was created, and the
+    /// version that includes it.
+    pub async fn put_policy(&self, mut policy: Policy) -> Result<(Policy, bool, u64), StoreError> {
+        let mut state = self.writer.lock().await;
+        if let Some(service) = &policy.service
+            && !state.services.contains_key(service)
+        {
+            return Err(StoreError::UnknownService(service.clone()));
+        }
+        let created = !state.policies.contains_key(&policy.name);
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        policy.updated_version = version;
+        policies::upsert(&mut tx, &policy).await?;
+        tx.commit().await?;
+        let next = state.with_policy(policy.clone(), version);
+        self.publish(&mut state, next);
+        Ok((policy, created, version))
+    }
+
+    /// Removes a policy; returns the version without it.
+    pub async fn delete_policy(&self, name: &str) -> Result<u64, StoreError> {
+        let mut state = self.writer.lock().await;
+        if !state.policies.contains_key(name) {
+            return Err(StoreError::NotFound {
+                kind: "policy",
+                name: name.to_owned(),
+            });
+        }
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        policies::delete(&mut tx, name).await?;
+        tx.commit().await?;
+        let next = state.without_policy(name, version);
+        self.publish(&mut state, next);
+        Ok(version)
+    }
+
+    /// Starts a write transaction. IMMEDIATE takes the write lock up front, so contention with
+    /// another process waits out the busy timeout instead of failing at the first write.
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
+    /// Installs `next` as the committed state and tells subscribers, still under the writer
+    /// lock so that versions are published in order.
+    fn publish(&self, state: &mut Arc<ConfigState>, next: ConfigState) {
+        let next = Arc::new(next);
+        *state = next.clone();
+        self.published.send_replace(next);
+    }
+}
+
+fn check_route(state: &ConfigState, service: &Service) -> Result<(), StoreError> {
+    match state.route_conflict(service) {
+        None => Ok(()),
+        Some(other) => {
+            let shared: Vec<&str> = other
+                .route
+                .hosts
+                .iter()
+                .filter(|h| service.route.hosts.contains(h))
+                .map(String::as_str)
+                .collect();
+            let hosts = if shared.is_empty() {
+                "any host".to_owned()
+            } else {
+                format!("host(s) {}", shared.join(", "))
+            };
+            Err(StoreError::RouteConflict {
+                other: other.name.clone(),
+                prefix: other.route.path_prefix.clone(),
+                hosts,
+            })
+        }
+    }
+}
+
+/// Reads the whole config in one read transaction, so version and contents agree.
+async fn load(conn: &mut SqliteConnection) -> Result<ConfigState, StoreError> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    let version = version::current(&mut tx).await?;
+    let services: BTreeMap<String, Arc<Service>> = services::list(&mut tx)
+        .await?
+        .into_iter()
+        .map(|s| (s.name.clone(), Arc::new(s)))
+        .collect();
+    let policies: BTreeMap<String, Arc<Policy>> = policies::list(&mut tx)
+        .await?
+        .into_iter()
+        .map(|p| (p.name.clone(), Arc::new(p)))
+        .collect();
+    tx.commit().await?;
+    Ok(ConfigState::new(version, services, policies))
+}
+
+/// Converts a stored integer that must be non-negative.
+fn to_u64(what: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is negative ({v})")))
+}
+
+/// Converts a count or version for storage; SQLite integers are signed 64-bit.
+fn to_i64(what: &str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is too large to store ({v})")))
+}
+
+/// Milliseconds of a validated duration (bounded far below i64::MAX).
+fn millis(what: &str, d: Duration) -> Result<i64, StoreError> {
+    i64::try_from(d.as_millis()).map_err(|_| StoreError::Corrupt(format!("{what} is too long")))
+}
+
+/// A stored millisecond count as a duration.
+fn duration(what: &str, ms: i64) -> Result<Duration, StoreError> {
+    Ok(Duration::from_millis(to_u64(what, ms)?))
+}
