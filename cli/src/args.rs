@@ -1,6 +1,6 @@
 //! gwctl's command line, declared with clap derive.
 //!
-//! Global flags (`--control-plane`, `--token`, `-o`) work before or after the subcommand.
+//! Global flags (`--control-plane`, `--token`, `--timeout`, `-o`) work before or after the subcommand.
 //! Flag values that have a grammar (durations, rate-limit keys) are parsed here, so a bad
 //! value is a usage error (exit code 2) naming the flag, before anything is sent.
 
