@@ -60,6 +60,27 @@ const OUTBOUND_CAPACITY: usize = 16;
 /// NACK reason for a response whose kind this build does not know.
 const UNSUPPORTED_KIND: &str = "unsupported response kind";
 
+/// The loop's timeouts and delays: the constants above in production; tests shrink them to
+/// see a partition detected, or stretch the backoff to catch shutdown in the middle of it.
+#[derive(Debug, Clone)]
+struct Tuning {
+    open_timeout: Duration,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
+    backoff: Backoff,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            open_timeout: OPEN_TIMEOUT,
+            keepalive_interval: KEEPALIVE_INTERVAL,
+            keepalive_timeout: KEEPALIVE_TIMEOUT,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
 /// Implemented by the proxy: validates and installs one config version.
 ///
 /// Called off the request path, from the sync task (and once at start-up with the cached
@@ -136,7 +157,7 @@ impl From<tonic::Status> for SyncError {
 /// Checks that `url` can be used as the control-plane address (an `http://host:port` URL), so
 /// `main` can reject a bad flag at start-up instead of the sync task failing forever.
 pub fn check_control_plane_url(url: &str) -> Result<(), SyncError> {
-    endpoint(url).map(|_| ())
+    endpoint(url, &Tuning::default()).map(|_| ())
 }
 
 /// Runs the sync loop until `shutdown` resolves: connect, hello (with the version in force),
@@ -168,17 +189,16 @@ pub async fn run_with_reports(
     reports: mpsc::Receiver<pb::DiscoveryRequest>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    run_inner(config, sink, status, reports, Backoff::default(), shutdown).await;
+    run_inner(config, sink, status, reports, Tuning::default(), shutdown).await;
 }
 
-/// [`run_with_reports`] with a chosen backoff (tests use a long one to catch shutdown
-/// mid-backoff).
+/// [`run_with_reports`] with chosen timeouts and delays.
 async fn run_inner(
     config: SyncConfig,
     sink: Arc<dyn ConfigSink>,
     status: Arc<SyncStatus>,
     reports: mpsc::Receiver<pb::DiscoveryRequest>,
-    backoff: Backoff,
+    tuning: Tuning,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
     let task = Task {
@@ -189,7 +209,7 @@ async fn run_inner(
     };
     tokio::select! {
         () = shutdown => {}
-        () = task.sync_loop(backoff) => {}
+        () = task.sync_loop(tuning) => {}
     }
     status.connected.store(false, Ordering::SeqCst);
     tracing::info!("config sync stopped");
@@ -215,9 +235,10 @@ struct SessionEnd {
 
 impl Task {
     /// Sessions forever, with backoff in between. Only returns by being dropped (shutdown).
-    async fn sync_loop(mut self, mut backoff: Backoff) {
+    async fn sync_loop(mut self, tuning: Tuning) {
         let url = self.config.control_plane.clone();
-        let endpoint = match endpoint(&url) {
+        let mut backoff = tuning.backoff.clone();
+        let endpoint = match endpoint(&url, &tuning) {
             Ok(endpoint) => endpoint,
             Err(e) => {
                 // A typo in the flag does not fix itself; retrying would only spam the log.
@@ -230,7 +251,7 @@ impl Task {
         let mut down_logged = false;
         loop {
             let started = Instant::now();
-            let end = self.session(&endpoint).await;
+            let end = self.session(&endpoint, tuning.open_timeout).await;
             self.status.connected.store(false, Ordering::SeqCst);
             let version = self.status.version.load(Ordering::SeqCst);
             if end.opened {
@@ -251,7 +272,7 @@ impl Task {
     }
 
     /// One connection: open the stream, then serve it until it fails.
-    async fn session(&mut self, endpoint: &Endpoint) -> SessionEnd {
+    async fn session(&mut self, endpoint: &Endpoint, open_timeout: Duration) -> SessionEnd {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let known_version = self.status.version.load(Ordering::SeqCst);
         let hello = request(pb::discovery_request::Kind::Hello(pb::NodeHello {
@@ -277,10 +298,10 @@ impl Task {
                 .await?;
             Ok::<_, SyncError>(response.into_inner())
         };
-        let mut inbound = match tokio::time::timeout(OPEN_TIMEOUT, open).await {
+        let mut inbound = match tokio::time::timeout(open_timeout, open).await {
             Ok(Ok(inbound)) => inbound,
             Ok(Err(error)) => return SessionEnd::before_open(error),
-            Err(_) => return SessionEnd::before_open(SyncError::Timeout(OPEN_TIMEOUT)),
+            Err(_) => return SessionEnd::before_open(SyncError::Timeout(open_timeout)),
         };
         self.status.connected.store(true, Ordering::SeqCst);
         tracing::info!(control_plane = %self.config.control_plane, node_id = %self.config.node_id,
@@ -411,7 +432,7 @@ async fn recv_report(
 }
 
 /// Builds the endpoint for `url` with the timeouts and keep-alives above.
-fn endpoint(url: &str) -> Result<Endpoint, SyncError> {
+fn endpoint(url: &str, tuning: &Tuning) -> Result<Endpoint, SyncError> {
     let invalid = |reason: String| SyncError::InvalidUrl {
         url: url.to_owned(),
         reason,
@@ -432,8 +453,8 @@ fn endpoint(url: &str) -> Result<Endpoint, SyncError> {
     }
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .http2_keep_alive_interval(tuning.keepalive_interval)
+        .keep_alive_timeout(tuning.keepalive_timeout)
         .keep_alive_while_idle(true)
         .tcp_nodelay(true))
 }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::AtomicUsize;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use super::*;
 
@@ -163,8 +164,11 @@ fn urls_are_checked() {
 }
 
 /// A backoff long enough that, if shutdown did not interrupt it, the test would hang.
-fn hour_backoff() -> Backoff {
-    Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600))
+fn hour_backoff() -> Tuning {
+    Tuning {
+        backoff: Backoff::new(Duration::from_secs(3600), Duration::from_secs(3600)),
+        ..Tuning::default()
+    }
 }
 
 /// Starts `run_inner` against `addr` and returns its handle, the shutdown trigger and status.
@@ -245,4 +249,94 @@ async fn shutdown_interrupts_a_hanging_connect() {
         .unwrap();
     drop(socket);
     server.abort();
+}
+
+/// A TCP relay that can be partitioned: while `partitioned` is true it forwards nothing and
+/// closes nothing (no FIN, no RST), like a cut cable, which only keep-alive can detect.
+/// Connections opened during a partition wait for it to heal.
+async fn start_relay(
+    upstream: std::net::SocketAddr,
+) -> (std::net::SocketAddr, watch::Sender<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (partition, partitioned) = watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let mut partitioned = partitioned.clone();
+            tokio::spawn(async move {
+                let _ = partitioned.wait_for(|p| !*p).await;
+                let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let cut = tokio::select! {
+                    _ = partitioned.wait_for(|p| *p) => true,
+                    _ = tokio::io::copy_bidirectional(&mut client, &mut server) => false,
+                };
+                if cut {
+                    // Keep both sockets open and silent until the partition heals.
+                    let _ = partitioned.wait_for(|p| !*p).await;
+                }
+            });
+        }
+    });
+    (addr, partition)
+}
+
+#[tokio::test]
+async fn keepalive_notices_a_silent_partition_and_the_node_reconnects_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let cp_addr = cp_listener.local_addr().unwrap();
+    let (stop_cp, cp_stopped) = tokio::sync::oneshot::channel::<()>();
+    let cp = tokio::spawn(gw_control_plane::serve(
+        gw_control_plane::Config {
+            database_url: format!("sqlite://{}", dir.path().join("gw.db").display()),
+            admin_token: None,
+        },
+        cp_listener,
+        async {
+            let _ = cp_stopped.await;
+        },
+    ));
+    let (relay, partition) = start_relay(cp_addr).await;
+
+    let status = Arc::new(SyncStatus::default());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (_, reports) = mpsc::channel(1);
+    // Production pings every 10 s; a test-sized interval shows the same mechanism.
+    let tuning = Tuning {
+        open_timeout: Duration::from_secs(2),
+        keepalive_interval: Duration::from_millis(100),
+        keepalive_timeout: Duration::from_millis(300),
+        backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(200)),
+    };
+    let node = tokio::spawn(run_inner(
+        config(format!("http://{relay}"), None),
+        Arc::new(Recorder::default()),
+        status.clone(),
+        reports,
+        tuning,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let connected = |want: bool| {
+        let status = status.clone();
+        move || {
+            let now = status.connected.load(Ordering::SeqCst);
+            async move { (now == want).then_some(()) }
+        }
+    };
+
+    gw_testkit::eventually("the node to connect through the relay", connected(true)).await;
+    partition.send_replace(true);
+    gw_testkit::eventually("keep-alive to notice the partition", connected(false)).await;
+    partition.send_replace(false);
+    gw_testkit::eventually("the node to reconnect after the partition", connected(true)).await;
+
+    stop.send(()).unwrap();
+    node.await.unwrap();
+    stop_cp.send(()).unwrap();
+    cp.await.unwrap().unwrap();
 }
