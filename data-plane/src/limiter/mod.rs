@@ -3,10 +3,87 @@
 //! SEAM (agreed interface between the limiter and the request path; do not change without
 //! telling the lead): `RateSpec`, `KeySpec`, `LimitKey`, `Decision`, `PolicyLimiter`,
 //! `LimiterRegistry`, `PolicyDef`, `Mode`.
+//!
+//! # How a policy limits
+//!
+//! Each (policy, client key) pair has a token bucket holding up to `burst` tokens and refilled
+//! at `limit` tokens per `period`. There is no timer per bucket: a bucket is a level and a
+//! timestamp, and it is refilled from the elapsed time whenever it is touched. A request takes
+//! one token if at least one is there; otherwise it is rejected and takes nothing. The
+//! arithmetic is exact integers (see `bucket`): after exactly one period an empty bucket holds
+//! exactly `limit` tokens (capped at `burst`). A client never seen before starts full.
+//!
+//! Clients are keyed by IP address or by the value of a request header; all requests without
+//! the header share one bucket. Keys are stored as 64-bit fingerprints (see `key`): IPv4
+//! addresses exactly, IPv6 addresses and header values through a keyed SipHash.
+//!
+//! # Rate changes
+//!
+//! A config update that keeps a policy's name and key source keeps its limiter and every
+//! bucket in it; a new limit, period, burst or mode takes effect at once. A bucket keeps its
+//! level (in whole and fractional tokens) and is clamped to the new burst, so a tighter limit
+//! does not hand every client a fresh full bucket, and a looser one does not reset anyone.
+//! Time that passed since a bucket was last touched is credited at the new rate. A new name or
+//! a changed key source starts a new, empty limiter; a policy no longer configured is dropped.
+//!
+//! # Memory bound
+//!
+//! A full bucket carries no information (a new client starts full anyway), so the periodic
+//! sweep (`PolicyLimiter::sweep`) evicts every bucket that would be full if refilled now.
+//!
+//! Each policy also tracks at most `max_keys` keys (`--max-tracked-keys`, default
+//! 1,000,000). When a request arrives with a key the policy does not track and the policy is
+//! at its cap, no bucket is created and no other client's bucket is evicted: the request is
+//! charged against one **overflow bucket** shared by all such keys, with the policy's own
+//! limit and burst. A flood of distinct IPs is thus limited together as if it came from one
+//! client, while the clients already tracked keep their own buckets and are not affected.
+//! Each such check is counted (`PolicyLimiter::overflowed`, exported as a metric); once a
+//! sweep has evicted full buckets, new keys get buckets of their own again.
+//!
+//! # Concurrency
+//!
+//! The buckets of a policy are split over a power-of-two number of shards (at least four per
+//! core), each a `Mutex<HashMap>` on its own cache line, chosen by the key's fingerprint; a
+//! check locks one shard for a few arithmetic operations. The compiled rate is copied into
+//! every shard so that a check reads it under the lock it already holds. The key cap is one
+//! atomic counter that is only touched when a key is added or evicted.
 
+mod bucket;
+mod headers;
+mod key;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::fmt;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::HeaderValue;
+
+use bucket::{Bucket, Rate};
+use headers::PolicyItems;
+use key::Fingerprinter;
+
+/// Default per-policy cap on tracked keys (the data plane's flag default): a million buckets
+/// take a few tens of megabytes per policy, small next to the traffic that creates them.
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+
+/// Shards per core: enough that two threads rarely want the same lock, few enough that a
+/// small policy does not waste memory on empty tables.
+const SHARDS_PER_CORE: usize = 4;
+
+/// At least this many shards, whatever the core count, so that one sweep pass holds any one
+/// lock for at most 1/16 of the policy's keys.
+const MIN_SHARDS: usize = 16;
+
+/// How far before its creation a limiter's clock starts, so that an `Instant` read by a
+/// request shortly before a config update created the limiter still maps to its own time.
+const EPOCH_SLACK: Duration = Duration::from_secs(60);
 
 /// A policy's rate: `limit` tokens per `period`, bucket capacity `burst` (already defaulted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,81 +149,373 @@ pub struct PolicyDef {
     pub mode: Mode,
 }
 
+/// Keeps a shard (and the overflow bucket) on its own cache line so that threads locking
+/// neighbouring shards do not slow each other down.
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// One shard of a policy's buckets, with the rate they are refilled at.
+struct Shard {
+    buckets: HashMap<u64, Bucket, foldhash::fast::RandomState>,
+    rate: Rate,
+}
+
+/// The bucket shared by keys that arrived while the policy was at its cap.
+struct Overflow {
+    bucket: Bucket,
+    rate: Rate,
+}
+
+/// Locks `m`, ignoring poisoning: the data behind these locks is a few integers that are
+/// valid after any partial update, and the request path must not panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn shard_count() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores * SHARDS_PER_CORE)
+        .next_power_of_two()
+        .max(MIN_SHARDS)
+}
+
+impl Mode {
+    fn from_u8(v: u8) -> Self {
+        if v == Mode::Shadow as u8 {
+            Mode::Shadow
+        } else {
+            Mode::Enforce
+        }
+    }
+}
+
 /// The buckets of one policy. `Send + Sync`; shared as `Arc` across config versions.
-#[derive(Debug)]
 pub struct PolicyLimiter {
-    _todo: (),
+    name: Arc<str>,
+    key: KeySpec,
+    max_keys: usize,
+    /// Instants are turned into microseconds since this one.
+    epoch: Instant,
+    fingerprinter: Fingerprinter,
+    shards: Box<[Padded<Mutex<Shard>>]>,
+    /// `64 - log2(shards.len())`: a fingerprint's top bits after mixing pick its shard.
+    shard_shift: u32,
+    overflow: Padded<Mutex<Overflow>>,
+    /// Buckets in all shards; only ever raised through `reserve_key`, so it never exceeds
+    /// `max_keys` and neither do the shards together.
+    tracked: AtomicUsize,
+    overflowed: AtomicU64,
+    mode: AtomicU8,
+    spec: ArcSwap<RateSpec>,
+    /// Serialises rate updates (the registry already does; this keeps `update` sound alone).
+    updating: Mutex<()>,
+    quoted_name: Box<str>,
+    /// `"name";r=`, the fixed start of every `RateLimit` item.
+    rate_limit_prefix: Box<[u8]>,
+    policy_items: PolicyItems,
+    policy_item: AtomicUsize,
+}
+
+impl fmt::Debug for PolicyLimiter {
+    // Deliberately not the buckets: there may be a million of them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PolicyLimiter")
+            .field("name", &self.name)
+            .field("key", &self.key)
+            .field("rate", &self.rate())
+            .field("mode", &self.mode())
+            .field("max_keys", &self.max_keys)
+            .field("tracked_keys", &self.tracked_keys())
+            .field("overflowed", &self.overflowed())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PolicyLimiter {
+    /// A limiter for `def` with no buckets, tracking at most `max_keys` keys.
+    pub fn new(def: &PolicyDef, max_keys: usize) -> Self {
+        Self::with_shards(def, max_keys, shard_count())
+    }
+
+    fn with_shards(def: &PolicyDef, max_keys: usize, shards: usize) -> Self {
+        let shards = shards.next_power_of_two().max(2);
+        let rate = Rate::new(&def.rate);
+        let now = Instant::now();
+        let quoted_name = headers::quote(&def.name);
+        let mut rate_limit_prefix = quoted_name.clone().into_bytes();
+        rate_limit_prefix.extend_from_slice(b";r=");
+        PolicyLimiter {
+            name: def.name.clone(),
+            key: def.key.clone(),
+            max_keys,
+            epoch: now.checked_sub(EPOCH_SLACK).unwrap_or(now),
+            fingerprinter: Fingerprinter::new(),
+            shards: (0..shards)
+                .map(|_| {
+                    Padded(Mutex::new(Shard {
+                        buckets: HashMap::default(),
+                        rate,
+                    }))
+                })
+                .collect(),
+            shard_shift: 64 - shards.trailing_zeros(),
+            overflow: Padded(Mutex::new(Overflow {
+                bucket: Bucket::full(&rate, 0),
+                rate,
+            })),
+            tracked: AtomicUsize::new(0),
+            overflowed: AtomicU64::new(0),
+            mode: AtomicU8::new(def.mode as u8),
+            spec: ArcSwap::from_pointee(def.rate),
+            updating: Mutex::new(()),
+            policy_items: PolicyItems::new(headers::policy_item(&quoted_name, &def.rate)),
+            policy_item: AtomicUsize::new(0),
+            rate_limit_prefix: rate_limit_prefix.into_boxed_slice(),
+            quoted_name: quoted_name.into_boxed_str(),
+        }
+    }
+
     /// The policy name.
     pub fn name(&self) -> &str {
-        todo!()
+        &self.name
     }
+
     /// The key source.
     pub fn key_spec(&self) -> &KeySpec {
-        todo!()
+        &self.key
     }
+
     /// Current mode (may change on reconcile).
     pub fn mode(&self) -> Mode {
-        todo!()
+        Mode::from_u8(self.mode.load(Ordering::Relaxed))
     }
+
     /// Current rate (may change on reconcile).
     pub fn rate(&self) -> RateSpec {
-        todo!()
+        **self.spec.load()
     }
+
+    /// The per-policy cap on tracked keys.
+    pub fn max_keys(&self) -> usize {
+        self.max_keys
+    }
+
     /// Takes one token for `key` if available. A rejected check takes nothing.
     pub fn check(&self, key: LimitKey<'_>, now: Instant) -> Decision {
-        let _ = (key, now);
-        todo!()
+        let fp = self.fingerprinter.fingerprint(key);
+        let now_us = self.micros(now);
+        {
+            let mut guard = lock(self.shard(fp));
+            let shard = &mut *guard;
+            if let Some(bucket) = shard.buckets.get_mut(&fp) {
+                return bucket.take(&shard.rate, now_us);
+            }
+            // A lookup that misses does not reserve room (unlike `entry`), so a flood at the
+            // cap cannot make the tables grow either.
+            if self.reserve_key() {
+                let mut bucket = Bucket::full(&shard.rate, now_us);
+                let decision = bucket.take(&shard.rate, now_us);
+                shard.buckets.insert(fp, bucket);
+                return decision;
+            }
+        }
+        self.overflowed.fetch_add(1, Ordering::Relaxed);
+        let mut overflow = lock(&self.overflow.0);
+        let Overflow { bucket, rate } = &mut *overflow;
+        bucket.take(rate, now_us)
     }
+
     /// Gives back a token taken by `check` (a later policy rejected the same request).
+    ///
+    /// A key without a bucket of its own is refunded to the overflow bucket while the policy
+    /// is at its cap (that is where its token came from); otherwise its bucket was evicted as
+    /// full since the check and there is nothing to give back.
     pub fn refund(&self, key: LimitKey<'_>, now: Instant) {
-        let _ = (key, now);
-        todo!()
+        let fp = self.fingerprinter.fingerprint(key);
+        let now_us = self.micros(now);
+        {
+            let mut guard = lock(self.shard(fp));
+            let shard = &mut *guard;
+            if let Some(bucket) = shard.buckets.get_mut(&fp) {
+                bucket.give_back(&shard.rate, now_us);
+                return;
+            }
+        }
+        if self.tracked.load(Ordering::Relaxed) >= self.max_keys {
+            let mut overflow = lock(&self.overflow.0);
+            let Overflow { bucket, rate } = &mut *overflow;
+            bucket.give_back(rate, now_us);
+        }
     }
+
     /// Evicts buckets that are full and idle; returns how many. Called periodically off the
-    /// request path.
+    /// request path. Holds one shard's lock at a time; a shard left mostly empty after a flood
+    /// gives its memory back.
     pub fn sweep(&self, now: Instant) -> usize {
-        let _ = now;
-        todo!()
+        let now_us = self.micros(now);
+        let mut evicted = 0;
+        for shard in &self.shards {
+            let mut guard = lock(&shard.0);
+            let Shard { buckets, rate } = &mut *guard;
+            let before = buckets.len();
+            buckets.retain(|_, bucket| !bucket.is_full_at(rate, now_us));
+            let gone = before - buckets.len();
+            if buckets.capacity() > 64 && buckets.len() < buckets.capacity() / 4 {
+                buckets.shrink_to(buckets.len() * 2);
+            }
+            drop(guard);
+            self.tracked.fetch_sub(gone, Ordering::Relaxed);
+            evicted += gone;
+        }
+        evicted
     }
+
     /// Buckets tracked now.
     pub fn tracked_keys(&self) -> usize {
-        todo!()
+        self.tracked.load(Ordering::Relaxed)
     }
+
     /// Checks that could not get a bucket of their own because the policy already tracks
     /// `max_keys` keys (and a sweep freed none); such keys share one overflow bucket.
     pub fn overflowed(&self) -> u64 {
-        todo!()
+        self.overflowed.load(Ordering::Relaxed)
     }
+
     /// Value for the `RateLimit-Policy` header item of this policy, e.g. `"api";q=5;w=60`.
     pub fn policy_header_item(&self) -> &str {
-        todo!()
+        self.policy_items
+            .text(self.policy_item.load(Ordering::Acquire))
+    }
+
+    /// [`Self::policy_header_item`] as a header value, built once per rate (cloning it is a
+    /// reference-count increment).
+    pub fn policy_header_value(&self) -> HeaderValue {
+        self.policy_items
+            .value(self.policy_item.load(Ordering::Acquire))
+            .clone()
+    }
+
+    /// Appends the `RateLimit` header item for `decision`, e.g. `"api";r=4;t=12`, to `out`
+    /// (for a caller that reuses one buffer or lists several policies).
+    pub fn write_rate_limit_item(&self, decision: &Decision, out: &mut Vec<u8>) {
+        headers::write_rate_limit_item(&self.rate_limit_prefix, decision, out);
+    }
+
+    /// The `RateLimit` header value for `decision`, e.g. `"api";r=4;t=12`: one allocation of
+    /// the exact size, integer formatting without `format!`.
+    pub fn rate_limit_header(&self, decision: &Decision) -> HeaderValue {
+        // Prefix, two u64s of at most 20 digits, and ";t=".
+        let mut buf = Vec::with_capacity(self.rate_limit_prefix.len() + 43);
+        self.write_rate_limit_item(decision, &mut buf);
+        // The prefix is an sf-string (printable ASCII) and the rest digits: always valid.
+        HeaderValue::from_maybe_shared(Bytes::from(buf))
+            .unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+
+    /// Applies a new rate and mode in place, keeping every bucket's level (see the module
+    /// docs). Off the request path: locks each shard once.
+    fn update(&self, spec: &RateSpec, mode: Mode) {
+        let _serial = lock(&self.updating);
+        self.mode.store(mode as u8, Ordering::Relaxed);
+        if **self.spec.load() == *spec {
+            return;
+        }
+        let new = Rate::new(spec);
+        for shard in &self.shards {
+            let mut guard = lock(&shard.0);
+            let shard = &mut *guard;
+            let old = shard.rate;
+            if old != new {
+                for bucket in shard.buckets.values_mut() {
+                    bucket.rescale(&old, &new);
+                }
+                shard.rate = new;
+            }
+        }
+        {
+            let mut overflow = lock(&self.overflow.0);
+            let Overflow { bucket, rate } = &mut *overflow;
+            bucket.rescale(rate, &new);
+            *rate = new;
+        }
+        self.spec.store(Arc::new(*spec));
+        let item = self
+            .policy_items
+            .intern(headers::policy_item(&self.quoted_name, spec));
+        self.policy_item.store(item, Ordering::Release);
+    }
+
+    fn shard(&self, fp: u64) -> &Mutex<Shard> {
+        // Fibonacci hashing: IPv4 fingerprints differ only in their low bits, so mix before
+        // taking the top ones.
+        let index = fp.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> self.shard_shift;
+        // `index < shards.len()` by construction of `shard_shift`.
+        &self.shards[index as usize].0
+    }
+
+    fn micros(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Counts one more tracked key unless the cap is reached.
+    fn reserve_key(&self) -> bool {
+        self.tracked
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < self.max_keys).then_some(n + 1)
+            })
+            .is_ok()
     }
 }
 
 /// Owns every policy's limiter across config versions.
 #[derive(Debug)]
 pub struct LimiterRegistry {
-    _todo: (),
+    max_keys: usize,
+    shards: usize,
+    limiters: Mutex<HashMap<Arc<str>, Arc<PolicyLimiter>>>,
 }
 
 impl LimiterRegistry {
     /// `max_keys`: per-policy cap on tracked keys.
     pub fn new(max_keys: usize) -> Self {
-        let _ = max_keys;
-        todo!()
+        LimiterRegistry {
+            max_keys,
+            shards: shard_count(),
+            limiters: Mutex::new(HashMap::new()),
+        }
     }
+
     /// Returns one limiter per definition, in order: the existing one (buckets kept) when name
     /// and key are unchanged, with rate/mode updated in place; a new one otherwise. Policies
     /// absent from `defs` are dropped. Called off the request path on each config apply.
     pub fn reconcile(&self, defs: &[PolicyDef]) -> Vec<Arc<PolicyLimiter>> {
-        let _ = defs;
-        todo!()
+        let mut limiters = lock(&self.limiters);
+        let mut next: HashMap<Arc<str>, Arc<PolicyLimiter>> = HashMap::with_capacity(defs.len());
+        let mut out = Vec::with_capacity(defs.len());
+        for def in defs {
+            let kept = next
+                .get(&def.name)
+                .or_else(|| limiters.get(&def.name))
+                .filter(|limiter| limiter.key == def.key)
+                .cloned();
+            let limiter = match kept {
+                Some(limiter) => {
+                    limiter.update(&def.rate, def.mode);
+                    limiter
+                }
+                None => Arc::new(PolicyLimiter::with_shards(def, self.max_keys, self.shards)),
+            };
+            next.insert(def.name.clone(), limiter.clone());
+            out.push(limiter);
+        }
+        *limiters = next;
+        out
     }
-    /// Every live limiter (for metrics and the sweeper).
+
+    /// Every live limiter (for metrics and the sweeper), ordered by name.
     pub fn all(&self) -> Vec<Arc<PolicyLimiter>> {
-        todo!()
+        let mut all: Vec<_> = lock(&self.limiters).values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 }
