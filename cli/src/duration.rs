@@ -162,4 +162,25 @@ mod tests {
         };
         assert_eq!(format_proto(Some(&negative)), "-5s");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn every_printed_duration_parses_back(ms in 0u64..(1u64 << 40)) {
+            let d = Duration::from_millis(ms);
+            proptest::prop_assert_eq!(parse(&format(d)), Ok(d));
+        }
+
+        #[test]
+        fn parse_never_panics_and_accepts_only_digits_then_a_unit(
+            // Mostly near-misses of the grammar, plus arbitrary text.
+            text in "[ 0-9]{0,5}[hmsx. ]{0,3}|\\PC{0,12}"
+        ) {
+            if let Ok(d) = parse(&text) {
+                let t = text.trim();
+                let unit = t.trim_start_matches(|c: char| c.is_ascii_digit());
+                proptest::prop_assert!(["ms", "s", "m", "h"].contains(&unit), "{t:?}");
+                proptest::prop_assert_eq!(parse(&format(d)), Ok(d));
+            }
+        }
+    }
 }
