@@ -1,12 +1,230 @@
 //! gw-data-plane: the reverse proxy that takes client traffic, fed live by the control plane.
 //!
-//! Module map (owners in parentheses while the crate is being built):
+//! Module map:
 //! - `config_sync`: the `StreamConfig` client: hello, apply, ACK/NACK, reconnect with backoff.
 //! - `cache`: the on-disk copy of the last applied config (atomic temp file + rename).
 //! - `limiter`: in-memory token buckets per (policy, key).
-//! - everything else: the request path (router, balancer, proxy, headers), the admin listener,
-//!   metrics, and `serve`.
+//! - `snapshot`: validation and compilation of a config version into what the request path
+//!   reads; `gateway`: the shared state that holds it and implements `ConfigSink`.
+//! - `router`, `balancer`, `ratelimit`, `headers`, `upstream`, `responses`, `proxy`: the
+//!   request path, one concern each.
+//! - `server`: accept loops and graceful shutdown; `admin`: health, readiness, config, metrics;
+//!   `metrics`: the counters and their Prometheus rendering.
+//!
+//! **Invariant:** the request path never takes a lock on shared state (the limiter's own
+//! per-key synchronization aside) and never waits for config application: it loads one
+//! immutable `Snapshot` per request.
 
+pub mod admin;
+pub mod balancer;
 pub mod cache;
 pub mod config_sync;
+pub mod gateway;
+pub mod headers;
 pub mod limiter;
+pub mod metrics;
+pub mod proxy;
+pub mod ratelimit;
+pub mod responses;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod upstream;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config_sync::{ConfigSink, SyncConfig, SyncStatus};
+use crate::gateway::Gateway;
+use crate::headers::TrustedProxies;
+use crate::server::{Limits, signalled};
+
+/// Default per-policy cap on tracked rate-limit keys: about 70 MB per policy at the limiter's
+/// target of 70 bytes per key, enough for a large flood of distinct client IPs.
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 1_000_000;
+/// Default time a client has to send its request headers. Long enough for slow mobile links,
+/// short enough that a slowloris client cannot hold connections for long.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest request head. 64 KiB is what nginx's `large_client_header_buffers` allows
+/// by default (4 x 8k) with margin; anything bigger is almost always abuse.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default time in-flight requests get to finish on shutdown (below the 30 s a container
+/// orchestrator usually waits before SIGKILL).
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// How often idle, full token buckets are swept.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Everything `serve` needs besides its listeners.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Control-plane URL, e.g. `http://127.0.0.1:50051`.
+    pub control_plane: String,
+    /// This node's id.
+    pub node_id: String,
+    /// Where applied configs are cached; `None`: no cache.
+    pub cache_file: Option<PathBuf>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: TrustedProxies,
+    /// Per-policy cap on tracked rate-limit keys.
+    pub rate_limit_max_keys: usize,
+    /// Time a client has to send its request headers.
+    pub header_read_timeout: Duration,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+    /// Time in-flight requests get to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// A config with every default, for `control_plane` and `node_id`.
+    pub fn new(control_plane: impl Into<String>, node_id: impl Into<String>) -> Self {
+        Self {
+            control_plane: control_plane.into(),
+            node_id: node_id.into(),
+            cache_file: None,
+            trusted_proxies: TrustedProxies::default(),
+            rate_limit_max_keys: DEFAULT_RATE_LIMIT_MAX_KEYS,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+/// Why `serve` could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener's address could not be read.
+    #[error("listener: {0}")]
+    Listener(#[source] std::io::Error),
+    /// A setting is unusable.
+    #[error("invalid setting {setting}: {reason}")]
+    InvalidConfig {
+        /// The setting.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Runs the data plane: the proxy on `proxy`, the admin endpoints on `admin`, config from the
+/// control plane (after the cached config, if any), until `shutdown` resolves. Then it stops
+/// accepting, lets in-flight requests finish for up to `config.shutdown_grace`, and returns.
+pub async fn serve(
+    config: Config,
+    proxy: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    if config.rate_limit_max_keys == 0 {
+        return Err(ServeError::InvalidConfig {
+            setting: "rate_limit_max_keys",
+            reason: "must be at least 1".into(),
+        });
+    }
+    let proxy_addr = proxy.local_addr().map_err(ServeError::Listener)?;
+    let admin_addr = admin.local_addr().map_err(ServeError::Listener)?;
+    let status = Arc::new(SyncStatus::default());
+    let gw = Arc::new(Gateway::new(
+        config.trusted_proxies.clone(),
+        config.rate_limit_max_keys,
+        status.clone(),
+    ));
+
+    load_cache(&gw, &config);
+    if !gw.is_ready() {
+        tracing::warn!(
+            control_plane = %config.control_plane,
+            "no config yet (no usable cache): answering 503 on every route until the control plane sends one"
+        );
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    });
+    tasks.spawn(config_sync::run(
+        SyncConfig {
+            control_plane: config.control_plane.clone(),
+            node_id: config.node_id.clone(),
+            listen_address: proxy_addr.to_string(),
+            admin_address: admin_addr.to_string(),
+            cache_file: config.cache_file.clone(),
+        },
+        gw.clone() as Arc<dyn ConfigSink>,
+        status,
+        signalled(stop_rx.clone()),
+    ));
+    tasks.spawn(sweep(gw.clone(), stop_rx.clone()));
+
+    let limits = Limits {
+        header_read_timeout: config.header_read_timeout,
+        max_header_bytes: config.max_header_bytes,
+    };
+    let admin_gw = gw.clone();
+    tasks.spawn(server::run(
+        admin,
+        limits,
+        move |_peer, req| admin::handle(admin_gw.clone(), req),
+        stop_rx.clone(),
+        config.shutdown_grace,
+    ));
+    tracing::info!(%proxy_addr, %admin_addr, node_id = %config.node_id, "data plane listening");
+    let proxy_gw = gw.clone();
+    server::run(
+        proxy,
+        limits,
+        move |peer, req| proxy::handle(proxy_gw.clone(), peer, req),
+        stop_rx,
+        config.shutdown_grace,
+    )
+    .await;
+    while tasks.join_next().await.is_some() {}
+    tracing::info!("data plane stopped");
+    Ok(())
+}
+
+fn load_cache(gw: &Gateway, config: &Config) {
+    let Some(path) = &config.cache_file else {
+        return;
+    };
+    match cache::load(path) {
+        Ok(Some((version, snapshot))) => match gw.apply(version, &snapshot) {
+            Ok(()) => tracing::info!(
+                "serving cached config version {version} from {}",
+                path.display()
+            ),
+            Err(reason) => tracing::warn!(
+                "cached config version {version} in {} is unusable: {reason}",
+                path.display()
+            ),
+        },
+        Ok(None) => tracing::info!("no cached config at {}", path.display()),
+        Err(e) => tracing::warn!("{e}; starting without a cached config"),
+    }
+}
+
+/// Evicts full, idle token buckets every [`SWEEP_INTERVAL`].
+async fn sweep(gw: Arc<Gateway>, stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stopped = signalled(stop);
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stopped => return,
+        }
+        let now = Instant::now();
+        for limiter in gw.reuse.limiters.all() {
+            limiter.sweep(now);
+        }
+    }
+}

@@ -1,1 +1,128 @@
-fn main() {}
+//! `gw-data-plane`: flags, logging, runtime, signals; everything else is in the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Parser;
+use gw_data_plane::headers::TrustedProxies;
+use gw_data_plane::{Config, DEFAULT_RATE_LIMIT_MAX_KEYS};
+
+/// The control plane a data plane talks to unless told otherwise (its default gRPC address).
+const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
+/// Client traffic: every interface, the usual unprivileged HTTP port.
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// Admin endpoints: loopback only, since /config and /metrics describe the deployment.
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+/// The gateway's data plane: a reverse proxy fed live by the control plane.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Control-plane URL.
+    #[arg(long, env = "GW_CONTROL_PLANE", default_value = DEFAULT_CONTROL_PLANE)]
+    control_plane: String,
+    /// Address for client traffic.
+    #[arg(long, env = "GW_LISTEN", default_value = DEFAULT_LISTEN)]
+    listen: SocketAddr,
+    /// Address for /healthz, /readyz, /config and /metrics.
+    #[arg(long, env = "GW_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
+    admin_listen: SocketAddr,
+    /// This node's id in the fleet. Default: `<hostname>-<listen port>`.
+    #[arg(long, env = "GW_NODE_ID")]
+    node_id: Option<String>,
+    /// Where the last applied config is cached. Default: `gw-config-<node id>.cache` in the
+    /// working directory.
+    #[arg(long, env = "GW_CACHE_FILE")]
+    cache_file: Option<PathBuf>,
+    /// Proxies whose X-Forwarded-For is believed, as CIDRs or addresses (comma-separated).
+    #[arg(long, env = "GW_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: String,
+    /// Tokio worker threads. Default: one per CPU.
+    #[arg(long, env = "GW_WORKER_THREADS")]
+    worker_threads: Option<usize>,
+    /// Per-policy cap on tracked rate-limit keys; beyond it, new keys share one overflow bucket
+    /// (counted in gw_rate_limit_overflow_total).
+    #[arg(long, env = "GW_RATE_LIMIT_MAX_KEYS", default_value_t = DEFAULT_RATE_LIMIT_MAX_KEYS)]
+    rate_limit_max_keys: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+
+    let mut problems = Vec::new();
+    let trusted = TrustedProxies::parse(&args.trusted_proxies)
+        .map_err(|e| problems.push(format!("--trusted-proxies: {e}")))
+        .unwrap_or_default();
+    if args.rate_limit_max_keys == 0 {
+        problems.push("--rate-limit-max-keys: must be at least 1".to_owned());
+    }
+    if args.worker_threads == Some(0) {
+        problems.push("--worker-threads: must be at least 1".to_owned());
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("invalid settings:\n  {}", problems.join("\n  "));
+    }
+    let node_id = args
+        .node_id
+        .unwrap_or_else(|| format!("{}-{}", hostname(), args.listen.port()));
+    let cache_file = args
+        .cache_file
+        .unwrap_or_else(|| PathBuf::from(format!("gw-config-{node_id}.cache")));
+    let mut config = Config::new(args.control_plane, node_id);
+    config.cache_file = Some(cache_file);
+    config.trusted_proxies = trusted;
+    config.rate_limit_max_keys = args.rate_limit_max_keys;
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.worker_threads {
+        runtime.worker_threads(n);
+    }
+    let runtime = runtime.build().context("starting the tokio runtime")?;
+    runtime.block_on(async {
+        let proxy = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
+        let admin = tokio::net::TcpListener::bind(args.admin_listen)
+            .await
+            .with_context(|| format!("--admin-listen {}: cannot bind", args.admin_listen))?;
+        gw_data_plane::serve(config, proxy, admin, stop_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+    tracing::info!("stop requested: finishing in-flight requests");
+}
+
+/// The machine's host name, without libc.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "gw".to_owned())
+}

@@ -1,0 +1,130 @@
+//! The admin listener: `/healthz`, `/readyz`, `/config` and `/metrics`.
+//!
+//! Everything here runs off the request path; `/metrics` reads atomics the proxy bumps.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::gateway::Gateway;
+use crate::metrics::{self, LimiterGauge, MetricsView};
+use crate::snapshot::Snapshot;
+
+/// Answers one admin request.
+pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => {
+            if gw.is_ready() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "no config loaded yet\n")
+            }
+        }
+        "/config" => {
+            let body = match gw.current.load_full() {
+                Some(snap) => config_json(&snap),
+                None => json!({ "version": 0, "services": [], "policies": [] }),
+            };
+            let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+            r.headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }
+        "/metrics" => {
+            let limiters = gw
+                .reuse
+                .limiters
+                .all()
+                .iter()
+                .map(|l| LimiterGauge {
+                    name: l.name().into(),
+                    tracked_keys: l.tracked_keys(),
+                    overflowed: l.overflowed(),
+                })
+                .collect();
+            let body = metrics::render(&MetricsView {
+                services: &gw.reuse.service_stats,
+                policies: &gw.reuse.policy_stats,
+                limiters,
+                global: &gw.global,
+                config_version: gw.current.load().as_ref().map_or(0, |s| s.version),
+                connected: gw.sync.connected.load(Ordering::Relaxed),
+            });
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            r
+        }
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz, /readyz, /config, /metrics\n",
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// The config in force, for operators.
+fn config_json(snap: &Snapshot) -> serde_json::Value {
+    let services: Vec<_> = snap
+        .services
+        .iter()
+        .map(|s| {
+            json!({
+                "name": &*s.name,
+                "path_prefix": &*s.path_prefix,
+                "hosts": s.hosts.iter().map(|h| &**h).collect::<Vec<_>>(),
+                "strip_prefix": s.strip_prefix,
+                "endpoints": s.balancer.endpoints().iter().map(|e| json!({
+                    "url": &*e.url,
+                    "healthy": e.is_healthy(),
+                })).collect::<Vec<_>>(),
+                "connect_timeout_ms": s.connect_timeout.as_millis() as u64,
+                "request_timeout_ms": s.request_timeout.as_millis() as u64,
+                "policies": s.policies.iter().map(|p| p.limiter.name().to_owned()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    let policies: Vec<_> = snap
+        .policies
+        .iter()
+        .map(|p| {
+            json!({
+                "name": &*p.name,
+                "service": p.service.as_deref(),
+                "key": match &p.def.key {
+                    crate::limiter::KeySpec::ClientIp => "client_ip".to_owned(),
+                    crate::limiter::KeySpec::Header(h) => format!("header:{h}"),
+                },
+                "limit": p.def.rate.limit,
+                "period_secs": p.def.rate.period.as_secs(),
+                "burst": p.def.rate.burst,
+                "mode": match p.def.mode {
+                    crate::limiter::Mode::Enforce => "enforce",
+                    crate::limiter::Mode::Shadow => "shadow",
+                },
+            })
+        })
+        .collect();
+    json!({ "version": snap.version, "services": services, "policies": policies })
+}

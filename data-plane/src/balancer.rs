@@ -1,0 +1,144 @@
+//! Endpoints and round-robin selection over the healthy ones.
+//!
+//! An [`Endpoint`] is shared as `Arc` and reused across config versions while its URL stays in
+//! its service, so health state (written by health checking, read here) survives config updates.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use http::uri::Authority;
+
+/// One backend address of a service.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The URL as configured, e.g. `http://10.0.0.1:8080` (for logs, metrics and `/config`).
+    pub url: Arc<str>,
+    /// Where to connect (`host:port`).
+    pub authority: Authority,
+    /// Whether the endpoint takes traffic. Starts true: a new endpoint takes traffic until a
+    /// health check says otherwise.
+    healthy: AtomicBool,
+}
+
+impl Endpoint {
+    /// A new endpoint, healthy until told otherwise.
+    pub fn new(url: Arc<str>, authority: Authority) -> Self {
+        Self {
+            url,
+            authority,
+            healthy: AtomicBool::new(true),
+        }
+    }
+
+    /// Whether the endpoint takes traffic.
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Marks the endpoint (un)healthy; for health checking.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
+    }
+}
+
+/// Round robin over a fixed list of endpoints, skipping unhealthy ones.
+#[derive(Debug)]
+pub struct RoundRobin {
+    endpoints: Arc<[Arc<Endpoint>]>,
+    next: AtomicUsize,
+}
+
+impl RoundRobin {
+    /// A balancer over `endpoints`, starting with the first.
+    pub fn new(endpoints: Arc<[Arc<Endpoint>]>) -> Self {
+        Self {
+            endpoints,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// Every endpoint, healthy or not.
+    pub fn endpoints(&self) -> &Arc<[Arc<Endpoint>]> {
+        &self.endpoints
+    }
+
+    /// The next healthy endpoint in turn, with its index; `None` if there is none.
+    pub fn pick(&self) -> Option<(usize, &Arc<Endpoint>)> {
+        let n = self.endpoints.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        self.first_healthy_from(start, n)
+    }
+
+    /// The first healthy endpoint after `index` (for a retry), other than `index` itself.
+    pub fn after(&self, index: usize) -> Option<(usize, &Arc<Endpoint>)> {
+        let n = self.endpoints.len();
+        if n < 2 {
+            return None;
+        }
+        // Advance the shared cursor too, so the retry does not make the next request pick the
+        // same endpoint the retry just used.
+        self.next.fetch_add(1, Ordering::Relaxed);
+        self.first_healthy_from(index + 1, n - 1)
+    }
+
+    fn first_healthy_from(&self, start: usize, tries: usize) -> Option<(usize, &Arc<Endpoint>)> {
+        let n = self.endpoints.len();
+        (0..tries)
+            .map(|i| (start + i) % n)
+            .map(|i| (i, &self.endpoints[i]))
+            .find(|(_, e)| e.is_healthy())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoints(n: usize) -> Arc<[Arc<Endpoint>]> {
+        (0..n)
+            .map(|i| {
+                let url = format!("http://127.0.0.1:{}", 8000 + i);
+                let authority = url.trim_start_matches("http://").parse().unwrap();
+                Arc::new(Endpoint::new(url.into(), authority))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spreads_exactly_evenly() {
+        let rr = RoundRobin::new(endpoints(3));
+        let mut hits = [0; 3];
+        for _ in 0..300 {
+            hits[rr.pick().unwrap().0] += 1;
+        }
+        assert_eq!(hits, [100, 100, 100]);
+    }
+
+    #[test]
+    fn skips_unhealthy_and_reports_none_when_all_down() {
+        let eps = endpoints(3);
+        let rr = RoundRobin::new(eps.clone());
+        eps[1].set_healthy(false);
+        let picks: Vec<usize> = (0..6).map(|_| rr.pick().unwrap().0).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        for e in eps.iter() {
+            e.set_healthy(false);
+        }
+        assert!(rr.pick().is_none());
+        assert!(RoundRobin::new(endpoints(0)).pick().is_none());
+    }
+
+    #[test]
+    fn retry_goes_to_another_endpoint() {
+        let eps = endpoints(3);
+        let rr = RoundRobin::new(eps.clone());
+        assert_eq!(rr.after(0).unwrap().0, 1);
+        assert_eq!(rr.after(2).unwrap().0, 0);
+        eps[1].set_healthy(false);
+        assert_eq!(rr.after(0).unwrap().0, 2);
+        assert!(RoundRobin::new(endpoints(1)).after(0).is_none());
+    }
+}

@@ -1,0 +1,287 @@
+//! The request path: route, rate-limit, pick an endpoint, forward, stream the answer back.
+//!
+//! Everything here reads the immutable [`Snapshot`] loaded once per request, so a request sees
+//! one config version from start to end, and a config update never waits for requests.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HOST, HeaderValue};
+use http::uri::{PathAndQuery, Scheme, Uri};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use crate::balancer::Endpoint;
+use crate::gateway::Gateway;
+use crate::headers::{X_REQUEST_ID, is_upgrade_request, set_forwarded, strip_hop_by_hop};
+use crate::metrics::UpstreamError;
+use crate::ratelimit::{self, Verdict};
+use crate::responses::{self, Canned, ProxyBody};
+use crate::router;
+use crate::snapshot::Service;
+use crate::upstream::UpstreamBody;
+
+/// Handles one client request. Never fails: every problem becomes a response.
+pub async fn handle(
+    gw: Arc<Gateway>,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let start = Instant::now();
+    let request_id = match req.headers().get(&X_REQUEST_ID) {
+        Some(id) => id.clone(),
+        None => {
+            let id = gw.ids.next();
+            req.headers_mut().insert(&X_REQUEST_ID, id.clone());
+            id
+        }
+    };
+    let mut resp = route_and_forward(&gw, peer, req, start).await;
+    resp.headers_mut().insert(&X_REQUEST_ID, request_id);
+    resp
+}
+
+async fn route_and_forward(
+    gw: &Gateway,
+    peer: SocketAddr,
+    mut req: Request<Incoming>,
+    start: Instant,
+) -> Response<ProxyBody> {
+    let Some(snap) = gw.current.load_full() else {
+        gw.global
+            .no_config
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return responses::NO_CONFIG.response();
+    };
+    // HTTP/2 carries the host in :authority (the URI); HTTP/1.1 in Host.
+    let host: Option<HeaderValue> = match req.headers().get(HOST) {
+        Some(h) => Some(h.clone()),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    let Some(m) = snap.routes.lookup(
+        host.as_ref().and_then(|h| h.to_str().ok()),
+        req.uri().path(),
+    ) else {
+        gw.global
+            .no_route
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return responses::NO_ROUTE.response();
+    };
+    let svc = &snap.services[m.service];
+    let client_ip = gw.trusted.client_ip(peer.ip(), req.headers());
+
+    let limit = ratelimit::check(&svc.policies, client_ip, req.headers(), start);
+    let limit_headers = match limit {
+        Verdict::Rejected(i, d) => {
+            let mut resp = responses::RATE_LIMITED.response();
+            ratelimit::add_headers(resp.headers_mut(), &svc.policies[i], &d);
+            svc.stats.record(resp.status().as_u16(), start.elapsed());
+            return resp;
+        }
+        Verdict::Allowed(tightest) => tightest,
+    };
+
+    let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+
+    let mut resp = forward(svc, m.prefix_len, req, host, client_ip, upgrade, start).await;
+    if let Some(client_upgrade) = client_upgrade {
+        match resp.as_mut() {
+            Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let upstream_upgrade = hyper::upgrade::on(r);
+                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+            }
+            _ => {}
+        }
+    }
+    let mut resp = match resp {
+        Ok(r) => {
+            let (mut parts, body) = r.into_parts();
+            strip_hop_by_hop(
+                &mut parts.headers,
+                upgrade && parts.status == StatusCode::SWITCHING_PROTOCOLS,
+            );
+            Response::from_parts(parts, Either::Left(body))
+        }
+        Err(canned) => canned.response(),
+    };
+    if let Some((i, d)) = limit_headers {
+        ratelimit::add_headers(resp.headers_mut(), &svc.policies[i], &d);
+    }
+    svc.stats.record(resp.status().as_u16(), start.elapsed());
+    resp
+}
+
+/// RFC 9110 §9.2.2 idempotent methods. Only these, and only without a body, are retried.
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    svc: &Service,
+    prefix_len: usize,
+    req: Request<Incoming>,
+    host: Option<HeaderValue>,
+    client_ip: std::net::IpAddr,
+    upgrade: bool,
+    start: Instant,
+) -> Result<Response<Incoming>, Canned> {
+    let Some((mut index, mut endpoint)) = svc.balancer.pick() else {
+        return Err(responses::NO_ENDPOINT);
+    };
+    let (mut parts, body) = req.into_parts();
+    let path: PathAndQuery = if svc.strip_prefix && prefix_len > 0 {
+        match parts.uri.path_and_query() {
+            Some(pq) => router::strip_prefix(pq, prefix_len).ok_or(responses::BAD_REQUEST)?,
+            None => PathAndQuery::from_static("/"),
+        }
+    } else {
+        parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"))
+    };
+    strip_hop_by_hop(&mut parts.headers, upgrade);
+    set_forwarded(&mut parts.headers, client_ip, host.as_ref());
+    if !parts.headers.contains_key(HOST)
+        && let Some(host) = host
+    {
+        // An HTTP/2 client sent :authority; the backend speaks HTTP/1.1 and gets it as Host.
+        parts.headers.insert(HOST, host);
+    }
+    // Upstream connections are HTTP/1.1 whatever the client spoke.
+    parts.version = Version::HTTP_11;
+    parts.uri = upstream_uri(endpoint, path.clone())?;
+
+    let bodyless = body.is_end_stream();
+    let body: UpstreamBody = if bodyless {
+        Either::Right(Empty::new())
+    } else {
+        Either::Left(body)
+    };
+    // Keeping a copy to retry costs a header-map clone, so only retryable requests pay it.
+    let retry = (bodyless && !upgrade && is_idempotent(&parts.method))
+        .then(|| (parts.method.clone(), parts.headers.clone()));
+    let deadline = tokio::time::Instant::from_std(start) + svc.request_timeout;
+
+    let mut req = Request::from_parts(parts, body);
+    let mut retried = false;
+    loop {
+        let result = tokio::time::timeout_at(deadline, svc.client.request(req)).await;
+        let err = match result {
+            Ok(Ok(resp)) => return Ok(resp),
+            Err(_elapsed) => {
+                svc.stats.upstream_error(UpstreamError::Timeout);
+                tracing::debug!(service = %svc.name, endpoint = %endpoint.url, "upstream timed out");
+                return Err(responses::GATEWAY_TIMEOUT);
+            }
+            Ok(Err(e)) => e,
+        };
+        let kind = classify(&err);
+        svc.stats.upstream_error(kind);
+        tracing::debug!(service = %svc.name, endpoint = %endpoint.url, error = %err, kind = kind.label(), "upstream failed");
+        let Some((method, headers)) = retry.as_ref().filter(|_| !retried) else {
+            return Err(responses::BAD_GATEWAY);
+        };
+        let Some((next, ep)) = svc.balancer.after(index) else {
+            return Err(responses::BAD_GATEWAY);
+        };
+        retried = true;
+        svc.stats.retried();
+        index = next;
+        endpoint = ep;
+        let mut again = Request::new(Either::Right(Empty::new()));
+        *again.method_mut() = method.clone();
+        *again.headers_mut() = headers.clone();
+        *again.version_mut() = Version::HTTP_11;
+        *again.uri_mut() = upstream_uri(endpoint, path.clone())?;
+        req = again;
+    }
+}
+
+fn upstream_uri(endpoint: &Endpoint, path: PathAndQuery) -> Result<Uri, Canned> {
+    Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(endpoint.authority.clone())
+        .path_and_query(path)
+        .build()
+        .map_err(|_| responses::BAD_REQUEST)
+}
+
+/// Sorts a client error into a metrics kind.
+fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError {
+    if err.is_connect() {
+        return UpstreamError::Connect;
+    }
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+        {
+            return UpstreamError::Reset;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            )
+        {
+            return UpstreamError::Reset;
+        }
+        source = e.source();
+    }
+    UpstreamError::Other
+}
+
+/// Joins the client's and the backend's upgraded connections and copies bytes both ways until
+/// either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %e, "upgraded connection closed with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotent_methods() {
+        for m in [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::TRACE,
+            Method::PUT,
+            Method::DELETE,
+        ] {
+            assert!(is_idempotent(&m), "{m}");
+        }
+        for m in [Method::POST, Method::PATCH, Method::CONNECT] {
+            assert!(!is_idempotent(&m), "{m}");
+        }
+    }
+}

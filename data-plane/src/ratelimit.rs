@@ -1,0 +1,129 @@
+//! Applying a service's rate-limit policies to one request, and the headers that report it
+//! (draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy` and `RateLimit`, with the policy
+//! name as the list key).
+//!
+//! A request passes only if every enforce-mode policy allows it. If a later policy rejects,
+//! tokens taken by earlier ones are refunded, so a rejected request consumes nothing.
+//! Shadow-mode rejections are counted and otherwise ignored.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{BufMut, BytesMut};
+use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+
+use crate::limiter::{Decision, KeySpec, LimitKey, Mode};
+use crate::snapshot::ActivePolicy;
+
+/// `RateLimit-Policy`.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// The result of checking every policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed; carries the tightest policy (lowest remaining), if any policy applied.
+    Allowed(Option<(usize, Decision)>),
+    /// Rejected by the policy at this index.
+    Rejected(usize, Decision),
+}
+
+fn key_for<'a>(spec: &KeySpec, ip: IpAddr, headers: &'a HeaderMap) -> LimitKey<'a> {
+    match spec {
+        KeySpec::ClientIp => LimitKey::Ip(ip),
+        KeySpec::Header(name) => LimitKey::Header(headers.get(name).map(HeaderValue::as_bytes)),
+    }
+}
+
+/// Checks `policies` in order for a request from `ip` with `headers`.
+pub fn check(
+    policies: &[Arc<ActivePolicy>],
+    ip: IpAddr,
+    headers: &HeaderMap,
+    now: Instant,
+) -> Verdict {
+    let mut tightest: Option<(usize, Decision)> = None;
+    // Which policies took a token, for refunds. Services rarely have more than a handful of
+    // policies; past 64 the extra ones are tracked in a Vec.
+    let mut took: u64 = 0;
+    let mut took_more: Vec<usize> = Vec::new();
+    for (i, p) in policies.iter().enumerate() {
+        let d = p
+            .limiter
+            .check(key_for(p.limiter.key_spec(), ip, headers), now);
+        if d.allowed {
+            if i < 64 {
+                took |= 1 << i;
+            } else {
+                took_more.push(i);
+            }
+            if tightest.is_none_or(|(_, t)| d.remaining < t.remaining) {
+                tightest = Some((i, d));
+            }
+            continue;
+        }
+        match p.mode {
+            Mode::Shadow => {
+                p.stats.shadow_rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Mode::Enforce => {
+                for (j, q) in policies.iter().enumerate().take(i) {
+                    if (j < 64 && took & (1 << j) != 0) || took_more.contains(&j) {
+                        q.limiter
+                            .refund(key_for(q.limiter.key_spec(), ip, headers), now);
+                    }
+                }
+                p.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return Verdict::Rejected(i, d);
+            }
+        }
+    }
+    Verdict::Allowed(tightest)
+}
+
+/// Adds `RateLimit-Policy` and `RateLimit` for `policy` and `d`, and `Retry-After` if rejected.
+pub fn add_headers(headers: &mut HeaderMap, policy: &ActivePolicy, d: &Decision) {
+    headers.insert(&RATELIMIT_POLICY, policy.policy_header.clone());
+    let mut v = BytesMut::with_capacity(policy.ratelimit_prefix.len() + 24);
+    v.put_slice(&policy.ratelimit_prefix);
+    put_u64(&mut v, d.remaining);
+    v.put_slice(b";t=");
+    put_u64(&mut v, d.reset_secs);
+    if let Ok(v) = HeaderValue::from_maybe_shared(v.freeze()) {
+        headers.insert(&RATELIMIT, v);
+    }
+    if !d.allowed {
+        headers.insert(RETRY_AFTER, HeaderValue::from(d.retry_after_secs.max(1)));
+    }
+}
+
+fn put_u64(buf: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.put_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_u64_table() {
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            let mut b = BytesMut::new();
+            put_u64(&mut b, n);
+            assert_eq!(std::str::from_utf8(&b).unwrap(), n.to_string());
+        }
+    }
+}

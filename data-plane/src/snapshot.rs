@@ -1,0 +1,521 @@
+//! The compiled, immutable configuration the request path reads, and its compilation from the
+//! protobuf `ConfigSnapshot`.
+//!
+//! Compilation validates everything once (URLs into `Authority`s, header names into
+//! `HeaderName`s, routes into a [`RouteTable`]) and reports the first problem naming the service
+//! or policy and the field. Only once the whole config is known to be good does it touch shared
+//! state (endpoint reuse, limiter reconcile), so a rejected version changes nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use gw_proto::v1 as pb;
+use http::HeaderValue;
+use http::uri::{Authority, Uri};
+
+use crate::balancer::{Endpoint, RoundRobin};
+use crate::limiter::{KeySpec, LimiterRegistry, Mode, PolicyDef, PolicyLimiter, RateSpec};
+use crate::metrics::{PolicyStats, Registry, ServiceStats};
+use crate::router::{RouteSpec, RouteTable};
+use crate::upstream::{Clients, UpstreamClient};
+
+/// Default connect timeout (proto: `Timeouts.connect`).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default request timeout (proto: `Timeouts.request`).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default health-check path.
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
+/// Default health-check interval.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// Default health-check timeout.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default failures before an endpoint is marked unhealthy.
+pub const DEFAULT_UNHEALTHY_THRESHOLD: u32 = 3;
+/// Default successes before an endpoint is marked healthy again.
+pub const DEFAULT_HEALTHY_THRESHOLD: u32 = 2;
+/// Longest policy period the proto allows.
+const MAX_PERIOD: Duration = Duration::from_secs(24 * 3600);
+
+/// One config version, ready for the request path.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The config version.
+    pub version: u64,
+    /// Host + prefix -> index into `services`.
+    pub routes: RouteTable,
+    /// Services, in config order (by name).
+    pub services: Box<[Service]>,
+    /// Policies, in config order (by name), for `/config`.
+    pub policies: Box<[PolicyInfo]>,
+}
+
+/// A compiled service.
+#[derive(Debug)]
+pub struct Service {
+    /// Service name.
+    pub name: Arc<str>,
+    /// Route prefix as configured.
+    pub path_prefix: Arc<str>,
+    /// Lowercase hosts; empty: any.
+    pub hosts: Box<[Arc<str>]>,
+    /// Whether the matched prefix is removed before forwarding.
+    pub strip_prefix: bool,
+    /// Endpoint selection.
+    pub balancer: RoundRobin,
+    /// TCP connect timeout (applied by `client`).
+    pub connect_timeout: Duration,
+    /// Time allowed from sending the request to the response headers.
+    pub request_timeout: Duration,
+    /// Pooled client for this service's connect timeout.
+    pub client: UpstreamClient,
+    /// Every policy that applies: the service's own, then the all-services ones.
+    pub policies: Box<[Arc<ActivePolicy>]>,
+    /// Counters, kept across versions by service name.
+    pub stats: Arc<ServiceStats>,
+    /// Active health-check settings (used by health checking).
+    pub health: HealthSpec,
+}
+
+/// Health-check settings with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// Path to GET.
+    pub path: Arc<str>,
+    /// Between checks.
+    pub interval: Duration,
+    /// Per check.
+    pub timeout: Duration,
+    /// Failures to mark unhealthy.
+    pub unhealthy_threshold: u32,
+    /// Successes to mark healthy.
+    pub healthy_threshold: u32,
+}
+
+/// A policy as the request path applies it.
+#[derive(Debug)]
+pub struct ActivePolicy {
+    /// The buckets (shared across versions while name and key are unchanged).
+    pub limiter: Arc<PolicyLimiter>,
+    /// Enforce or shadow, as of this version.
+    pub mode: Mode,
+    /// Counters, kept across versions by policy name.
+    pub stats: Arc<PolicyStats>,
+    /// Pre-built `RateLimit-Policy` value.
+    pub policy_header: HeaderValue,
+    /// Pre-built start of the `RateLimit` value: `"name";r=`.
+    pub ratelimit_prefix: Bytes,
+}
+
+/// A policy as shown by `/config`.
+#[derive(Debug, Clone)]
+pub struct PolicyInfo {
+    /// Name.
+    pub name: Arc<str>,
+    /// The service it applies to; `None`: all.
+    pub service: Option<Arc<str>>,
+    /// The compiled definition.
+    pub def: PolicyDef,
+}
+
+/// Endpoints by (service name, URL).
+pub type EndpointsByKey = HashMap<(Arc<str>, Arc<str>), Arc<Endpoint>>;
+
+/// Long-lived state that compilation reuses across versions.
+#[derive(Debug)]
+pub struct Reuse {
+    /// Endpoints by (service, URL), so health state survives updates.
+    pub endpoints: std::sync::Mutex<EndpointsByKey>,
+    /// Upstream clients by connect timeout.
+    pub clients: Clients,
+    /// Service counters.
+    pub service_stats: Registry<ServiceStats>,
+    /// Policy counters.
+    pub policy_stats: Registry<PolicyStats>,
+    /// Token buckets.
+    pub limiters: LimiterRegistry,
+}
+
+/// A service after validation, before shared state is touched.
+struct Checked {
+    name: Arc<str>,
+    path_prefix: Arc<str>,
+    hosts: Box<[Arc<str>]>,
+    strip_prefix: bool,
+    endpoints: Vec<(Arc<str>, Authority)>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    health: HealthSpec,
+}
+
+/// Validates and compiles `snapshot` as `version`. On error nothing shared has changed.
+pub fn compile(
+    version: u64,
+    snapshot: &pb::ConfigSnapshot,
+    reuse: &Reuse,
+) -> Result<Snapshot, String> {
+    let pb::ConfigSnapshot { services, policies } = snapshot;
+
+    let mut checked = Vec::with_capacity(services.len());
+    let mut names = HashSet::new();
+    for s in services {
+        let c = check_service(s)?;
+        if !names.insert(c.name.clone()) {
+            return Err(format!("service '{}': name: appears twice", c.name));
+        }
+        checked.push(c);
+    }
+    let route_specs: Vec<RouteSpec> = checked
+        .iter()
+        .enumerate()
+        .map(|(i, c)| RouteSpec {
+            path_prefix: c.path_prefix.to_string(),
+            hosts: c.hosts.iter().map(|h| h.to_string()).collect(),
+            service: i,
+        })
+        .collect();
+    let routes = RouteTable::build(&route_specs).map_err(|e| format!("route: {e}"))?;
+
+    let mut infos = Vec::with_capacity(policies.len());
+    let mut policy_names = HashSet::new();
+    for p in policies {
+        let info = check_policy(p)?;
+        if !policy_names.insert(info.name.clone()) {
+            return Err(format!("policy '{}': name: appears twice", info.name));
+        }
+        if let Some(svc) = &info.service
+            && !names.contains(svc)
+        {
+            return Err(format!(
+                "policy '{}': service: no service named '{svc}'",
+                info.name
+            ));
+        }
+        infos.push(info);
+    }
+
+    // Everything is valid: from here on, shared state changes.
+    let defs: Vec<PolicyDef> = infos.iter().map(|i| i.def.clone()).collect();
+    let limiters = reuse.limiters.reconcile(&defs);
+    let mut active: Vec<(Option<Arc<str>>, Arc<ActivePolicy>)> = Vec::with_capacity(infos.len());
+    for (info, limiter) in infos.iter().zip(limiters) {
+        active.push((
+            info.service.clone(),
+            Arc::new(active_policy(info, limiter, reuse)?),
+        ));
+    }
+
+    let mut old_endpoints = reuse
+        .endpoints
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut kept = HashMap::new();
+    let mut compiled = Vec::with_capacity(checked.len());
+    for c in checked {
+        let endpoints: Arc<[Arc<Endpoint>]> = c
+            .endpoints
+            .into_iter()
+            .map(|(url, authority)| {
+                let key = (c.name.clone(), url.clone());
+                let ep = old_endpoints
+                    .remove(&key)
+                    .or_else(|| kept.get(&key).cloned())
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(url, authority)));
+                kept.insert(key, ep.clone());
+                ep
+            })
+            .collect();
+        // The service's own policies first, then the global ones: both in name order.
+        let policies = active
+            .iter()
+            .filter(|(svc, _)| svc.as_deref() == Some(&*c.name))
+            .chain(active.iter().filter(|(svc, _)| svc.is_none()))
+            .map(|(_, p)| p.clone())
+            .collect();
+        compiled.push(Service {
+            stats: reuse.service_stats.get(&c.name),
+            client: reuse.clients.get(c.connect_timeout),
+            name: c.name,
+            path_prefix: c.path_prefix,
+            hosts: c.hosts,
+            strip_prefix: c.strip_prefix,
+            balancer: RoundRobin::new(endpoints),
+            connect_timeout: c.connect_timeout,
+            request_timeout: c.request_timeout,
+            policies,
+            health: c.health,
+        });
+    }
+    *old_endpoints = kept;
+
+    Ok(Snapshot {
+        version,
+        routes,
+        services: compiled.into_boxed_slice(),
+        policies: infos.into_boxed_slice(),
+    })
+}
+
+fn active_policy(
+    info: &PolicyInfo,
+    limiter: Arc<PolicyLimiter>,
+    reuse: &Reuse,
+) -> Result<ActivePolicy, String> {
+    let policy_header = HeaderValue::from_str(limiter.policy_header_item())
+        .map_err(|_| format!("policy '{}': name: not usable in a header", info.name))?;
+    let mut prefix = Vec::with_capacity(info.name.len() + 6);
+    prefix.push(b'"');
+    prefix.extend_from_slice(info.name.as_bytes());
+    prefix.extend_from_slice(b"\";r=");
+    Ok(ActivePolicy {
+        limiter,
+        mode: info.def.mode,
+        stats: reuse.policy_stats.get(&info.name),
+        policy_header,
+        ratelimit_prefix: Bytes::from(prefix),
+    })
+}
+
+fn duration(
+    d: &Option<prost_types::Duration>,
+    default: Duration,
+    what: &str,
+) -> Result<Duration, String> {
+    match d {
+        None => Ok(default),
+        Some(d) => Duration::try_from(*d).map_err(|_| format!("{what}: must not be negative")),
+    }
+}
+
+fn check_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+fn check_service(s: &pb::Service) -> Result<Checked, String> {
+    let pb::Service {
+        name,
+        route,
+        endpoints,
+        health_check,
+        timeouts,
+        load_balancing,
+        created_version: _,
+        updated_version: _,
+    } = s;
+    if !check_name(name) {
+        return Err(format!(
+            "service '{name}': name: must be a DNS label (a-z, 0-9, '-', 1-63 chars)"
+        ));
+    }
+    let err = |field: &str, why: &str| format!("service '{name}': {field}: {why}");
+    let Some(pb::Route {
+        path_prefix,
+        hosts,
+        strip_prefix,
+    }) = route
+    else {
+        return Err(err("route", "missing"));
+    };
+    if !path_prefix.starts_with('/') {
+        return Err(err("route.path_prefix", "must start with '/'"));
+    }
+    if path_prefix.contains(['?', '#']) || path_prefix.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err(err("route.path_prefix", "is not a valid URL path"));
+    }
+    let mut checked_hosts = Vec::with_capacity(hosts.len());
+    for (i, h) in hosts.iter().enumerate() {
+        if h.is_empty() || h.contains([':', '/', ' ']) || h.parse::<Authority>().is_err() {
+            return Err(err(
+                &format!("route.hosts[{i}]"),
+                &format!("'{h}' is not a host name"),
+            ));
+        }
+        checked_hosts.push(Arc::<str>::from(h.to_ascii_lowercase()));
+    }
+    let mut eps = Vec::with_capacity(endpoints.len());
+    for (i, url) in endpoints.iter().enumerate() {
+        eps.push((
+            url.as_str().into(),
+            parse_endpoint(url).map_err(|why| err(&format!("endpoints[{i}]"), &why))?,
+        ));
+    }
+    let (connect, request) = match timeouts {
+        None => (DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT),
+        Some(pb::Timeouts { connect, request }) => (
+            duration(
+                connect,
+                DEFAULT_CONNECT_TIMEOUT,
+                &err("timeouts.connect", "invalid"),
+            )?,
+            duration(
+                request,
+                DEFAULT_REQUEST_TIMEOUT,
+                &err("timeouts.request", "invalid"),
+            )?,
+        ),
+    };
+    if connect.is_zero() || request.is_zero() {
+        return Err(err("timeouts", "must be positive"));
+    }
+    let health = check_health(health_check.as_ref()).map_err(|(field, why)| err(field, &why))?;
+    match pb::LoadBalancingPolicy::try_from(*load_balancing) {
+        Ok(pb::LoadBalancingPolicy::Unspecified | pb::LoadBalancingPolicy::RoundRobin) => {}
+        Err(_) => {
+            return Err(err(
+                "load_balancing",
+                &format!("unknown policy {load_balancing}"),
+            ));
+        }
+    }
+    Ok(Checked {
+        name: name.as_str().into(),
+        path_prefix: path_prefix.as_str().into(),
+        hosts: checked_hosts.into_boxed_slice(),
+        strip_prefix: *strip_prefix,
+        endpoints: eps,
+        connect_timeout: connect,
+        request_timeout: request,
+        health,
+    })
+}
+
+fn check_health(h: Option<&pb::HealthCheck>) -> Result<HealthSpec, (&'static str, String)> {
+    let Some(pb::HealthCheck {
+        path,
+        interval,
+        timeout,
+        unhealthy_threshold,
+        healthy_threshold,
+    }) = h
+    else {
+        return Ok(HealthSpec {
+            path: DEFAULT_HEALTH_PATH.into(),
+            interval: DEFAULT_HEALTH_INTERVAL,
+            timeout: DEFAULT_HEALTH_TIMEOUT,
+            unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
+            healthy_threshold: DEFAULT_HEALTHY_THRESHOLD,
+        });
+    };
+    let path: Arc<str> = if path.is_empty() {
+        DEFAULT_HEALTH_PATH.into()
+    } else {
+        path.as_str().into()
+    };
+    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+        return Err((
+            "health_check.path",
+            "must be a URL path starting with '/'".into(),
+        ));
+    }
+    let interval = duration(interval, DEFAULT_HEALTH_INTERVAL, "health_check.interval")
+        .map_err(|e| ("health_check.interval", e))?;
+    let timeout = duration(timeout, DEFAULT_HEALTH_TIMEOUT, "health_check.timeout")
+        .map_err(|e| ("health_check.timeout", e))?;
+    if interval.is_zero() || timeout.is_zero() {
+        return Err((
+            "health_check",
+            "interval and timeout must be positive".into(),
+        ));
+    }
+    let or = |v: u32, d: u32| if v == 0 { d } else { v };
+    Ok(HealthSpec {
+        path,
+        interval,
+        timeout,
+        unhealthy_threshold: or(*unhealthy_threshold, DEFAULT_UNHEALTHY_THRESHOLD),
+        healthy_threshold: or(*healthy_threshold, DEFAULT_HEALTHY_THRESHOLD),
+    })
+}
+
+/// `http://host:port` -> `host:port`. Rejects other schemes, paths, queries and credentials.
+pub fn parse_endpoint(url: &str) -> Result<Authority, String> {
+    let uri: Uri = url.parse().map_err(|_| format!("'{url}' is not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("'{url}' is not an http:// URL"));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("'{url}' has no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("'{url}' must not carry credentials"));
+    }
+    if authority.port_u16().is_none() {
+        return Err(format!("'{url}' has no port"));
+    }
+    if uri
+        .path_and_query()
+        .is_some_and(|pq| pq.as_str() != "/" && !pq.as_str().is_empty())
+        || url.ends_with('/')
+    {
+        return Err(format!("'{url}' must not have a path or query"));
+    }
+    Ok(authority.clone())
+}
+
+fn check_policy(p: &pb::Policy) -> Result<PolicyInfo, String> {
+    let pb::Policy {
+        name,
+        service,
+        key,
+        limit,
+        period,
+        burst,
+        mode,
+        updated_version: _,
+    } = p;
+    if !check_name(name) {
+        return Err(format!(
+            "policy '{name}': name: must be a DNS label (a-z, 0-9, '-', 1-63 chars)"
+        ));
+    }
+    let err = |field: &str, why: &str| format!("policy '{name}': {field}: {why}");
+    let key = match key.as_ref().and_then(|k| k.source.as_ref()) {
+        None => return Err(err("key", "missing")),
+        Some(pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {})) => KeySpec::ClientIp,
+        Some(pb::rate_limit_key::Source::Header(h)) => KeySpec::Header(
+            http::HeaderName::from_bytes(h.as_bytes())
+                .map_err(|_| err("key.header", &format!("'{h}' is not a header name")))?,
+        ),
+    };
+    if *limit < 1 {
+        return Err(err("limit", "must be at least 1"));
+    }
+    let Some(period) = period else {
+        return Err(err("period", "missing"));
+    };
+    let period = Duration::try_from(*period).map_err(|_| err("period", "must not be negative"))?;
+    if period < Duration::from_secs(1) || period > MAX_PERIOD || period.subsec_nanos() != 0 {
+        return Err(err("period", "must be whole seconds between 1s and 24h"));
+    }
+    let mode = match pb::PolicyMode::try_from(*mode) {
+        Ok(pb::PolicyMode::Unspecified | pb::PolicyMode::Enforce) => Mode::Enforce,
+        Ok(pb::PolicyMode::Shadow) => Mode::Shadow,
+        Err(_) => return Err(err("mode", &format!("unknown mode {mode}"))),
+    };
+    let name: Arc<str> = name.as_str().into();
+    Ok(PolicyInfo {
+        service: if service.is_empty() {
+            None
+        } else {
+            Some(service.as_str().into())
+        },
+        def: PolicyDef {
+            name: name.clone(),
+            key,
+            rate: RateSpec {
+                limit: *limit,
+                period,
+                burst: if *burst == 0 { *limit } else { *burst },
+            },
+            mode,
+        },
+        name,
+    })
+}
