@@ -4,6 +4,8 @@
 //! it without pulling in the others. Everything binds `127.0.0.1:0` and waits by polling with
 //! a deadline, never by sleeping a fixed time.
 
+pub mod backend;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
