@@ -1,5 +1,5 @@
 //! One module per command group; each turns parsed flags into admin calls and the answers
-//! into a [`Render`](crate::output::Render) value.
+//! into a [`Render`] value.
 //!
 //! Later groups (`health`, `stats`, `dev`) slot in here the same way.
 
