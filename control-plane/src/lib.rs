@@ -103,7 +103,10 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
 
-    let addr = listener.local_addr().ok();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     // No Nagle delay: config pushes are small and must reach data planes promptly.
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let signal = {
@@ -113,7 +116,7 @@ pub async fn serve(
             stop_tx.send_replace(true);
         }
     };
-    tracing::info!(?addr, database = %config.database_url, version = store.current().version, "control plane listening");
+    tracing::info!(listen = %addr, database = %config.database_url, version = store.current().version, "control plane listening");
 
     let server = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))

@@ -1,0 +1,142 @@
+//! The `gw-control-plane` binary: one clear line and a non-zero exit on start-up errors,
+//! and a clean exit on SIGTERM.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gw-control-plane");
+
+fn run(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("GW_CP_LISTEN")
+        .env_remove("GW_DATABASE_URL")
+        .env_remove("GW_ADMIN_TOKEN")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap()
+}
+
+fn stderr_line(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got: {text}");
+    assert!(
+        !text.contains("panicked") && !text.contains("backtrace"),
+        "{text}"
+    );
+    lines[0].to_owned()
+}
+
+#[test]
+fn a_port_in_use_is_one_clear_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db").display().to_string();
+    let out = run(&["--listen", &addr, "--database", &db]);
+    assert!(!out.status.success());
+    let line = stderr_line(&out);
+    assert!(line.contains(&format!("cannot listen on {addr}")), "{line}");
+}
+
+#[test]
+fn a_bad_database_path_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}/missing/dir/gw.db", dir.path().display());
+    let out = run(&["--listen", "127.0.0.1:0", "--database", &db]);
+    assert!(!out.status.success());
+    let line = stderr_line(&out);
+    assert!(
+        line.contains(&format!("cannot open database '{db}'")),
+        "{line}"
+    );
+}
+
+#[test]
+fn help_does_not_print_the_admin_token() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .env("GW_ADMIN_TOKEN", "hunter2")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--admin-token"), "{help}");
+    assert!(
+        help.contains("GW_CP_LISTEN") && help.contains("127.0.0.1:50051"),
+        "{help}"
+    );
+    assert!(!help.contains("hunter2"), "{help}");
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db").display().to_string();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--database", &db])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    // The start-up log line names the bound address; wait for it (the read blocks, no sleep).
+    let stdout = child.stdout.take().unwrap();
+    let addr = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        lines
+            .find_map(|l| {
+                let l = l.ok()?;
+                let rest = l.split("listen=").nth(1)?;
+                Some(rest.split_whitespace().next()?.to_owned())
+            })
+            .expect("no 'listen=' log line")
+    })
+    .await
+    .unwrap();
+
+    // It answers gRPC before the signal...
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = gw_proto::v1::admin_service_client::AdminServiceClient::new(channel);
+    admin
+        .list_services(gw_proto::v1::ListServicesRequest {})
+        .await
+        .unwrap();
+
+    // ...and exits 0 after it.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = gw_testkit::eventually("the control plane to exit after SIGTERM", || {
+        let exited = child.try_wait().unwrap();
+        async move { exited }
+    })
+    .await;
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// Kills the child if the test fails before it exits, so no process outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
