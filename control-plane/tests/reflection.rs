@@ -8,6 +8,12 @@ use common::ControlPlane;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
+/// Well-known files that gateway.proto imports.
+const IMPORTS: [&str; 2] = [
+    "google/protobuf/duration.proto",
+    "google/protobuf/timestamp.proto",
+];
+
 const EXPECTED: [&str; 3] = [
     "gateway.v1.AdminService",
     "gateway.v1.ConfigDiscoveryService",
@@ -34,6 +40,10 @@ macro_rules! reflection_lists_and_describes {
             for symbol in EXPECTED {
                 requests.push(ask(MessageRequest::FileContainingSymbol(symbol.into())));
             }
+            // grpcurl fetches imported files by name to describe messages that use them.
+            for file in IMPORTS {
+                requests.push(ask(MessageRequest::FileByFilename(file.into())));
+            }
             let mut answers = client
                 .server_reflection_info(tokio_stream::iter(requests))
                 .await
@@ -49,7 +59,7 @@ macro_rules! reflection_lists_and_describes {
                 assert!(names.iter().any(|n| n == want), "{want} missing from {names:?}");
             }
             // describe: each service's defining file is served, so no .proto is needed.
-            for symbol in EXPECTED {
+            for symbol in EXPECTED.iter().chain(&IMPORTS) {
                 let ServerReflectionResponse { message_response, .. } =
                     answers.message().await.unwrap().unwrap();
                 assert!(
