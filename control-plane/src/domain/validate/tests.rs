@@ -1,0 +1,149 @@
+//! Table-driven tests of the field checks: good and bad inputs for each.
+
+use super::*;
+
+#[test]
+fn names() {
+    for good in ["a", "api", "service-a", "a1", "0", &"x".repeat(63)] {
+        assert_eq!(name(good), Ok(()), "{good}");
+    }
+    for bad in ["", "Foo", "-a", "a-", "a_b", "a.b", "ä", &"x".repeat(64)] {
+        let err = name(bad).unwrap_err();
+        assert!(err.contains("lowercase DNS label"), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn hostnames() {
+    let cases: &[(&str, Option<&str>)] = &[
+        ("example.com", Some("example.com")),
+        ("Example.COM", Some("example.com")),
+        ("localhost", Some("localhost")),
+        ("10.0.0.1", Some("10.0.0.1")),
+        ("a-b.c1", Some("a-b.c1")),
+        ("", None),
+        ("example.com:80", None),
+        ("-a.com", None),
+        ("a..b", None),
+        ("a_b.com", None),
+        ("999.1.1.1", None),
+        ("*.example.com", None),
+    ];
+    for (input, want) in cases {
+        assert_eq!(hostname(input).ok().as_deref(), *want, "{input}");
+    }
+    assert!(hostname("h:80").unwrap_err().contains("without a port"));
+}
+
+#[test]
+fn path_prefixes() {
+    for good in ["/", "/api", "/api/v1", "/a-b_c.d~e", "/%20x", "/a:b@c"] {
+        assert_eq!(path_prefix(good), Ok(()), "{good}");
+    }
+    let bad: &[(&str, &str)] = &[
+        ("", "must start with '/'"),
+        ("api", "must start with '/'"),
+        ("/api/", "must not end with '/' (write '/api'"),
+        ("/a?b", "must not contain '?'"),
+        ("/a#b", "must not contain '?', '#'"),
+        ("/a b", "whitespace"),
+        ("/ä", "non-ASCII"),
+        ("/a//b", "empty segment"),
+    ];
+    for (input, want) in bad {
+        let err = path_prefix(input).unwrap_err();
+        assert!(err.contains(want), "{input}: {err}");
+    }
+    assert!(path_prefix(&format!("/{}", "a".repeat(2000))).is_err());
+}
+
+#[test]
+fn request_paths() {
+    assert_eq!(request_path("/health"), Ok(()));
+    assert_eq!(request_path("/health?full=1"), Ok(()));
+    assert!(request_path("health").is_err());
+    assert!(request_path("/he alth").is_err());
+}
+
+#[test]
+fn header_names() {
+    assert_eq!(header_name("X-Api-Key").as_deref(), Ok("x-api-key"));
+    assert!(header_name("").is_err());
+    assert!(header_name("x api").is_err());
+    assert!(header_name("x:y").is_err());
+}
+
+#[test]
+fn endpoints() {
+    let good: &[(&str, &str, u16)] = &[
+        ("http://127.0.0.1:8080", "127.0.0.1", 8080),
+        ("http://backend:80/", "backend", 80),
+        ("http://Backend.Local:1", "backend.local", 1),
+        ("http://[::1]:9000", "[::1]", 9000),
+    ];
+    for (input, host, port) in good {
+        assert_eq!(endpoint(input), Ok(((*host).to_owned(), *port)), "{input}");
+    }
+    let bad: &[(&str, &str)] = &[
+        ("htp://x", "'htp://x' is not an http:// URL"),
+        ("https://x:443", "TLS"),
+        ("x:80", "is not an http:// URL"),
+        ("http://x", "needs an explicit port"),
+        ("http://x:0", "port '0'"),
+        ("http://x:65536", "port '65536'"),
+        ("http://x:80/api", "must not have a path"),
+        ("http://x:80?q", "must not have a path, query"),
+        ("http://u:p@x:80", "credentials"),
+        ("http://[::1]", "explicit port"),
+        ("http://[zz]:80", "not an IPv6 address"),
+        ("http://a_b:80", "not a valid host"),
+        ("http://:80", "not a valid host"),
+    ];
+    for (input, want) in bad {
+        let err = endpoint(input).unwrap_err();
+        assert!(err.contains(want), "{input}: {err}");
+    }
+}
+
+#[test]
+fn durations() {
+    let s = Duration::from_secs;
+    let pb = |seconds, nanos| Some(prost_types::Duration { seconds, nanos });
+    assert_eq!(duration(None, s(5), s(1), s(10)), Ok(s(5)));
+    assert_eq!(
+        duration(pb(2, 500_000_000), s(5), s(1), s(10)),
+        Ok(Duration::from_millis(2500))
+    );
+    assert_eq!(
+        duration(pb(0, 0), s(5), s(1), s(86400)),
+        Err("must be between 1s and 24h".to_owned())
+    );
+    assert!(duration(pb(11, 0), s(5), s(1), s(10)).is_err());
+    assert!(
+        duration(pb(-1, 0), s(5), s(0), s(10))
+            .unwrap_err()
+            .contains("negative")
+    );
+    assert!(duration(pb(1, 1_000_000_000), s(5), s(0), s(10)).is_err());
+}
+
+#[test]
+fn human_durations() {
+    let cases = [
+        (100, "100ms"),
+        (1000, "1s"),
+        (1500, "1500ms"),
+        (60_000, "1m"),
+        (86_400_000, "24h"),
+    ];
+    for (ms, want) in cases {
+        assert_eq!(human(Duration::from_millis(ms)), want);
+    }
+    assert_eq!(
+        to_pb_duration(Duration::from_millis(1500)),
+        prost_types::Duration {
+            seconds: 1,
+            nanos: 500_000_000
+        }
+    );
+}
