@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub use gw_testkit::backend::Backend;
+#[allow(unused_imports)]
 pub use gw_testkit::{eventually, eventually_within};
 
 /// Installs a log subscriber once (RUST_LOG controls it; silent by default).

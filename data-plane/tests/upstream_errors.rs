@@ -1,0 +1,136 @@
+//! Upstream failures end to end: 502, 504, and the one retry of idempotent bodyless requests.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use gw_proto::v1 as pb;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+/// A "backend" that accepts, reads a little, and closes without answering: a reset before any
+/// response byte.
+async fn closer() -> (String, tokio::task::JoinHandle<()>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        loop {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            drop(s);
+        }
+    });
+    (url, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_endpoint_is_retried_with_no_client_visible_error() {
+    let mut env = Env::start().await;
+    let live = Backend::start("live").await;
+    let mut dead = Backend::start("dead").await;
+    dead.stop().await;
+    env.add(service("s", "/", &[&dead, &live])).await;
+    for i in 0..10 {
+        let r = env.get("/x").await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.text());
+        assert_eq!(r.header("x-backend"), Some("live"));
+    }
+    assert_eq!(live.hits(), 10);
+    let connect_errors = env
+        .dp
+        .metric("gw_upstream_errors_total{service=\"s\",kind=\"connect\"}")
+        .await
+        .unwrap();
+    assert!(connect_errors >= 1.0, "{connect_errors}");
+    assert_eq!(
+        env.dp
+            .metric("gw_upstream_retries_total{service=\"s\"}")
+            .await,
+        Some(connect_errors)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_before_response_is_retried_for_get_but_not_for_post() {
+    let mut env = Env::start().await;
+    let live = Backend::start("live").await;
+    let (closer_url, _task) = closer().await;
+    let mut s = service("s", "/", &[&live]);
+    s.endpoints.insert(0, closer_url);
+    env.add(s).await;
+    for _ in 0..6 {
+        let r = env.get("/x").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // A POST with a body is never retried: it may have had effects. Round robin sends every
+    // other request to the closer, so of two POSTs exactly one fails.
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let r = Call::get(env.dp.proxy, "/x")
+            .method(http::Method::POST)
+            .body("payload")
+            .send()
+            .await;
+        statuses.push(r.status.as_u16());
+        if r.status == 502 {
+            assert_eq!(r.json()["error"], "upstream_failed");
+        }
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 502]);
+    assert!(
+        env.dp
+            .metric("gw_upstream_errors_total{service=\"s\",kind=\"reset\"}")
+            .await
+            .unwrap()
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_only_endpoint_is_502() {
+    let mut env = Env::start().await;
+    let mut dead = Backend::start("dead").await;
+    dead.stop().await;
+    env.add(service("s", "/", &[&dead])).await;
+    let r = env.get("/x").await;
+    assert_eq!(r.status, 502);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.json()["error"], "upstream_failed");
+    assert_eq!(
+        env.dp
+            .metric("gw_requests_total{service=\"s\",code=\"502\"}")
+            .await,
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_upstream_is_504() {
+    let mut env = Env::start().await;
+    let slow = Backend::start("slow").await;
+    let mut s = service("s", "/", &[&slow]);
+    s.timeouts = Some(pb::Timeouts {
+        connect: None,
+        request: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 200_000_000,
+        }),
+    });
+    env.add(s).await;
+    // The backend waits far longer than the timeout; a quick one still passes.
+    let r = Call::get(env.dp.proxy, "/x")
+        .header("x-delay-ms", "5000")
+        .send()
+        .await;
+    assert_eq!(r.status, 504);
+    assert_eq!(r.json()["error"], "upstream_timeout");
+    assert_eq!(env.get("/x").await.status, 200);
+    assert_eq!(
+        env.dp
+            .metric("gw_upstream_errors_total{service=\"s\",kind=\"timeout\"}")
+            .await,
+        Some(1.0)
+    );
+}
