@@ -174,6 +174,7 @@ fn hour_backoff() -> Tuning {
 /// Starts `run_inner` against `addr` and returns its handle, the shutdown trigger and status.
 fn start(
     addr: std::net::SocketAddr,
+    tuning: Tuning,
 ) -> (
     tokio::task::JoinHandle<()>,
     tokio::sync::oneshot::Sender<()>,
@@ -187,7 +188,7 @@ fn start(
         Arc::new(Recorder::default()),
         status.clone(),
         reports,
-        hour_backoff(),
+        tuning,
         async {
             let _ = stopped.await;
         },
@@ -195,12 +196,12 @@ fn start(
     (handle, stop, status)
 }
 
-/// Generous against a loaded machine, tiny against the hour the loop would otherwise wait.
-const PROMPT: Duration = Duration::from_secs(30);
-
-#[tokio::test]
-async fn shutdown_interrupts_the_backoff() {
-    // A peer that accepts and hangs up at once: every session fails, then the loop backs off.
+/// A peer that accepts and hangs up at once, so every session fails; counts its accepts.
+async fn hang_up_server() -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let accepted = Arc::new(AtomicUsize::new(0));
@@ -212,7 +213,17 @@ async fn shutdown_interrupts_the_backoff() {
             drop(socket);
         }
     });
-    let (handle, stop, status) = start(addr);
+    (addr, accepted, server)
+}
+
+/// Generous against a loaded machine, tiny against the hour the loop would otherwise wait.
+const PROMPT: Duration = Duration::from_secs(30);
+
+#[tokio::test]
+async fn shutdown_interrupts_the_backoff() {
+    // Every session fails, then the loop backs off.
+    let (addr, accepted, server) = hang_up_server().await;
+    let (handle, stop, status) = start(addr, hour_backoff());
 
     gw_testkit::eventually("the sync loop to try once", || async {
         (accepted.load(Ordering::SeqCst) >= 1).then_some(())
@@ -239,7 +250,7 @@ async fn shutdown_interrupts_a_hanging_connect() {
             let _ = held_tx.send(socket).await;
         }
     });
-    let (handle, stop, _status) = start(addr);
+    let (handle, stop, _status) = start(addr, hour_backoff());
 
     let socket = held_rx.recv().await.unwrap();
     stop.send(()).unwrap();
@@ -301,9 +312,6 @@ async fn keepalive_notices_a_silent_partition_and_the_node_reconnects_after_it()
     ));
     let (relay, partition) = start_relay(cp_addr).await;
 
-    let status = Arc::new(SyncStatus::default());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (_, reports) = mpsc::channel(1);
     // Production pings every 10 s; a test-sized interval shows the same mechanism.
     let tuning = Tuning {
         open_timeout: Duration::from_secs(2),
@@ -311,16 +319,7 @@ async fn keepalive_notices_a_silent_partition_and_the_node_reconnects_after_it()
         keepalive_timeout: Duration::from_millis(300),
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(200)),
     };
-    let node = tokio::spawn(run_inner(
-        config(format!("http://{relay}"), None),
-        Arc::new(Recorder::default()),
-        status.clone(),
-        reports,
-        tuning,
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let (node, stop, status) = start(relay, tuning);
     let connected = |want: bool| {
         let status = status.clone();
         move || {
@@ -339,4 +338,68 @@ async fn keepalive_notices_a_silent_partition_and_the_node_reconnects_after_it()
     node.await.unwrap();
     stop_cp.send(()).unwrap();
     cp.await.unwrap().unwrap();
+}
+
+/// Collects formatted log output, to count what the loop logged.
+#[derive(Clone, Default)]
+struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLog {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
+    type Writer = CapturedLog;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl CapturedLog {
+    fn lines_with(&self, needle: &str) -> usize {
+        let bytes = self.0.lock().unwrap();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .filter(|line| line.contains(needle))
+            .count()
+    }
+}
+
+#[tokio::test]
+async fn a_long_outage_is_one_warning_not_one_per_attempt() {
+    let log = CapturedLog::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(log.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .finish();
+    // The test runtime is single-threaded, so every task the loop spawns logs through this.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (addr, _, server) = hang_up_server().await;
+    let tuning = Tuning {
+        backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(5)),
+        ..Tuning::default()
+    };
+    let (node, stop, _status) = start(addr, tuning);
+    gw_testkit::eventually("four failed attempts", || async {
+        (log.lines_with("reconnect failed") >= 3).then_some(())
+    })
+    .await;
+    stop.send(()).unwrap();
+    node.await.unwrap();
+    server.abort();
+
+    // The first failure is the state change; the repeats go to debug.
+    assert_eq!(log.lines_with("control plane unreachable"), 1);
+    assert_eq!(log.lines_with(" WARN "), 1);
+    assert_eq!(log.lines_with(" ERROR "), 0);
 }
