@@ -33,11 +33,7 @@ async fn services_policies_and_version_survive_a_restart() {
     assert_eq!(admin.policies().await, before_policies);
 
     // The version continues from where it was, never backwards.
-    let v = admin
-        .create(service("new", "/new"))
-        .await
-        .unwrap()
-        .config_version;
+    let v = admin.add("new", "/new").await;
     assert_eq!(v, 5);
     let cp = cp.restart().await;
     assert_eq!(cp.admin().await.list().await.config_version, 5);

@@ -18,11 +18,7 @@ async fn node_gets_full_config_then_pushed_update_and_acks_show_in_list_nodes() 
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
     admin.create(service("one", "/one")).await.unwrap();
-    let v1 = admin
-        .create(service("two", "/two"))
-        .await
-        .unwrap()
-        .config_version;
+    let v1 = admin.add("two", "/two").await;
 
     let mut node = cp.node("dp-1", 0).await;
     let first = node.next().await;
@@ -40,11 +36,7 @@ async fn node_gets_full_config_then_pushed_update_and_acks_show_in_list_nodes() 
         })
         .await;
 
-    let v2 = admin
-        .create(service("three", "/three"))
-        .await
-        .unwrap()
-        .config_version;
+    let v2 = admin.add("three", "/three").await;
     let pushed = node.next_within(PUSH_BOUND).await;
     assert_eq!(pushed.version, v2);
     assert_eq!(snapshot(&pushed).services.len(), 3);
@@ -71,11 +63,7 @@ async fn node_gets_full_config_then_pushed_update_and_acks_show_in_list_nodes() 
 async fn nack_is_recorded_with_its_error() {
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
-    let v = admin
-        .create(service("one", "/one"))
-        .await
-        .unwrap()
-        .config_version;
+    let v = admin.add("one", "/one").await;
     let mut node = cp.node("dp-nack", 0).await;
     assert_eq!(node.next().await.version, v);
     node.nack(v, "endpoint http://127.0.0.1:9 refused by policy")
@@ -94,21 +82,13 @@ async fn nack_is_recorded_with_its_error() {
 async fn node_at_current_version_gets_nothing_until_the_next_change() {
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
-    let v = admin
-        .create(service("one", "/one"))
-        .await
-        .unwrap()
-        .config_version;
+    let v = admin.add("one", "/one").await;
     let mut node = cp.node("dp-current", v).await;
     // Prove the stream is registered before the next write, so "nothing was sent" is real.
     admin
         .wait_node("dp-current", "node registered", |n| n.connected)
         .await;
-    let v2 = admin
-        .create(service("two", "/two"))
-        .await
-        .unwrap()
-        .config_version;
+    let v2 = admin.add("two", "/two").await;
     let first = node.next_within(PUSH_BOUND).await;
     assert_eq!(
         first.version, v2,
@@ -139,11 +119,7 @@ async fn disconnect_shows_connected_false() {
 async fn shutdown_completes_with_an_open_stream_and_restart_on_the_same_port_works() {
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
-    let v = admin
-        .create(service("one", "/one"))
-        .await
-        .unwrap()
-        .config_version;
+    let v = admin.add("one", "/one").await;
     let mut node = cp.node("dp-forever", 0).await;
     assert_eq!(node.next().await.version, v);
     let addr = cp.addr;
@@ -251,11 +227,7 @@ async fn a_write_reaches_every_connected_node_promptly() {
     const NODES: usize = 10;
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
-    let v0 = admin
-        .create(service("zero", "/zero"))
-        .await
-        .unwrap()
-        .config_version;
+    let v0 = admin.add("zero", "/zero").await;
     let mut nodes = Vec::new();
     for i in 0..NODES {
         let mut node = cp.node(&format!("dp-{i}"), 0).await;
@@ -263,11 +235,7 @@ async fn a_write_reaches_every_connected_node_promptly() {
         nodes.push(node);
     }
     let started = std::time::Instant::now();
-    let v1 = admin
-        .create(service("one", "/one"))
-        .await
-        .unwrap()
-        .config_version;
+    let v1 = admin.add("one", "/one").await;
     let arrivals = futures::future::join_all(nodes.iter_mut().map(|node| async {
         let msg = node.next_within(PUSH_BOUND).await;
         (msg.version, started.elapsed())
@@ -285,11 +253,7 @@ async fn a_write_reaches_every_connected_node_promptly() {
 async fn a_reconnecting_node_takes_over_and_its_old_stream_ending_does_not_disconnect_it() {
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
-    let v = admin
-        .create(service("one", "/one"))
-        .await
-        .unwrap()
-        .config_version;
+    let v = admin.add("one", "/one").await;
     let mut old = cp.node("dp-re", 0).await;
     assert_eq!(old.next().await.version, v);
     let mut new = cp.node("dp-re", v).await;
@@ -302,11 +266,7 @@ async fn a_reconnecting_node_takes_over_and_its_old_stream_ending_does_not_disco
     // The new stream still works, and the node is still shown connected after the old one
     // ended. (When the old stream's end is processed is not observable from here; the
     // registry's unit test pins the ordering down deterministically.)
-    let v2 = admin
-        .create(service("two", "/two"))
-        .await
-        .unwrap()
-        .config_version;
+    let v2 = admin.add("two", "/two").await;
     assert_eq!(new.next_within(PUSH_BOUND).await.version, v2);
     new.ack(v2).await;
     let n = admin

@@ -216,6 +216,14 @@ impl Admin {
             .map(tonic::Response::into_inner)
     }
 
+    /// Creates `service(name, prefix)` and returns the config version that includes it.
+    pub async fn add(&mut self, name: &str, prefix: &str) -> u64 {
+        self.create(service(name, prefix))
+            .await
+            .unwrap()
+            .config_version
+    }
+
     pub async fn update(
         &mut self,
         service: pb::Service,
