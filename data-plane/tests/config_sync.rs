@@ -200,20 +200,23 @@ struct Node {
 
 impl Node {
     fn start(control_plane: String, dir: &Path, id: &str) -> Self {
-        Self::start_with(control_plane, dir, id, 0, None)
+        Self::start_with(control_plane, dir, id, None, None)
     }
 
-    /// `in_force` simulates a version loaded from the cache before sync starts.
+    /// `cached` is installed before sync starts, as the data plane does with its cache file.
     fn start_with(
         control_plane: String,
         dir: &Path,
         id: &str,
-        in_force: u64,
+        cached: Option<(u64, pb::ConfigSnapshot)>,
         reports: Option<mpsc::Receiver<pb::DiscoveryRequest>>,
     ) -> Self {
         let sink = Arc::new(RecordingSink::default());
         let status = Arc::new(SyncStatus::default());
-        status.version.store(in_force, Ordering::SeqCst);
+        if let Some((version, snapshot)) = cached {
+            sink.apply(version, &snapshot).unwrap();
+            status.version.store(version, Ordering::SeqCst);
+        }
         let cache_file = dir.join(format!("{id}.cache"));
         let config = SyncConfig {
             control_plane,
@@ -409,6 +412,35 @@ async fn control_plane_restart_reconnects_resumes_and_gets_later_changes() {
 }
 
 #[tokio::test]
+async fn a_node_restarted_from_its_cache_while_the_control_plane_is_down_resumes_from_it() {
+    let (dir, mut cp, mut first, v1) = synced().await;
+    first.shutdown().await;
+    cp.stop().await;
+
+    let cached = cache::load(&first.cache_file).unwrap().unwrap();
+    assert_eq!(cached.0, v1);
+    let mut node = Node::start_with(cp.url(), dir.path(), "dp-1", Some(cached), None);
+    assert_eq!(node.version(), v1);
+    assert!(!node.connected());
+
+    cp.restart().await;
+    let seen = wait_acked(&cp, &node, v1).await;
+    assert_eq!(
+        seen.sent_version, 0,
+        "a node holding the current version is sent nothing"
+    );
+    assert_eq!(node.sink.versions(), [v1], "only the start-up apply");
+
+    let v2 = cp.add_service("beta").await;
+    wait_acked(&cp, &node, v2).await;
+    assert_eq!(node.sink.versions(), [v1, v2]);
+    let (cached_version, _) = cache::load(&node.cache_file).unwrap().unwrap();
+    assert_eq!(cached_version, v2);
+
+    node.shutdown().await;
+}
+
+#[tokio::test]
 async fn shutdown_ends_run_while_disconnected() {
     let (_dir, mut cp, mut node, _) = synced().await;
     cp.stop().await;
@@ -546,7 +578,8 @@ async fn hello_first_then_nack_of_an_unknown_kind_and_ack_of_the_version_in_forc
     let dir = tempfile::tempdir().unwrap();
     let mut script = Script::start().await;
     // As if version 5 had been loaded from the cache at start-up.
-    let mut node = Node::start_with(script.url.clone(), dir.path(), "dp-7", 5, None);
+    let cached = (5, pb::ConfigSnapshot::default());
+    let mut node = Node::start_with(script.url.clone(), dir.path(), "dp-7", Some(cached), None);
 
     let pb::discovery_request::Kind::Hello(hello) = script.next().await else {
         panic!("the first message must be hello");
@@ -575,11 +608,11 @@ async fn hello_first_then_nack_of_an_unknown_kind_and_ack_of_the_version_in_forc
     // The version in force again: ACK, no apply.
     script.send_snapshot(5, &["cached"]).await;
     assert_eq!(script.next().await, ack(5));
-    assert!(node.sink.versions().is_empty());
+    assert_eq!(node.sink.versions(), [5], "only the start-up apply");
 
     script.send_snapshot(7, &["alpha"]).await;
     assert_eq!(script.next().await, ack(7));
-    assert_eq!(node.sink.versions(), [7]);
+    assert_eq!(node.sink.versions(), [5, 7]);
     assert_eq!(node.version(), 7);
     assert!(node.connected(), "protocol errors do not end the stream");
 
@@ -598,7 +631,13 @@ async fn reports_are_forwarded_on_the_stream_after_hello() {
         kind: Some(ack(100)),
     };
     reports.send(early).await.unwrap();
-    let mut node = Node::start_with(script.url.clone(), dir.path(), "dp-r", 0, Some(reports_rx));
+    let mut node = Node::start_with(
+        script.url.clone(),
+        dir.path(),
+        "dp-r",
+        None,
+        Some(reports_rx),
+    );
 
     assert!(matches!(
         script.next().await,
