@@ -147,3 +147,57 @@ fn human_durations() {
         }
     );
 }
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HOST: &str =
+        "[a-zA-Z]([a-zA-Z0-9-]{0,20}[a-zA-Z0-9])?(\\.[a-z]([a-z0-9-]{0,10}[a-z0-9])?){0,3}";
+
+    proptest! {
+        #[test]
+        fn every_dns_label_is_a_valid_name(s in "[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?") {
+            prop_assert_eq!(name(&s), Ok(()));
+        }
+
+        #[test]
+        fn accepted_names_are_dns_labels(s in "\\PC{0,70}") {
+            if name(&s).is_ok() {
+                prop_assert!(s.len() <= 63 && !s.starts_with('-') && !s.ends_with('-'));
+                prop_assert!(s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-'));
+            }
+        }
+
+        #[test]
+        fn accepted_prefixes_are_unambiguous(s in "/?[a-z/?# %.~-]{0,12}") {
+            if path_prefix(&s).is_ok() {
+                prop_assert!(s.starts_with('/'));
+                prop_assert!(!s.contains(['?', '#', ' ']) && !s.contains("//"));
+                prop_assert!(s == "/" || !s.ends_with('/'));
+            }
+        }
+
+        #[test]
+        fn endpoints_round_trip(host in HOST, port in 1u16..) {
+            let raw = format!("http://{host}:{port}");
+            let (h, p) = endpoint(&raw).map_err(TestCaseError::fail)?;
+            prop_assert_eq!(&h, &host.to_ascii_lowercase());
+            prop_assert_eq!(p, port);
+            prop_assert_eq!(endpoint(&format!("http://{h}:{p}")), Ok((h, p)));
+        }
+
+        #[test]
+        fn checks_never_panic_on_arbitrary_input(s in "\\PC{0,40}") {
+            let _ = (name(&s), hostname(&s), path_prefix(&s), request_path(&s), header_name(&s), endpoint(&s));
+            let _ = endpoint(&format!("http://{s}"));
+        }
+
+        #[test]
+        fn durations_round_trip_through_protobuf(ms in 1u64..86_400_000) {
+            let d = Duration::from_millis(ms);
+            let max = Duration::from_secs(86_400);
+            prop_assert_eq!(duration(Some(to_pb_duration(d)), max, Duration::ZERO, max), Ok(d));
+        }
+    }
+}
