@@ -174,7 +174,7 @@ async fn config_changes_while_requests_are_in_flight_fail_none() {
             let mut n = 0u32;
             // Some requests are slow, so they are in flight across an update.
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let delay = if n % 5 == 0 { "30" } else { "0" };
+                let delay = if n.is_multiple_of(5) { "30" } else { "0" };
                 let r = Call::get(proxy, "/live/x")
                     .header("x-delay-ms", delay)
                     .send()
