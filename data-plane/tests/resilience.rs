@@ -42,13 +42,10 @@ async fn without_any_config_every_route_is_503_and_not_ready() {
 
 /// A config-discovery server that sends what the test pushes and reports what the node says.
 struct Fake {
-    stream: Mutex<
-        Option<(
-            mpsc::Receiver<Result<pb::DiscoveryResponse, tonic::Status>>,
-            mpsc::UnboundedSender<pb::DiscoveryRequest>,
-        )>,
-    >,
+    stream: Mutex<Option<(Responses, mpsc::UnboundedSender<pb::DiscoveryRequest>)>>,
 }
+
+type Responses = mpsc::Receiver<Result<pb::DiscoveryResponse, tonic::Status>>;
 
 #[tonic::async_trait]
 impl ConfigDiscoveryService for Fake {
