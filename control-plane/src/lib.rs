@@ -44,7 +44,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub struct Config {
     /// `sqlite://path/to/gw.db` or a bare path; the file is created if missing.
     pub database_url: String,
-    /// When set, AdminService calls must carry `authorization: Bearer <token>`.
+    /// When set (and not empty), AdminService calls must carry `authorization: Bearer <token>`.
     pub admin_token: Option<String>,
 }
 
@@ -113,6 +113,14 @@ pub async fn serve(
         let stop_tx = stop_tx.clone();
         async move {
             shutdown.await;
+            tracing::info!("shutting down: closing the listener and every config stream");
+            // Watchers of grpc.health learn first, while the connection still works.
+            health
+                .set_not_serving::<AdminServiceServer<AdminApi>>()
+                .await;
+            health
+                .set_not_serving::<ConfigDiscoveryServiceServer<DiscoveryApi>>()
+                .await;
             stop_tx.send_replace(true);
         }
     };

@@ -13,8 +13,13 @@ pub struct AdminAuth {
 }
 
 impl AdminAuth {
-    /// Checks against `token`; `None` lets every call through.
+    /// Checks against `token`; `None` or an empty token lets every call through (an empty
+    /// token would otherwise be "required" yet sent by anyone writing `Bearer `).
     pub fn new(token: Option<&str>) -> Self {
+        let token = token.filter(|t| !t.is_empty());
+        if token.is_none() {
+            tracing::warn!("no admin token set: AdminService accepts every caller");
+        }
         Self {
             token: token.map(|t| Arc::from(t.as_bytes())),
         }
@@ -60,6 +65,8 @@ mod tests {
     fn token_is_required_only_when_configured() {
         let mut open = AdminAuth::new(None);
         assert_eq!(call(&mut open, None), Ok(()));
+        let mut empty = AdminAuth::new(Some(""));
+        assert_eq!(call(&mut empty, None), Ok(()));
         let mut auth = AdminAuth::new(Some("s3cret"));
         assert_eq!(call(&mut auth, Some("Bearer s3cret")), Ok(()));
         assert_eq!(call(&mut auth, None), Err(Code::Unauthenticated));

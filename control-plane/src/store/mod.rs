@@ -110,8 +110,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if missing) the database at `url` (`sqlite://path`, `sqlite::memory:`
-    /// or a bare path), applies the embedded migrations and loads the config.
+    /// Opens (creating if missing) the database at `url` (`sqlite://path`, a bare path, or
+    /// `sqlite::memory:` for a throw-away store), applies the embedded migrations and loads
+    /// the config.
     pub async fn open(url: &str) -> Result<Self, StoreError> {
         let options = if url.starts_with("sqlite:") {
             SqliteConnectOptions::from_str(url)?
@@ -125,10 +126,19 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
-            .await?;
+        // Every connection to `:memory:` is a database of its own, so an in-memory store must
+        // keep exactly one connection, forever.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = if in_memory {
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
+        };
+        let pool = pool.connect_with(options).await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
 
         let mut conn = pool.acquire().await?;

@@ -112,3 +112,25 @@ async fn every_write_publishes_a_new_version_in_order() {
     assert_eq!(state.policies.get("p").map(|p| p.mode), Some(Mode::Shadow));
     assert_eq!(state.services.get("a").map(|s| s.created_version), Some(v1));
 }
+
+#[tokio::test]
+async fn an_in_memory_store_keeps_its_one_database() {
+    let store = Store::open("sqlite::memory:").await.unwrap();
+    for i in 0..3 {
+        let name = format!("s{i}");
+        store
+            .create_service(service(&name, &format!("/{name}")))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.current().services.len(), 3);
+    // A second connection, or one recycled after idling, would be an empty database: the
+    // pool must hold exactly one connection and never retire it.
+    let options = store.pool.options();
+    assert_eq!(options.get_max_connections(), 1);
+    assert_eq!(options.get_min_connections(), 1);
+    assert_eq!(
+        (options.get_idle_timeout(), options.get_max_lifetime()),
+        (None, None)
+    );
+}
