@@ -20,8 +20,10 @@ use gw_proto::v1::admin_service_server::AdminServiceServer;
 use gw_proto::v1::config_discovery_service_server::ConfigDiscoveryServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
 
 use crate::api::admin::AdminApi;
 use crate::api::auth::AdminAuth;
@@ -34,9 +36,15 @@ use crate::store::{Store, StoreError};
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keepalive ping may go unanswered before the connection is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long shutdown waits for connections to finish once every config stream has ended.
-/// Only calls that never end on their own (a grpc.health Watch) can use it up; then the
-/// server stops without them rather than hang.
+/// Everything grpc.health reports on: the server as a whole ("") and each service.
+const HEALTH_NAMES: [&str; 3] = [
+    "",
+    <AdminServiceServer<AdminApi> as NamedService>::NAME,
+    <ConfigDiscoveryServiceServer<DiscoveryApi> as NamedService>::NAME,
+];
+/// How long shutdown waits for connections to finish once every config stream and health
+/// watch has ended. Only a call stuck elsewhere can use it up; then the server stops without
+/// it rather than hang.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// What the control plane needs to run.
@@ -111,16 +119,20 @@ pub async fn serve(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let signal = {
         let stop_tx = stop_tx.clone();
+        let mut health = health.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: closing the listener and every config stream");
-            // Watchers of grpc.health learn first, while the connection still works.
-            health
-                .set_not_serving::<AdminServiceServer<AdminApi>>()
-                .await;
-            health
-                .set_not_serving::<ConfigDiscoveryServiceServer<DiscoveryApi>>()
-                .await;
+            // Health watchers see NOT_SERVING, then their streams end (clearing a status drops
+            // its sender), so they do not hold up the graceful shutdown either.
+            for name in HEALTH_NAMES {
+                health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
+            for name in HEALTH_NAMES {
+                health.clear_service_status(name).await;
+            }
             stop_tx.send_replace(true);
         }
     };

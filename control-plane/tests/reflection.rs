@@ -107,3 +107,41 @@ async fn health_reports_serving_for_both_services_and_the_server() {
         .unwrap_err();
     assert_eq!(unknown.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test]
+async fn health_watchers_see_not_serving_and_do_not_hold_up_shutdown() {
+    let cp = ControlPlane::start().await;
+    let mut health = HealthClient::new(cp.channel().await);
+    let mut watches = Vec::new();
+    for service in ["", "gateway.v1.AdminService"] {
+        let mut w = health
+            .watch(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = w.message().await.unwrap().unwrap();
+        assert_eq!(first.status(), ServingStatus::Serving);
+        watches.push(w);
+    }
+    tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, cp.stop())
+        .await
+        .expect("shutdown hung on open health watches")
+        .unwrap();
+    for mut w in watches {
+        // The server itself ends each watch after reporting NOT_SERVING (were it left open,
+        // this would time out).
+        let drained = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, async {
+            let mut last = None;
+            while let Ok(Some(msg)) = w.message().await {
+                last = Some(msg.status());
+            }
+            last
+        });
+        let last = drained
+            .await
+            .expect("health watch left open after shutdown");
+        assert_eq!(last, Some(ServingStatus::NotServing));
+    }
+}
