@@ -97,19 +97,14 @@ pub async fn serve(
     let admin = AdminApi::new(store.clone(), nodes.clone());
     let discovery = DiscoveryApi::new(store.clone(), nodes.clone(), stop_rx.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AdminServiceServer<AdminApi>>().await;
-    health
-        .set_serving::<ConfigDiscoveryServiceServer<DiscoveryApi>>()
-        .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    for name in HEALTH_NAMES {
+        health
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    let reflection_v1 = reflection().build_v1()?;
     // v1alpha too: grpcurl before 1.9 and many other tools only speak the older protocol.
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let addr = listener
         .local_addr()
@@ -136,7 +131,12 @@ pub async fn serve(
             stop_tx.send_replace(true);
         }
     };
-    tracing::info!(listen = %addr, database = %config.database_url, version = store.current().version, "control plane listening");
+    tracing::info!(
+        listen = %addr,
+        database = %config.database_url,
+        version = store.current().version,
+        "control plane listening"
+    );
 
     let server = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -166,4 +166,12 @@ pub async fn serve(
     store.close().await;
     tracing::info!("control plane stopped");
     Ok(result?)
+}
+
+/// Reflection over everything served: gateway.v1 (with its imports) and grpc.health.v1, so
+/// grpcurl can list and describe without any .proto file.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
