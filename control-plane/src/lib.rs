@@ -5,6 +5,8 @@
 //! the config version), [`state`] (the immutable snapshot per version), [`nodes`] (the data
 //! plane registry), [`api`] (the gRPC services). [`serve`] wires them onto one port.
 
+#![warn(missing_docs)]
+
 pub mod api;
 pub mod domain;
 pub mod nodes;

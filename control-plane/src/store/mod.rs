@@ -1,6 +1,6 @@
 //! Durable storage of services and policies in SQLite, and the single config version.
 //!
-//! One module per aggregate ([`services`], [`policies`], [`version`]) holds the SQL and the
+//! One module per aggregate (`services`, `policies`, `version`) holds the SQL and the
 //! private row types; [`Store`] sequences writes. Every write is one transaction that also
 //! bumps the config version, and only after it committed does the store publish the new
 //! [`ConfigState`] to subscribers.
