@@ -4,6 +4,7 @@
 //! Flag values that have a grammar (durations, rate-limit keys) are parsed here, so a bad
 //! value is a usage error (exit code 2) naming the flag, before anything is sent.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -79,6 +80,12 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Show the data planes connected to the control plane and the config they hold.
     Nodes,
+    /// Run a whole local gateway in this process: control plane, data plane, three demo
+    /// backends, a demo service and rate-limit policy. Ctrl-C stops it.
+    ///
+    /// Every address can be changed; port 0 picks a free port, and the addresses actually
+    /// bound are printed. Of the global flags only --timeout applies (to the set-up calls).
+    Dev(DevArgs),
     /// Print a shell completion script (e.g. `gwctl completions bash > /etc/bash_completion.d/gwctl`).
     Completions {
         /// The shell to generate for.
@@ -201,6 +208,60 @@ pub struct TuningArgs {
     pub request_timeout: Option<Duration>,
 }
 
+/// Flags of `gwctl dev`. Defaults are the addresses the README's quick start uses; all are
+/// loopback so a demo never listens on the network by accident.
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Database for the control plane (`sqlite://path` or a path; created if missing).
+    /// Default: a new SQLite file in a temporary directory, removed on exit.
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+    /// Address the gateway (data plane proxy) takes client traffic on.
+    #[arg(long, value_name = "ADDR", default_value = crate::dev::DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+    /// Address of the data plane's admin endpoints (/healthz, /readyz, /config, /metrics).
+    #[arg(long, value_name = "ADDR", default_value = crate::dev::DEFAULT_ADMIN_LISTEN)]
+    pub admin_listen: SocketAddr,
+    /// Address the control plane serves gRPC on (admin API, config stream, reflection).
+    #[arg(long, value_name = "ADDR", default_value = crate::dev::DEFAULT_CONTROL_PLANE_LISTEN)]
+    pub control_plane_listen: SocketAddr,
+    /// Ports of the demo backends service-a, service-b and service-c on 127.0.0.1, in order.
+    #[arg(
+        long,
+        value_name = "A,B,C",
+        default_value = crate::dev::DEFAULT_BACKEND_PORTS,
+        value_parser = parse_backend_ports
+    )]
+    pub backend_ports: BackendPorts,
+}
+
+/// The three demo backends' ports, as given with `--backend-ports`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendPorts(pub [u16; 3]);
+
+/// Parses `--backend-ports`: exactly three comma-separated ports; 0 (pick a free port) may
+/// repeat, other ports may not.
+pub fn parse_backend_ports(text: &str) -> Result<BackendPorts, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [a, b, c] = parts.as_slice() else {
+        return Err("give three ports, one per demo backend, e.g. 8001,8002,8003".into());
+    };
+    let mut ports = [0u16; 3];
+    for (port, part) in ports.iter_mut().zip([a, b, c]) {
+        *port = part
+            .parse()
+            .map_err(|_| format!("'{part}' is not a port number (0 to 65535)"))?;
+    }
+    for (i, port) in ports.iter().enumerate() {
+        if *port != 0 && ports[..i].contains(port) {
+            return Err(format!(
+                "port {port} is given twice; each backend needs its own"
+            ));
+        }
+    }
+    Ok(BackendPorts(ports))
+}
+
 /// `gwctl policy …`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -292,6 +353,39 @@ mod tests {
                 (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn backend_ports_grammar() {
+        let cases = [
+            ("8001,8002,8003", Ok([8001, 8002, 8003])),
+            (" 1, 2 ,3 ", Ok([1, 2, 3])),
+            ("0,0,0", Ok([0, 0, 0])),
+            ("8001,8002", Err("give three ports")),
+            ("1,2,3,4", Err("give three ports")),
+            ("1,x,3", Err("'x' is not a port number")),
+            ("1,2,70000", Err("'70000' is not a port number")),
+            ("8001,8002,8001", Err("port 8001 is given twice")),
+        ];
+        for (input, want) in cases {
+            match (parse_backend_ports(input), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, BackendPorts(want), "{input:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{input:?}: {got}"),
+                (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        let cli = Cli::try_parse_from(["gwctl", "dev"]).unwrap();
+        let Command::Dev(dev) = cli.command else {
+            panic!("not dev: {:?}", cli.command);
+        };
+        assert_eq!(dev.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(dev.admin_listen.to_string(), "127.0.0.1:9901");
+        assert_eq!(dev.control_plane_listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(dev.backend_ports, BackendPorts([8001, 8002, 8003]));
+        assert_eq!(dev.database, None);
+        let err = Cli::try_parse_from(["gwctl", "dev", "--listen", "8080"]).unwrap_err();
+        assert!(err.to_string().contains("--listen"), "{err}");
+        assert_eq!(err.exit_code(), 2);
     }
 
     #[test]

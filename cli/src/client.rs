@@ -173,7 +173,7 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Drops the ` (os error 111)` suffix: the code adds nothing for an operator.
-fn strip_os_error(text: &str) -> String {
+pub(crate) fn strip_os_error(text: &str) -> String {
     let text = match text.find(" (os error") {
         Some(i) => &text[..i],
         None => text,

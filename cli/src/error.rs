@@ -44,7 +44,13 @@ pub enum Error {
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// `gwctl dev` could not start its gateway, or a part of it failed.
+    #[error(transparent)]
+    Dev(#[from] crate::dev::DevError),
 }
+
+/// [`Error::Rejected`]'s kind for `ALREADY_EXISTS`.
+const ALREADY_EXISTS: &str = "already exists";
 
 impl Error {
     /// Turns a gRPC status from the control plane at `address`, called with a `timeout`, into
@@ -58,7 +64,7 @@ impl Error {
         match status.code() {
             Code::InvalidArgument => rejected("invalid argument", message),
             Code::NotFound => rejected("not found", message),
-            Code::AlreadyExists => rejected("already exists", message),
+            Code::AlreadyExists => rejected(ALREADY_EXISTS, message),
             Code::FailedPrecondition => rejected("failed precondition", message),
             Code::Unauthenticated => rejected(
                 "unauthenticated",
@@ -90,6 +96,13 @@ impl Error {
             ),
             other => rejected("request failed", format!("{other:?}: {message}")),
         }
+    }
+}
+
+impl Error {
+    /// Whether the control plane refused to create something because it exists.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Error::Rejected { kind, .. } if *kind == ALREADY_EXISTS)
     }
 }
 

@@ -10,15 +10,19 @@
 //! - [`output`]: aligned tables and JSON documents.
 //! - [`duration`]: `500ms`/`5s`/`1m`/`1h`, parsed and printed the same way.
 //! - [`commands`]: one module per command group.
+//! - [`dev`]: `gwctl dev`, a whole local gateway in one process (the one place gwctl links
+//!   the servers' crates rather than speaking gRPC only).
 //!
 //! **Output contract:** each invocation writes one table (or one-line confirmation) or, with
 //! `-o json`, one JSON document to stdout; the JSON shapes are documented on the command
 //! modules and only gain fields. Failures write one `error: …` line to stderr and exit 1
-//! (usage errors exit 2, from clap).
+//! (usage errors exit 2, from clap). `gwctl dev` is the exception: it runs until stopped and
+//! prints the banner described in [`dev::banner`].
 
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod dev;
 pub mod duration;
 pub mod error;
 pub mod output;
@@ -50,6 +54,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
             commands::policy::run(cmd, &mut connect().await?, output, out).await?
         }
         Command::Nodes => commands::nodes::run(&mut connect().await?, output, out).await?,
+        // Runs its own control plane; --control-plane and --token do not apply.
+        Command::Dev(args) => dev::run(args, timeout, out).await?,
     }
     Ok(())
 }

@@ -1,18 +1,45 @@
 //! gwctl's entry point: parse flags, run one command, turn any failure into one stderr line.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use gwctl::args::Cli;
+use gwctl::args::{Cli, Command};
+use tracing_subscriber::EnvFilter;
+
+/// `gwctl dev`'s log filter when RUST_LOG is unset: problems only, so the printed addresses and
+/// commands stay readable. Two start-up warnings are expected in dev and quieted: the data
+/// plane's "no config yet" (it starts with an empty cache a moment before the demo config
+/// arrives; only its crate-root target is quieted, its modules still warn), and the control
+/// plane's "no admin token" (dev runs without one on purpose; the banner says so when an
+/// address is not loopback).
+const DEV_LOG: &str =
+    "warn,gw_data_plane=error,gw_data_plane::=warn,gw_control_plane::api::auth=error";
 
 fn main() -> ExitCode {
     // Usage errors print clap's message and exit 2 from here.
     let cli = Cli::parse();
-    // One command, one connection: a single-threaded runtime is all it needs.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let dev = matches!(cli.command, Command::Dev(_));
+    let runtime = if dev {
+        // Servers log through tracing; to stderr, so stdout carries only the banner.
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEV_LOG)),
+            )
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .init();
+        // A whole gateway: proxy, control plane and backends share the cores.
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        // One command, one connection: a single-threaded runtime is all it needs.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

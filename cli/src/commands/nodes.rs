@@ -27,15 +27,20 @@ pub async fn run(
     format: OutputFormat,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let response = client
+    let response = fetch(client).await?;
+    let list = NodeList::new(response, SystemTime::now());
+    emit(format, &list, out)?;
+    Ok(())
+}
+
+/// Calls `ListNodes`.
+pub async fn fetch(client: &mut AdminClient) -> Result<pb::ListNodesResponse, Error> {
+    Ok(client
         .api
         .list_nodes(pb::ListNodesRequest {})
         .await
         .map_err(|s| client.error(s))?
-        .into_inner();
-    let list = NodeList::new(response, SystemTime::now());
-    emit(format, &list, out)?;
-    Ok(())
+        .into_inner())
 }
 
 /// A node as gwctl shows it (the JSON shape in the module docs).

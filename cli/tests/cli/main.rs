@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod connection;
+mod dev;
 mod nodes;
 mod policies;
 mod services;

@@ -1,0 +1,330 @@
+//! `gwctl dev` as a real process: everything on port 0, found through the printed addresses.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, ChildStdout, Command};
+
+use crate::support::gwctl_env;
+
+/// The banner's last line (`gwctl::dev::banner::READY_LINE`).
+const READY_LINE: &str = "Ready. Press Ctrl-C to stop everything.";
+/// How long start-up and shutdown may take: generous for a loaded 2-core machine, where the
+/// process also opens and migrates a fresh SQLite database.
+const DEADLINE: Duration = Duration::from_secs(60);
+const BACKENDS: [&str; 3] = ["service-a", "service-b", "service-c"];
+
+/// A running `gwctl dev` and what its banner said.
+struct Dev {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    /// Component name (`proxy`, `control plane`, `service-a`, …) to its `http://` URL.
+    urls: HashMap<String, String>,
+    banner: String,
+    /// TMPDIR of the process, so the test can see what it leaves behind.
+    tmp: tempfile::TempDir,
+}
+
+impl Dev {
+    /// Starts `gwctl dev` with every address on loopback port 0 and reads its banner.
+    async fn start() -> Dev {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = command(
+            &[
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--control-plane-listen",
+                "127.0.0.1:0",
+                "--backend-ports",
+                "0,0,0",
+            ],
+            tmp.path(),
+        )
+        .spawn()
+        .unwrap();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut banner = String::new();
+        let read_banner = async {
+            loop {
+                let mut line = String::new();
+                let n = stdout.read_line(&mut line).await.unwrap();
+                banner.push_str(&line);
+                if n == 0 || line.trim_end() == READY_LINE {
+                    break;
+                }
+            }
+        };
+        if tokio::time::timeout(DEADLINE, read_banner).await.is_err() {
+            panic!("no ready line within {DEADLINE:?}; stdout so far:\n{banner}");
+        }
+        assert!(
+            banner.ends_with(&format!("{READY_LINE}\n")),
+            "gwctl dev ended before it was ready; stdout:\n{banner}\nstderr:\n{}",
+            stderr_of(&mut child).await
+        );
+        let urls = banner
+            .lines()
+            .filter_map(|line| {
+                let line = line.strip_prefix("  ")?;
+                let (name, url) = line.split_once("http://")?;
+                Some((name.trim().to_string(), format!("http://{}", url.trim())))
+            })
+            .collect();
+        Dev {
+            child,
+            stdout,
+            urls,
+            banner,
+            tmp,
+        }
+    }
+
+    fn url(&self, component: &str) -> &str {
+        self.urls
+            .get(component)
+            .unwrap_or_else(|| panic!("no {component:?} line in the banner:\n{}", self.banner))
+    }
+
+    /// Sends `signal` (`INT`, `TERM`) to the process, as Ctrl-C or a service manager would.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits for the process to exit; returns its status, the rest of stdout, and stderr.
+    async fn exit(mut self) -> (ExitStatus, String, String, tempfile::TempDir) {
+        let status = match tokio::time::timeout(DEADLINE, self.child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => panic!("gwctl dev still running {DEADLINE:?} after the signal"),
+        };
+        let mut rest = String::new();
+        self.stdout.read_to_string(&mut rest).await.unwrap();
+        let stderr = stderr_of(&mut self.child).await;
+        (status, rest, stderr, self.tmp)
+    }
+}
+
+fn command(args: &[&str], tmp: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_gwctl"));
+    command
+        .args(args)
+        .env_remove("GW_CONTROL_PLANE")
+        .env_remove("GW_ADMIN_TOKEN")
+        .env_remove("RUST_LOG")
+        .env("TMPDIR", tmp)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+async fn stderr_of(child: &mut Child) -> String {
+    let mut text = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut text).await.unwrap();
+    }
+    text
+}
+
+fn entries(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_balances_across_the_demo_backends_then_limits_and_stops_on_sigint() {
+    let dev = Dev::start().await;
+    let proxy = dev.url("proxy").to_string();
+    // The default database lives in the process's temporary directory.
+    let tmp_entries = entries(dev.tmp.path());
+    assert_eq!(tmp_entries.len(), 1, "{tmp_entries:?}");
+    assert!(
+        dev.banner.contains(&format!(
+            "{}/gw.db (temporary: removed on exit)",
+            tmp_entries[0].display()
+        )),
+        "{}",
+        dev.banner
+    );
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut answered_by = Vec::new();
+    for i in 1..=6 {
+        let response = client
+            .get(format!("{proxy}/api/data").parse().unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body).to_string();
+        if i <= 5 {
+            assert_eq!(status, 200, "request {i}: {text}");
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let name = json["backend"].as_str().unwrap().to_string();
+            assert_eq!(headers["x-backend"], name.as_str(), "request {i}");
+            // strip_prefix is on: the backend saw /data, not /api/data.
+            assert_eq!(json["path"], "/data", "request {i}: {text}");
+            assert_eq!(json["method"], "GET", "request {i}: {text}");
+            assert!(
+                headers.contains_key("ratelimit"),
+                "request {i}: {headers:?}"
+            );
+            answered_by.push(name);
+        } else {
+            assert_eq!(status, 429, "request {i}: {text}");
+            let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+            assert!((1..=60).contains(&retry), "retry-after {retry}");
+            let policy = headers["ratelimit-policy"].to_str().unwrap();
+            assert!(policy.contains("\"demo-per-ip\";q=5;w=60"), "{policy}");
+            let remaining = headers["ratelimit"].to_str().unwrap();
+            assert!(remaining.contains("r=0"), "{remaining}");
+        }
+    }
+    // Round robin: consecutive backends in a, b, c order, wherever the rotation started.
+    let start = BACKENDS
+        .iter()
+        .position(|b| *b == answered_by[0])
+        .unwrap_or_else(|| panic!("unknown backend {:?}", answered_by[0]));
+    let expected: Vec<&str> = (0..5).map(|i| BACKENDS[(start + i) % 3]).collect();
+    assert_eq!(answered_by, expected);
+
+    // The printed gwctl commands work against the printed control plane.
+    let cp = dev.url("control plane").to_string();
+    let nodes = gwctl_env(&["--control-plane", &cp, "nodes", "-o", "json"], &[]).await;
+    let nodes = nodes.json();
+    assert_eq!(nodes["nodes"][0]["node_id"], "dev", "{nodes}");
+    assert_eq!(nodes["nodes"][0]["in_sync"], true, "{nodes}");
+    let services = gwctl_env(
+        &["--control-plane", &cp, "service", "list", "-o", "json"],
+        &[],
+    )
+    .await;
+    let services = services.json();
+    let demo = &services["services"][0];
+    assert_eq!(demo["name"], "demo");
+    assert_eq!(demo["path_prefix"], "/api");
+    assert_eq!(demo["strip_prefix"], true);
+    let endpoints: Vec<&str> = BACKENDS.iter().map(|b| dev.url(b)).collect();
+    assert_eq!(demo["endpoints"], serde_json::json!(endpoints));
+
+    drop(client);
+    dev.signal("INT");
+    let (status, rest, stderr, tmp) = dev.exit().await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(rest, "", "stdout after the banner");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    // The temporary directory (database, config cache) is gone.
+    assert_eq!(entries(tmp.path()), Vec::<PathBuf>::new());
+    // And the servers with it.
+    assert!(tokio::net::TcpStream::connect(&proxy[7..]).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_stops_cleanly_on_sigterm() {
+    let dev = Dev::start().await;
+    let proxy = dev.url("proxy").to_string();
+    dev.signal("TERM");
+    let (status, rest, stderr, tmp) = dev.exit().await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert_eq!(rest, "");
+    assert_eq!(entries(tmp.path()), Vec::<PathBuf>::new());
+    assert!(tokio::net::TcpStream::connect(&proxy[7..]).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_one_line_naming_the_flag_and_nothing_starts() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = taken.local_addr().unwrap();
+    let taken_addr = addr.to_string();
+    let taken_last_backend = format!("0,0,{}", addr.port());
+    let cases = [
+        (
+            vec!["--listen", taken_addr.as_str()],
+            format!("error: --listen {addr}: address already in use"),
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--control-plane-listen",
+                taken_addr.as_str(),
+            ],
+            format!("error: --control-plane-listen {addr}: address already in use"),
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--backend-ports",
+                taken_last_backend.as_str(),
+            ],
+            format!("error: --backend-ports {addr}: address already in use"),
+        ),
+    ];
+    for (flags, want) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args = vec!["dev"];
+        // Everything not under test on port 0, so only the taken port can collide.
+        for (flag, value) in [
+            ("--admin-listen", "127.0.0.1:0"),
+            ("--control-plane-listen", "127.0.0.1:0"),
+            ("--backend-ports", "0,0,0"),
+        ] {
+            if !flags.contains(&flag) {
+                args.extend([flag, value]);
+            }
+        }
+        args.extend(flags.iter().copied());
+        let child = command(&args, tmp.path()).spawn().unwrap();
+        let output = match tokio::time::timeout(DEADLINE, child.wait_with_output()).await {
+            Ok(output) => output.unwrap(),
+            Err(_) => panic!("gwctl {args:?} did not exit"),
+        };
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(stderr, format!("{want}\n"), "{args:?}");
+        assert_eq!(String::from_utf8(output.stdout).unwrap(), "", "{args:?}");
+        // Nothing was started: not even the temporary directory was made.
+        assert_eq!(entries(tmp.path()), Vec::<PathBuf>::new(), "{args:?}");
+    }
+    drop(taken);
+}
+
+#[tokio::test]
+async fn dev_help_documents_every_flag() {
+    let run = gwctl_env(&["dev", "--help"], &[]).await;
+    let help = run.ok();
+    for flag in [
+        "--database <URL>",
+        "--listen <ADDR>",
+        "--admin-listen <ADDR>",
+        "--control-plane-listen <ADDR>",
+        "--backend-ports <A,B,C>",
+        "[default: 127.0.0.1:8080]",
+        "[default: 127.0.0.1:9901]",
+        "[default: 127.0.0.1:50051]",
+        "[default: 8001,8002,8003]",
+        "Ctrl-C",
+    ] {
+        assert!(help.contains(flag), "missing {flag:?} in\n{help}");
+    }
+}
