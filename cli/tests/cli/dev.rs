@@ -36,23 +36,25 @@ struct Dev {
 impl Dev {
     /// Starts `gwctl dev` with every address on loopback port 0 and reads its banner.
     async fn start() -> Dev {
+        Self::start_with(&[]).await
+    }
+
+    /// Like [`Dev::start`], with `extra` flags.
+    async fn start_with(extra: &[&str]) -> Dev {
         let tmp = tempfile::tempdir().unwrap();
-        let mut child = command(
-            &[
-                "dev",
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--control-plane-listen",
-                "127.0.0.1:0",
-                "--backend-ports",
-                "0,0,0",
-            ],
-            tmp.path(),
-        )
-        .spawn()
-        .unwrap();
+        let mut args = vec![
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--control-plane-listen",
+            "127.0.0.1:0",
+            "--backend-ports",
+            "0,0,0",
+        ];
+        args.extend_from_slice(extra);
+        let mut child = command(&args, tmp.path()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut banner = String::new();
         let read_banner = async {
@@ -248,6 +250,47 @@ async fn dev_stops_cleanly_on_sigterm() {
     assert_eq!(rest, "");
     assert_eq!(entries(tmp.path()), Vec::<PathBuf>::new());
     assert!(tokio::net::TcpStream::connect(&proxy[7..]).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_relaunched_on_the_same_database_points_the_demo_at_the_new_backends() {
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", db_dir.path().join("dev.db").display());
+    let mut seen_endpoints = Vec::new();
+    for (run, action) in [(1, "created"), (2, "updated")] {
+        let dev = Dev::start_with(&["--database", &db]).await;
+        assert!(
+            dev.banner.contains(&format!("  database       {db}\n")),
+            "run {run}: {}",
+            dev.banner
+        );
+        assert!(
+            dev.banner.contains(&format!("service 'demo' {action}")),
+            "run {run}: {}",
+            dev.banner
+        );
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let response = client
+            .get(format!("{}/api/data", dev.url("proxy")).parse().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "run {run}");
+        let name = response.headers()["x-backend"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(BACKENDS.contains(&name.as_str()), "run {run}: {name}");
+        seen_endpoints.push(dev.url("service-a").to_string());
+        drop(client);
+        dev.signal("INT");
+        let (status, _, stderr, _tmp) = dev.exit().await;
+        assert_eq!(status.code(), Some(0), "run {run}: {stderr}");
+        // A database the operator named is theirs: it stays.
+        assert!(db_dir.path().join("dev.db").exists(), "run {run}");
+    }
+    // Port 0 twice: the second run's backends are elsewhere, and the answer above came from
+    // them, so the stored service was repointed.
+    assert_ne!(seen_endpoints[0], seen_endpoints[1]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
