@@ -183,7 +183,7 @@ async fn first_message_must_be_a_valid_hello() {
 
 #[tokio::test]
 async fn a_slow_node_skips_to_the_latest_version_instead_of_queueing() {
-    const WRITES: usize = 60;
+    const WRITES: usize = 80;
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
     let mut node = cp.node("dp-slow", 0).await;
@@ -211,6 +211,10 @@ async fn a_slow_node_skips_to_the_latest_version_instead_of_queueing() {
         );
         received.push(msg.version);
     }
+    println!(
+        "slow node received {} of {WRITES} versions: {received:?}",
+        received.len()
+    );
     assert!(
         received.windows(2).all(|w| w[0] < w[1]),
         "versions only go up: {received:?}"
