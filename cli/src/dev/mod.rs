@@ -157,13 +157,19 @@ pub async fn run(args: DevArgs, timeout: Duration, out: &mut dyn Write) -> Resul
         Ok(None) => Ok(()),
         Err(e) => Err(e),
     };
-    // A failure to stop cleanly matters only when everything else went well.
     let stopped = tokio::select! {
         stopped = running.stop() => stopped,
         () = signals.recv() => Err(DevError::Forced),
     };
     drop(dir);
-    result.and(stopped.map_err(Error::from))
+    match (result, stopped) {
+        (Ok(()), stopped) => stopped.map_err(Error::from),
+        // A component failure or a launch problem is the root cause; report it.
+        (Err(e @ Error::Dev(_)), _) => Err(e),
+        // A set-up call failed (e.g. "connection reset"); if a component failed too, its own
+        // error says why (e.g. the control plane cannot open its database).
+        (Err(e), stopped) => Err(stopped.err().map_or(e, Error::from)),
+    }
 }
 
 /// Registers the demo and waits until the data plane serves it; returns gwctl's confirmations.

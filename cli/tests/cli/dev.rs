@@ -352,6 +352,49 @@ async fn a_port_in_use_is_one_line_naming_the_flag_and_nothing_starts() {
     drop(taken);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_control_plane_that_cannot_start_is_reported_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("no-such-dir").join("gw.db");
+    let db = db.to_str().unwrap();
+    let child = command(
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--control-plane-listen",
+            "127.0.0.1:0",
+            "--backend-ports",
+            "0,0,0",
+            "--database",
+            db,
+        ],
+        tmp.path(),
+    )
+    .spawn()
+    .unwrap();
+    let output = match tokio::time::timeout(DEADLINE, child.wait_with_output()).await {
+        Ok(output) => output.unwrap(),
+        Err(_) => panic!("gwctl dev with an unusable database did not exit"),
+    };
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(String::from_utf8(output.stdout).unwrap(), "");
+    // The data plane may warn that it lost the control plane; the error is the last line,
+    // and names the real cause rather than a failed call.
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!(
+            "error: control plane: cannot open database '{db}'"
+        )),
+        "{stderr}"
+    );
+    // Its temporary directory (for the data plane's cache) is gone too.
+    assert_eq!(entries(tmp.path()), Vec::<PathBuf>::new());
+}
+
 #[tokio::test]
 async fn dev_help_documents_every_flag() {
     let run = gwctl_env(&["dev", "--help"], &[]).await;
