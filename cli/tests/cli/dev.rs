@@ -21,6 +21,18 @@ const READY_LINE: &str = "Ready. Press Ctrl-C to stop everything.";
 /// process also opens and migrates a fresh SQLite database.
 const DEADLINE: Duration = Duration::from_secs(60);
 const BACKENDS: [&str; 3] = ["service-a", "service-b", "service-c"];
+/// `gwctl dev` with every listener on a free loopback port.
+const ALL_ON_PORT_ZERO: [&str; 9] = [
+    "dev",
+    "--listen",
+    "127.0.0.1:0",
+    "--admin-listen",
+    "127.0.0.1:0",
+    "--control-plane-listen",
+    "127.0.0.1:0",
+    "--backend-ports",
+    "0,0,0",
+];
 
 /// A running `gwctl dev` and what its banner said.
 struct Dev {
@@ -42,17 +54,7 @@ impl Dev {
     /// Like [`Dev::start`], with `extra` flags.
     async fn start_with(extra: &[&str]) -> Dev {
         let tmp = tempfile::tempdir().unwrap();
-        let mut args = vec![
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--control-plane-listen",
-            "127.0.0.1:0",
-            "--backend-ports",
-            "0,0,0",
-        ];
+        let mut args = ALL_ON_PORT_ZERO.to_vec();
         args.extend_from_slice(extra);
         let mut child = command(&args, tmp.path()).spawn().unwrap();
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
@@ -357,24 +359,9 @@ async fn a_control_plane_that_cannot_start_is_reported_as_such() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("no-such-dir").join("gw.db");
     let db = db.to_str().unwrap();
-    let child = command(
-        &[
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--control-plane-listen",
-            "127.0.0.1:0",
-            "--backend-ports",
-            "0,0,0",
-            "--database",
-            db,
-        ],
-        tmp.path(),
-    )
-    .spawn()
-    .unwrap();
+    let mut args = ALL_ON_PORT_ZERO.to_vec();
+    args.extend(["--database", db]);
+    let child = command(&args, tmp.path()).spawn().unwrap();
     let output = match tokio::time::timeout(DEADLINE, child.wait_with_output()).await {
         Ok(output) => output.unwrap(),
         Err(_) => panic!("gwctl dev with an unusable database did not exit"),
