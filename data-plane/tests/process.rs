@@ -1,0 +1,132 @@
+//! The real `gw-data-plane` binary: flags, start-up, and SIGTERM (in-flight request finishes,
+//! exit status 0).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use common::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+/// The value after `key=` in a log line (ANSI colour codes tolerated).
+fn field(line: &str, key: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let rest = rest.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_in_flight_request_finish_and_exits_zero() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).await;
+    let mut admin = cp.admin().await;
+    let b = Backend::start("b").await;
+    create(&mut admin, service("s", "/", &[&b])).await;
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gw-data-plane"))
+        .args([
+            "--control-plane",
+            &cp.url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--cache-file")
+        .arg(dir.path().join("proc.cache"))
+        .args(["--node-id", "proc-test", "--worker-threads", "2"])
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (proxy, admin_addr) = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("data plane listening") {
+                return (
+                    field(&line, "proxy_addr").unwrap(),
+                    field(&line, "admin_addr").unwrap(),
+                );
+            }
+        }
+        panic!("the binary exited before listening");
+    })
+    .await
+    .unwrap();
+    // Keep draining its log so it never blocks on a full pipe.
+    let log = tokio::spawn(async move {
+        let mut all = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            all.push(line);
+        }
+        all
+    });
+    eventually("the binary has a config", || async {
+        (Call::get(admin_addr, "/readyz").send().await.status == 200).then_some(())
+    })
+    .await;
+
+    let in_flight = tokio::spawn(async move {
+        Call::get(proxy, "/slow")
+            .header("x-delay-ms", "700")
+            .send()
+            .await
+    });
+    eventually("slow request reached the backend", || async {
+        (b.hits() == 1).then_some(())
+    })
+    .await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(kill.success());
+    let r = in_flight.await.unwrap();
+    assert_eq!((r.status.as_u16(), r.text()), (200, "b".to_owned()));
+    let status = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = log.await.unwrap();
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        log.join("\n")
+    );
+    assert!(log.iter().any(|l| l.contains("stop requested")), "{log:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flags_are_all_reported_at_once() {
+    let out = Command::new(env!("CARGO_BIN_EXE_gw-data-plane"))
+        .args([
+            "--trusted-proxies",
+            "10.0.0.0/99",
+            "--rate-limit-max-keys",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--trusted-proxies") && err.contains("10.0.0.0/99"),
+        "{err}"
+    );
+    assert!(err.contains("--rate-limit-max-keys"), "{err}");
+}
