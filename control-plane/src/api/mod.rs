@@ -23,6 +23,7 @@ impl From<StoreError> for Status {
                 Status::already_exists(e.to_string())
             }
             StoreError::InUse { .. } => Status::failed_precondition(e.to_string()),
+            StoreError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
             StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store failure");
                 Status::internal(INTERNAL_MESSAGE)
@@ -59,6 +60,12 @@ mod tests {
         );
 
         let cases = [
+            (
+                StoreError::TooLarge { size: 5, limit: 4 },
+                Code::ResourceExhausted,
+                "the config would be 5 bytes, above the limit of 4 bytes that data planes accept \
+                 in one message; remove endpoints, services or policies instead",
+            ),
             (
                 StoreError::NotFound {
                     kind: "service",

@@ -22,6 +22,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prost::Message as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex, watch};
@@ -29,6 +30,10 @@ use tokio::sync::{Mutex, watch};
 use crate::domain::{Policy, Service};
 use crate::state::ConfigState;
 
+/// Largest encoded config snapshot a write may produce: gRPC's default 4 MiB receive limit,
+/// which data planes keep. Tens of thousands of services fit; a config beyond it would be
+/// rejected by every node, so the write is refused here instead.
+pub const MAX_SNAPSHOT_BYTES: usize = 4 * 1024 * 1024;
 /// How long a connection waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections in the pool. Writes are serialised and reads are served from memory, so a
@@ -81,6 +86,17 @@ pub enum StoreError {
         /// The policies that name it.
         policies: Vec<String>,
     },
+    /// The change would make the config larger than one message a data plane accepts.
+    #[error(
+        "the config would be {size} bytes, above the limit of {limit} bytes that data planes \
+         accept in one message; remove endpoints, services or policies instead"
+    )]
+    TooLarge {
+        /// Encoded size of the config after the change.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// The database failed. Its text is for logs only.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
@@ -107,6 +123,7 @@ pub struct Store {
     /// The committed state; holding the lock is the right to write.
     writer: Mutex<Arc<ConfigState>>,
     published: watch::Sender<Arc<ConfigState>>,
+    max_snapshot_bytes: usize,
 }
 
 impl Store {
@@ -149,7 +166,15 @@ impl Store {
             pool,
             writer: Mutex::new(state),
             published,
+            max_snapshot_bytes: MAX_SNAPSHOT_BYTES,
         })
+    }
+
+    /// Lowers the snapshot size limit, so tests can reach it cheaply.
+    #[cfg(test)]
+    pub(crate) fn with_snapshot_limit(mut self, bytes: usize) -> Self {
+        self.max_snapshot_bytes = bytes;
+        self
     }
 
     /// The latest committed state.
@@ -183,9 +208,8 @@ impl Store {
         service.created_version = version;
         service.updated_version = version;
         services::insert(&mut tx, &service).await?;
-        tx.commit().await?;
         let next = state.with_service(service.clone(), version);
-        self.publish(&mut state, next);
+        self.commit(tx, &mut state, next).await?;
         Ok((service, version))
     }
 
@@ -204,9 +228,8 @@ impl Store {
         let version = version::bump(&mut tx).await?;
         service.updated_version = version;
         services::update(&mut tx, &service).await?;
-        tx.commit().await?;
         let next = state.with_service(service.clone(), version);
-        self.publish(&mut state, next);
+        self.commit(tx, &mut state, next).await?;
         Ok((service, version))
     }
 
@@ -229,9 +252,8 @@ impl Store {
         let mut tx = self.begin().await?;
         let version = version::bump(&mut tx).await?;
         services::delete(&mut tx, name).await?;
-        tx.commit().await?;
         let next = state.without_service(name, version);
-        self.publish(&mut state, next);
+        self.commit(tx, &mut state, next).await?;
         Ok(version)
     }
 
@@ -249,9 +271,8 @@ impl Store {
         let version = version::bump(&mut tx).await?;
         policy.updated_version = version;
         policies::upsert(&mut tx, &policy).await?;
-        tx.commit().await?;
         let next = state.with_policy(policy.clone(), version);
-        self.publish(&mut state, next);
+        self.commit(tx, &mut state, next).await?;
         Ok((policy, created, version))
     }
 
@@ -267,9 +288,8 @@ impl Store {
         let mut tx = self.begin().await?;
         let version = version::bump(&mut tx).await?;
         policies::delete(&mut tx, name).await?;
-        tx.commit().await?;
         let next = state.without_policy(name, version);
-        self.publish(&mut state, next);
+        self.commit(tx, &mut state, next).await?;
         Ok(version)
     }
 
@@ -279,12 +299,29 @@ impl Store {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
 
-    /// Installs `next` as the committed state and tells subscribers, still under the writer
+    /// Commits `tx` unless `next` would grow the config past what a data plane accepts, then
+    /// installs `next` as the committed state and tells subscribers, still under the writer
     /// lock so that versions are published in order.
-    fn publish(&self, state: &mut Arc<ConfigState>, next: ConfigState) {
+    async fn commit(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+        state: &mut Arc<ConfigState>,
+        next: ConfigState,
+    ) -> Result<(), StoreError> {
+        let size = next.snapshot.encoded_len();
+        // Shrinking is always allowed, so an oversized config can be repaired.
+        if size > self.max_snapshot_bytes && size > state.snapshot.encoded_len() {
+            // Dropping `tx` rolls it back.
+            return Err(StoreError::TooLarge {
+                size,
+                limit: self.max_snapshot_bytes,
+            });
+        }
+        tx.commit().await?;
         let next = Arc::new(next);
         *state = next.clone();
         self.published.send_replace(next);
+        Ok(())
     }
 }
 

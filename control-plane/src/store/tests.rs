@@ -134,3 +134,38 @@ async fn an_in_memory_store_keeps_its_one_database() {
         (None, None)
     );
 }
+
+#[tokio::test]
+async fn a_write_that_would_exceed_the_snapshot_limit_is_refused_and_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("big.db").display().to_string();
+    let store = Store::open(&url).await.unwrap().with_snapshot_limit(2_000);
+    let mut big = service("big", "/big");
+    big.endpoints = (1..=100)
+        .map(|p| crate::domain::Endpoint::parse(&format!("http://backend.example:{p}")).unwrap())
+        .collect();
+    let (_, v1) = store
+        .create_service(service("small", "/small"))
+        .await
+        .unwrap();
+    let err = store.create_service(big.clone()).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooLarge { limit: 2_000, .. }),
+        "{err}"
+    );
+    assert_eq!(store.current().version, v1, "nothing published");
+    // Shrinking stays possible even above the limit.
+    let store = store.with_snapshot_limit(10);
+    store.delete_service("small").await.unwrap();
+    store.close().await;
+    let reopened = Store::open(&url).await.unwrap();
+    assert!(
+        reopened.current().services.is_empty(),
+        "the refused write was rolled back"
+    );
+    assert_eq!(
+        reopened.current().version,
+        v1 + 1,
+        "and did not use up a version"
+    );
+}
