@@ -92,30 +92,8 @@ impl DiscoveryApi {
         peer: String,
     ) {
         let mut shutdown = self.shutdown.clone();
-        let first = tokio::select! {
-            _ = shutdown.wait_for(|stop| *stop) => return,
-            first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => first,
-        };
-        let hello = match first {
-            Ok(Ok(Some(pb::DiscoveryRequest {
-                kind: Some(Kind::Hello(hello)),
-            }))) => hello,
-            Ok(Ok(Some(_))) => {
-                return reject(
-                    &tx,
-                    Status::invalid_argument("the first message must be hello"),
-                )
-                .await;
-            }
-            Ok(Ok(None)) => return,
-            Ok(Err(status)) => {
-                tracing::debug!(%peer, %status, "config stream failed before hello");
-                return;
-            }
-            Err(_) => {
-                let msg = format!("no hello within {}s", HELLO_TIMEOUT.as_secs());
-                return reject(&tx, Status::deadline_exceeded(msg)).await;
-            }
+        let Some(hello) = read_hello(&mut inbound, &mut shutdown, &tx, &peer).await else {
+            return;
         };
         let pb::NodeHello {
             node_id,
@@ -235,6 +213,43 @@ impl DiscoveryApi {
             }
             // Newer data planes may send report kinds this control plane does not know yet.
             None => self.nodes.seen(conn),
+        }
+    }
+}
+
+/// Waits for the stream's first message, which must be a hello. Anything else, or nothing
+/// within [`HELLO_TIMEOUT`], ends the stream (with a status saying why, where useful).
+async fn read_hello(
+    inbound: &mut Streaming<pb::DiscoveryRequest>,
+    shutdown: &mut watch::Receiver<bool>,
+    tx: &Outbound,
+    peer: &str,
+) -> Option<pb::NodeHello> {
+    let first = tokio::select! {
+        _ = shutdown.wait_for(|stop| *stop) => return None,
+        first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message()) => first,
+    };
+    match first {
+        Ok(Ok(Some(pb::DiscoveryRequest {
+            kind: Some(Kind::Hello(hello)),
+        }))) => Some(hello),
+        Ok(Ok(Some(_))) => {
+            reject(
+                tx,
+                Status::invalid_argument("the first message must be hello"),
+            )
+            .await;
+            None
+        }
+        Ok(Ok(None)) => None,
+        Ok(Err(status)) => {
+            tracing::debug!(%peer, %status, "config stream failed before hello");
+            None
+        }
+        Err(_) => {
+            let msg = format!("no hello within {}s", HELLO_TIMEOUT.as_secs());
+            reject(tx, Status::deadline_exceeded(msg)).await;
+            None
         }
     }
 }
