@@ -23,7 +23,7 @@ use crate::ratelimit::{self, Verdict};
 use crate::responses::{self, Canned, ProxyBody};
 use crate::router;
 use crate::snapshot::Service;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{SignalEnd, UpstreamBody};
 
 /// Handles one client request. Never fails: every problem becomes a response.
 pub async fn handle(
@@ -166,28 +166,44 @@ async fn forward(
     parts.uri = upstream_uri(endpoint, path.clone())?;
 
     let bodyless = body.is_end_stream();
-    let body: UpstreamBody = if bodyless {
-        Either::Right(Empty::new())
+    let (body, body_sent): (UpstreamBody, _) = if bodyless {
+        (Either::Right(Empty::new()), None)
     } else {
-        Either::Left(body)
+        let (body, sent) = SignalEnd::new(body);
+        (Either::Left(body), Some(sent))
     };
     // Keeping a copy to retry costs a header-map clone, so only retryable requests pay it.
     let retry = (bodyless && !upgrade && is_idempotent(&parts.method))
         .then(|| (parts.method.clone(), parts.headers.clone()));
-    let deadline = tokio::time::Instant::from_std(start) + svc.request_timeout;
+    // The request timeout runs from when the request is fully sent: from the start for a
+    // bodyless request (retries included), from the body's last byte for an upload.
+    let timeout = svc.request_timeout;
+    let timer = async move {
+        match body_sent {
+            None => tokio::time::sleep_until(tokio::time::Instant::from_std(start) + timeout).await,
+            Some(sent) => {
+                // An error means the body was dropped unsent (the attempt failed): the request
+                // future ends on its own, so starting the clock is harmless.
+                let _ = sent.await;
+                tokio::time::sleep(timeout).await;
+            }
+        }
+    };
+    tokio::pin!(timer);
 
     let mut req = Request::from_parts(parts, body);
     let mut retried = false;
     loop {
-        let result = tokio::time::timeout_at(deadline, svc.client.request(req)).await;
-        let err = match result {
-            Ok(Ok(resp)) => return Ok(resp),
-            Err(_elapsed) => {
+        let err = tokio::select! {
+            result = svc.client.request(req) => match result {
+                Ok(resp) => return Ok(resp),
+                Err(e) => e,
+            },
+            () = &mut timer => {
                 svc.stats.upstream_error(UpstreamError::Timeout);
                 tracing::debug!(service = %svc.name, endpoint = %endpoint.url, "upstream timed out");
                 return Err(responses::GATEWAY_TIMEOUT);
             }
-            Ok(Err(e)) => e,
         };
         let kind = classify(&err);
         svc.stats.upstream_error(kind);

@@ -134,3 +134,60 @@ async fn slow_upstream_is_504() {
         Some(1.0)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_timeout_counts_from_the_end_of_an_upload() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::Frame;
+
+    let mut env = Env::start().await;
+    let b = Backend::start("b").await;
+    let mut s = service("s", "/", &[&b]);
+    s.timeouts = Some(pb::Timeouts {
+        connect: None,
+        request: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 300_000_000,
+        }),
+    });
+    env.add(s).await;
+    // An upload that takes longer to send than the request timeout (six chunks 100 ms apart).
+    // The pause paces the sender, it waits for nothing: a slower machine only makes the upload
+    // longer, which the assertion tolerates.
+    let frames = futures::stream::unfold(0u32, |i| async move {
+        if i == 6 {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Some((
+            Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from_static(
+                b"0123456789",
+            ))),
+            i + 1,
+        ))
+    });
+    let stream = connect(env.dp.proxy, None).await.unwrap();
+    let (mut send, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/_upload")
+        .header("host", "t")
+        .body(StreamBody::new(frames))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200, "a slow upload is not a slow upstream");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["bytes"], 60);
+
+    // Once the body is sent, a backend slower than the timeout still gets 504.
+    let r = Call::get(env.dp.proxy, "/_upload")
+        .method(http::Method::POST)
+        .header("x-delay-ms", "5000")
+        .body("payload")
+        .send()
+        .await;
+    assert_eq!(r.status, 504);
+}
