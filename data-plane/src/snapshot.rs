@@ -519,3 +519,6 @@ fn check_policy(p: &pb::Policy) -> Result<PolicyInfo, String> {
         name,
     })
 }
+
+#[cfg(test)]
+mod tests;
