@@ -1,0 +1,331 @@
+//! `propagation`: how fast one config change reaches a fleet, with a large config.
+//!
+//! Starts the release `gw-control-plane` as a child on a temp database (pinned to core 0, so
+//! its CPU and memory are its own, read from /proc), registers `--services` services, opens
+//! `--streams` simulated data-plane streams (tonic `StreamConfig` clients, each on its own
+//! HTTP/2 connection, that ACK every version), then makes `--changes` successive
+//! single-service `UpdateService` calls. For each (change, stream) pair it times from the
+//! admin RPC returning to that stream holding and having ACKed the new version, and it sums
+//! the encoded size of the responses each change caused. Finally it times a fresh node
+//! receiving the full config. Prints a Markdown table and writes
+//! `bench/results/propagation-<date>.md`. Run it pinned to core 1 (`bench/propagation.sh`).
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use futures::StreamExt as _;
+use gw_bench::harness::{self, OutputFlags, SUT_CPU, Started};
+use gw_bench::procs::Proc;
+use gw_bench::procstat;
+use gw_bench::stats::{median, percentile};
+use gw_proto::v1 as pb;
+use pb::admin_service_client::AdminServiceClient;
+use pb::config_discovery_service_client::ConfigDiscoveryServiceClient;
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+
+/// Largest config message a simulated node accepts; far above a 10k-service snapshot, so the
+/// benchmark measures the control plane rather than tripping tonic's 4 MiB default.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// How long one change may take to reach every stream before the run is abandoned.
+const CHANGE_LIMIT: Duration = Duration::from_secs(120);
+/// Concurrent admin calls while registering services.
+const REGISTER_CONCURRENCY: usize = 8;
+
+/// Config propagation benchmark (see bench/README.md).
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Args {
+    /// Services registered before measuring.
+    #[arg(long, default_value_t = 10_000)]
+    services: usize,
+    /// Simulated data-plane streams.
+    #[arg(long, default_value_t = 100)]
+    streams: usize,
+    /// Successive single-service changes timed.
+    #[arg(long, default_value_t = 50)]
+    changes: usize,
+    #[command(flatten)]
+    output: OutputFlags,
+}
+
+/// A response a simulated node received and ACKed.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    stream: usize,
+    version: u64,
+    bytes: usize,
+    /// When the ACK had been handed to the stream.
+    acked_at: Instant,
+}
+
+type Log = Arc<Mutex<Vec<Received>>>;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (_scratch, env) = harness::env(&args.output)?;
+    let started = Started::now();
+    let cp = harness::start_control_plane(&env, Some(SUT_CPU))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let table = runtime.block_on(run(&args, &started, &cp.proc, &cp.url))?;
+    harness::write_results(&args.output, "propagation", &started, &table)?;
+    Ok(())
+}
+
+fn service(i: usize, port: u16) -> pb::Service {
+    pb::Service {
+        name: format!("svc-{i:05}"),
+        route: Some(pb::Route {
+            path_prefix: format!("/svc-{i:05}"),
+            hosts: Vec::new(),
+            strip_prefix: false,
+        }),
+        endpoints: vec![format!("http://127.0.0.1:{port}")],
+        ..Default::default()
+    }
+}
+
+async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Result<String> {
+    let channel = Channel::from_shared(url.to_owned())?.connect().await?;
+    let admin = AdminServiceClient::new(channel);
+
+    eprintln!("propagation: registering {} services", args.services);
+    let registering = Instant::now();
+    let mut created = futures::stream::iter(0..args.services)
+        .map(|i| {
+            let mut admin = admin.clone();
+            async move {
+                admin
+                    .create_service(pb::CreateServiceRequest {
+                        service: Some(service(i, 9000)),
+                    })
+                    .await
+            }
+        })
+        .buffer_unordered(REGISTER_CONCURRENCY);
+    while let Some(r) = created.next().await {
+        r.context("CreateService")?;
+    }
+    let register_secs = registering.elapsed().as_secs_f64();
+
+    // A fresh node before the fleet connects: the full snapshot to one stream.
+    let (fresh_empty_fleet, snapshot_bytes) = fresh_node(url, "fresh-0").await?;
+
+    eprintln!("propagation: opening {} streams", args.streams);
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let mut streams = Vec::new();
+    for s in 0..args.streams {
+        streams.push(open_stream(url, s, log.clone()).await?);
+    }
+    let current = admin
+        .clone()
+        .list_nodes(pb::ListNodesRequest {})
+        .await?
+        .into_inner()
+        .config_version;
+    wait_all(&log, args.streams, current, Instant::now()).await?;
+
+    eprintln!("propagation: {} changes", args.changes);
+    let cpu_before = procstat::tree_cpu_ticks(cp.pid());
+    let mut latencies_ms = Vec::new();
+    let mut bytes_per_change = Vec::new();
+    let mut worst_per_change = Vec::new();
+    let mut prev = current;
+    for k in 0..args.changes {
+        let i = (k * 7919) % args.services.max(1);
+        let mut admin = admin.clone();
+        let resp = admin
+            .update_service(pb::UpdateServiceRequest {
+                service: Some(service(i, 10_000 + k as u16)),
+            })
+            .await?
+            .into_inner();
+        let returned = Instant::now();
+        let v = resp.config_version;
+        let times = wait_all(&log, args.streams, v, returned).await?;
+        worst_per_change.push(times.iter().copied().fold(0.0, f64::max));
+        latencies_ms.extend(times);
+        let bytes: usize = log
+            .lock()
+            .map_err(|_| anyhow::anyhow!("log poisoned"))?
+            .iter()
+            .filter(|r| r.version > prev && r.version <= v)
+            .map(|r| r.bytes)
+            .sum();
+        bytes_per_change.push(bytes as f64);
+        prev = v;
+    }
+    let cpu_ms = procstat::tree_cpu_ticks(cp.pid()).saturating_sub(cpu_before) as f64 * 1000.0
+        / procstat::USER_HZ as f64;
+
+    // A fresh node while the fleet is connected.
+    let (fresh_full_fleet, _) = fresh_node(url, "fresh-1").await?;
+    let rss_mib = procstat::tree_peak_rss_kib(cp.pid()) as f64 / 1024.0;
+    drop(streams);
+
+    let mut s = started.heading("Config propagation benchmark", &args.output.label);
+    let _ = writeln!(
+        s,
+        "- Settings: {} services, {} streams (own HTTP/2 connection each, ACK every version), \
+         {} successive single-service UpdateService calls; control plane pinned to core \
+         {SUT_CPU}, this driver to the other core\n",
+        args.services, args.streams, args.changes
+    );
+    let _ = writeln!(s, "| measure | value |\n|---|---|");
+    let _ = writeln!(
+        s,
+        "| RPC return -> stream holds and ACKed new version, p50 / p99 / max over all (change, stream) pairs | {:.1} / {:.1} / {:.1} ms |",
+        percentile(&latencies_ms, 50.0),
+        percentile(&latencies_ms, 99.0),
+        percentile(&latencies_ms, 100.0)
+    );
+    let _ = writeln!(
+        s,
+        "| Slowest stream per change, median over changes | {:.1} ms |",
+        median(&worst_per_change)
+    );
+    let _ = writeln!(
+        s,
+        "| Bytes sent per change (all streams), median | {:.0} ({:.0} per stream) |",
+        median(&bytes_per_change),
+        median(&bytes_per_change) / args.streams.max(1) as f64
+    );
+    let _ = writeln!(
+        s,
+        "| Control-plane CPU per change | {:.1} ms |",
+        cpu_ms / args.changes.max(1) as f64
+    );
+    let _ = writeln!(s, "| Control-plane peak RSS | {rss_mib:.1} MiB |");
+    let _ = writeln!(s, "| Full snapshot size | {snapshot_bytes} bytes |");
+    let _ = writeln!(
+        s,
+        "| Fresh node receives full config (no other streams / {} streams connected) | {:.1} / {:.1} ms |",
+        args.streams,
+        fresh_empty_fleet * 1000.0,
+        fresh_full_fleet * 1000.0
+    );
+    let _ = writeln!(
+        s,
+        "| Registering the services ({REGISTER_CONCURRENCY} concurrent CreateService) | {register_secs:.1} s |"
+    );
+    let _ = writeln!(
+        s,
+        "\nTarget (issue 5): p99 under 100 ms from RPC return to all streams holding the new \
+         version. Negative times (a push overtaking the RPC's answer) count as 0."
+    );
+    Ok(s)
+}
+
+/// Waits until every stream has ACKed `version` (or later); returns each stream's time from
+/// `since` in milliseconds.
+async fn wait_all(
+    log: &Log,
+    streams: usize,
+    version: u64,
+    since: Instant,
+) -> anyhow::Result<Vec<f64>> {
+    let deadline = Instant::now() + CHANGE_LIMIT;
+    loop {
+        {
+            let log = log.lock().map_err(|_| anyhow::anyhow!("log poisoned"))?;
+            let mut first: Vec<Option<Instant>> = vec![None; streams];
+            for r in log.iter().filter(|r| r.version >= version) {
+                let slot = &mut first[r.stream];
+                if slot.is_none_or(|t| r.acked_at < t) {
+                    *slot = Some(r.acked_at);
+                }
+            }
+            if first.iter().all(Option::is_some) {
+                return Ok(first
+                    .into_iter()
+                    .flatten()
+                    .map(|t| t.saturating_duration_since(since).as_secs_f64() * 1000.0)
+                    .collect());
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("version {version} did not reach every stream within {CHANGE_LIMIT:?}");
+        }
+        // A short poll: the figures measured are milliseconds and up.
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+}
+
+/// A simulated data plane: says hello, then ACKs every response, logging each.
+/// Returns the sender that keeps the stream open; dropping it ends the stream.
+async fn open_stream(
+    url: &str,
+    index: usize,
+    log: Log,
+) -> anyhow::Result<mpsc::Sender<pb::DiscoveryRequest>> {
+    let channel = Channel::from_shared(url.to_owned())?.connect().await?;
+    let mut client =
+        ConfigDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(hello(&format!("sim-{index:03}"))).await?;
+    let mut responses = client
+        .stream_config(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let acks = tx.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(resp)) = responses.message().await {
+            let bytes = resp.encoded_len();
+            let version = resp.version;
+            let ack = pb::DiscoveryRequest {
+                kind: Some(pb::discovery_request::Kind::Ack(pb::ConfigAck { version })),
+            };
+            if acks.send(ack).await.is_err() {
+                break;
+            }
+            if let Ok(mut log) = log.lock() {
+                log.push(Received {
+                    stream: index,
+                    version,
+                    bytes,
+                    acked_at: Instant::now(),
+                });
+            }
+        }
+    });
+    Ok(tx)
+}
+
+fn hello(node_id: &str) -> pb::DiscoveryRequest {
+    pb::DiscoveryRequest {
+        kind: Some(pb::discovery_request::Kind::Hello(pb::NodeHello {
+            node_id: node_id.to_owned(),
+            known_version: 0,
+            listen_address: "127.0.0.1:1".to_owned(),
+            admin_address: "127.0.0.1:2".to_owned(),
+            build_version: "gw-bench".to_owned(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A node with no config connects: seconds until it holds the full snapshot, and its size.
+async fn fresh_node(url: &str, node_id: &str) -> anyhow::Result<(f64, usize)> {
+    let started = Instant::now();
+    let channel = Channel::from_shared(url.to_owned())?.connect().await?;
+    let mut client =
+        ConfigDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(hello(node_id)).await?;
+    let mut responses = client
+        .stream_config(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    let resp = responses
+        .message()
+        .await?
+        .context("stream ended before the first config")?;
+    Ok((started.elapsed().as_secs_f64(), resp.encoded_len()))
+}

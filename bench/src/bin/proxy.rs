@@ -1,0 +1,474 @@
+//! `proxy`: gw-data-plane side by side with nginx and HAProxy, in one interleaved run.
+//!
+//! Targets: the upstream directly; nginx (one worker, upstream keep-alive); HAProxy (one
+//! thread); gw-data-plane (one worker thread) with round robin over the upstream's two
+//! endpoints, without a policy and with a per-IP token bucket tracking 100,000 keys that never
+//! rejects. Each proxy is pinned to core 0, the load generator to core 1 (see
+//! `gw_bench::harness`). Every round runs every target once, starting each round at a
+//! different target so slow drift of the machine spreads evenly.
+//!
+//! Phase 1, closed loop: maximum requests/s and CPU per request. Phase 2, open loop at a fixed
+//! rate (default half of nginx's median maximum): latency p50/p99/p99.9. Then peak RSS. The
+//! table goes to stdout and to `bench/results/proxy-<date>.md`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use gw_bench::harness::{self, Env, LOAD_CPU, Load, LoadFlags, OutputFlags, SUT_CPU, Started};
+use gw_bench::procs::{self, Proc};
+use gw_bench::procstat;
+use gw_bench::report::LoadReport;
+use gw_bench::stats::median;
+
+/// Name of the benchmark's rate-limit policy (the 100k-key, never-rejecting one).
+const POLICY: &str = "bench-ip";
+
+/// Interleaved proxy throughput/latency comparison (see bench/README.md).
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Args {
+    #[command(flatten)]
+    load: LoadFlags,
+    #[command(flatten)]
+    output: OutputFlags,
+    /// Distinct client addresses the limiter tracks.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u32,
+    /// Fixed rate for the latency phase (default: half of nginx's median maximum).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Leave out targets by name (comma-separated: direct,nginx,haproxy,gw,gw-limiter).
+    #[arg(long, default_value = "")]
+    skip: String,
+}
+
+/// One thing the load generator is pointed at.
+struct Target {
+    name: &'static str,
+    url: String,
+    /// The process whose CPU and memory count (none for the upstream measured directly).
+    pid: Option<u32>,
+    xff_pool: u32,
+    closed: Vec<LoadReport>,
+    fixed: Vec<LoadReport>,
+    /// Microseconds of proxy CPU per request, one per closed-loop run.
+    cpu_us: Vec<f64>,
+    peak_rss_kib: u64,
+}
+
+impl Target {
+    fn new(name: &'static str, url: String, pid: Option<u32>, xff_pool: u32) -> Target {
+        Target {
+            name,
+            url,
+            pid,
+            xff_pool,
+            closed: Vec::new(),
+            fixed: Vec::new(),
+            cpu_us: Vec::new(),
+            peak_rss_kib: 0,
+        }
+    }
+
+    fn max_rps(&self) -> f64 {
+        median(&self.closed.iter().map(|r| r.rps).collect::<Vec<_>>())
+    }
+
+    fn fixed_median(&self, f: impl Fn(&LoadReport) -> f64) -> f64 {
+        median(&self.fixed.iter().map(f).collect::<Vec<_>>())
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if args.load.rounds == 0 {
+        bail!("--rounds must be at least 1");
+    }
+    let (_scratch, env) = harness::env(&args.output)?;
+    let started = Started::now();
+    let skip: Vec<&str> = args.skip.split(',').map(str::trim).collect();
+
+    eprintln!("proxy: starting upstream, nginx, HAProxy, control plane, data planes");
+    let (_upstream, [up1, up2]) = harness::start_upstream(&env)?;
+    let nginx = start_nginx(&env, up1, up2)?;
+    let haproxy = start_haproxy(&env, up1, up2)?;
+    let cp = harness::start_control_plane(&env, Some(LOAD_CPU))?;
+    register(&env, &cp.url, up1, up2)?;
+    let dp_plain = harness::start_data_plane(&env, &cp, "bench-plain", "/plain")?;
+    let dp_limited = harness::start_data_plane(&env, &cp, "bench-limited", "/limited")?;
+
+    eprintln!("proxy: pre-populating {} limiter keys", args.keys);
+    let pre = harness::run_load(
+        &env,
+        &Load {
+            url: format!("http://{}/limited", dp_limited.listen),
+            connections: args.load.connections,
+            rate: None,
+            duration: 0.0,
+            warmup: 0.0,
+            xff_pool: args.keys,
+            requests: Some(u64::from(args.keys)),
+        },
+    )?;
+    if pre.errors > 0 {
+        bail!("pre-population had {} errors", pre.errors);
+    }
+    let tracked_before = tracked_keys(&dp_limited)?;
+
+    let mut targets = vec![
+        Target::new("direct", format!("http://{up1}/plain"), None, 0),
+        Target::new(
+            "nginx",
+            format!("http://{}/plain", nginx.1),
+            Some(nginx.0.pid()),
+            0,
+        ),
+        Target::new(
+            "haproxy",
+            format!("http://{}/plain", haproxy.1),
+            Some(haproxy.0.pid()),
+            0,
+        ),
+        Target::new(
+            "gw",
+            format!("http://{}/plain", dp_plain.listen),
+            Some(dp_plain.proc.pid()),
+            0,
+        ),
+        Target::new(
+            "gw-limiter",
+            format!("http://{}/limited", dp_limited.listen),
+            Some(dp_limited.proc.pid()),
+            args.keys,
+        ),
+    ];
+    targets.retain(|t| !skip.contains(&t.name));
+
+    let load = |t: &Target, rate: Option<f64>| Load {
+        url: t.url.clone(),
+        connections: args.load.connections,
+        rate,
+        duration: args.load.duration,
+        warmup: args.load.warmup,
+        xff_pool: t.xff_pool,
+        requests: None,
+    };
+
+    for round in 0..args.load.rounds {
+        let n = targets.len();
+        for i in 0..n {
+            let t = &mut targets[(i + round) % n];
+            let ticks = t.pid.map(procstat::tree_cpu_ticks);
+            let r = harness::run_load(&env, &load(t, None))?;
+            if let (Some(pid), Some(before)) = (t.pid, ticks) {
+                let used = procstat::tree_cpu_ticks(pid).saturating_sub(before);
+                let us = used as f64 * 1e6 / procstat::USER_HZ as f64;
+                t.cpu_us.push(us / r.total.max(1) as f64);
+            }
+            eprintln!(
+                "proxy: round {} closed {:<10} {:>9.0} req/s ({} errors)",
+                round + 1,
+                t.name,
+                r.rps,
+                r.errors
+            );
+            t.closed.push(r);
+        }
+    }
+    let nginx_max = targets
+        .iter()
+        .find(|t| t.name == "nginx")
+        .map(Target::max_rps);
+    let rate = match (args.rate, nginx_max) {
+        (Some(r), _) => r,
+        (None, Some(m)) if m > 0.0 => (m / 2.0).round(),
+        _ => bail!("give --rate when nginx is skipped"),
+    };
+    for round in 0..args.load.rounds {
+        let n = targets.len();
+        for i in 0..n {
+            let t = &mut targets[(i + round) % n];
+            let r = harness::run_load(&env, &load(t, Some(rate)))?;
+            eprintln!(
+                "proxy: round {} fixed  {:<10} p50 {:>7.0} us  p99 {:>7.0} us  p99.9 {:>7.0} us",
+                round + 1,
+                t.name,
+                r.p50_us,
+                r.p99_us,
+                r.p999_us
+            );
+            t.fixed.push(r);
+        }
+    }
+    for t in &mut targets {
+        t.peak_rss_kib = t.pid.map_or(0, procstat::tree_peak_rss_kib);
+    }
+    let tracked_after = tracked_keys(&dp_limited)?;
+    let rejected = procs::http_get(dp_limited.admin, "/metrics")
+        .and_then(|(_, b)| {
+            procs::metric(&b, &format!("gw_rate_limited_total{{policy=\"{POLICY}\"}}"))
+        })
+        .unwrap_or(0.0);
+
+    let settings = format!(
+        "{} rounds, {} s measured + {} s warm-up per run, {} connections, fixed rate {rate:.0} \
+         req/s, limiter keys {} (tracked: {tracked_before:.0} after pre-population, \
+         {tracked_after:.0} at the end; rejected {rejected:.0})",
+        args.load.rounds, args.load.duration, args.load.warmup, args.load.connections, args.keys
+    );
+    let heading = started.heading("Proxy benchmark", &args.output.label);
+    let table = render(&targets, &heading, &settings);
+    harness::write_results(&args.output, "proxy", &started, &table)?;
+    Ok(())
+}
+
+/// Registers the two gw services (plain and limited, same endpoints) and the never-rejecting
+/// policy.
+///
+/// The policy refills one token per hour with a burst of 10^12: no bucket is ever empty (no
+/// rejections) and none is ever full again within a run, so the idle sweep (which evicts full
+/// buckets) keeps every key tracked.
+fn register(
+    env: &Env,
+    url: &str,
+    up1: std::net::SocketAddr,
+    up2: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    for (name, prefix) in [("plain", "/plain"), ("limited", "/limited")] {
+        harness::add_service(env, url, name, prefix, [up1, up2])?;
+    }
+    harness::gwctl(
+        env,
+        url,
+        &[
+            "policy",
+            "set",
+            POLICY,
+            "--limit",
+            "1",
+            "--per",
+            "1h",
+            "--burst",
+            "1000000000000",
+            "--key",
+            "ip",
+            "--service",
+            "limited",
+        ],
+    )?;
+    Ok(())
+}
+
+fn tracked_keys(dp: &harness::DataPlane) -> anyhow::Result<f64> {
+    let (_, body) = procs::http_get(dp.admin, "/metrics").context("data plane /metrics")?;
+    procs::metric(
+        &body,
+        &format!("gw_rate_limit_tracked_keys{{policy=\"{POLICY}\"}}"),
+    )
+    .context("gw_rate_limit_tracked_keys missing from /metrics")
+}
+
+/// Starts nginx as a reverse proxy with one worker and upstream keep-alive, pinned to the
+/// proxy core; returns it and its address.
+fn start_nginx(
+    env: &Env,
+    up1: std::net::SocketAddr,
+    up2: std::net::SocketAddr,
+) -> anyhow::Result<(Proc, std::net::SocketAddr)> {
+    let port = procs::free_port()?;
+    let dir = env.dir.join("nginx");
+    std::fs::create_dir_all(&dir)?;
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\n\
+         daemon off;\n\
+         pid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n\
+           access_log off;\n\
+           client_body_temp_path {d}/body;\n\
+           proxy_temp_path {d}/proxy;\n\
+           fastcgi_temp_path {d}/fastcgi;\n\
+           uwsgi_temp_path {d}/uwsgi;\n\
+           scgi_temp_path {d}/scgi;\n\
+           keepalive_requests 1000000;\n\
+           upstream up {{ server {up1}; server {up2}; keepalive 64; keepalive_requests 1000000; }}\n\
+           server {{\n\
+             listen 127.0.0.1:{port};\n\
+             location / {{\n\
+               proxy_pass http://up;\n\
+               proxy_http_version 1.1;\n\
+               proxy_set_header Connection \"\";\n\
+             }}\n\
+           }}\n\
+         }}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf)?;
+    let (p, c, e) = (
+        dir.display().to_string(),
+        path.display().to_string(),
+        dir.join("startup.log").display().to_string(),
+    );
+    start_proxy(env, "nginx", &["-p", &p, "-e", &e, "-c", &c], port)
+}
+
+/// Starts `program` pinned to the proxy core and waits until it proxies `/plain` on `port`.
+fn start_proxy(
+    env: &Env,
+    program: &str,
+    args: &[&str],
+    port: u16,
+) -> anyhow::Result<(Proc, std::net::SocketAddr)> {
+    let mut proc = Proc::start(
+        program,
+        Some(SUT_CPU),
+        std::path::Path::new(program),
+        args,
+        &env.log(program),
+    )?;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    procs::wait_for(
+        &format!("{program} to proxy"),
+        Duration::from_secs(10),
+        || procs::http_get(addr, "/plain").filter(|(s, _)| *s == 200),
+    )?;
+    proc.check_alive()?;
+    Ok((proc, addr))
+}
+
+/// Starts HAProxy with one thread and connection reuse to the upstream, pinned to the proxy
+/// core; returns it and its address.
+fn start_haproxy(
+    env: &Env,
+    up1: std::net::SocketAddr,
+    up2: std::net::SocketAddr,
+) -> anyhow::Result<(Proc, std::net::SocketAddr)> {
+    let port = procs::free_port()?;
+    let conf = format!(
+        "global\n\
+         \x20 nbthread 1\n\
+         \x20 maxconn 10000\n\
+         defaults\n\
+         \x20 mode http\n\
+         \x20 timeout connect 5s\n\
+         \x20 timeout client 30s\n\
+         \x20 timeout server 30s\n\
+         \x20 http-reuse always\n\
+         frontend fe\n\
+         \x20 bind 127.0.0.1:{port}\n\
+         \x20 default_backend be\n\
+         backend be\n\
+         \x20 balance roundrobin\n\
+         \x20 server s1 {up1}\n\
+         \x20 server s2 {up2}\n"
+    );
+    let path = env.dir.join("haproxy.cfg");
+    std::fs::write(&path, conf)?;
+    let c = path.display().to_string();
+    start_proxy(env, "haproxy", &["-db", "-f", &c], port)
+}
+
+/// nginx and HAProxy versions, for the results heading.
+fn versions() -> String {
+    let first_line = |prog: &str, arg: &str| {
+        std::process::Command::new(prog)
+            .arg(arg)
+            .output()
+            .ok()
+            .map(|o| {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                );
+                text.lines().next().unwrap_or_default().trim().to_owned()
+            })
+            .unwrap_or_else(|| format!("{prog}: not found"))
+    };
+    format!(
+        "{}; {}",
+        first_line("nginx", "-v"),
+        first_line("haproxy", "-v")
+    )
+}
+
+/// The results table in Markdown, with the ratios the targets are stated in.
+fn render(targets: &[Target], heading: &str, settings: &str) -> String {
+    let mut s = heading.to_owned();
+    let _ = writeln!(s, "- Settings: {settings}");
+    let _ = writeln!(s, "- Versions: {}", versions());
+    let _ = writeln!(
+        s,
+        "- Proxies pinned to core {SUT_CPU}; load generator, upstream and control plane to core \
+         {LOAD_CPU}. Medians over rounds; max req/s shows min-max in brackets.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| target | max req/s (closed loop) | p50 us | p99 us | p99.9 us | CPU us/req | peak RSS MiB | errors |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    for t in targets {
+        let rps: Vec<f64> = t.closed.iter().map(|r| r.rps).collect();
+        let lo = rps.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = rps.iter().copied().fold(0.0, f64::max);
+        let errors: u64 = t.closed.iter().chain(&t.fixed).map(|r| r.errors).sum();
+        let cpu = if t.pid.is_some() {
+            format!("{:.1}", median(&t.cpu_us))
+        } else {
+            "-".to_owned()
+        };
+        let rss = if t.pid.is_some() {
+            format!("{:.1}", t.peak_rss_kib as f64 / 1024.0)
+        } else {
+            "-".to_owned()
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {:.0} [{:.0}-{:.0}] | {:.0} | {:.0} | {:.0} | {cpu} | {rss} | {errors} |",
+            t.name,
+            t.max_rps(),
+            lo,
+            hi,
+            t.fixed_median(|r| r.p50_us),
+            t.fixed_median(|r| r.p99_us),
+            t.fixed_median(|r| r.p999_us),
+        );
+    }
+    let find = |n: &str| targets.iter().find(|t| t.name == n);
+    let _ = writeln!(s, "\n## Ratios (targets from issue 5)\n");
+    if let (Some(gw), Some(ngx)) = (find("gw"), find("nginx")) {
+        let _ = writeln!(
+            s,
+            "- Throughput gw / nginx: {:.2} (target >= 1.0)",
+            gw.max_rps() / ngx.max_rps()
+        );
+    }
+    if let (Some(on), Some(off)) = (find("gw-limiter"), find("gw")) {
+        let _ = writeln!(
+            s,
+            "- Throughput gw with 100k-key limiter / gw without: {:.2} (target >= 0.95)",
+            on.max_rps() / off.max_rps()
+        );
+    }
+    if let Some(direct) = find("direct") {
+        let base = direct.fixed_median(|r| r.p99_us);
+        let added = |t: &Target| t.fixed_median(|r| r.p99_us) - base;
+        for name in ["nginx", "haproxy", "gw", "gw-limiter"] {
+            if let Some(t) = find(name) {
+                let _ = writeln!(s, "- Added p99 over direct, {name}: {:.0} us", added(t));
+            }
+        }
+        if let (Some(gw), Some(ngx)) = (find("gw"), find("nginx")) {
+            let _ = writeln!(
+                s,
+                "- Added p99 gw - nginx: {:.0} us (target <= 0)",
+                added(gw) - added(ngx)
+            );
+        }
+    }
+    s
+}
