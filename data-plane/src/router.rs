@@ -278,4 +278,62 @@ mod tests {
             assert_eq!(strip_port(input), want);
         }
     }
+
+    /// The obvious definition: among prefixes that equal the path or are followed in it by
+    /// `/` (the root prefix matching everything), the longest.
+    fn reference(prefixes: &[String], path: &str) -> Option<usize> {
+        prefixes
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| {
+                let p = normalize_prefix(p);
+                p.is_empty()
+                    || path == p
+                    || path
+                        .strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|(_, p)| normalize_prefix(p).len())
+            .map(|(i, _)| i)
+    }
+
+    fn path_strategy() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        proptest::collection::vec(
+            prop_oneof![Just("a"), Just("b"), Just("ab"), Just("")],
+            0..5,
+        )
+        .prop_map(|segs| format!("/{}", segs.join("/")))
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn lookup_matches_the_reference(
+            prefixes in proptest::collection::btree_set(path_strategy(), 1..8),
+            paths in proptest::collection::vec(path_strategy(), 1..20),
+        ) {
+            // Distinct after normalization, as the table requires.
+            let mut seen = std::collections::HashSet::new();
+            let prefixes: Vec<String> = prefixes
+                .into_iter()
+                .filter(|p| seen.insert(normalize_prefix(p).to_owned()))
+                .collect();
+            let specs: Vec<RouteSpec> = prefixes
+                .iter()
+                .enumerate()
+                .map(|(i, p)| route(p, &[], i))
+                .collect();
+            let table = RouteTable::build(&specs).unwrap();
+            for path in &paths {
+                let got = table.lookup(None, path);
+                proptest::prop_assert_eq!(got.map(|m| m.service), reference(&prefixes, path), "path {}", path);
+                if let Some(m) = got {
+                    let pq = PathAndQuery::from_maybe_shared(format!("{path}?q=1")).unwrap();
+                    let stripped = strip_prefix(&pq, m.prefix_len).unwrap();
+                    proptest::prop_assert!(stripped.path().starts_with('/'));
+                    proptest::prop_assert_eq!(stripped.query(), Some("q=1"));
+                }
+            }
+        }
+    }
 }
