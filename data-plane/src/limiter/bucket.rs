@@ -11,17 +11,54 @@ use super::{Decision, RateSpec};
 
 const MICROS_PER_SEC: u64 = 1_000_000;
 
+/// Division by a divisor fixed when the rate is set, done as a multiplication: a hardware
+/// 64-bit division costs more than the rest of a decision, and every decision needs two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Divisor {
+    d: u64,
+    /// `floor(2^64 / d)`, so `x * m / 2^64` is `x / d` or one less.
+    m: u64,
+}
+
+impl Divisor {
+    /// `d` is raised to at least 2 so that `m` fits in 64 bits; every divisor used here is at
+    /// least a million.
+    pub(crate) fn new(d: u64) -> Self {
+        let d = d.max(2);
+        let m = u64::try_from((1u128 << 64) / u128::from(d)).unwrap_or(u64::MAX);
+        Divisor { d, m }
+    }
+
+    pub(crate) fn get(self) -> u64 {
+        self.d
+    }
+
+    /// `x / d`, rounded down.
+    pub(crate) fn div(self, x: u64) -> u64 {
+        // With m = 2^64/d - e (0 <= e < 1): x*m/2^64 = x/d - x*e/2^64 > x/d - 1, so the
+        // estimate is the quotient or one less, and the remainder tells which.
+        let q = ((u128::from(x) * u128::from(self.m)) >> 64) as u64;
+        if x - q * self.d >= self.d { q + 1 } else { q }
+    }
+
+    /// `x / d`, rounded up.
+    pub(crate) fn div_ceil(self, x: u64) -> u64 {
+        let q = self.div(x);
+        if q * self.d == x { q } else { q + 1 }
+    }
+}
+
 /// A [`RateSpec`] compiled into the units buckets are kept in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Rate {
     /// Units per token: the period in microseconds.
-    token: u64,
+    token: Divisor,
     /// Units added per microsecond: the limit.
     per_us: u64,
     /// Bucket capacity in units: `burst * token`.
     cap: u64,
     /// Units added per second, saturating; only used to turn deficits into whole seconds.
-    per_sec: u64,
+    per_sec: Divisor,
 }
 
 impl Rate {
@@ -29,14 +66,14 @@ impl Rate {
     /// (the control plane validates them, this only keeps the arithmetic total).
     pub(crate) fn new(spec: &RateSpec) -> Self {
         let period_us = u64::try_from(spec.period.as_micros()).unwrap_or(u64::MAX);
-        let token = period_us.max(1);
+        let token = Divisor::new(period_us);
         let per_us = spec.limit.max(1);
-        let burst = spec.burst.clamp(1, u64::MAX / token);
+        let burst = spec.burst.clamp(1, u64::MAX / token.get());
         Rate {
             token,
             per_us,
-            cap: burst * token,
-            per_sec: per_us.saturating_mul(MICROS_PER_SEC),
+            cap: burst * token.get(),
+            per_sec: Divisor::new(per_us.saturating_mul(MICROS_PER_SEC)),
         }
     }
 
@@ -46,13 +83,13 @@ impl Rate {
         if old.token == self.token {
             return level;
         }
-        let scaled = u128::from(level) * u128::from(self.token) / u128::from(old.token);
+        let scaled = u128::from(level) * u128::from(self.token.get()) / u128::from(old.token.get());
         u64::try_from(scaled).unwrap_or(u64::MAX)
     }
 
     /// Whole seconds needed to add `units`, rounded up.
     fn secs_for(&self, units: u64) -> u64 {
-        units.div_ceil(self.per_sec)
+        self.per_sec.div_ceil(units)
     }
 }
 
@@ -89,18 +126,19 @@ impl Bucket {
     /// Takes one token if one is available; a rejection takes nothing.
     pub(crate) fn take(&mut self, rate: &Rate, now_us: u64) -> Decision {
         self.refill(rate, now_us);
-        let allowed = self.level >= rate.token;
+        let token = rate.token.get();
+        let allowed = self.level >= token;
         if allowed {
-            self.level -= rate.token;
+            self.level -= token;
         }
         let retry_after_secs = if allowed {
             0
         } else {
-            rate.secs_for(rate.token - self.level).max(1)
+            rate.secs_for(token - self.level).max(1)
         };
         Decision {
             allowed,
-            remaining: self.level / rate.token,
+            remaining: rate.token.div(self.level),
             reset_secs: rate.secs_for(rate.cap - self.level),
             retry_after_secs,
         }
@@ -109,7 +147,7 @@ impl Bucket {
     /// Gives one token back, up to the capacity.
     pub(crate) fn give_back(&mut self, rate: &Rate, now_us: u64) {
         self.refill(rate, now_us);
-        self.level = self.level.saturating_add(rate.token).min(rate.cap);
+        self.level = self.level.saturating_add(rate.token.get()).min(rate.cap);
     }
 
     /// Whether the bucket would be full if refilled at `now_us`: it then carries no
@@ -130,7 +168,48 @@ impl Bucket {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::time::Duration;
+
+    proptest! {
+        #[test]
+        fn divisor_matches_hardware_division(x: u64, d in 2u64..) {
+            let div = Divisor::new(d);
+            prop_assert_eq!(div.div(x), x / d);
+            prop_assert_eq!(div.div_ceil(x), x.div_ceil(d));
+        }
+
+        #[test]
+        fn divisor_near_multiples(q in 0u64..1 << 40, d in 2u64..1 << 24, r in 0u64..3) {
+            let x = (q * d).saturating_add(r).saturating_sub(1);
+            let div = Divisor::new(d);
+            prop_assert_eq!(div.div(x), x / d);
+            prop_assert_eq!(div.div_ceil(x), x.div_ceil(d));
+        }
+    }
+
+    #[test]
+    fn divisor_edges() {
+        for d in [
+            2,
+            3,
+            7,
+            1_000_000,
+            60_000_000,
+            u64::MAX / 2,
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let div = Divisor::new(d);
+            for x in [0, 1, d - 1, d, d.saturating_add(1), u64::MAX - 1, u64::MAX] {
+                assert_eq!(
+                    (div.div(x), div.div_ceil(x)),
+                    (x / d, x.div_ceil(d)),
+                    "{x}/{d}"
+                );
+            }
+        }
+    }
 
     fn rate(limit: u64, period_secs: u64, burst: u64) -> Rate {
         Rate::new(&RateSpec {
