@@ -4,7 +4,7 @@
 //! its service, so health state (written by health checking, read here) survives config updates.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use http::uri::Authority;
 
@@ -18,6 +18,9 @@ pub struct Endpoint {
     /// Whether the endpoint takes traffic. Starts true: a new endpoint takes traffic until a
     /// health check says otherwise.
     healthy: AtomicBool,
+    /// Consecutive failed attempts seen by the request path (connect failures, resets, 5xx);
+    /// passive health checking reads it to eject an endpoint.
+    consecutive_failures: AtomicU32,
 }
 
 impl Endpoint {
@@ -27,6 +30,7 @@ impl Endpoint {
             url,
             authority,
             healthy: AtomicBool::new(true),
+            consecutive_failures: AtomicU32::new(0),
         }
     }
 
@@ -38,6 +42,25 @@ impl Endpoint {
     /// Marks the endpoint (un)healthy; for health checking.
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    /// Records a failed attempt (connect failure, reset, or a 5xx answer); returns how many
+    /// in a row.
+    pub fn record_failure(&self) -> u32 {
+        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Records a successful attempt. Writes only when there was a failure streak, so the
+    /// common case does not bounce the cache line between cores.
+    pub fn record_success(&self) {
+        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
+            self.consecutive_failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Failed attempts in a row so far.
+    pub fn consecutive_failures(&self) -> u32 {
+        self.consecutive_failures.load(Ordering::Relaxed)
     }
 }
 
@@ -129,6 +152,15 @@ mod tests {
         }
         assert!(rr.pick().is_none());
         assert!(RoundRobin::new(endpoints(0)).pick().is_none());
+    }
+
+    #[test]
+    fn failure_streaks_count_and_reset() {
+        let eps = endpoints(1);
+        assert_eq!(eps[0].record_failure(), 1);
+        assert_eq!(eps[0].record_failure(), 2);
+        eps[0].record_success();
+        assert_eq!(eps[0].consecutive_failures(), 0);
     }
 
     #[test]

@@ -100,12 +100,44 @@ impl ServiceStats {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A point-in-time copy of the counters (for stats reports to the control plane).
+    pub fn figures(&self) -> ServiceFigures {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ServiceFigures {
+            by_status: (100u16..)
+                .zip(self.status.iter())
+                .map(|(code, c)| (code, load(c)))
+                .filter(|&(_, n)| n > 0)
+                .collect(),
+            latency_buckets: std::array::from_fn(|i| load(&self.latency[i])),
+            latency_sum: Duration::from_micros(load(&self.latency_sum_us)),
+            upstream_errors: UpstreamError::ALL
+                .map(|k| (k, load(&self.upstream_errors[k as usize]))),
+            retries: load(&self.retries),
+        }
+    }
+
     /// Responses with `status` so far.
     pub fn responses(&self, status: u16) -> u64 {
         self.status
             .get(usize::from(status).wrapping_sub(100))
             .map_or(0, |c| c.load(Ordering::Relaxed))
     }
+}
+
+/// A copy of one service's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceFigures {
+    /// `(status code, responses)` for every code seen, in code order.
+    pub by_status: Vec<(u16, u64)>,
+    /// Non-cumulative counts per [`LATENCY_BUCKETS`] bucket, then `+Inf`.
+    pub latency_buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    /// Sum of all latencies.
+    pub latency_sum: Duration,
+    /// Upstream failures by kind.
+    pub upstream_errors: [(UpstreamError, u64); 4],
+    /// Retries on another endpoint.
+    pub retries: u64,
 }
 
 /// Per-policy counters kept by the request path (the limiter keeps its own key counts).
@@ -434,5 +466,14 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
         assert!(!text.contains("code=\"404\""));
+        let f = s.figures();
+        assert_eq!(f.by_status, [(200, 2), (429, 1)]);
+        assert_eq!(f.latency_buckets.iter().sum::<u64>(), 3);
+        assert_eq!(
+            f.latency_buckets[LATENCY_BUCKETS.len()],
+            1,
+            "60 s lands in +Inf"
+        );
+        assert_eq!(f.upstream_errors[0], (UpstreamError::Connect, 1));
     }
 }

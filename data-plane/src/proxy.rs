@@ -196,7 +196,14 @@ async fn forward(
     loop {
         let err = tokio::select! {
             result = svc.client.request(req) => match result {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    if resp.status().is_server_error() {
+                        endpoint.record_failure();
+                    } else {
+                        endpoint.record_success();
+                    }
+                    return Ok(resp);
+                }
                 Err(e) => e,
             },
             () = &mut timer => {
@@ -207,6 +214,7 @@ async fn forward(
         };
         let kind = classify(&err);
         svc.stats.upstream_error(kind);
+        endpoint.record_failure();
         tracing::debug!(service = %svc.name, endpoint = %endpoint.url, error = %err, kind = kind.label(), "upstream failed");
         let Some((method, headers)) = retry.as_ref().filter(|_| !retried) else {
             return Err(responses::BAD_GATEWAY);
