@@ -187,7 +187,7 @@ impl TrustedProxies {
                 return peer;
             };
             for item in value.rsplit(',') {
-                let Ok(ip) = item.trim().parse::<IpAddr>() else {
+                let Ok(ip) = item.trim().parse::<IpAddr>().map(|ip| ip.to_canonical()) else {
                     // An unparsable hop breaks the chain of trust: stop at the last good one.
                     return leftmost.unwrap_or(peer);
                 };
@@ -297,6 +297,7 @@ mod tests {
             ),
             ("10.1.1.1", &["10.9.9.9, 10.2.2.2"], "10.9.9.9"),
             ("10.1.1.1", &["8.8.8.8, junk, 10.2.2.2"], "10.2.2.2"),
+            ("10.1.1.1", &["::ffff:9.9.9.9"], "9.9.9.9"),
         ];
         for &(peer, xff, want) in cases {
             let h = map(&xff

@@ -75,7 +75,9 @@ async fn route_and_forward(
         return responses::NO_ROUTE.response();
     };
     let svc = &snap.services[m.service];
-    let client_ip = gw.trusted.client_ip(peer.ip(), req.headers());
+    // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; they are IPv4 clients.
+    let peer_ip = peer.ip().to_canonical();
+    let client_ip = gw.trusted.client_ip(peer_ip, req.headers());
 
     let limit = ratelimit::check(&svc.policies, client_ip, req.headers(), start);
     let limit_headers = match limit {
@@ -91,7 +93,7 @@ async fn route_and_forward(
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let mut resp = forward(svc, m.prefix_len, req, host, client_ip, upgrade, start).await;
+    let mut resp = forward(svc, m.prefix_len, req, host, peer_ip, upgrade, start).await;
     if let Some(client_upgrade) = client_upgrade {
         match resp.as_mut() {
             Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -133,7 +135,7 @@ async fn forward(
     prefix_len: usize,
     req: Request<Incoming>,
     host: Option<HeaderValue>,
-    client_ip: std::net::IpAddr,
+    peer_ip: std::net::IpAddr,
     upgrade: bool,
     start: Instant,
 ) -> Result<Response<Incoming>, Canned> {
@@ -154,7 +156,9 @@ async fn forward(
             .unwrap_or_else(|| PathAndQuery::from_static("/"))
     };
     strip_hop_by_hop(&mut parts.headers, upgrade);
-    set_forwarded(&mut parts.headers, client_ip, host.as_ref());
+    // X-Forwarded-For gets the address that connected to us (as nginx's
+    // $proxy_add_x_forwarded_for does): behind a trusted proxy, the client is already listed.
+    set_forwarded(&mut parts.headers, peer_ip, host.as_ref());
     if !parts.headers.contains_key(HOST)
         && let Some(host) = host
     {

@@ -178,6 +178,16 @@ async fn client_ip_comes_from_x_forwarded_for_only_behind_trusted_proxies() {
     // The rightmost untrusted address counts; the trusted hop after it is skipped.
     assert_eq!(from("198.51.100.2, 127.0.0.1").send().await.status, 200);
     assert_eq!(from("10.9.9.9, 198.51.100.2").send().await.status, 429);
+    // Upstream, X-Forwarded-For lists the client and then the trusted proxy that connected.
+    let r = Call::get(env.dp.proxy, "/_headers")
+        .header("x-forwarded-for", "198.51.100.9")
+        .send()
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        get(&seen_headers(&r), "x-forwarded-for"),
+        ["198.51.100.9, 127.0.0.1"]
+    );
     // 127.0.0.2 is not trusted: its XFF is ignored and it is limited as itself.
     let untrusted = "127.0.0.2".parse().unwrap();
     assert_eq!(
