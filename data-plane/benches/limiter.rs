@@ -207,8 +207,31 @@ fn sweep(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
-    let gov = filled_governor(n);
-    g.bench_function("governor/retain_recent", |b| b.iter(|| gov.retain_recent()));
+    let gov = RateLimiter::keyed(
+        Quota::with_period(Duration::from_secs(3600))
+            .unwrap()
+            .allow_burst(NonZeroU32::new(2).unwrap()),
+    );
+    for k in 0..n {
+        let _ = gov.check_key(&ip(k));
+    }
+    g.bench_function("governor/keep-all", |b| {
+        b.iter(|| {
+            gov.retain_recent();
+            assert_eq!(gov.len(), n as usize);
+        })
+    });
+    g.bench_function("governor/evict-all", |b| {
+        b.iter_batched(
+            || filled_governor(n),
+            // Its rate refills a key within nanoseconds, so every key is evictable.
+            |gov| {
+                gov.retain_recent();
+                assert_eq!(gov.len(), 0);
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 }
 

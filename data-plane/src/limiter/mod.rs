@@ -31,14 +31,16 @@
 //! A full bucket carries no information (a new client starts full anyway), so the periodic
 //! sweep (`PolicyLimiter::sweep`) evicts every bucket that would be full if refilled now.
 //!
-//! Each policy also tracks at most `max_keys` keys (`--max-tracked-keys`, default
-//! 1,000,000). When a request arrives with a key the policy does not track and the policy is
+//! Each policy also tracks at most `max_keys` keys (`--rate-limit-max-keys`, default
+//! 1,000,000; a tracked key costs about 40 to 55 bytes, see `benches/limiter.rs`). When a request arrives with a key the policy does not track and the policy is
 //! at its cap, no bucket is created and no other client's bucket is evicted: the request is
 //! charged against one **overflow bucket** shared by all such keys, with the policy's own
 //! limit and burst. A flood of distinct IPs is thus limited together as if it came from one
 //! client, while the clients already tracked keep their own buckets and are not affected.
-//! Each such check is counted (`PolicyLimiter::overflowed`, exported as a metric); once a
-//! sweep has evicted full buckets, new keys get buckets of their own again.
+//! Each such check is counted (`PolicyLimiter::overflowed`, exported as the metric
+//! `gw_rate_limit_overflow_total`); once a sweep has evicted full buckets, new keys get buckets
+//! of their own again. A refund for a key without a bucket goes to the overflow bucket while
+//! the policy is at its cap.
 //!
 //! # Concurrency
 //!
@@ -68,10 +70,6 @@ use http::HeaderValue;
 use bucket::{Bucket, Rate};
 use headers::PolicyItems;
 use key::Fingerprinter;
-
-/// Default per-policy cap on tracked keys (the data plane's flag default): a million buckets
-/// take a few tens of megabytes per policy, small next to the traffic that creates them.
-pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
 /// Shards per core: enough that two threads rarely want the same lock, few enough that a
 /// small policy does not waste memory on empty tables.
