@@ -114,14 +114,15 @@ async fn slow_upstream_is_504() {
     s.timeouts = Some(pb::Timeouts {
         connect: None,
         request: Some(prost_types::Duration {
-            seconds: 0,
-            nanos: 200_000_000,
+            seconds: 1,
+            nanos: 0,
         }),
     });
     env.add(s).await;
-    // The backend waits far longer than the timeout; a quick one still passes.
+    // The backend waits far longer than the timeout (1 s, generous so that the quick request
+    // after it passes even on a loaded machine).
     let r = Call::get(env.dp.proxy, "/x")
-        .header("x-delay-ms", "5000")
+        .header("x-delay-ms", "30000")
         .send()
         .await;
     assert_eq!(r.status, 504);
@@ -146,19 +147,19 @@ async fn request_timeout_counts_from_the_end_of_an_upload() {
     s.timeouts = Some(pb::Timeouts {
         connect: None,
         request: Some(prost_types::Duration {
-            seconds: 0,
-            nanos: 300_000_000,
+            seconds: 1,
+            nanos: 0,
         }),
     });
     env.add(s).await;
-    // An upload that takes longer to send than the request timeout (six chunks 100 ms apart).
+    // An upload that takes longer to send than the request timeout (six chunks 300 ms apart).
     // The pause paces the sender, it waits for nothing: a slower machine only makes the upload
     // longer, which the assertion tolerates.
     let frames = futures::stream::unfold(0u32, |i| async move {
         if i == 6 {
             return None;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         Some((
             Ok::<_, std::convert::Infallible>(Frame::data(bytes::Bytes::from_static(
                 b"0123456789",
@@ -185,7 +186,7 @@ async fn request_timeout_counts_from_the_end_of_an_upload() {
     // Once the body is sent, a backend slower than the timeout still gets 504.
     let r = Call::get(env.dp.proxy, "/_upload")
         .method(http::Method::POST)
-        .header("x-delay-ms", "5000")
+        .header("x-delay-ms", "30000")
         .body("payload")
         .send()
         .await;
