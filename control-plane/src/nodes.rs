@@ -153,6 +153,9 @@ impl NodeRegistry {
                 connected_since: Some(r.connected_since.into()),
                 last_seen: Some(r.last_seen.into()),
                 build_version: r.announcement.build_version.clone(),
+                // Filled from stats reports once they are aggregated (issue 4).
+                uptime: None,
+                stats_age: None,
             })
             .collect()
     }

@@ -80,6 +80,9 @@ impl NodeView {
             connected_since,
             last_seen,
             build_version,
+            // Shown once the control plane aggregates stats reports (issue 4).
+            uptime: _,
+            stats_age: _,
         } = node;
         let age = |t: &Option<prost_types::Timestamp>| {
             t.and_then(|t| SystemTime::try_from(t).ok())

@@ -154,4 +154,20 @@ impl AdminService for AdminApi {
             config_version: self.store.current().version,
         }))
     }
+
+    async fn get_health(
+        &self,
+        _request: Request<pb::GetHealthRequest>,
+    ) -> Result<Response<pb::GetHealthResponse>, Status> {
+        // Being built (issue 4): node health reports are not aggregated yet.
+        Err(Status::unimplemented("GetHealth is not available yet"))
+    }
+
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        // Being built (issue 4): node stats reports are not aggregated yet.
+        Err(Status::unimplemented("GetStats is not available yet"))
+    }
 }

@@ -211,6 +211,8 @@ impl DiscoveryApi {
                 self.nodes.seen(conn);
                 tracing::debug!(node = %conn.node_id, "ignoring a second hello on one stream");
             }
+            // Reports are not aggregated yet (issue 4); they still show the node is alive.
+            Some(Kind::Health(_) | Kind::Stats(_)) => self.nodes.seen(conn),
             // Newer data planes may send report kinds this control plane does not know yet.
             None => self.nodes.seen(conn),
         }
