@@ -23,8 +23,11 @@
 //! bucket in it; a new limit, period, burst or mode takes effect at once. A bucket keeps its
 //! level (in whole and fractional tokens) and is clamped to the new burst, so a tighter limit
 //! does not hand every client a fresh full bucket, and a looser one does not reset anyone.
-//! Time that passed since a bucket was last touched is credited at the new rate. A new name or
-//! a changed key source starts a new, empty limiter; a policy no longer configured is dropped.
+//! Time that passed since a bucket was last touched is credited at the new rate. Only the rate
+//! is shared per policy; buckets hold no copy of it, so a new limit or burst costs one lock of
+//! each shard, and a new period one pass over the buckets to re-express their levels (off the
+//! request path, during config apply). A new name or a changed key source starts a new, empty
+//! limiter; a policy no longer configured is dropped.
 //!
 //! # Memory bound
 //!
@@ -32,10 +35,11 @@
 //! sweep (`PolicyLimiter::sweep`) evicts every bucket that would be full if refilled now.
 //!
 //! Each policy also tracks at most `max_keys` keys (`--rate-limit-max-keys`, default
-//! 1,000,000; a tracked key costs about 40 to 55 bytes, see `benches/limiter.rs`). When a request arrives with a key the policy does not track and the policy is
-//! at its cap, no bucket is created and no other client's bucket is evicted: the request is
-//! charged against one **overflow bucket** shared by all such keys, with the policy's own
-//! limit and burst. A flood of distinct IPs is thus limited together as if it came from one
+//! 1,000,000; a tracked key costs about 40 to 55 bytes, measured by `benches/limiter.rs`).
+//! When a request arrives with a key the policy does not track and the policy is at its cap,
+//! no bucket is created and no other client's bucket is evicted: the request is charged
+//! against one **overflow bucket** shared by all such keys, with the policy's own limit and
+//! burst. A flood of distinct IPs is thus limited together as if it came from one
 //! client, while the clients already tracked keep their own buckets and are not affected.
 //! Each such check is counted (`PolicyLimiter::overflowed`, exported as the metric
 //! `gw_rate_limit_overflow_total`); once a sweep has evicted full buckets, new keys get buckets
