@@ -3,12 +3,14 @@
 //!
 //! Code map: [`domain`] (plain types, validation at the gRPC boundary), [`store`] (SQLite and
 //! the config version), [`state`] (the immutable snapshot per version), [`nodes`] (the data
-//! plane registry), [`api`] (the gRPC services). [`serve`] wires them onto one port.
+//! plane registry), [`fleet`] (node reports and the health/stats views), [`api`] (the gRPC
+//! services). [`serve`] wires them onto one port.
 
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod domain;
+pub mod fleet;
 pub mod nodes;
 pub mod state;
 pub mod store;

@@ -4,13 +4,19 @@
 //! Each stream gets a generation number; a node that reconnects takes over its record, and
 //! events from an older stream of the same node (which may end after the new one started)
 //! are ignored, so they can never mark the newer connection disconnected.
+//!
+//! Each record also holds the node's latest health and stats reports ([`crate::fleet`]). They
+//! outlive the stream: a disconnected node keeps its last figures, and a reconnecting node
+//! keeps them until it reports again.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use gw_proto::v1 as pb;
+
+use crate::fleet::{HealthUpdate, NodeHealth, NodeStats};
 
 /// Most node records kept. Config streams are not authenticated, so the registry must not
 /// grow without bound; at the cap the longest-disconnected node is forgotten.
@@ -52,6 +58,22 @@ struct Record {
     last_nack_error: String,
     connected_since: SystemTime,
     last_seen: SystemTime,
+    // Behind `Arc`s so a fleet snapshot copies pointers, not every node's endpoints.
+    health: Arc<NodeHealth>,
+    stats: Option<Arc<NodeStats>>,
+}
+
+/// One node's reports as of one moment, for building fleet views.
+#[derive(Debug, Clone)]
+pub struct NodeView {
+    /// The node's id.
+    pub node_id: String,
+    /// Whether its stream is open now.
+    pub connected: bool,
+    /// Its endpoint health (empty until it reports).
+    pub health: Arc<NodeHealth>,
+    /// Its latest stats report, if any.
+    pub stats: Option<Arc<NodeStats>>,
 }
 
 /// Why a node could not be registered.
@@ -87,6 +109,11 @@ impl NodeRegistry {
             }
         }
         let node_id = a.node_id.clone();
+        // A reconnecting node keeps its figures until it reports again.
+        let (health, stats) = nodes
+            .remove(&node_id)
+            .map(|old| (old.health, old.stats))
+            .unwrap_or_default();
         nodes.insert(
             node_id.clone(),
             Record {
@@ -99,6 +126,8 @@ impl NodeRegistry {
                 last_nack_error: String::new(),
                 connected_since: now,
                 last_seen: now,
+                health,
+                stats,
             },
         );
         Ok(Connection {
@@ -131,6 +160,34 @@ impl NodeRegistry {
         self.update(conn, true, |_| {});
     }
 
+    /// Applies a health report received on `conn`.
+    pub fn health_report(&self, conn: &Connection, report: pb::HealthReport) {
+        // Checked outside the lock; only the merge happens under it.
+        let update = HealthUpdate::new(&conn.node_id, report, SystemTime::now());
+        self.update(conn, true, |r| {
+            Arc::make_mut(&mut r.health).apply(&conn.node_id, update);
+        });
+    }
+
+    /// Stores a stats report received on `conn`, replacing the previous one.
+    pub fn stats_report(&self, conn: &Connection, report: pb::StatsReport) {
+        let stats = Arc::new(NodeStats::new(&conn.node_id, report));
+        self.update(conn, true, |r| r.stats = Some(stats));
+    }
+
+    /// Every node's reports, ordered by id.
+    pub fn fleet(&self) -> Vec<NodeView> {
+        self.lock()
+            .iter()
+            .map(|(id, r)| NodeView {
+                node_id: id.clone(),
+                connected: r.connected,
+                health: r.health.clone(),
+                stats: r.stats.clone(),
+            })
+            .collect()
+    }
+
     /// Marks the node disconnected, unless a newer stream of it has taken over.
     pub fn disconnect(&self, conn: &Connection) {
         self.update(conn, false, |r| r.connected = false);
@@ -153,9 +210,11 @@ impl NodeRegistry {
                 connected_since: Some(r.connected_since.into()),
                 last_seen: Some(r.last_seen.into()),
                 build_version: r.announcement.build_version.clone(),
-                // Filled from stats reports once they are aggregated (issue 4).
-                uptime: None,
-                stats_age: None,
+                uptime: r.stats.as_deref().and_then(|s| uptime(s, r.connected)),
+                stats_age: r
+                    .stats
+                    .as_deref()
+                    .and_then(|s| pb_duration(s.received.elapsed())),
             })
             .collect()
     }
@@ -178,8 +237,24 @@ impl NodeRegistry {
     }
 }
 
+/// The node's uptime from its latest report: as of now while connected (the time since the
+/// report is added), as of the report once disconnected.
+fn uptime(stats: &NodeStats, connected: bool) -> Option<prost_types::Duration> {
+    let at_report = stats.uptime_at_report?;
+    let since = if connected {
+        stats.received.elapsed()
+    } else {
+        Duration::ZERO
+    };
+    pb_duration(at_report.saturating_add(since))
+}
+
+fn pb_duration(d: Duration) -> Option<prost_types::Duration> {
+    prost_types::Duration::try_from(d).ok()
+}
+
 /// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-fn truncate(s: &str, max: usize) -> &str {
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
     if s.len() <= max {
         return s;
     }

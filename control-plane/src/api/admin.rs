@@ -7,6 +7,7 @@ use gw_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{Policy, Service, validate};
+use crate::fleet::view;
 use crate::nodes::NodeRegistry;
 use crate::store::Store;
 
@@ -157,17 +158,32 @@ impl AdminService for AdminApi {
 
     async fn get_health(
         &self,
-        _request: Request<pb::GetHealthRequest>,
+        request: Request<pb::GetHealthRequest>,
     ) -> Result<Response<pb::GetHealthResponse>, Status> {
-        // Being built (issue 4): node health reports are not aggregated yet.
-        Err(Status::unimplemented("GetHealth is not available yet"))
+        let pb::GetHealthRequest { service } = request.into_inner();
+        if !service.is_empty() {
+            validate::name(&service)
+                .map_err(|p| Status::invalid_argument(format!("service: {p}")))?;
+        }
+        let health = view::health(&self.store.current(), &self.nodes.fleet(), &service)?;
+        Ok(Response::new(health))
     }
 
     async fn get_stats(
         &self,
-        _request: Request<pb::GetStatsRequest>,
+        request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        // Being built (issue 4): node stats reports are not aggregated yet.
-        Err(Status::unimplemented("GetStats is not available yet"))
+        let pb::GetStatsRequest { service, node_id } = request.into_inner();
+        if !service.is_empty() {
+            validate::name(&service)
+                .map_err(|p| Status::invalid_argument(format!("service: {p}")))?;
+        }
+        let stats = view::stats(
+            &self.store.current(),
+            &self.nodes.fleet(),
+            &service,
+            &node_id,
+        )?;
+        Ok(Response::new(stats))
     }
 }

@@ -211,8 +211,21 @@ impl DiscoveryApi {
                 self.nodes.seen(conn);
                 tracing::debug!(node = %conn.node_id, "ignoring a second hello on one stream");
             }
-            // Reports are not aggregated yet (issue 4); they still show the node is alive.
-            Some(Kind::Health(_) | Kind::Stats(_)) => self.nodes.seen(conn),
+            // Reports are untrusted: they are checked and bounded, never a reason to end
+            // the stream.
+            Some(Kind::Health(report)) => {
+                tracing::debug!(
+                    node = %conn.node_id,
+                    full = report.full,
+                    endpoints = report.endpoints.len(),
+                    "health report"
+                );
+                self.nodes.health_report(conn, report);
+            }
+            Some(Kind::Stats(report)) => {
+                tracing::debug!(node = %conn.node_id, "stats report");
+                self.nodes.stats_report(conn, report);
+            }
             // Newer data planes may send report kinds this control plane does not know yet.
             None => self.nodes.seen(conn),
         }

@@ -8,6 +8,7 @@ pub mod discovery;
 use tonic::Status;
 
 use crate::domain::ValidationError;
+use crate::fleet::view::ViewError;
 use crate::store::StoreError;
 
 /// What a client sees when the store fails: the details are in the log, not on the wire.
@@ -27,6 +28,16 @@ impl From<StoreError> for Status {
             StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store failure");
                 Status::internal(INTERNAL_MESSAGE)
+            }
+        }
+    }
+}
+
+impl From<ViewError> for Status {
+    fn from(e: ViewError) -> Self {
+        match e {
+            ViewError::UnknownService(_) | ViewError::UnknownNode(_) => {
+                Status::not_found(e.to_string())
             }
         }
     }
