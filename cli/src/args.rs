@@ -80,6 +80,13 @@ pub enum Command {
     Policy(PolicyCommand),
     /// Show the data planes connected to the control plane and the config they hold.
     Nodes,
+    /// Show endpoint health as the connected data planes see it (unhealthy ones are flagged).
+    Health {
+        /// Only this service (default: every service).
+        service: Option<String>,
+    },
+    /// Show traffic figures reported by the data planes: per service and node, and per policy.
+    Stats(StatsArgs),
     /// Run a whole local gateway in this process: control plane, data plane, three demo
     /// backends, a demo service and rate-limit policy. Ctrl-C stops it.
     ///
@@ -101,6 +108,16 @@ impl Command {
             _ => Ok(()),
         }
     }
+}
+
+/// Flags of `gwctl stats`.
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Only this service and the policies that apply to it (default: every service).
+    pub service: Option<String>,
+    /// Only this node's figures (default: every node, connected or not).
+    #[arg(long, value_name = "ID")]
+    pub node: Option<String>,
 }
 
 /// `gwctl service …`

@@ -126,6 +126,12 @@ impl AdminClient {
     pub fn error(&self, status: tonic::Status) -> Error {
         Error::from_status(&self.address, self.timeout, &status)
     }
+
+    /// Maps a failed `rpc` call's status to gwctl's error, saying "upgrade it" when the
+    /// control plane does not know the call (for calls newer than the first release).
+    pub fn call_error(&self, rpc: &str, status: tonic::Status) -> Error {
+        Error::from_call_status(&self.address, self.timeout, rpc, &status)
+    }
 }
 
 /// Accepts `host:port` as shorthand for `http://host:port`; rejects schemes gwctl cannot speak.

@@ -100,6 +100,25 @@ impl Error {
 }
 
 impl Error {
+    /// Like [`Error::from_status`], for `rpc`, a call that control planes older than gwctl may
+    /// lack: UNIMPLEMENTED then names the call and the fix instead of guessing.
+    pub fn from_call_status(
+        address: &str,
+        timeout: Duration,
+        rpc: &str,
+        status: &tonic::Status,
+    ) -> Self {
+        if status.code() == Code::Unimplemented {
+            return Error::Rejected {
+                kind: "not supported",
+                message: format!(
+                    "the control plane at {address} does not support {rpc}; upgrade it"
+                ),
+            };
+        }
+        Self::from_status(address, timeout, status)
+    }
+
     /// Whether the control plane refused to create something because it exists.
     pub fn is_already_exists(&self) -> bool {
         matches!(self, Error::Rejected { kind, .. } if *kind == ALREADY_EXISTS)
@@ -195,5 +214,27 @@ mod tests {
             assert_eq!(got, want);
             assert!(!got.contains('\n'));
         }
+    }
+
+    #[test]
+    fn unimplemented_names_the_call_and_the_fix() {
+        let addr = "http://127.0.0.1:50051";
+        let timeout = Duration::from_secs(30);
+        for status in [
+            Status::unimplemented(""),
+            Status::unimplemented("GetStats is not available yet"),
+        ] {
+            assert_eq!(
+                Error::from_call_status(addr, timeout, "GetStats", &status).to_string(),
+                "not supported: the control plane at http://127.0.0.1:50051 does not support \
+                 GetStats; upgrade it"
+            );
+        }
+        // Every other status reads as it does for any call.
+        let status = Status::not_found("service 'x' not found");
+        assert_eq!(
+            Error::from_call_status(addr, timeout, "GetStats", &status).to_string(),
+            "not found: service 'x' not found"
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! - [`args`]: the clap definition and flag-value grammars.
 //! - [`client`]: connecting, the bearer-token interceptor, fast failure on a bad address.
 //! - [`error`]: the operator-facing error, one line each, and the status-code mapping.
-//! - [`output`]: aligned tables and JSON documents.
+//! - [`output`]: aligned tables, JSON documents, and flagging problems (marker, colour).
 //! - [`duration`]: `500ms`/`5s`/`1m`/`1h`, parsed and printed the same way.
 //! - [`commands`]: one module per command group.
 //! - [`dev`]: `gwctl dev`, a whole local gateway in one process (the one place gwctl links
@@ -44,6 +44,8 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
     } = cli;
     // Flag combinations clap cannot express are refused before any network traffic.
     command.check()?;
+    // Output goes to stdout (see `main`), so stdout decides whether flags are coloured.
+    let highlight = output::Highlight::for_stdout();
     let connect = || AdminClient::connect(&control_plane, token.as_deref(), timeout);
     match command {
         Command::Completions { shell } => commands::completions::run(shell, out)?,
@@ -53,7 +55,15 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
         Command::Policy(cmd) => {
             commands::policy::run(cmd, &mut connect().await?, output, out).await?
         }
-        Command::Nodes => commands::nodes::run(&mut connect().await?, output, out).await?,
+        Command::Nodes => {
+            commands::nodes::run(&mut connect().await?, output, highlight, out).await?
+        }
+        Command::Health { service } => {
+            commands::health::run(service, &mut connect().await?, output, highlight, out).await?
+        }
+        Command::Stats(args) => {
+            commands::stats::run(args, &mut connect().await?, output, highlight, out).await?
+        }
         // Runs its own control plane; --control-plane and --token do not apply.
         Command::Dev(args) => dev::run(args, timeout, out).await?,
     }

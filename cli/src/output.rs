@@ -4,8 +4,12 @@
 //! invocation writes exactly one table or one JSON document to stdout. The JSON shapes are the
 //! serde structs in the command modules; they are part of gwctl's interface (see the crate
 //! docs) and change only by adding fields.
+//!
+//! Problems (an unhealthy endpoint, a disconnected or lagging node) are flagged with
+//! [`Highlight::flag`]: a plain `! ` marker always, so scripts and tests reading piped output can
+//! find them, and ANSI red on top only when stdout is a terminal and `NO_COLOR` is not set.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
 
@@ -36,6 +40,64 @@ pub fn emit(format: OutputFormat, value: &impl Render, out: &mut dyn Write) -> s
     out.flush()
 }
 
+/// Whether flagged cells are also coloured. Decided once per invocation, for stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Highlight {
+    /// Marker only: output is piped or redirected, or `NO_COLOR` asks for no colour.
+    #[default]
+    Plain,
+    /// Marker in ANSI red: a person is reading a terminal.
+    Color,
+}
+
+/// The marker that leads every flagged cell, coloured or not.
+pub const MARK: &str = "! ";
+
+const RED: &str = "\x1b[31m";
+const RESET: &str = "\x1b[0m";
+
+impl Highlight {
+    /// Colour when stdout is a terminal, unless `NO_COLOR` is set to anything non-empty
+    /// (<https://no-color.org>) or `TERM=dumb`.
+    pub fn for_stdout() -> Self {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
+        if std::io::stdout().is_terminal() && !no_color && !dumb {
+            Highlight::Color
+        } else {
+            Highlight::Plain
+        }
+    }
+
+    /// `text` as a table cell: flagged (`! text`, red on a terminal) when `bad`, else as is.
+    pub fn flag(self, text: &str, bad: bool) -> String {
+        match (bad, self) {
+            (false, _) => text.to_string(),
+            (true, Highlight::Plain) => format!("{MARK}{text}"),
+            (true, Highlight::Color) => format!("{RED}{MARK}{text}{RESET}"),
+        }
+    }
+}
+
+/// Width of `cell` as shown: characters, not counting ANSI colour sequences (`ESC [ … m`).
+fn visible_width(cell: &str) -> usize {
+    let mut width = 0;
+    let mut chars = cell.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // Skip through the sequence's final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            width += 1;
+        }
+    }
+    width
+}
+
 /// A text table whose columns are as wide as their widest cell.
 pub struct Table {
     rows: Vec<Vec<String>>,
@@ -63,7 +125,7 @@ impl Table {
         let mut widths = vec![0; columns];
         for row in &self.rows {
             for (i, cell) in row.iter().enumerate() {
-                widths[i] = widths[i].max(cell.chars().count());
+                widths[i] = widths[i].max(visible_width(cell));
             }
         }
         let mut text = String::new();
@@ -74,7 +136,7 @@ impl Table {
                     line.push_str(GAP);
                 }
                 line.push_str(cell);
-                let pad = widths[i] - cell.chars().count();
+                let pad = widths[i] - visible_width(cell);
                 line.extend(std::iter::repeat_n(' ', pad));
             }
             text.push_str(line.trim_end());
@@ -155,6 +217,25 @@ mod tests {
              endpoints:  http://a:1\n\
              \x20           http://b:2\n\
              hosts:\n"
+        );
+    }
+
+    #[test]
+    fn flags_are_marked_when_plain_and_red_on_a_terminal() {
+        assert_eq!(Highlight::Plain.flag("ok", false), "ok");
+        assert_eq!(Highlight::Color.flag("ok", false), "ok");
+        assert_eq!(Highlight::Plain.flag("down", true), "! down");
+        assert_eq!(Highlight::Color.flag("down", true), "\x1b[31m! down\x1b[0m");
+    }
+
+    #[test]
+    fn colour_codes_take_no_width() {
+        let mut t = Table::new(&["STATE", "N"]);
+        t.row(vec![Highlight::Color.flag("down", true), "1".into()]);
+        t.row(vec!["in-sync".into(), "2".into()]);
+        assert_eq!(
+            t.render(),
+            "STATE    N\n\x1b[31m! down\x1b[0m   1\nin-sync  2\n"
         );
     }
 

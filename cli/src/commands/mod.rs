@@ -1,12 +1,13 @@
 //! One module per command group; each turns parsed flags into admin calls and the answers
 //! into a [`Render`] value.
-//!
-//! Later groups (`health`, `stats`, `dev`) slot in here the same way.
+//! (`gwctl dev` is not here: it runs servers rather than calling them; see [`crate::dev`].)
 
 pub mod completions;
+pub mod health;
 pub mod nodes;
 pub mod policy;
 pub mod service;
+pub mod stats;
 
 use serde::Serialize;
 

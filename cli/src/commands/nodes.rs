@@ -1,13 +1,23 @@
 //! `gwctl nodes`: the data planes the control plane knows and the config each one holds.
 //!
-//! JSON shape (`-o json`), stable for scripts; times are RFC 3339 strings, null when unknown:
+//! JSON shape (`-o json`), stable for scripts; times are RFC 3339 strings and `uptime` /
+//! `stats_age` (from the node's latest stats report) are durations in gwctl's flag syntax
+//! (`1500ms`, `12s`, `2h`), rounded down to the millisecond; all are null when unknown:
 //! ```json
 //! {"config_version": 7, "nodes": [
 //!   {"node_id": "dp-1", "connected": true, "in_sync": true, "listen_address": "127.0.0.1:8080",
 //!    "admin_address": "127.0.0.1:9901", "peer_address": "127.0.0.1:53122",
 //!    "acked_version": 7, "sent_version": 7, "last_nack_version": 0, "last_nack_error": null,
 //!    "connected_since": "2026-01-01T10:00:00Z", "last_seen": "2026-01-01T10:05:00Z",
-//!    "build_version": "0.1.0"}]}
+//!    "build_version": "0.1.0", "uptime": "2h", "stats_age": "1500ms"}]}
+//! ```
+//!
+//! In the table, disconnected nodes and nodes behind the current version are flagged (see
+//! [`Highlight`]):
+//! ```text
+//! NODE  STATE           LISTEN          ACKED  LAST NACK  CONNECTED  LAST SEEN  UPTIME  STATS AGE
+//! dp-1  in-sync         127.0.0.1:8080  7/7    -          2m ago     2s ago     2h5m    2s
+//! dp-2  ! disconnected  -               5/7    -          -          -          -       -
 //! ```
 
 use std::io::Write;
@@ -19,16 +29,17 @@ use serde::Serialize;
 use crate::client::AdminClient;
 use crate::duration;
 use crate::error::Error;
-use crate::output::{OutputFormat, Render, Table, emit, or_dash};
+use crate::output::{Highlight, OutputFormat, Render, Table, emit, or_dash};
 
 /// Runs `gwctl nodes`.
 pub async fn run(
     client: &mut AdminClient,
     format: OutputFormat,
+    highlight: Highlight,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let response = fetch(client).await?;
-    let list = NodeList::new(response, SystemTime::now());
+    let list = NodeList::new(response, SystemTime::now(), highlight);
     emit(format, &list, out)?;
     Ok(())
 }
@@ -60,6 +71,11 @@ pub struct NodeView {
     connected_since: Option<String>,
     last_seen: Option<String>,
     build_version: String,
+    uptime: Option<String>,
+    stats_age: Option<String>,
+    /// `uptime` and `stats_age` as received, for the table's rounder form.
+    #[serde(skip)]
+    report: (Option<Duration>, Option<Duration>),
     /// Ages relative to when gwctl asked, for the table only: JSON readers have the times.
     #[serde(skip)]
     ages: (Option<Duration>, Option<Duration>),
@@ -80,10 +96,15 @@ impl NodeView {
             connected_since,
             last_seen,
             build_version,
-            // Shown once the control plane aggregates stats reports (issue 4).
-            uptime: _,
-            stats_age: _,
+            uptime,
+            stats_age,
         } = node;
+        let uptime = duration::from_proto(uptime);
+        let stats_age = duration::from_proto(stats_age);
+        // Milliseconds are plenty for a script and keep the strings short (`1500ms`, not ns).
+        let json = |d: Option<Duration>| {
+            d.map(|d| duration::format(Duration::from_millis(d.as_millis() as u64)))
+        };
         let age = |t: &Option<prost_types::Timestamp>| {
             t.and_then(|t| SystemTime::try_from(t).ok())
                 .map(|t| now.duration_since(t).unwrap_or_default())
@@ -103,6 +124,9 @@ impl NodeView {
             connected_since: connected_since.map(|t| t.to_string()),
             last_seen: last_seen.map(|t| t.to_string()),
             build_version,
+            uptime: json(uptime),
+            stats_age: json(stats_age),
+            report: (uptime, stats_age),
         }
     }
 
@@ -120,10 +144,12 @@ impl NodeView {
 pub struct NodeList {
     config_version: u64,
     nodes: Vec<NodeView>,
+    #[serde(skip)]
+    highlight: Highlight,
 }
 
 impl NodeList {
-    fn new(response: pb::ListNodesResponse, now: SystemTime) -> Self {
+    fn new(response: pb::ListNodesResponse, now: SystemTime, highlight: Highlight) -> Self {
         let pb::ListNodesResponse {
             nodes,
             config_version,
@@ -134,6 +160,7 @@ impl NodeList {
                 .into_iter()
                 .map(|n| NodeView::new(n, config_version, now))
                 .collect(),
+            highlight,
         }
     }
 }
@@ -142,11 +169,13 @@ impl NodeList {
 fn ago(age: Option<Duration>) -> String {
     match age {
         None => "-".to_string(),
-        Some(age) => format!(
-            "{} ago",
-            duration::format(Duration::from_secs(age.as_secs()))
-        ),
+        Some(age) => format!("{} ago", duration::approx(age)),
     }
+}
+
+/// A duration rounded for a table cell; `-` when unknown.
+fn approx(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".to_string(), duration::approx)
 }
 
 impl Render for NodeList {
@@ -159,6 +188,8 @@ impl Render for NodeList {
             "LAST NACK",
             "CONNECTED",
             "LAST SEEN",
+            "UPTIME",
+            "STATS AGE",
         ]);
         for n in &self.nodes {
             let nack = match &n.last_nack_error {
@@ -169,12 +200,14 @@ impl Render for NodeList {
             };
             table.row(vec![
                 n.node_id.clone(),
-                n.state().to_string(),
+                self.highlight.flag(n.state(), !n.in_sync),
                 or_dash(&n.listen_address),
                 format!("{}/{}", n.acked_version, self.config_version),
                 nack,
                 ago(n.ages.0),
                 ago(n.ages.1),
+                approx(n.report.0),
+                approx(n.report.1),
             ]);
         }
         table.render()
@@ -192,7 +225,11 @@ mod tests {
         })
     }
 
-    fn sample() -> NodeList {
+    fn pd(d: Duration) -> Option<prost_types::Duration> {
+        prost_types::Duration::try_from(d).ok()
+    }
+
+    fn sample(highlight: Highlight) -> NodeList {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         NodeList::new(
             pb::ListNodesResponse {
@@ -206,6 +243,8 @@ mod tests {
                         sent_version: 7,
                         connected_since: ts(1_000_000 - 120),
                         last_seen: ts(1_000_000 - 2),
+                        uptime: pd(Duration::from_secs(7_505)),
+                        stats_age: pd(Duration::from_micros(1_500_900)),
                         ..Default::default()
                     },
                     pb::Node {
@@ -217,35 +256,69 @@ mod tests {
                         last_nack_error: "bad route".into(),
                         ..Default::default()
                     },
+                    pb::Node {
+                        node_id: "dp-3".into(),
+                        connected: true,
+                        acked_version: 6,
+                        sent_version: 7,
+                        ..Default::default()
+                    },
                 ],
             },
             now,
+            highlight,
         )
     }
 
     #[test]
-    fn table_shows_state_versions_and_ages() {
+    fn table_shows_state_versions_ages_and_flags_problems() {
         assert_eq!(
-            sample().human(),
-            "NODE  STATE         LISTEN          ACKED  LAST NACK      CONNECTED  LAST SEEN\n\
-             dp-1  in-sync       127.0.0.1:8080  7/7    -              2m ago     2s ago\n\
-             dp-2  disconnected  -               5/7    v6: bad route  -          -\n"
+            sample(Highlight::Plain).human(),
+            "NODE  STATE           LISTEN          ACKED  LAST NACK      CONNECTED  LAST SEEN  \
+             UPTIME  STATS AGE\n\
+             dp-1  in-sync         127.0.0.1:8080  7/7    -              2m ago     2s ago     \
+             2h5m    1s\n\
+             dp-2  ! disconnected  -               5/7    v6: bad route  -          -          \
+             -       -\n\
+             dp-3  ! behind        -               6/7    -              -          -          \
+             -       -\n"
         );
     }
 
     #[test]
-    fn json_has_times_and_nulls() {
-        let json = serde_json::to_value(sample()).unwrap();
+    fn on_a_terminal_problems_are_red_and_columns_still_align() {
+        let text = sample(Highlight::Color).human();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("dp-1  in-sync         127"), "{text}");
+        assert!(
+            lines[2].starts_with("dp-2  \x1b[31m! disconnected\x1b[0m  -    "),
+            "{text}"
+        );
+        assert!(
+            lines[3].starts_with("dp-3  \x1b[31m! behind\x1b[0m        -    "),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_has_times_durations_and_nulls() {
+        let json = serde_json::to_value(sample(Highlight::Color)).unwrap();
         assert_eq!(json["config_version"], 7);
         let n = &json["nodes"][0];
         assert_eq!(n["node_id"], "dp-1");
         assert_eq!(n["in_sync"], true);
         assert_eq!(n["connected_since"], "1970-01-12T13:44:40Z");
         assert_eq!(n["last_nack_error"], serde_json::Value::Null);
+        assert_eq!(n["uptime"], "7505s");
+        assert_eq!(n["stats_age"], "1500ms");
         assert!(n.get("ages").is_none());
+        assert!(n.get("report").is_none());
         let n = &json["nodes"][1];
         assert_eq!(n["in_sync"], false);
         assert_eq!(n["last_nack_error"], "bad route");
         assert_eq!(n["last_seen"], serde_json::Value::Null);
+        assert_eq!(n["uptime"], serde_json::Value::Null);
+        assert_eq!(n["stats_age"], serde_json::Value::Null);
+        assert!(json.get("highlight").is_none());
     }
 }

@@ -78,7 +78,10 @@ impl Banner<'_> {
              (limit {POLICY_LIMIT}/min per IP)\n  \
              for i in $(seq 1 7); do curl -s http://{proxy}{PREFIX}/data; echo; done\n  \
              curl -i http://{proxy}{PREFIX}/data    # RateLimit and Retry-After headers\n\n  \
-             # the data plane as the control plane sees it, and the registered services\n  \
+             # traffic and backend health as the data plane reports them, the data plane \
+             itself, and the registered services\n  \
+             {gwctl} stats\n  \
+             {gwctl} health\n  \
              {gwctl} nodes\n  \
              {gwctl} service list\n  \
              {gwctl} policy list\n  \
@@ -86,7 +89,8 @@ impl Banner<'_> {
              # the same gRPC API with grpcurl (server reflection is on)\n  \
              grpcurl -plaintext {cp} list\n  \
              grpcurl -plaintext {cp} describe gateway.v1.AdminService\n  \
-             grpcurl -plaintext -d '{{}}' {cp} gateway.v1.AdminService/ListServices\n",
+             grpcurl -plaintext -d '{{}}' {cp} gateway.v1.AdminService/ListServices\n  \
+             grpcurl -plaintext -d '{{}}' {cp} gateway.v1.AdminService/GetStats\n",
             POLICY_LIMIT + 1
         );
         if !a.control_plane.ip().is_loopback() {
@@ -142,11 +146,14 @@ mod tests {
             "  policy 'demo-per-ip' created (config version 2)\n",
             "request 6 gets 429 (limit 5/min per IP)",
             "  for i in $(seq 1 7); do curl -s http://127.0.0.1:8080/api/data; echo; done\n",
+            "  gwctl stats\n",
+            "  gwctl health\n",
             "  gwctl nodes\n",
             "  gwctl service list\n",
             "  grpcurl -plaintext 127.0.0.1:50051 list\n",
             "  grpcurl -plaintext 127.0.0.1:50051 describe gateway.v1.AdminService\n",
             "  grpcurl -plaintext -d '{}' 127.0.0.1:50051 gateway.v1.AdminService/ListServices\n",
+            "  grpcurl -plaintext -d '{}' 127.0.0.1:50051 gateway.v1.AdminService/GetStats\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
         }
@@ -168,6 +175,8 @@ mod tests {
             "  control plane  http://0.0.0.0:4000\n",
             "  database       sqlite://gw.db\n",
             "curl -s http://[::1]:9000/api/data;",
+            "  gwctl --control-plane http://127.0.0.1:4000 stats\n",
+            "  gwctl --control-plane http://127.0.0.1:4000 health\n",
             "  gwctl --control-plane http://127.0.0.1:4000 nodes\n",
             "  gwctl --control-plane http://127.0.0.1:4000 service list\n",
             "  grpcurl -plaintext 127.0.0.1:4000 list\n",
