@@ -301,6 +301,59 @@ mod tests {
     }
 
     #[test]
+    fn reports_survive_disconnect_and_reconnect_but_not_from_a_stale_stream() {
+        let reg = NodeRegistry::default();
+        let old = reg.connect(hello("n1"), 0).unwrap();
+        let stats = |requests| pb::StatsReport {
+            started_at: Some(SystemTime::now().into()),
+            services: vec![pb::ServiceCounters {
+                service: "web".into(),
+                figures: Some(pb::TrafficFigures {
+                    requests,
+                    ..Default::default()
+                }),
+            }],
+            policies: vec![],
+        };
+        let health = pb::HealthReport {
+            full: true,
+            endpoints: vec![pb::EndpointHealth {
+                service: "web".into(),
+                endpoint: "http://127.0.0.1:1".into(),
+                healthy: true,
+                ..Default::default()
+            }],
+        };
+        let requests = |reg: &NodeRegistry| {
+            let view = &reg.fleet()[0];
+            (
+                view.connected,
+                view.stats.as_ref().unwrap().services["web"].requests,
+            )
+        };
+        assert!(reg.fleet()[0].stats.is_none());
+        assert!(reg.list()[0].uptime.is_none() && reg.list()[0].stats_age.is_none());
+        reg.stats_report(&old, stats(5));
+        reg.health_report(&old, health);
+        reg.disconnect(&old);
+        assert_eq!(requests(&reg), (false, 5), "kept after disconnect");
+        let node = &reg.list()[0];
+        assert!(node.uptime.is_some() && node.stats_age.is_some());
+
+        let new = reg.connect(hello("n1"), 0).unwrap();
+        assert_eq!(requests(&reg), (true, 5), "kept across a reconnect");
+        assert_eq!(reg.fleet()[0].health.len(), 1);
+        reg.stats_report(&old, stats(99));
+        assert_eq!(
+            requests(&reg),
+            (true, 5),
+            "a stale stream's report is ignored"
+        );
+        reg.stats_report(&new, stats(7));
+        assert_eq!(requests(&reg), (true, 7), "the latest report replaces");
+    }
+
+    #[test]
     fn registry_is_bounded() {
         let reg = NodeRegistry::default();
         for i in 0..MAX_NODES {
