@@ -5,5 +5,6 @@ mod connection;
 mod dev;
 mod nodes;
 mod policies;
+mod reports;
 mod services;
 mod support;
