@@ -1,16 +1,9 @@
 //! `gwctl nodes` with a data plane's config stream opened by the test itself.
 
 use gw_proto::v1 as pb;
-use gw_proto::v1::config_discovery_service_client::ConfigDiscoveryServiceClient;
 use gw_testkit::eventually;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
-use crate::support::{ControlPlane, gwctl};
-
-fn request(kind: pb::discovery_request::Kind) -> pb::DiscoveryRequest {
-    pb::DiscoveryRequest { kind: Some(kind) }
-}
+use crate::support::{ControlPlane, FakeNode, gwctl};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_shows_a_connected_node_and_its_ack() {
@@ -20,31 +13,8 @@ async fn nodes_shows_a_connected_node_and_its_ack() {
         .await
         .ok();
 
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(request(pb::discovery_request::Kind::Hello(pb::NodeHello {
-        node_id: "dp-test".into(),
-        listen_address: "127.0.0.1:8080".into(),
-        admin_address: "127.0.0.1:9901".into(),
-        build_version: "test".into(),
-        ..Default::default()
-    })))
-    .await
-    .unwrap();
-    let mut client = ConfigDiscoveryServiceClient::connect(cp.url.clone())
-        .await
-        .unwrap();
-    let mut responses = client
-        .stream_config(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
-    let first = responses.message().await.unwrap().unwrap();
-    let version = first.version;
-    tx.send(request(pb::discovery_request::Kind::Ack(pb::ConfigAck {
-        version,
-    })))
-    .await
-    .unwrap();
+    let mut dp = FakeNode::connect(&cp, "dp-test").await;
+    let version = dp.version;
 
     let node = eventually("gwctl nodes shows the ack", || async {
         let json = gwctl(&cp, &["-o", "json", "nodes"]).await.json();
@@ -78,13 +48,12 @@ async fn nodes_shows_a_connected_node_and_its_ack() {
     gwctl(&cp, &["service", "add", "other", "--prefix", "/other"])
         .await
         .ok();
-    let next = responses.message().await.unwrap().unwrap();
-    tx.send(request(pb::discovery_request::Kind::Nack(pb::ConfigNack {
+    let next = dp.responses.message().await.unwrap().unwrap();
+    dp.send(pb::discovery_request::Kind::Nack(pb::ConfigNack {
         version: next.version,
         error: "cannot bind".into(),
-    })))
-    .await
-    .unwrap();
+    }))
+    .await;
     let node = eventually("gwctl nodes shows the nack", || async {
         let json = gwctl(&cp, &["-o", "json", "nodes"]).await.json();
         let node = json["nodes"][0].clone();
@@ -102,8 +71,7 @@ async fn nodes_shows_a_connected_node_and_its_ack() {
     );
 
     // Closing the stream: the node stays listed, as disconnected.
-    drop(tx);
-    drop(responses);
+    drop(dp);
     eventually("gwctl nodes shows the node disconnected", || async {
         let json = gwctl(&cp, &["-o", "json", "nodes"]).await.json();
         (json["nodes"][0]["connected"] == false).then_some(())

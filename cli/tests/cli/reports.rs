@@ -5,82 +5,13 @@
 use std::time::{Duration, SystemTime};
 
 use gw_proto::v1 as pb;
-use gw_proto::v1::config_discovery_service_client::ConfigDiscoveryServiceClient;
 use gw_testkit::eventually;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::support::{ControlPlane, gwctl};
-
-/// A data plane as the control plane sees it: one open config stream.
-struct FakeNode {
-    tx: mpsc::Sender<pb::DiscoveryRequest>,
-    /// Kept open: dropping it ends the stream, which is how a node disconnects.
-    _responses: tonic::Streaming<pb::DiscoveryResponse>,
-    /// The endpoint URLs of each service in the config the node received, by service name.
-    endpoints: Vec<(String, Vec<String>)>,
-}
-
-impl FakeNode {
-    /// Says hello as `node_id`, takes the first config and acknowledges it.
-    async fn connect(cp: &ControlPlane, node_id: &str) -> Self {
-        let (tx, rx) = mpsc::channel(8);
-        let hello = pb::discovery_request::Kind::Hello(pb::NodeHello {
-            node_id: node_id.into(),
-            listen_address: "127.0.0.1:8080".into(),
-            build_version: "test".into(),
-            ..Default::default()
-        });
-        send(&tx, hello).await;
-        let mut client = ConfigDiscoveryServiceClient::connect(cp.url.clone())
-            .await
-            .unwrap();
-        let mut responses = client
-            .stream_config(ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
-        let first = responses.message().await.unwrap().unwrap();
-        let Some(pb::discovery_response::Kind::Snapshot(snapshot)) = first.kind else {
-            panic!("first config is not a snapshot: {first:?}");
-        };
-        let endpoints = snapshot
-            .services
-            .into_iter()
-            .map(|s| (s.name, s.endpoints))
-            .collect();
-        let ack = pb::discovery_request::Kind::Ack(pb::ConfigAck {
-            version: first.version,
-        });
-        send(&tx, ack).await;
-        FakeNode {
-            tx,
-            _responses: responses,
-            endpoints,
-        }
-    }
-
-    async fn send(&self, kind: pb::discovery_request::Kind) {
-        send(&self.tx, kind).await;
-    }
-
-    /// The endpoints of `service` as the config named them.
-    fn endpoints(&self, service: &str) -> Vec<String> {
-        self.endpoints
-            .iter()
-            .find(|(name, _)| name == service)
-            .map(|(_, e)| e.clone())
-            .unwrap_or_else(|| panic!("service {service} not in the node's config"))
-    }
-}
-
-async fn send(tx: &mpsc::Sender<pb::DiscoveryRequest>, kind: pb::discovery_request::Kind) {
-    tx.send(pb::DiscoveryRequest { kind: Some(kind) })
-        .await
-        .unwrap();
-}
+use crate::support::{ControlPlane, FakeNode, gwctl};
 
 fn endpoint_health(service: &str, endpoint: &str, failure: Option<&str>) -> pb::EndpointHealth {
     pb::EndpointHealth {

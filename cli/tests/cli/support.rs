@@ -5,8 +5,10 @@ use std::process::Output;
 
 use gw_proto::v1 as pb;
 use gw_proto::v1::admin_service_client::AdminServiceClient;
+use gw_proto::v1::config_discovery_service_client::ConfigDiscoveryServiceClient;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
 
 /// A running control plane; stops when dropped.
 pub struct ControlPlane {
@@ -74,6 +76,83 @@ impl Drop for ControlPlane {
             let _ = stop.send(());
         }
     }
+}
+
+/// A data plane as the control plane sees it: one open config stream, driven by the test.
+/// Dropping it closes the stream, which is how a node disconnects.
+pub struct FakeNode {
+    tx: mpsc::Sender<pb::DiscoveryRequest>,
+    /// The control plane's messages after the first.
+    pub responses: tonic::Streaming<pb::DiscoveryResponse>,
+    /// The version of the first config, which the node acknowledged.
+    pub version: u64,
+    /// The endpoint URLs of each service in the config the node received, by service name.
+    endpoints: Vec<(String, Vec<String>)>,
+}
+
+impl FakeNode {
+    /// Says hello as `node_id` (listening on 127.0.0.1:8080, admin on 127.0.0.1:9901, build
+    /// `test`), takes the first config and acknowledges it. The control plane must have a
+    /// config to send (a version above 0): create something first.
+    pub async fn connect(cp: &ControlPlane, node_id: &str) -> Self {
+        let (tx, rx) = mpsc::channel(8);
+        let hello = pb::discovery_request::Kind::Hello(pb::NodeHello {
+            node_id: node_id.into(),
+            listen_address: "127.0.0.1:8080".into(),
+            admin_address: "127.0.0.1:9901".into(),
+            build_version: "test".into(),
+            ..Default::default()
+        });
+        send(&tx, hello).await;
+        let mut client = ConfigDiscoveryServiceClient::connect(cp.url.clone())
+            .await
+            .unwrap();
+        let mut responses = client
+            .stream_config(ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let first = responses.message().await.unwrap().unwrap();
+        let Some(pb::discovery_response::Kind::Snapshot(snapshot)) = first.kind else {
+            panic!("first config is not a snapshot: {first:?}");
+        };
+        let endpoints = snapshot
+            .services
+            .into_iter()
+            .map(|s| (s.name, s.endpoints))
+            .collect();
+        let ack = pb::discovery_request::Kind::Ack(pb::ConfigAck {
+            version: first.version,
+        });
+        send(&tx, ack).await;
+        FakeNode {
+            tx,
+            responses,
+            version: first.version,
+            endpoints,
+        }
+    }
+
+    /// Sends `kind` (a report, an ack, a nack) on the node's stream.
+    pub async fn send(&self, kind: pb::discovery_request::Kind) {
+        send(&self.tx, kind).await;
+    }
+
+    /// The endpoints of `service` as the config named them.
+    pub fn endpoints(&self, service: &str) -> Vec<String> {
+        self.endpoints
+            .iter()
+            .find(|(name, _)| name == service)
+            .map(|(_, e)| e.clone())
+            .unwrap_or_else(|| panic!("service {service} not in the node's config"))
+    }
+}
+
+/// Sends one message on a config stream.
+async fn send(tx: &mpsc::Sender<pb::DiscoveryRequest>, kind: pb::discovery_request::Kind) {
+    tx.send(pb::DiscoveryRequest { kind: Some(kind) })
+        .await
+        .unwrap();
 }
 
 /// What one gwctl run produced.
