@@ -9,6 +9,7 @@
 //! [`Highlight::flag`]: a plain `! ` marker always, so scripts and tests reading piped output can
 //! find them, and ANSI red on top only when stdout is a terminal and `NO_COLOR` is not set.
 
+use std::ffi::OsStr;
 use std::io::{IsTerminal, Write};
 
 use serde::Serialize;
@@ -60,9 +61,18 @@ impl Highlight {
     /// Colour when stdout is a terminal, unless `NO_COLOR` is set to anything non-empty
     /// (<https://no-color.org>) or `TERM=dumb`.
     pub fn for_stdout() -> Self {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        let dumb = std::env::var_os("TERM").is_some_and(|t| t == "dumb");
-        if std::io::stdout().is_terminal() && !no_color && !dumb {
+        Self::choose(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR").as_deref(),
+            std::env::var_os("TERM").as_deref(),
+        )
+    }
+
+    /// [`Highlight::for_stdout`]'s rule, given what it looks at.
+    fn choose(terminal: bool, no_color: Option<&OsStr>, term: Option<&OsStr>) -> Self {
+        let no_color = no_color.is_some_and(|v| !v.is_empty());
+        let dumb = term.is_some_and(|t| t == "dumb");
+        if terminal && !no_color && !dumb {
             Highlight::Color
         } else {
             Highlight::Plain
@@ -226,6 +236,26 @@ mod tests {
         assert_eq!(Highlight::Color.flag("ok", false), "ok");
         assert_eq!(Highlight::Plain.flag("down", true), "! down");
         assert_eq!(Highlight::Color.flag("down", true), "\x1b[31m! down\x1b[0m");
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_that_wants_it() {
+        let os = |s: &'static str| Some(OsStr::new(s));
+        let cases = [
+            (true, None, os("xterm-256color"), Highlight::Color),
+            (true, None, None, Highlight::Color),
+            (true, os(""), os("xterm"), Highlight::Color),
+            (true, os("1"), os("xterm"), Highlight::Plain),
+            (true, None, os("dumb"), Highlight::Plain),
+            (false, None, os("xterm"), Highlight::Plain),
+        ];
+        for (terminal, no_color, term, want) in cases {
+            assert_eq!(
+                Highlight::choose(terminal, no_color, term),
+                want,
+                "{terminal} {no_color:?} {term:?}"
+            );
+        }
     }
 
     #[test]
