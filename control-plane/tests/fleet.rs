@@ -614,3 +614,54 @@ async fn list_nodes_shows_uptime_and_stats_age_once_a_report_arrived() {
     assert_eq!(gone.uptime, again.uptime);
     assert!(again.stats_age.is_some());
 }
+
+/// Many nodes sending many cumulative reports at once: the total is exactly the sum of each
+/// node's last report, however the streams interleave. Bounded: 40 nodes x 25 reports.
+#[tokio::test]
+async fn concurrent_reports_from_many_nodes_sum_to_the_latest_of_each() {
+    const NODES: u64 = 40;
+    const REPORTS: u64 = 25;
+    let cp = ControlPlane::start().await;
+    let mut admin = cp.admin().await;
+    admin.create(web()).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 1..=NODES {
+        let node = cp.node(&format!("dp-{i:02}"), 0).await;
+        tasks.push(tokio::spawn(async move {
+            for r in 1..=REPORTS {
+                let n = r * i;
+                report_stats(
+                    &node,
+                    vec![counters("web", figures(n, 0, [n, 0, 0, 0, 0, 0]))],
+                    vec![],
+                )
+                .await;
+                let e = if r % 2 == REPORTS % 2 {
+                    up(E1)
+                } else {
+                    down(E1, "flapping", SystemTime::now())
+                };
+                report_health(&node, false, vec![e]).await;
+            }
+            node
+        }));
+    }
+    let mut nodes = Vec::new();
+    for t in tasks {
+        nodes.push(t.await.unwrap());
+    }
+    let want = REPORTS * NODES * (NODES + 1) / 2;
+    let s = wait_stats(&admin, "web", "", "every node's last report", |s| {
+        total(s, "web").requests == want
+    })
+    .await;
+    assert_eq!(s.services[0].nodes.len(), NODES as usize);
+    let t = total(&s, "web");
+    assert_eq!(t.latency.unwrap().counts[0], want);
+    // Every node's last health report says healthy (they alternate, ending healthy).
+    wait_health(&admin, "every node's last health report", |e| {
+        counts(&e[0]) == (E1, NODES as u32, 0)
+    })
+    .await;
+    drop(nodes);
+}

@@ -30,6 +30,22 @@ fn lookup_name(name: &str) -> Result<(), Status> {
     validate::name(name).map_err(|p| Status::invalid_argument(format!("name: {p}")))
 }
 
+/// Runs a fleet view on the blocking pool: over thousands of nodes it is milliseconds of CPU
+/// that should not hold up the config streams sharing the async workers.
+async fn off_runtime<T: Send + 'static>(
+    build: impl FnOnce() -> Result<T, view::ViewError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(build).await {
+        Ok(result) => Ok(result?),
+        Err(e) => {
+            tracing::error!(error = %e, "building a fleet view failed");
+            Err(Status::internal(
+                "building the fleet view failed; see the control plane's log",
+            ))
+        }
+    }
+}
+
 fn service_of(msg: Option<pb::Service>) -> Result<Service, Status> {
     let msg = msg.ok_or_else(|| Status::invalid_argument("service: required"))?;
     Ok(Service::try_from(msg)?)
@@ -165,7 +181,8 @@ impl AdminService for AdminApi {
             validate::name(&service)
                 .map_err(|p| Status::invalid_argument(format!("service: {p}")))?;
         }
-        let health = view::health(&self.store.current(), &self.nodes.fleet(), &service)?;
+        let (state, fleet) = (self.store.current(), self.nodes.fleet());
+        let health = off_runtime(move || view::health(&state, &fleet, &service)).await?;
         Ok(Response::new(health))
     }
 
@@ -178,12 +195,8 @@ impl AdminService for AdminApi {
             validate::name(&service)
                 .map_err(|p| Status::invalid_argument(format!("service: {p}")))?;
         }
-        let stats = view::stats(
-            &self.store.current(),
-            &self.nodes.fleet(),
-            &service,
-            &node_id,
-        )?;
+        let (state, fleet) = (self.store.current(), self.nodes.fleet());
+        let stats = off_runtime(move || view::stats(&state, &fleet, &service, &node_id)).await?;
         Ok(Response::new(stats))
     }
 }

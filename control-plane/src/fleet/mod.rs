@@ -43,10 +43,12 @@ pub struct EndpointState {
     pub last_failure_at: Option<SystemTime>,
 }
 
-/// One node's endpoint health, by (service, endpoint URL).
+/// One node's endpoint health, by service, then endpoint URL (nested, so a lookup by `&str`
+/// allocates nothing: GetHealth does one per node per endpoint).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeHealth {
-    endpoints: BTreeMap<(String, String), EndpointState>,
+    services: BTreeMap<String, BTreeMap<String, EndpointState>>,
+    len: usize,
 }
 
 /// A health report, checked and ready to apply.
@@ -96,16 +98,25 @@ impl NodeHealth {
     /// (service, endpoint). New endpoints beyond [`MAX_ENDPOINTS_PER_NODE`] are ignored.
     pub fn apply(&mut self, node: &str, update: HealthUpdate) {
         if update.full {
-            self.endpoints.clear();
+            self.services.clear();
+            self.len = 0;
         }
         let mut ignored = 0usize;
-        for (key, state) in update.entries {
-            if self.endpoints.len() >= MAX_ENDPOINTS_PER_NODE && !self.endpoints.contains_key(&key)
-            {
+        for ((service, endpoint), state) in update.entries {
+            let at_cap = self.len >= MAX_ENDPOINTS_PER_NODE;
+            if at_cap && !self.services.contains_key(&service) {
                 ignored += 1;
                 continue;
             }
-            self.endpoints.insert(key, state);
+            let endpoints = self.services.entry(service).or_default();
+            match endpoints.get_mut(&endpoint) {
+                Some(known) => *known = state,
+                None if at_cap => ignored += 1,
+                None => {
+                    endpoints.insert(endpoint, state);
+                    self.len += 1;
+                }
+            }
         }
         if ignored > 0 {
             tracing::debug!(
@@ -118,18 +129,17 @@ impl NodeHealth {
 
     /// The node's view of `endpoint` of `service`, if it reported one.
     pub fn get(&self, service: &str, endpoint: &str) -> Option<&EndpointState> {
-        self.endpoints
-            .get(&(service.to_owned(), endpoint.to_owned()))
+        self.services.get(service)?.get(endpoint)
     }
 
     /// Endpoints known, for tests and bounds checks.
     pub fn len(&self) -> usize {
-        self.endpoints.len()
+        self.len
     }
 
     /// Whether the node reported no endpoint.
     pub fn is_empty(&self) -> bool {
-        self.endpoints.is_empty()
+        self.len == 0
     }
 }
 
