@@ -78,8 +78,9 @@ impl Banner<'_> {
              (limit {POLICY_LIMIT}/min per IP)\n  \
              for i in $(seq 1 7); do curl -s http://{proxy}{PREFIX}/data; echo; done\n  \
              curl -i http://{proxy}{PREFIX}/data    # RateLimit and Retry-After headers\n\n  \
-             # traffic and backend health as the data plane reports them, the data plane \
-             itself, and the registered services\n  \
+             # traffic and backend health as the data plane reports them (every few \
+             seconds),\n  \
+             # the data plane itself, and the registered services\n  \
              {gwctl} stats\n  \
              {gwctl} health\n  \
              {gwctl} nodes\n  \
