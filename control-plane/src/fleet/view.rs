@@ -25,8 +25,9 @@ pub enum ViewError {
 }
 
 /// GetHealth: every endpoint of every service in `state` (or only `service`, if not empty),
-/// in config order, as the connected nodes see it. Disconnected nodes are left out: what they
-/// last saw may no longer be true, and they no longer send traffic anyway.
+/// in config order, as the connected nodes see it: counts, per-node entries and the latest
+/// failure (by its time) all come from connected nodes only. Disconnected nodes are left out:
+/// what they last saw may no longer be true, and they no longer send traffic anyway.
 pub fn health(
     state: &ConfigState,
     nodes: &[NodeView],
