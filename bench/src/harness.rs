@@ -45,6 +45,26 @@ impl Env {
         Ok(p)
     }
 
+    /// Prints the last lines of every child's log to stderr: called when a run fails, since the
+    /// scratch directory is removed on exit.
+    pub fn dump_logs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(15)..];
+                eprintln!("--- {} (last {} lines)", path.display(), tail.len());
+                for line in tail {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
     /// The stderr log file for a child named `name`.
     pub fn log(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.log"))
@@ -54,7 +74,7 @@ impl Env {
 /// Starts the fast upstream with two listeners pinned to [`LOAD_CPU`]; returns it and its
 /// two addresses.
 pub fn start_upstream(env: &Env) -> anyhow::Result<(Proc, [SocketAddr; 2])> {
-    let mut p = Proc::start(
+    let mut p = Proc::start_piped(
         "upstream",
         Some(LOAD_CPU),
         &env.binary("upstream")?,
@@ -354,7 +374,11 @@ pub fn machine() -> String {
                 .map(|(_, v)| v.trim().to_owned())
         })
         .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Counted from /proc/cpuinfo, not available_parallelism(): the driver runs pinned to one
+    // core, and the machine is what is being described.
+    let cores = std::fs::read_to_string("/proc/cpuinfo")
+        .map(|s| s.lines().filter(|l| l.starts_with("processor")).count())
+        .unwrap_or(0);
     let kernel = procs::run_output(Path::new("uname"), &["-r"]).unwrap_or_default();
     format!("{cpu}, {cores} cores, Linux {}", kernel.trim())
 }

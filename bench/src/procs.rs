@@ -27,13 +27,36 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `program args…` under `taskset -c <cpus>` (unpinned if `cpus` is `None`), with
-    /// stdout piped (see [`Proc::stdout`]) and stderr appended to `log`.
+    /// stdout and stderr appended to `log` (the gw binaries log to stdout; a pipe nobody reads
+    /// would fill and stall them).
     pub fn start(
         name: &str,
         cpus: Option<&str>,
         program: &Path,
         args: &[&str],
         log: &Path,
+    ) -> anyhow::Result<Proc> {
+        Self::spawn(name, cpus, program, args, log, false)
+    }
+
+    /// Like [`Proc::start`], but with stdout piped for the caller to read ([`Proc::stdout`]).
+    pub fn start_piped(
+        name: &str,
+        cpus: Option<&str>,
+        program: &Path,
+        args: &[&str],
+        log: &Path,
+    ) -> anyhow::Result<Proc> {
+        Self::spawn(name, cpus, program, args, log, true)
+    }
+
+    fn spawn(
+        name: &str,
+        cpus: Option<&str>,
+        program: &Path,
+        args: &[&str],
+        log: &Path,
+        piped: bool,
     ) -> anyhow::Result<Proc> {
         let mut cmd = match cpus {
             Some(cpus) => {
@@ -48,9 +71,14 @@ impl Proc {
             .append(true)
             .open(log)
             .with_context(|| format!("open {}", log.display()))?;
+        let stdout = if piped {
+            Stdio::piped()
+        } else {
+            Stdio::from(log_file.try_clone()?)
+        };
         cmd.args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(log_file);
         let child = cmd
             .spawn()

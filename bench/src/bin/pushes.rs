@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use clap::Parser;
-use gw_bench::harness::{self, LOAD_CPU, Load, LoadFlags, OutputFlags, Started};
+use gw_bench::harness::{self, Env, LOAD_CPU, Load, LoadFlags, OutputFlags, Started};
 use gw_bench::procs;
 use gw_bench::report::LoadReport;
 use gw_bench::stats::median;
@@ -48,13 +48,21 @@ fn main() -> anyhow::Result<()> {
         bail!("--rounds must be at least 1");
     }
     let (_scratch, env) = harness::env(&args.output)?;
-    let started = Started::now();
-    let (_upstream, [up1, up2]) = harness::start_upstream(&env)?;
-    let cp = harness::start_control_plane(&env, Some(LOAD_CPU))?;
-    for (name, prefix) in [("plain", "/plain"), ("other", "/other")] {
-        harness::add_service(&env, &cp.url, name, prefix, [up1, up2])?;
+    let result = run(&args, &env);
+    if result.is_err() {
+        env.dump_logs();
     }
-    let dp = harness::start_data_plane(&env, &cp, "bench-pushes", "/plain")?;
+    result
+}
+
+fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
+    let started = Started::now();
+    let (_upstream, [up1, up2]) = harness::start_upstream(env)?;
+    let cp = harness::start_control_plane(env, Some(LOAD_CPU))?;
+    for (name, prefix) in [("plain", "/plain"), ("other", "/other")] {
+        harness::add_service(env, &cp.url, name, prefix, [up1, up2])?;
+    }
+    let dp = harness::start_data_plane(env, &cp, "bench-pushes", "/plain")?;
     let url = format!("http://{}/plain", dp.listen);
     let load = |rate: Option<f64>| Load {
         url: url.clone(),
@@ -68,7 +76,7 @@ fn main() -> anyhow::Result<()> {
     let rate = match args.rate {
         Some(r) => r,
         None => {
-            let max = harness::run_load(&env, &load(None))?.rps;
+            let max = harness::run_load(env, &load(None))?.rps;
             eprintln!("pushes: gw closed-loop max {max:.0} req/s");
             (max / 2.0).round()
         }
@@ -112,14 +120,14 @@ fn main() -> anyhow::Result<()> {
                     done.clone(),
                     errs.clone(),
                 ));
-                let r = harness::run_load(&env, &load(Some(rate)));
+                let r = harness::run_load(env, &load(Some(rate)));
                 stop.store(true, Ordering::Relaxed);
                 let _ = runtime.block_on(pusher);
                 pushed += done.load(Ordering::Relaxed);
                 failed += errs.load(Ordering::Relaxed);
                 r?
             } else {
-                harness::run_load(&env, &load(Some(rate)))?
+                harness::run_load(env, &load(Some(rate)))?
             };
             eprintln!(
                 "pushes: round {} {:<8} p50 {:>7.0} us  p99 {:>7.0} us  p99.9 {:>7.0} us",
