@@ -222,9 +222,10 @@ impl From<Option<pb::TrafficFigures>> for Figures {
 fn latency(ms: Option<f64>) -> String {
     match ms {
         None => "-".to_string(),
-        Some(ms) if ms < 1.0 => format!("{ms:.2}ms"),
-        Some(ms) if ms < 10.0 => format!("{ms:.1}ms"),
-        Some(ms) if ms < 1_000.0 => format!("{ms:.0}ms"),
+        // Each limit sits where rounding would carry into the next form (9.97 is `10ms`).
+        Some(ms) if ms < 0.995 => format!("{ms:.2}ms"),
+        Some(ms) if ms < 9.95 => format!("{ms:.1}ms"),
+        Some(ms) if ms < 999.5 => format!("{ms:.0}ms"),
         Some(ms) => format!("{:.2}s", ms / 1e3),
     }
 }

@@ -116,11 +116,14 @@ fn latency_precision_follows_size() {
     let cases = [
         (None, "-"),
         (Some(0.05), "0.05ms"),
-        (Some(0.999), "1.00ms"),
+        (Some(0.994), "0.99ms"),
+        (Some(0.999), "1.0ms"),
         (Some(1.0), "1.0ms"),
         (Some(9.94), "9.9ms"),
+        (Some(9.97), "10ms"),
         (Some(10.0), "10ms"),
         (Some(999.4), "999ms"),
+        (Some(999.7), "1.00s"),
         (Some(1_000.0), "1.00s"),
         (Some(62_500.0), "62.50s"),
     ];
