@@ -52,7 +52,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<B
                     overflowed: l.overflowed(),
                 })
                 .collect();
-            let body = metrics::render(&MetricsView {
+            let mut body = metrics::render(&MetricsView {
                 services: &gw.reuse.service_stats,
                 policies: &gw.reuse.policy_stats,
                 limiters,
@@ -60,6 +60,7 @@ pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<B
                 config_version: gw.current.load().as_ref().map_or(0, |s| s.version),
                 connected: gw.sync.connected.load(Ordering::Relaxed),
             });
+            crate::health::render_gauges(gw.current.load().as_deref(), &mut body);
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,

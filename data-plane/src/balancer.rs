@@ -21,6 +21,12 @@ pub struct Endpoint {
     /// Consecutive failed attempts seen by the request path (connect failures, resets, 5xx);
     /// passive health checking reads it to eject an endpoint.
     consecutive_failures: AtomicU32,
+    /// Failures in a row that eject the endpoint (passive health checking); 0: never. Set by
+    /// the health checker from the service's `unhealthy_threshold`.
+    passive_threshold: AtomicU32,
+    /// Woken when the request path ejects the endpoint, so its health-check loop records and
+    /// reports the change at once.
+    ejected: tokio::sync::Notify,
 }
 
 impl Endpoint {
@@ -31,6 +37,8 @@ impl Endpoint {
             authority,
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
+            passive_threshold: AtomicU32::new(0),
+            ejected: tokio::sync::Notify::new(),
         }
     }
 
@@ -45,9 +53,27 @@ impl Endpoint {
     }
 
     /// Records a failed attempt (connect failure, reset, or a 5xx answer); returns how many
-    /// in a row.
+    /// in a row. At the passive threshold a healthy endpoint is ejected (marked unhealthy)
+    /// until active checks find it healthy again. Only failures pay for the check.
     pub fn record_failure(&self) -> u32 {
-        self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1
+        let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let threshold = self.passive_threshold.load(Ordering::Relaxed);
+        // `swap` so that of several concurrent failures only one ejects and notifies.
+        if threshold != 0 && n >= threshold && self.healthy.swap(false, Ordering::Relaxed) {
+            self.ejected.notify_one();
+        }
+        n
+    }
+
+    /// Sets how many failures in a row eject the endpoint (0: never); for health checking.
+    pub fn set_passive_threshold(&self, threshold: u32) {
+        self.passive_threshold.store(threshold, Ordering::Relaxed);
+    }
+
+    /// Resolves when the request path has ejected the endpoint (at most one pending wake-up
+    /// is kept, so an ejection before the call is not missed).
+    pub async fn ejected(&self) {
+        self.ejected.notified().await;
     }
 
     /// Records a successful attempt. Writes only when there was a failure streak, so the
@@ -161,6 +187,20 @@ mod tests {
         assert_eq!(eps[0].record_failure(), 2);
         eps[0].record_success();
         assert_eq!(eps[0].consecutive_failures(), 0);
+    }
+
+    #[test]
+    fn passive_threshold_ejects_once() {
+        let eps = endpoints(1);
+        eps[0].record_failure();
+        eps[0].record_failure();
+        assert!(eps[0].is_healthy(), "no threshold set: never ejected");
+        eps[0].record_success();
+        eps[0].set_passive_threshold(2);
+        eps[0].record_failure();
+        assert!(eps[0].is_healthy());
+        eps[0].record_failure();
+        assert!(!eps[0].is_healthy());
     }
 
     #[test]

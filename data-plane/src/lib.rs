@@ -8,6 +8,8 @@
 //!   reads; `gateway`: the shared state that holds it and implements `ConfigSink`.
 //! - `router`, `balancer`, `ratelimit`, `headers`, `upstream`, `responses`, `proxy`: the
 //!   request path, one concern each.
+//! - `health`: active checks per endpoint and passive ejection; `report`: health and stats
+//!   reports to the control plane over the config stream.
 //! - `server`: accept loops and graceful shutdown; `admin`: health, readiness, config, metrics;
 //!   `metrics`: the counters and their Prometheus rendering.
 //!
@@ -21,10 +23,12 @@ pub mod cache;
 pub mod config_sync;
 pub mod gateway;
 pub mod headers;
+pub mod health;
 pub mod limiter;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod report;
 pub mod responses;
 pub mod router;
 pub mod server;
@@ -56,6 +60,9 @@ pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
 /// Default time in-flight requests get to finish on shutdown (below the 30 s a container
 /// orchestrator usually waits before SIGKILL).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+/// Reports queued while the control plane is unreachable; beyond this they are dropped, which
+/// loses nothing (full health is resent on connect; counters are cumulative).
+const REPORTS_CAPACITY: usize = 64;
 /// How often idle, full token buckets are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -78,6 +85,8 @@ pub struct Config {
     pub max_header_bytes: usize,
     /// Time in-flight requests get to finish on shutdown.
     pub shutdown_grace: Duration,
+    /// Time between stats reports to the control plane.
+    pub stats_interval: Duration,
 }
 
 impl Config {
@@ -92,6 +101,7 @@ impl Config {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            stats_interval: report::DEFAULT_STATS_INTERVAL,
         }
     }
 }
@@ -127,6 +137,13 @@ pub async fn serve(
             reason: "must be at least 1".into(),
         });
     }
+    if config.stats_interval.is_zero() {
+        return Err(ServeError::InvalidConfig {
+            setting: "stats_interval",
+            reason: "must be positive".into(),
+        });
+    }
+    let started_at = std::time::SystemTime::now();
     let proxy_addr = proxy.local_addr().map_err(ServeError::Listener)?;
     let admin_addr = admin.local_addr().map_err(ServeError::Listener)?;
     let status = Arc::new(SyncStatus::default());
@@ -150,7 +167,29 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    tasks.spawn(config_sync::run(
+    // Health checking and reporting: changes flow checker -> reporter -> config sync.
+    let board = Arc::new(health::Board::default());
+    let (changes_tx, changes_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (reports_tx, reports_rx) = tokio::sync::mpsc::channel(REPORTS_CAPACITY);
+    tasks.spawn(health::run(
+        gw.clone(),
+        board.clone(),
+        changes_tx,
+        stop_rx.clone(),
+    ));
+    tasks.spawn(
+        report::Reporter {
+            gw: gw.clone(),
+            board,
+            changes: changes_rx,
+            status: status.clone(),
+            out: reports_tx,
+            interval: config.stats_interval,
+            started_at,
+        }
+        .run(stop_rx.clone()),
+    );
+    tasks.spawn(config_sync::run_with_reports(
         SyncConfig {
             control_plane: config.control_plane.clone(),
             node_id: config.node_id.clone(),
@@ -160,6 +199,7 @@ pub async fn serve(
         },
         gw.clone() as Arc<dyn ConfigSink>,
         status,
+        reports_rx,
         signalled(stop_rx.clone()),
     ));
     tasks.spawn(sweep(gw.clone(), stop_rx.clone()));

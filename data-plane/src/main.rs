@@ -45,6 +45,28 @@ struct Args {
     /// (counted in gw_rate_limit_overflow_total).
     #[arg(long, env = "GW_RATE_LIMIT_MAX_KEYS", default_value_t = DEFAULT_RATE_LIMIT_MAX_KEYS)]
     rate_limit_max_keys: usize,
+    /// Time between stats reports to the control plane, e.g. `5s` or `500ms`.
+    #[arg(long, env = "GW_STATS_INTERVAL", default_value = "5s", value_parser = parse_interval)]
+    stats_interval: std::time::Duration,
+}
+
+/// `500ms`, `5s` or `1m`, positive.
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    use std::time::Duration;
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}': expected a number and a unit, e.g. 5s or 500ms"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(format!("'{s}': unit must be ms, s or m")),
+    };
+    if d.is_zero() {
+        return Err(format!("'{s}': must be positive"));
+    }
+    Ok(d)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,6 +103,7 @@ fn main() -> anyhow::Result<()> {
     config.cache_file = Some(cache_file);
     config.trusted_proxies = trusted;
     config.rate_limit_max_keys = args.rate_limit_max_keys;
+    config.stats_interval = args.stats_interval;
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();

@@ -147,6 +147,8 @@ pub struct PolicyStats {
     pub rate_limited: AtomicU64,
     /// Requests a shadow-mode policy would have rejected.
     pub shadow_rejected: AtomicU64,
+    /// Keys rejected most in the recent window (enforce and shadow), for stats reports.
+    pub top_keys: crate::report::TopKeys,
 }
 
 /// Counters not tied to a service.

@@ -51,9 +51,8 @@ pub fn check(
     let mut took: u64 = 0;
     let mut took_more: Vec<usize> = Vec::new();
     for (i, p) in policies.iter().enumerate() {
-        let d = p
-            .limiter
-            .check(key_for(p.limiter.key_spec(), ip, headers), now);
+        let key = key_for(p.limiter.key_spec(), ip, headers);
+        let d = p.limiter.check(key, now);
         if d.allowed {
             if i < 64 {
                 took |= 1 << i;
@@ -68,6 +67,7 @@ pub fn check(
         match p.mode {
             Mode::Shadow => {
                 p.stats.shadow_rejected.fetch_add(1, Ordering::Relaxed);
+                p.stats.top_keys.note(key, now);
             }
             Mode::Enforce => {
                 for (j, q) in policies.iter().enumerate().take(i) {
@@ -77,6 +77,7 @@ pub fn check(
                     }
                 }
                 p.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+                p.stats.top_keys.note(key, now);
                 return Verdict::Rejected(i, d);
             }
         }
