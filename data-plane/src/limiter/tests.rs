@@ -290,6 +290,29 @@ fn cap_holds_under_a_flood_from_two_threads() {
 }
 
 #[test]
+fn one_key_from_two_threads_loses_no_update() {
+    let l = PolicyLimiter::new(&ip_def(1, 3600, 1_000), 10);
+    let base = Instant::now();
+    let allowed: u32 = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let l = &l;
+                s.spawn(move || {
+                    (0..5_000)
+                        .map(|_| u32::from(l.check(ip("192.0.2.1"), base).allowed))
+                        .sum::<u32>()
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).sum()
+    });
+    assert_eq!(
+        allowed, 1_000,
+        "exactly the burst, however the threads interleave"
+    );
+}
+
+#[test]
 fn header_values() {
     let reg = LimiterRegistry::new(100);
     let l = reg.reconcile(&[ip_def(5, 60, 5)]).remove(0);
