@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Backend, Call, ControlPlane, DataPlane, create, eventually, eventually_within};
+use common::{
+    Backend, Call, ControlPlane, DataPlane, create, eventually, eventually_within, update,
+};
 use gw_proto::v1 as pb;
 
 /// Health-check interval and unhealthy threshold the tests configure: detection should take
@@ -24,8 +26,7 @@ const BOUND: Duration = Duration::from_secs(5);
 
 struct Fleet {
     _dir: tempfile::TempDir,
-    /// Kept alive for the test's duration (dropping it stops it).
-    _cp: ControlPlane,
+    cp: ControlPlane,
     dps: [DataPlane; 2],
     admin: pb::admin_service_client::AdminServiceClient<tonic::transport::Channel>,
 }
@@ -48,7 +49,7 @@ impl Fleet {
         let dps: [DataPlane; 2] = dps.try_into().ok().unwrap();
         Fleet {
             _dir: dir,
-            _cp: cp,
+            cp,
             dps,
             admin,
         }
@@ -363,4 +364,106 @@ async fn stats_equal_what_was_sent_and_a_stopped_node_shows_disconnected() {
     let n1 = node(&resp.services[0], &ids[1]).unwrap();
     assert!(!n1.connected, "{n1:?}");
     assert_eq!(n1.figures.as_ref().unwrap().requests, 4, "{n1:?}");
+}
+
+/// One endpoint's fleet-wide health from GetHealth, if it satisfies `ok`.
+async fn health_of(
+    f: &Fleet,
+    service: &str,
+    url: &str,
+    ok: impl Fn(&pb::EndpointHealthSummary) -> bool,
+) -> Option<pb::EndpointHealthSummary> {
+    let resp = f
+        .admin
+        .clone()
+        .get_health(pb::GetHealthRequest {
+            service: service.into(),
+        })
+        .await
+        .ok()?
+        .into_inner();
+    let ep = resp
+        .services
+        .into_iter()
+        .find(|s| s.service == service)?
+        .endpoints
+        .into_iter()
+        .find(|e| e.endpoint == url)?;
+    ok(&ep).then_some(ep)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_checks_alone_find_a_dead_endpoint_and_health_is_resent_after_a_control_plane_restart()
+ {
+    let mut f = Fleet::start().await;
+    let a = Backend::start("a").await;
+    let mut b = Backend::start("b").await;
+    let b_url = b.url();
+    let v = create(&mut f.admin, checked_service("idle", "/idle", &[&a, &b])).await;
+    f.wait_version(v).await;
+    eventually("both nodes check b repeatedly", || async {
+        (b.health_hits() >= 4).then_some(())
+    })
+    .await;
+
+    // No client traffic at all: only the active checks can find b dead.
+    b.stop().await;
+    let killed = Instant::now();
+    let summary = eventually_within(BOUND, "GetHealth: b unhealthy on both nodes", || {
+        health_of(&f, "idle", &b_url, |e| e.unhealthy_nodes == 2)
+    })
+    .await;
+    println!(
+        "active checks alone: both nodes reported the dead endpoint after {:?}",
+        killed.elapsed()
+    );
+    assert_eq!(summary.healthy_nodes, 0, "{summary:?}");
+    for n in &summary.nodes {
+        assert_eq!(
+            n.last_failure, "GET /health: connection refused",
+            "{summary:?}"
+        );
+    }
+    assert_eq!(
+        (a.hits(), b.hits()),
+        (0, 0),
+        "health checks are not client hits"
+    );
+
+    // A restarted control plane knows nothing until the nodes reconnect and send their full
+    // view: nothing changes on the nodes meanwhile, so only that full report can show b down.
+    f.cp.restart().await;
+    f.admin = f.cp.admin().await;
+    let summary = eventually(
+        "GetHealth after the restart: b unhealthy on both nodes",
+        || {
+            health_of(&f, "idle", &b_url, |e| {
+                e.unhealthy_nodes == 2 && e.nodes.iter().all(|n| !n.last_failure.is_empty())
+            })
+        },
+    )
+    .await;
+    assert_eq!(summary.healthy_nodes, 0, "{summary:?}");
+
+    // Removing a stops its checks (allowing one in flight per node when its loop stopped);
+    // restarting b brings it back through active checks alone.
+    let v = update(&mut f.admin, checked_service("idle", "/idle", &[&b])).await;
+    f.wait_version(v).await;
+    let a_hits = a.health_hits();
+    b.restart().await.unwrap();
+    let b_hits = b.health_hits();
+    eventually_within(BOUND, "GetHealth: b healthy again on both nodes", || {
+        health_of(&f, "idle", &b_url, |e| e.healthy_nodes == 2)
+    })
+    .await;
+    eventually("b checked several more times", || async {
+        (b.health_hits() >= b_hits + 6).then_some(())
+    })
+    .await;
+    assert!(
+        a.health_hits() <= a_hits + 2,
+        "removed endpoint still checked: {} -> {}",
+        a_hits,
+        a.health_hits()
+    );
 }
