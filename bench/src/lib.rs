@@ -6,6 +6,7 @@
 //! interleaved proxy comparison driver) and `propagation` (config fan-out timings). This library
 //! holds what more than one of them needs.
 
+pub mod discovery;
 pub mod harness;
 pub mod procs;
 pub mod procstat;

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::StreamExt as _;
+use gw_bench::discovery::{self, Header};
 use gw_bench::harness::{self, OutputFlags, SUT_CPU, Started};
 use gw_bench::procs::Proc;
 use gw_bench::procstat;
@@ -150,7 +151,13 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
         let returned = Instant::now();
         let v = resp.config_version;
         let times = wait_all(&log, args.streams, v, returned).await?;
-        worst_per_change.push(times.iter().copied().fold(0.0, f64::max));
+        let worst = times.iter().copied().fold(0.0, f64::max);
+        eprintln!(
+            "propagation: change {}/{}: version {v} on every stream after {worst:.1} ms",
+            k + 1,
+            args.changes
+        );
+        worst_per_change.push(worst);
         latencies_ms.extend(times);
         let bytes: usize = log
             .lock()
@@ -258,7 +265,8 @@ async fn wait_all(
     }
 }
 
-/// A simulated data plane: says hello, then ACKs every response, logging each.
+/// A simulated data plane: says hello, then ACKs every response, logging each. It reads
+/// each response whole but decodes only its version (see `gw_bench::discovery`).
 /// Returns the sender that keeps the stream open; dropping it ends the stream.
 async fn open_stream(
     url: &str,
@@ -266,19 +274,13 @@ async fn open_stream(
     log: Log,
 ) -> anyhow::Result<mpsc::Sender<pb::DiscoveryRequest>> {
     let channel = Channel::from_shared(url.to_owned())?.connect().await?;
-    let mut client =
-        ConfigDiscoveryServiceClient::new(channel).max_decoding_message_size(MAX_MESSAGE);
     let (tx, rx) = mpsc::channel(16);
     tx.send(hello(&format!("sim-{index:03}"))).await?;
-    let mut responses = client
-        .stream_config(ReceiverStream::new(rx))
-        .await?
-        .into_inner();
+    let mut responses =
+        discovery::stream_config(channel, ReceiverStream::new(rx), MAX_MESSAGE).await?;
     let acks = tx.clone();
     tokio::spawn(async move {
-        while let Ok(Some(resp)) = responses.message().await {
-            let bytes = resp.encoded_len();
-            let version = resp.version;
+        while let Ok(Some(Header { version, bytes })) = responses.message().await {
             let ack = pb::DiscoveryRequest {
                 kind: Some(pb::discovery_request::Kind::Ack(pb::ConfigAck { version })),
             };
@@ -311,7 +313,8 @@ fn hello(node_id: &str) -> pb::DiscoveryRequest {
     }
 }
 
-/// A node with no config connects: seconds until it holds the full snapshot, and its size.
+/// A node with no config connects: seconds until it holds the full snapshot, decoded, and its
+/// size.
 async fn fresh_node(url: &str, node_id: &str) -> anyhow::Result<(f64, usize)> {
     let started = Instant::now();
     let channel = Channel::from_shared(url.to_owned())?.connect().await?;

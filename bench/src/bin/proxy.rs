@@ -42,6 +42,10 @@ struct Args {
     /// Leave out targets by name (comma-separated: direct,nginx,haproxy,gw,gw-limiter).
     #[arg(long, default_value = "")]
     skip: String,
+    /// Also measure each target's closed-loop maximum with wrk once (a cross-check of
+    /// loadgen; needs `wrk`).
+    #[arg(long)]
+    wrk: bool,
 }
 
 /// One thing the load generator is pointed at.
@@ -56,6 +60,8 @@ struct Target {
     /// Microseconds of proxy CPU per request, one per closed-loop run.
     cpu_us: Vec<f64>,
     peak_rss_kib: u64,
+    /// wrk's requests/s, when `--wrk` is given.
+    wrk_rps: Option<f64>,
 }
 
 impl Target {
@@ -69,6 +75,7 @@ impl Target {
             fixed: Vec::new(),
             cpu_us: Vec::new(),
             peak_rss_kib: 0,
+            wrk_rps: None,
         }
     }
 
@@ -185,6 +192,18 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
             t.closed.push(r);
         }
     }
+    if args.wrk {
+        let lua = env.dir.join("xff.lua");
+        std::fs::write(&lua, WRK_XFF_LUA.replace("KEYS", &args.keys.to_string()))?;
+        for t in &mut targets {
+            t.wrk_rps = Some(run_wrk(t, &args.load, &lua)?);
+            eprintln!(
+                "proxy: wrk    {:<10} {:>9.0} req/s",
+                t.name,
+                t.wrk_rps.unwrap_or(0.0)
+            );
+        }
+    }
     let nginx_max = targets
         .iter()
         .find(|t| t.name == "nginx")
@@ -230,6 +249,35 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
     let table = render(&targets, &heading, &settings);
     harness::write_results(&args.output, "proxy", &started, &table)?;
     Ok(())
+}
+
+/// wrk script for the limiter target: X-Forwarded-For cycling through the same synthetic
+/// addresses loadgen uses (10.b.c.d from the key index).
+const WRK_XFF_LUA: &str = r#"
+local n = 0
+request = function()
+  n = n + 1
+  local i = n % KEYS
+  local xff = string.format("10.%d.%d.%d", math.floor(i / 65536) % 256, math.floor(i / 256) % 256, i % 256)
+  return wrk.format(nil, nil, { ["X-Forwarded-For"] = xff })
+end
+"#;
+
+/// One closed-loop wrk run against `t` (one thread, pinned like loadgen); its requests/s.
+fn run_wrk(t: &Target, load: &LoadFlags, lua: &std::path::Path) -> anyhow::Result<f64> {
+    let conns = load.connections.to_string();
+    let secs = format!("{}s", load.duration.ceil().max(1.0));
+    let lua = lua.display().to_string();
+    let mut args = vec!["-c", LOAD_CPU, "wrk", "-t1", "-c", &conns, "-d", &secs];
+    if t.xff_pool > 0 {
+        args.extend(["-s", &lua]);
+    }
+    args.push(&t.url);
+    let out = procs::run_output(std::path::Path::new("taskset"), &args)?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{out}"))
 }
 
 /// Registers the two gw services (plain and limited, same endpoints) and the never-rejecting
@@ -416,9 +464,9 @@ fn render(targets: &[Target], heading: &str, settings: &str) -> String {
     );
     let _ = writeln!(
         s,
-        "| target | max req/s (closed loop) | p50 us | p99 us | p99.9 us | CPU us/req | proxy core busy | peak RSS MiB | errors |"
+        "| target | max req/s (closed loop) | p50 us | p99 us | p99.9 us | CPU us/req | proxy core busy | peak RSS MiB | errors | wrk req/s |"
     );
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for t in targets {
         let rps: Vec<f64> = t.closed.iter().map(|r| r.rps).collect();
         let lo = rps.iter().copied().fold(f64::INFINITY, f64::min);
@@ -441,9 +489,10 @@ fn render(targets: &[Target], heading: &str, settings: &str) -> String {
         } else {
             "-".to_owned()
         };
+        let wrk = t.wrk_rps.map_or("-".to_owned(), |r| format!("{r:.0}"));
         let _ = writeln!(
             s,
-            "| {} | {:.0} [{:.0}-{:.0}] | {:.0} | {:.0} | {:.0} | {cpu} | {busy} | {rss} | {errors} |",
+            "| {} | {:.0} [{:.0}-{:.0}] | {:.0} | {:.0} | {:.0} | {cpu} | {busy} | {rss} | {errors} | {wrk} |",
             t.name,
             t.max_rps(),
             lo,
