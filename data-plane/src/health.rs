@@ -263,7 +263,8 @@ fn reconcile(
             continue;
         }
         ep.set_passive_threshold(spec.unhealthy_threshold);
-        board.set(&key.0, &key.1, ep.is_healthy(), None);
+        // Reported at once, so the control plane counts a new endpoint before its first check.
+        let _ = changes.send(board.set(&key.0, &key.1, ep.is_healthy(), None));
         let task = tokio::spawn(check_loop(
             key.0.clone(),
             ep.clone(),

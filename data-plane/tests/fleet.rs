@@ -401,6 +401,13 @@ async fn active_checks_alone_find_a_dead_endpoint_and_health_is_resent_after_a_c
     let b_url = b.url();
     let v = create(&mut f.admin, checked_service("idle", "/idle", &[&a, &b])).await;
     f.wait_version(v).await;
+    for url in [a.url(), b_url.clone()] {
+        eventually(
+            "GetHealth: a new endpoint counted healthy by both nodes",
+            || health_of(&f, "idle", &url, |e| e.healthy_nodes == 2),
+        )
+        .await;
+    }
     eventually("both nodes check b repeatedly", || async {
         (b.health_hits() >= 4).then_some(())
     })
