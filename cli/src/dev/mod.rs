@@ -50,6 +50,10 @@ pub const NODE_ID: &str = "dev";
 const SERVE_DEADLINE: Duration = Duration::from_secs(30);
 /// Time in-flight requests get on Ctrl-C: short, since a local demo should stop promptly.
 const DATA_PLANE_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Time between the data plane's stats reports: short, so that `gwctl stats` run just after
+/// the banner's curl loop already counts it. One node reporting to a control plane in the same
+/// process: the cost is nothing.
+const DEV_STATS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Why `gwctl dev` could not start or stopped with a failure. One line each.
 #[derive(Debug, thiserror::Error)]
@@ -272,6 +276,7 @@ impl Running {
         let mut config = gw_data_plane::Config::new(control_plane_url, NODE_ID);
         config.cache_file = Some(dir.join("data-plane.cache"));
         config.shutdown_grace = DATA_PLANE_SHUTDOWN_GRACE;
+        config.stats_interval = DEV_STATS_INTERVAL;
         let stop = stopped(data_plane_rx);
         running.spawn(Part::DataPlane, async move {
             gw_data_plane::serve(config, proxy, admin, stop)

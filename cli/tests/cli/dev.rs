@@ -6,6 +6,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use gw_testkit::eventually;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -229,6 +230,44 @@ async fn dev_balances_across_the_demo_backends_then_limits_and_stops_on_sigint()
     assert_eq!(demo["strip_prefix"], true);
     let endpoints: Vec<&str> = BACKENDS.iter().map(|b| dev.url(b)).collect();
     assert_eq!(demo["endpoints"], serde_json::json!(endpoints));
+
+    // The data plane's reports reach gwctl: the six requests, one of them limited, and every
+    // demo backend healthy on the one node.
+    let stats = eventually("gwctl stats counts the six requests", || async {
+        let run = gwctl_env(&["--control-plane", &cp, "stats", "-o", "json"], &[]).await;
+        let json = run.json();
+        (json["services"][0]["total"]["requests"] == 6).then_some(json)
+    })
+    .await;
+    let total = &stats["services"][0]["total"];
+    assert_eq!(total["responses_2xx"], 5, "{stats}");
+    assert_eq!(total["rate_limited"], 1, "{stats}");
+    assert_eq!(
+        stats["services"][0]["nodes"][0]["node_id"], "dev",
+        "{stats}"
+    );
+    assert_eq!(stats["policies"][0]["policy"], "demo-per-ip", "{stats}");
+    assert_eq!(stats["policies"][0]["rate_limited"], 1, "{stats}");
+    let all_up: Vec<(String, u64)> = endpoints.iter().map(|e| (e.to_string(), 1)).collect();
+    eventually(
+        "gwctl health shows the three backends up on the node",
+        || async {
+            let run = gwctl_env(&["--control-plane", &cp, "health", "-o", "json"], &[]).await;
+            let json = run.json();
+            let reported: Vec<(String, u64)> = json["services"][0]["endpoints"]
+                .as_array()?
+                .iter()
+                .map(|e| {
+                    (
+                        e["endpoint"].as_str().unwrap_or("").to_string(),
+                        e["healthy_nodes"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect();
+            (reported == all_up).then_some(())
+        },
+    )
+    .await;
 
     drop(client);
     dev.signal("INT");
