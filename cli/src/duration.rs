@@ -81,7 +81,7 @@ pub fn format_proto(d: Option<&prost_types::Duration>) -> String {
 }
 
 /// A rough, readable form for tables: whole seconds, at most the two largest units
-/// (`45s`, `5m12s`, `3h5m`, `2d3h`). Not for flags: [`format`] prints what [`parse`] reads.
+/// (`45s`, `5m12s`, `3h5m`, `2d3h`). Not for flags: [`format()`] prints what [`parse`] reads.
 pub fn approx(d: Duration) -> String {
     const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
     let secs = d.as_secs();
