@@ -1,5 +1,6 @@
-//! Reports to the control plane over the config stream: endpoint health as it changes (with a
-//! full view after every connect) and cumulative traffic counters every `stats_interval`.
+//! Reports to the control plane over the config stream: endpoint health as it changes, and
+//! every `stats_interval` (and at once after a connect) the full health view and cumulative
+//! traffic counters.
 //!
 //! The reporter hands finished `DiscoveryRequest`s to config sync with `try_send`, so it never
 //! waits on the link: while the node is disconnected messages queue up to the channel's size
@@ -270,6 +271,10 @@ impl Reporter {
                     self.send(health(false, batch));
                 }
                 _ = stats_tick.tick() => {
+                    // Full health rides along: config sync shows the link only as a flag, so a
+                    // reconnect quicker than `CONNECT_POLL` goes unseen below, and this bounds
+                    // how long the control plane can hold a stale view to one interval.
+                    self.send(health(true, self.board.full()));
                     self.send(stats(stats_report(&self.gw, self.started_at, Instant::now())));
                 }
                 _ = link_tick.tick() => {
