@@ -151,3 +151,24 @@ fn hostname() -> String {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "gw".to_owned())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn interval_table() {
+        let ok = [
+            ("500ms", Duration::from_millis(500)),
+            ("5s", Duration::from_secs(5)),
+            ("2m", Duration::from_secs(120)),
+        ];
+        for (s, d) in ok {
+            assert_eq!(parse_interval(s), Ok(d), "{s}");
+        }
+        for bad in ["", "5", "s", "0s", "1h", "-1s", "1.5s"] {
+            assert!(parse_interval(bad).is_err(), "{bad}");
+        }
+    }
+}
