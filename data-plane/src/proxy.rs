@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::header::{HOST, HeaderValue};
@@ -52,9 +53,7 @@ async fn route_and_forward(
     start: Instant,
 ) -> Response<ProxyBody> {
     let Some(snap) = gw.current.load_full() else {
-        gw.global
-            .no_config
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gw.global.no_config.fetch_add(1, Ordering::Relaxed);
         return responses::NO_CONFIG.response();
     };
     // HTTP/2 carries the host in :authority (the URI); HTTP/1.1 in Host.
@@ -69,9 +68,7 @@ async fn route_and_forward(
         host.as_ref().and_then(|h| h.to_str().ok()),
         req.uri().path(),
     ) else {
-        gw.global
-            .no_route
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gw.global.no_route.fetch_add(1, Ordering::Relaxed);
         return responses::NO_ROUTE.response();
     };
     let svc = &snap.services[m.service];
@@ -129,7 +126,6 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn forward(
     svc: &Service,
     prefix_len: usize,
