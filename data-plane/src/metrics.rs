@@ -61,6 +61,8 @@ pub struct ServiceStats {
     latency_sum_us: AtomicU64,
     upstream_errors: [AtomicU64; UpstreamError::ALL.len()],
     retries: AtomicU64,
+    /// Requests this gateway rejected with 429 (a backend's own 429s are not counted here).
+    rate_limited: AtomicU64,
 }
 
 impl Default for ServiceStats {
@@ -71,6 +73,7 @@ impl Default for ServiceStats {
             latency_sum_us: AtomicU64::new(0),
             upstream_errors: Default::default(),
             retries: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
         }
     }
 }
@@ -95,6 +98,11 @@ impl ServiceStats {
         self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one request rejected by an enforcing policy (its 429 is recorded by `record`).
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one retry on another endpoint.
     pub fn retried(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
@@ -114,6 +122,7 @@ impl ServiceStats {
             upstream_errors: UpstreamError::ALL
                 .map(|k| (k, load(&self.upstream_errors[k as usize]))),
             retries: load(&self.retries),
+            rate_limited: load(&self.rate_limited),
         }
     }
 
@@ -138,6 +147,8 @@ pub struct ServiceFigures {
     pub upstream_errors: [(UpstreamError, u64); 4],
     /// Retries on another endpoint.
     pub retries: u64,
+    /// Requests rejected by this gateway's rate limits.
+    pub rate_limited: u64,
 }
 
 /// Per-policy counters kept by the request path (the limiter keeps its own key counts).

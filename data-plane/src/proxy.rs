@@ -81,6 +81,7 @@ async fn route_and_forward(
         Verdict::Rejected(i, d) => {
             let mut resp = responses::RATE_LIMITED.response();
             ratelimit::add_headers(resp.headers_mut(), &svc.policies[i], &d);
+            svc.stats.rate_limited();
             svc.stats.record(resp.status().as_u16(), start.elapsed());
             return resp;
         }

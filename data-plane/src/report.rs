@@ -187,14 +187,10 @@ fn figures(stats: &ServiceStats) -> pb::TrafficFigures {
     let f = stats.figures();
     let mut by_class = [0u64; 5];
     let mut requests = 0;
-    let mut rate_limited = 0;
     for &(code, n) in &f.by_status {
         requests += n;
         if let Some(c) = by_class.get_mut(usize::from(code / 100).wrapping_sub(1)) {
             *c += n;
-        }
-        if code == 429 {
-            rate_limited += n;
         }
     }
     pb::TrafficFigures {
@@ -204,7 +200,7 @@ fn figures(stats: &ServiceStats) -> pb::TrafficFigures {
         responses_3xx: by_class[2],
         responses_4xx: by_class[3],
         responses_5xx: by_class[4],
-        rate_limited,
+        rate_limited: f.rate_limited,
         upstream_errors: f.upstream_errors.iter().map(|(_, n)| n).sum(),
         latency_p50: None,
         latency_p90: None,
@@ -380,9 +376,12 @@ mod tests {
     #[test]
     fn figures_by_class() {
         let s = ServiceStats::default();
+        // Two 429s: one from our own limiter, one passed through from a backend. Only the
+        // first is a rate-limited request.
         for code in [200, 204, 301, 404, 429, 429, 502] {
             s.record(code, Duration::from_millis(1));
         }
+        s.rate_limited();
         let f = figures(&s);
         assert_eq!(f.requests, 7);
         assert_eq!(
@@ -395,7 +394,7 @@ mod tests {
             ],
             [0, 2, 1, 3, 1]
         );
-        assert_eq!(f.rate_limited, 2);
+        assert_eq!(f.rate_limited, 1);
         let h = f.latency.unwrap();
         assert_eq!(h.counts.len(), h.upper_bounds_seconds.len() + 1);
         assert_eq!(h.counts.iter().sum::<u64>(), 7);
