@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::{BufMut, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use crate::limiter::{Decision, KeySpec, LimitKey, Mode};
@@ -88,43 +87,8 @@ pub fn check(
 /// Adds `RateLimit-Policy` and `RateLimit` for `policy` and `d`, and `Retry-After` if rejected.
 pub fn add_headers(headers: &mut HeaderMap, policy: &ActivePolicy, d: &Decision) {
     headers.insert(&RATELIMIT_POLICY, policy.policy_header.clone());
-    let mut v = BytesMut::with_capacity(policy.ratelimit_prefix.len() + 24);
-    v.put_slice(&policy.ratelimit_prefix);
-    put_u64(&mut v, d.remaining);
-    v.put_slice(b";t=");
-    put_u64(&mut v, d.reset_secs);
-    if let Ok(v) = HeaderValue::from_maybe_shared(v.freeze()) {
-        headers.insert(&RATELIMIT, v);
-    }
+    headers.insert(&RATELIMIT, policy.limiter.rate_limit_header(d));
     if !d.allowed {
         headers.insert(RETRY_AFTER, HeaderValue::from(d.retry_after_secs.max(1)));
-    }
-}
-
-fn put_u64(buf: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.put_slice(&digits[i..]);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn put_u64_table() {
-        for n in [0u64, 7, 10, 12345, u64::MAX] {
-            let mut b = BytesMut::new();
-            put_u64(&mut b, n);
-            assert_eq!(std::str::from_utf8(&b).unwrap(), n.to_string());
-        }
     }
 }

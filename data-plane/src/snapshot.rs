@@ -10,7 +10,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use gw_proto::v1 as pb;
 use http::HeaderValue;
 use http::uri::{Authority, Uri};
@@ -104,8 +103,6 @@ pub struct ActivePolicy {
     pub stats: Arc<PolicyStats>,
     /// Pre-built `RateLimit-Policy` value.
     pub policy_header: HeaderValue,
-    /// Pre-built start of the `RateLimit` value: `"name";r=`.
-    pub ratelimit_prefix: Bytes,
 }
 
 /// A policy as shown by `/config`.
@@ -264,16 +261,11 @@ fn active_policy(
 ) -> Result<ActivePolicy, String> {
     let policy_header = HeaderValue::from_str(limiter.policy_header_item())
         .map_err(|_| format!("policy '{}': name: not usable in a header", info.name))?;
-    let mut prefix = Vec::with_capacity(info.name.len() + 6);
-    prefix.push(b'"');
-    prefix.extend_from_slice(info.name.as_bytes());
-    prefix.extend_from_slice(b"\";r=");
     Ok(ActivePolicy {
         limiter,
         mode: info.def.mode,
         stats: reuse.policy_stats.get(&info.name),
         policy_header,
-        ratelimit_prefix: Bytes::from(prefix),
     })
 }
 

@@ -165,7 +165,16 @@ fn defaults_are_applied_and_policies_ordered_service_first() {
         .collect();
     assert_eq!(names, ["all"]);
     assert_eq!(a.policies[0].policy_header, r#""mine";q=5;w=60"#);
-    assert_eq!(&a.policies[0].ratelimit_prefix[..], br#""mine";r="#);
+    let d = crate::limiter::Decision {
+        allowed: true,
+        remaining: 4,
+        reset_secs: 12,
+        retry_after_secs: 0,
+    };
+    assert_eq!(
+        a.policies[0].limiter.rate_limit_header(&d),
+        r#""mine";r=4;t=12"#
+    );
 }
 
 #[test]
