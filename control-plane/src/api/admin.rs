@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{Policy, Service, validate};
 use crate::fleet::view;
 use crate::nodes::NodeRegistry;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// The AdminService implementation.
 #[derive(Debug, Clone)]
@@ -22,6 +22,27 @@ impl AdminApi {
     /// Serves `store` and `nodes`.
     pub fn new(store: Arc<Store>, nodes: Arc<NodeRegistry>) -> Self {
         Self { store, nodes }
+    }
+
+    /// Runs one store write to completion on its own task, whatever happens to the caller.
+    ///
+    /// tonic drops a handler's future when the client cancels or its deadline passes. A write
+    /// dropped between SQLite's COMMIT and publishing the new state would leave the database
+    /// ahead of what the control plane serves and streams, so the write is never dropped
+    /// half-way: the caller may go, the write finishes.
+    async fn write<T, F, Fut>(&self, write: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Store>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        match tokio::spawn(write(self.store.clone())).await {
+            Ok(result) => result.map_err(Status::from),
+            Err(e) => {
+                tracing::error!(error = %e, "store write task failed");
+                Err(Status::internal(super::INTERNAL_MESSAGE))
+            }
+        }
     }
 }
 
@@ -58,7 +79,10 @@ impl AdminService for AdminApi {
         request: Request<pb::CreateServiceRequest>,
     ) -> Result<Response<pb::CreateServiceResponse>, Status> {
         let pb::CreateServiceRequest { service } = request.into_inner();
-        let (service, version) = self.store.create_service(service_of(service)?).await?;
+        let service = service_of(service)?;
+        let (service, version) = self
+            .write(move |store| async move { store.create_service(service).await })
+            .await?;
         tracing::info!(service = %service.name, version, "service created");
         Ok(Response::new(pb::CreateServiceResponse {
             service: Some(pb::Service::from(&service)),
@@ -99,7 +123,10 @@ impl AdminService for AdminApi {
         request: Request<pb::UpdateServiceRequest>,
     ) -> Result<Response<pb::UpdateServiceResponse>, Status> {
         let pb::UpdateServiceRequest { service } = request.into_inner();
-        let (service, version) = self.store.update_service(service_of(service)?).await?;
+        let service = service_of(service)?;
+        let (service, version) = self
+            .write(move |store| async move { store.update_service(service).await })
+            .await?;
         tracing::info!(service = %service.name, version, "service updated");
         Ok(Response::new(pb::UpdateServiceResponse {
             service: Some(pb::Service::from(&service)),
@@ -113,7 +140,11 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::DeleteServiceResponse>, Status> {
         let pb::DeleteServiceRequest { name } = request.into_inner();
         lookup_name(&name)?;
-        let version = self.store.delete_service(&name).await?;
+        let version = {
+            let name = name.clone();
+            self.write(move |store| async move { store.delete_service(&name).await })
+                .await?
+        };
         tracing::info!(service = %name, version, "service deleted");
         Ok(Response::new(pb::DeleteServiceResponse {
             config_version: version,
@@ -127,7 +158,9 @@ impl AdminService for AdminApi {
         let pb::PutPolicyRequest { policy } = request.into_inner();
         let policy = policy.ok_or_else(|| Status::invalid_argument("policy: required"))?;
         let policy = Policy::try_from(policy)?;
-        let (policy, created, version) = self.store.put_policy(policy).await?;
+        let (policy, created, version) = self
+            .write(move |store| async move { store.put_policy(policy).await })
+            .await?;
         tracing::info!(policy = %policy.name, created, version, "policy written");
         Ok(Response::new(pb::PutPolicyResponse {
             policy: Some(pb::Policy::from(&policy)),
@@ -154,7 +187,11 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::DeletePolicyResponse>, Status> {
         let pb::DeletePolicyRequest { name } = request.into_inner();
         lookup_name(&name)?;
-        let version = self.store.delete_policy(&name).await?;
+        let version = {
+            let name = name.clone();
+            self.write(move |store| async move { store.delete_policy(&name).await })
+                .await?
+        };
         tracing::info!(policy = %name, version, "policy deleted");
         Ok(Response::new(pb::DeletePolicyResponse {
             config_version: version,
