@@ -50,7 +50,11 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             if token.is_empty() || (keep_upgrade && token.eq_ignore_ascii_case("upgrade")) {
                 continue;
             }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            // Look up before building a name: `keep-alive`/`close` usually name no header
+            // present, and the lookup does not allocate.
+            if headers.contains_key(token)
+                && let Ok(name) = HeaderName::from_bytes(token.as_bytes())
+            {
                 named.push(name);
             }
         }

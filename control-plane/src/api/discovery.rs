@@ -205,6 +205,8 @@ impl DiscoveryApi {
             }
             Some(Kind::Nack(pb::ConfigNack { version, error })) => {
                 self.nodes.nacked(conn, version, &error);
+                // The text comes from the node; bound what it can put in our log.
+                let error = crate::nodes::truncate(&error, 4096);
                 tracing::warn!(node = %conn.node_id, version, %error, "config rejected by data plane");
             }
             Some(Kind::Hello(_)) => {
