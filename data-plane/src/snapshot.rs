@@ -199,7 +199,7 @@ pub fn compile(
     for (info, limiter) in infos.iter().zip(limiters) {
         active.push((
             info.service.clone(),
-            Arc::new(active_policy(info, limiter, reuse)?),
+            Arc::new(active_policy(info, limiter, reuse)),
         ));
     }
 
@@ -254,19 +254,14 @@ pub fn compile(
     })
 }
 
-fn active_policy(
-    info: &PolicyInfo,
-    limiter: Arc<PolicyLimiter>,
-    reuse: &Reuse,
-) -> Result<ActivePolicy, String> {
-    let policy_header = HeaderValue::from_str(limiter.policy_header_item())
-        .map_err(|_| format!("policy '{}': name: not usable in a header", info.name))?;
-    Ok(ActivePolicy {
+fn active_policy(info: &PolicyInfo, limiter: Arc<PolicyLimiter>, reuse: &Reuse) -> ActivePolicy {
+    ActivePolicy {
+        // Built (and quoted) by the limiter when its rate was set.
+        policy_header: limiter.policy_header_value(),
         limiter,
         mode: info.def.mode,
         stats: reuse.policy_stats.get(&info.name),
-        policy_header,
-    })
+    }
 }
 
 fn duration(
