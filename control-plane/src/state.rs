@@ -51,7 +51,7 @@ impl ConfigState {
     pub fn pb_services(&self) -> &[pb::Service] {
         match &self.snapshot.kind {
             Some(pb::discovery_response::Kind::Snapshot(s)) => &s.services,
-            None => &[],
+            _ => &[],
         }
     }
 
@@ -59,7 +59,7 @@ impl ConfigState {
     pub fn pb_policies(&self) -> &[pb::Policy] {
         match &self.snapshot.kind {
             Some(pb::discovery_response::Kind::Snapshot(s)) => &s.policies,
-            None => &[],
+            _ => &[],
         }
     }
 
