@@ -183,7 +183,7 @@ impl Node {
 pub fn snapshot(resp: &pb::DiscoveryResponse) -> &pb::ConfigSnapshot {
     match &resp.kind {
         Some(pb::discovery_response::Kind::Snapshot(s)) => s,
-        None => panic!("response without a snapshot: {resp:?}"),
+        other => panic!("response without a snapshot: {other:?}"),
     }
 }
 
