@@ -1,15 +1,33 @@
-//! The configuration in force: an immutable snapshot per config version.
+//! The configuration in force: an immutable state per config version.
 //!
 //! The store publishes a new [`ConfigState`] through a `tokio::sync::watch` channel after each
-//! commit. Admin reads and every config stream share it; the protobuf snapshot sent to data
-//! planes is built once per version here, not once per stream.
+//! commit. Admin reads and every config stream share it.
+//!
+//! A state also carries what data planes need to be brought up to date cheaply:
+//! - the **recent changes** ([`MAX_CHANGES`] of them, one per version), from which
+//!   [`ConfigState::delta_since`] builds a `ConfigDelta` holding only what changed since a
+//!   node's version. A write costs one entry here, whatever the size of the config, and a push
+//!   to a node one behind carries one service or policy.
+//! - the **encoded size** of the full snapshot, kept up to date from the changes, so the store
+//!   can refuse a write that would grow the config past what a data plane accepts without
+//!   encoding the whole config on every write.
+//! - the **full snapshot**, built on first use and then shared: only new nodes, nodes too far
+//!   behind for a delta, and the admin listings need it.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock};
 
 use gw_proto::v1 as pb;
 
 use crate::domain::{Policy, Service};
+
+/// How many versions back a delta can reach. A node further behind (or one that connects
+/// after a control-plane restart, which starts with no history) gets a full snapshot.
+pub const MAX_CHANGES: usize = 256;
+
+/// Field number of `services` and `policies` in `ConfigSnapshot`, and of `snapshot` in
+/// `DiscoveryResponse`, all below 16, so each key takes one byte.
+const KEY_LEN: usize = 1;
 
 /// Everything the control plane serves, at one config version.
 #[derive(Debug)]
@@ -20,36 +38,85 @@ pub struct ConfigState {
     pub services: BTreeMap<String, Arc<Service>>,
     /// Policies by name.
     pub policies: BTreeMap<String, Arc<Policy>>,
-    /// The full config as sent to data planes (and reused by the admin listings).
-    pub snapshot: Arc<pb::DiscoveryResponse>,
+    /// Encoded length of the `ConfigSnapshot` of this state.
+    config_len: usize,
+    /// The changes that led to this version, oldest first, one per version and ending at
+    /// `version`; empty after a restart.
+    changes: VecDeque<Arc<Change>>,
+    /// The full snapshot, built on first use.
+    snapshot: OnceLock<Arc<pb::DiscoveryResponse>>,
+}
+
+/// What one version changed: one service or one policy, created, replaced or removed.
+#[derive(Debug)]
+struct Change {
+    /// The version this change produced.
+    version: u64,
+    what: Changed,
+}
+
+#[derive(Debug)]
+enum Changed {
+    /// The service of this name is now the given one, or gone (`None`).
+    Service(String, Option<Arc<Service>>),
+    /// The policy of this name is now the given one, or gone (`None`).
+    Policy(String, Option<Arc<Policy>>),
 }
 
 impl ConfigState {
-    /// Builds the state, and its protobuf snapshot, for `version`.
+    /// Builds the state for `version`, with no history of changes (as loaded at start-up).
     pub fn new(
         version: u64,
         services: BTreeMap<String, Arc<Service>>,
         policies: BTreeMap<String, Arc<Policy>>,
     ) -> Self {
-        let snapshot = pb::ConfigSnapshot {
-            services: services.values().map(|s| pb::Service::from(&**s)).collect(),
-            policies: policies.values().map(|p| pb::Policy::from(&**p)).collect(),
-        };
-        let snapshot = Arc::new(pb::DiscoveryResponse {
-            version,
-            kind: Some(pb::discovery_response::Kind::Snapshot(snapshot)),
-        });
+        let config_len = services.values().map(|s| service_len(s)).sum::<usize>()
+            + policies.values().map(|p| policy_len(p)).sum::<usize>();
         Self {
             version,
             services,
             policies,
-            snapshot,
+            config_len,
+            changes: VecDeque::new(),
+            snapshot: OnceLock::new(),
         }
+    }
+
+    /// The full config at this version, as sent to new data planes.
+    pub fn snapshot(&self) -> &Arc<pb::DiscoveryResponse> {
+        self.snapshot.get_or_init(|| {
+            let snapshot = pb::ConfigSnapshot {
+                services: self
+                    .services
+                    .values()
+                    .map(|s| pb::Service::from(&**s))
+                    .collect(),
+                policies: self
+                    .policies
+                    .values()
+                    .map(|p| pb::Policy::from(&**p))
+                    .collect(),
+            };
+            Arc::new(pb::DiscoveryResponse {
+                version: self.version,
+                kind: Some(pb::discovery_response::Kind::Snapshot(snapshot)),
+            })
+        })
+    }
+
+    /// Encoded length of [`ConfigState::snapshot`], computed without building it.
+    pub fn snapshot_len(&self) -> usize {
+        let version_len = if self.version == 0 {
+            0
+        } else {
+            KEY_LEN + prost::encoding::encoded_len_varint(self.version)
+        };
+        version_len + KEY_LEN + prost::length_delimiter_len(self.config_len) + self.config_len
     }
 
     /// The protobuf services, ordered by name.
     pub fn pb_services(&self) -> &[pb::Service] {
-        match &self.snapshot.kind {
+        match &self.snapshot().kind {
             Some(pb::discovery_response::Kind::Snapshot(s)) => &s.services,
             _ => &[],
         }
@@ -57,10 +124,56 @@ impl ConfigState {
 
     /// The protobuf policies, ordered by name.
     pub fn pb_policies(&self) -> &[pb::Policy] {
-        match &self.snapshot.kind {
+        match &self.snapshot().kind {
             Some(pb::discovery_response::Kind::Snapshot(s)) => &s.policies,
             _ => &[],
         }
+    }
+
+    /// A `ConfigDelta` response taking a node from `base` to this version, or `None` when
+    /// this state cannot build one: `base` is 0 (a new node), not older than this version,
+    /// or further back than the recent changes reach. The caller then sends the snapshot.
+    pub fn delta_since(&self, base: u64) -> Option<pb::DiscoveryResponse> {
+        if base == 0 || base >= self.version {
+            return None;
+        }
+        let oldest = self.changes.front()?.version;
+        if oldest > base.checked_add(1)? {
+            return None;
+        }
+        // Last change per name wins; the maps keep the delta ordered by name.
+        let mut services: BTreeMap<&str, Option<&Arc<Service>>> = BTreeMap::new();
+        let mut policies: BTreeMap<&str, Option<&Arc<Policy>>> = BTreeMap::new();
+        for change in self.changes.iter().filter(|c| c.version > base) {
+            match &change.what {
+                Changed::Service(name, now) => {
+                    services.insert(name, now.as_ref());
+                }
+                Changed::Policy(name, now) => {
+                    policies.insert(name, now.as_ref());
+                }
+            }
+        }
+        let mut delta = pb::ConfigDelta {
+            base_version: base,
+            ..Default::default()
+        };
+        for (name, now) in services {
+            match now {
+                Some(s) => delta.upserted_services.push(pb::Service::from(&**s)),
+                None => delta.removed_services.push(name.to_owned()),
+            }
+        }
+        for (name, now) in policies {
+            match now {
+                Some(p) => delta.upserted_policies.push(pb::Policy::from(&**p)),
+                None => delta.removed_policies.push(name.to_owned()),
+            }
+        }
+        Some(pb::DiscoveryResponse {
+            version: self.version,
+            kind: Some(pb::discovery_response::Kind::Delta(delta)),
+        })
     }
 
     /// Another service (not `candidate` itself) whose route takes the same requests.
@@ -82,29 +195,91 @@ impl ConfigState {
 
     /// This state with `service` inserted or replaced, at `version`.
     pub fn with_service(&self, service: Service, version: u64) -> Self {
+        let name = service.name.clone();
+        let service = Arc::new(service);
         let mut services = self.services.clone();
-        services.insert(service.name.clone(), Arc::new(service));
-        Self::new(version, services, self.policies.clone())
+        let old = services.insert(name.clone(), service.clone());
+        let config_len =
+            self.config_len + service_len(&service) - old.as_deref().map_or(0, service_len);
+        let change = Changed::Service(name, Some(service));
+        self.next(version, services, self.policies.clone(), config_len, change)
     }
 
     /// This state without service `name`, at `version`.
     pub fn without_service(&self, name: &str, version: u64) -> Self {
         let mut services = self.services.clone();
-        services.remove(name);
-        Self::new(version, services, self.policies.clone())
+        let old = services.remove(name);
+        let config_len = self.config_len - old.as_deref().map_or(0, service_len);
+        let change = Changed::Service(name.to_owned(), None);
+        self.next(version, services, self.policies.clone(), config_len, change)
     }
 
     /// This state with `policy` inserted or replaced, at `version`.
     pub fn with_policy(&self, policy: Policy, version: u64) -> Self {
+        let name = policy.name.clone();
+        let policy = Arc::new(policy);
         let mut policies = self.policies.clone();
-        policies.insert(policy.name.clone(), Arc::new(policy));
-        Self::new(version, self.services.clone(), policies)
+        let old = policies.insert(name.clone(), policy.clone());
+        let config_len =
+            self.config_len + policy_len(&policy) - old.as_deref().map_or(0, policy_len);
+        let change = Changed::Policy(name, Some(policy));
+        self.next(version, self.services.clone(), policies, config_len, change)
     }
 
     /// This state without policy `name`, at `version`.
     pub fn without_policy(&self, name: &str, version: u64) -> Self {
         let mut policies = self.policies.clone();
-        policies.remove(name);
-        Self::new(version, self.services.clone(), policies)
+        let old = policies.remove(name);
+        let config_len = self.config_len - old.as_deref().map_or(0, policy_len);
+        let change = Changed::Policy(name.to_owned(), None);
+        self.next(version, self.services.clone(), policies, config_len, change)
+    }
+
+    /// The state after one change, which produced `version`. The history stays contiguous:
+    /// a version that does not follow this one (which the store never produces) starts it
+    /// afresh, so no delta can skip a change.
+    fn next(
+        &self,
+        version: u64,
+        services: BTreeMap<String, Arc<Service>>,
+        policies: BTreeMap<String, Arc<Policy>>,
+        config_len: usize,
+        what: Changed,
+    ) -> Self {
+        let mut changes = if Some(version) == self.version.checked_add(1) {
+            self.changes.clone()
+        } else {
+            VecDeque::new()
+        };
+        if changes.len() == MAX_CHANGES {
+            changes.pop_front();
+        }
+        changes.push_back(Arc::new(Change { version, what }));
+        Self {
+            version,
+            services,
+            policies,
+            config_len,
+            changes,
+            snapshot: OnceLock::new(),
+        }
     }
 }
+
+/// Bytes one service adds to an encoded `ConfigSnapshot` (key, length, message).
+fn service_len(service: &Service) -> usize {
+    field_len(prost::Message::encoded_len(&pb::Service::from(service)))
+}
+
+/// Bytes one policy adds to an encoded `ConfigSnapshot`.
+fn policy_len(policy: &Policy) -> usize {
+    field_len(prost::Message::encoded_len(&pb::Policy::from(policy)))
+}
+
+/// Bytes a length-delimited field with a one-byte key and `len` bytes of payload takes.
+fn field_len(len: usize) -> usize {
+    KEY_LEN + prost::length_delimiter_len(len) + len
+}
+
+#[cfg(test)]
+mod tests;

@@ -282,3 +282,134 @@ async fn a_reconnecting_node_takes_over_and_its_old_stream_ending_does_not_disco
     );
     assert_eq!(admin.nodes().await.nodes.len(), 1);
 }
+
+/// Names in a delta's upserted services.
+fn upserted(d: &gw_proto::v1::ConfigDelta) -> Vec<&str> {
+    d.upserted_services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_node_that_takes_deltas_is_sent_only_what_changed() {
+    let cp = ControlPlane::start().await;
+    let mut admin = cp.admin().await;
+    admin.add("one", "/one").await;
+    let v1 = admin.add("two", "/two").await;
+
+    // A new node gets the whole config, whatever it supports.
+    let mut node = cp.node_with("dp-delta", 0, &["delta"]).await;
+    let first = node.next().await;
+    assert_eq!(first.version, v1);
+    assert_eq!(snapshot(&first).services.len(), 2);
+    node.ack(v1).await;
+
+    // A change to one service carries that service only.
+    let mut two = service("two", "/two");
+    two.endpoints = vec!["http://127.0.0.1:9".to_owned()];
+    let v2 = admin.update(two).await.unwrap().config_version;
+    let pushed = node.next_within(PUSH_BOUND).await;
+    assert_eq!(pushed.version, v2);
+    let d = common::delta(&pushed);
+    assert_eq!(d.base_version, v1);
+    assert_eq!(upserted(d), ["two"]);
+    assert_eq!(d.upserted_services[0].endpoints, ["http://127.0.0.1:9"]);
+    assert!(d.removed_services.is_empty() && d.upserted_policies.is_empty());
+    node.ack(v2).await;
+
+    // A removal carries the name.
+    let v3 = admin.delete("one").await.unwrap();
+    let pushed = node.next_within(PUSH_BOUND).await;
+    assert_eq!(pushed.version, v3);
+    let d = common::delta(&pushed);
+    assert_eq!(d.base_version, v2);
+    assert!(d.upserted_services.is_empty());
+    assert_eq!(d.removed_services, ["one"]);
+    node.ack(v3).await;
+    let n = admin
+        .wait_node("dp-delta", "ack of the delta", |n| n.acked_version == v3)
+        .await;
+    assert_eq!(n.sent_version, v3);
+
+    // A node without the capability is still sent full snapshots.
+    let mut plain = cp.node("dp-plain", v2).await;
+    let msg = plain.next().await;
+    assert_eq!(msg.version, v3);
+    assert_eq!(snapshot(&msg).services.len(), 1);
+}
+
+#[tokio::test]
+async fn a_reconnecting_node_is_sent_one_delta_covering_what_it_missed() {
+    let cp = ControlPlane::start().await;
+    let mut admin = cp.admin().await;
+    let base = admin.add("one", "/one").await;
+    admin.add("two", "/two").await;
+    admin.add("three", "/three").await;
+    let latest = admin.delete("two").await.unwrap();
+
+    let mut node = cp.node_with("dp-back", base, &["delta"]).await;
+    let msg = node.next().await;
+    assert_eq!(msg.version, latest);
+    let d = common::delta(&msg);
+    assert_eq!(d.base_version, base);
+    assert_eq!(upserted(d), ["three"]);
+    assert_eq!(
+        d.removed_services,
+        ["two"],
+        "added and removed since: named"
+    );
+}
+
+#[tokio::test]
+async fn a_nacked_delta_is_followed_by_the_full_snapshot() {
+    let cp = ControlPlane::start().await;
+    let mut admin = cp.admin().await;
+    let v1 = admin.add("one", "/one").await;
+    let mut node = cp.node_with("dp-resync", 0, &["delta"]).await;
+    assert_eq!(node.next().await.version, v1);
+    node.ack(v1).await;
+
+    let v2 = admin.add("two", "/two").await;
+    let pushed = node.next_within(PUSH_BOUND).await;
+    assert_eq!(common::delta(&pushed).base_version, v1);
+    node.nack(v2, "delta from version 1 does not apply").await;
+
+    // The same version again, this time whole.
+    let again = node.next().await;
+    assert_eq!(again.version, v2);
+    let names: Vec<_> = snapshot(&again)
+        .services
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect();
+    assert_eq!(names, ["one", "two"]);
+    node.ack(v2).await;
+    admin
+        .wait_node("dp-resync", "ack of the snapshot", |n| {
+            n.acked_version == v2
+        })
+        .await;
+
+    // Back to deltas for the next change.
+    let v3 = admin.add("three", "/three").await;
+    let pushed = node.next_within(PUSH_BOUND).await;
+    assert_eq!(pushed.version, v3);
+    assert_eq!(common::delta(&pushed).base_version, v2);
+}
+
+#[tokio::test]
+async fn after_a_restart_an_older_node_gets_a_snapshot() {
+    let cp = ControlPlane::start().await;
+    let mut admin = cp.admin().await;
+    let v1 = admin.add("one", "/one").await;
+    let v2 = admin.add("two", "/two").await;
+    drop(admin);
+
+    // The restarted control plane has no history of changes to build a delta from.
+    let cp = cp.restart().await;
+    let mut node = cp.node_with("dp-old", v1, &["delta"]).await;
+    let msg = node.next().await;
+    assert_eq!(msg.version, v2);
+    assert_eq!(snapshot(&msg).services.len(), 2);
+}

@@ -3,7 +3,10 @@
 //! One task per stream reads the node's messages and pushes config versions. It never queues
 //! a backlog: the outgoing channel holds one message, and only once it has room does the task
 //! take the *latest* published state, so a slow node skips versions instead of growing a
-//! queue. Every stream ends when the control plane shuts down, so graceful shutdown is not
+//! queue. What it sends is a full snapshot to a new node, and otherwise, to a node that
+//! announced the "delta" capability, one `ConfigDelta` from the version the node holds to the
+//! latest (built from the state's recent changes, see `state`); a NACKed delta, or a node
+//! further behind than the recent changes reach, gets the snapshot. Every stream ends when the control plane shuts down, so graceful shutdown is not
 //! held up by data planes that keep their streams open forever.
 
 use std::sync::Arc;
@@ -22,6 +25,8 @@ use crate::store::Store;
 /// How long a new stream may take to send its hello; a stream that says nothing is dropped
 /// rather than holding a task and a socket forever.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `NodeHello.capabilities` entry of a node that applies `ConfigDelta` responses.
+pub const CAPABILITY_DELTA: &str = "delta";
 /// Longest node id, in characters.
 const MAX_NODE_ID: usize = 128;
 /// Longest address or build string kept from a hello; these are for display only.
@@ -101,8 +106,9 @@ impl DiscoveryApi {
             listen_address,
             admin_address,
             build_version,
-            capabilities: _, // none defined yet; a future delta kind will look here
+            capabilities,
         } = hello;
+        let takes_deltas = capabilities.iter().any(|c| c == CAPABILITY_DELTA);
         if let Err(problem) = check_node_id(&node_id) {
             return reject(
                 &tx,
@@ -129,7 +135,14 @@ impl DiscoveryApi {
             "data plane connected"
         );
         let end = self
-            .push_loop(&conn, known_version, &mut inbound, &tx, &mut shutdown)
+            .push_loop(
+                &conn,
+                known_version,
+                takes_deltas,
+                &mut inbound,
+                &tx,
+                &mut shutdown,
+            )
             .await;
         self.nodes.disconnect(&conn);
         match end {
@@ -148,10 +161,15 @@ impl DiscoveryApi {
     }
 
     /// Pushes versions and handles the node's answers until one side goes away.
+    ///
+    /// A node that takes deltas is sent only what changed since the version it holds (or was
+    /// last sent), while the recent changes reach back that far; otherwise, and when it
+    /// NACKs a delta, it gets the full snapshot.
     async fn push_loop(
         &self,
         conn: &Connection,
         known_version: u64,
+        takes_deltas: bool,
         inbound: &mut Streaming<pb::DiscoveryRequest>,
         tx: &Outbound,
         shutdown: &mut watch::Receiver<bool>,
@@ -168,13 +186,24 @@ impl DiscoveryApi {
                 "node holds a newer version than this control plane; sending ours"
             );
         }
+        // The newest version sent as a delta since the last snapshot, and whether the node
+        // must be sent a snapshot next (it NACKed a delta: it may not hold what we think).
+        let mut last_delta: Option<u64> = None;
+        let mut resync = false;
         loop {
-            let pending = updates.borrow().version != node_version;
+            let pending = resync || updates.borrow().version != node_version;
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => return End::Shutdown,
                 msg = inbound.message() => match msg {
-                    Ok(Some(req)) => self.handle(conn, req),
+                    Ok(Some(req)) => {
+                        if let Some(Kind::Nack(nack)) = &req.kind
+                            && last_delta.is_some_and(|v| nack.version <= v)
+                        {
+                            resync = true;
+                        }
+                        self.handle(conn, req);
+                    }
                     Ok(None) => return End::NodeClosed,
                     Err(status) => return End::NodeError(status),
                 },
@@ -182,10 +211,24 @@ impl DiscoveryApi {
                     let Ok(permit) = permit else { return End::NodeClosed };
                     // Taken only now that there is room, so it is the latest version.
                     let state = updates.borrow_and_update().clone();
-                    permit.send(Ok((*state.snapshot).clone()));
+                    let delta = if takes_deltas && !resync {
+                        state.delta_since(node_version)
+                    } else {
+                        None
+                    };
+                    let kind = if let Some(delta) = delta {
+                        permit.send(Ok(delta));
+                        last_delta = Some(state.version);
+                        "delta"
+                    } else {
+                        permit.send(Ok((**state.snapshot()).clone()));
+                        last_delta = None;
+                        "snapshot"
+                    };
+                    resync = false;
                     node_version = state.version;
                     self.nodes.sent(conn, node_version);
-                    tracing::debug!(node = %conn.node_id, version = node_version, "config sent");
+                    tracing::debug!(node = %conn.node_id, version = node_version, kind, "config sent");
                 }
                 changed = updates.changed(), if !pending => {
                     if changed.is_err() {

@@ -22,7 +22,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message as _;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex, watch};
@@ -308,9 +307,9 @@ impl Store {
         state: &mut Arc<ConfigState>,
         next: ConfigState,
     ) -> Result<(), StoreError> {
-        let size = next.snapshot.encoded_len();
+        let size = next.snapshot_len();
         // Shrinking is always allowed, so an oversized config can be repaired.
-        if size > self.max_snapshot_bytes && size > state.snapshot.encoded_len() {
+        if size > self.max_snapshot_bytes && size > state.snapshot_len() {
             // Dropping `tx` rolls it back.
             return Err(StoreError::TooLarge {
                 size,

@@ -93,7 +93,8 @@ async fn every_write_publishes_a_new_version_in_order() {
     assert_eq!(state.version, v2);
     assert_eq!(state.pb_policies().len(), 1);
     assert_eq!(
-        state.snapshot.version, v2,
+        state.snapshot().version,
+        v2,
         "the snapshot is built for the same version"
     );
 

@@ -99,11 +99,25 @@ impl ControlPlane {
         }
     }
 
-    /// Opens a config stream and sends `hello`.
+    /// Opens a config stream and sends `hello` (without capabilities: snapshots only).
     pub async fn node(&self, node_id: &str, known_version: u64) -> Node {
+        self.node_with(node_id, known_version, &[]).await
+    }
+
+    /// Opens a config stream and sends `hello` listing `capabilities`.
+    pub async fn node_with(
+        &self,
+        node_id: &str,
+        known_version: u64,
+        capabilities: &[&str],
+    ) -> Node {
         let mut client = ConfigDiscoveryServiceClient::new(self.channel().await);
         let (tx, rx) = mpsc::channel(16);
-        tx.send(hello(node_id, known_version)).await.unwrap();
+        let mut hello = hello(node_id, known_version);
+        if let Some(pb::discovery_request::Kind::Hello(h)) = &mut hello.kind {
+            h.capabilities = capabilities.iter().map(|c| (*c).to_owned()).collect();
+        }
+        tx.send(hello).await.unwrap();
         let inbound = client
             .stream_config(ReceiverStream::new(rx))
             .await
@@ -184,6 +198,14 @@ pub fn snapshot(resp: &pb::DiscoveryResponse) -> &pb::ConfigSnapshot {
     match &resp.kind {
         Some(pb::discovery_response::Kind::Snapshot(s)) => s,
         other => panic!("response without a snapshot: {other:?}"),
+    }
+}
+
+/// The delta carried by a pushed message.
+pub fn delta(resp: &pb::DiscoveryResponse) -> &pb::ConfigDelta {
+    match &resp.kind {
+        Some(pb::discovery_response::Kind::Delta(d)) => d,
+        other => panic!("response without a delta: {other:?}"),
     }
 }
 
