@@ -2,8 +2,11 @@
 //! file and `127.0.0.1:0`) and, for what the real one never sends, a scripted fake.
 //!
 //! The data plane side is `config_sync::run` with a recording `ConfigSink`, so these tests see
-//! exactly which versions were applied, ACKed and NACKed.
+//! exactly which versions were applied, ACKed and NACKed; one delta test runs the whole data
+//! plane against the fake to see the merged config served.
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -535,21 +538,29 @@ impl Script {
     }
 
     async fn send_snapshot(&self, version: u64, names: &[&str]) {
-        let snapshot = pb::ConfigSnapshot {
-            services: names
-                .iter()
-                .map(|name| pb::Service {
-                    name: (*name).to_owned(),
-                    ..Default::default()
-                })
-                .collect(),
-            policies: Vec::new(),
-        };
         self.send(
             version,
-            Some(pb::discovery_response::Kind::Snapshot(snapshot)),
+            Some(pb::discovery_response::Kind::Snapshot(named(names))),
         )
         .await;
+    }
+
+    /// A delta from `base` to `version` upserting `upserted` and removing `removed`.
+    async fn send_delta(
+        &self,
+        version: u64,
+        base: u64,
+        upserted: Vec<pb::Service>,
+        removed: &[&str],
+    ) {
+        let delta = pb::ConfigDelta {
+            base_version: base,
+            upserted_services: upserted,
+            removed_services: removed.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        };
+        self.send(version, Some(pb::discovery_response::Kind::Delta(delta)))
+            .await;
     }
 
     /// The next message from the node (panics if none comes within the default deadline).
@@ -559,6 +570,33 @@ impl Script {
             .expect("a message from the node")
             .expect("the node's stream is open");
         message.kind.expect("a message with a kind")
+    }
+
+    /// The next message that is not a health or stats report (a whole data plane sends those
+    /// on the same stream whenever it likes).
+    async fn next_reply(&mut self) -> pb::discovery_request::Kind {
+        loop {
+            match self.next().await {
+                pb::discovery_request::Kind::Health(_) | pb::discovery_request::Kind::Stats(_) => {}
+                other => return other,
+            }
+        }
+    }
+}
+
+/// A config of bare services named `names`.
+fn named(names: &[&str]) -> pb::ConfigSnapshot {
+    pb::ConfigSnapshot {
+        services: names.iter().map(|name| bare(name)).collect(),
+        policies: Vec::new(),
+    }
+}
+
+/// A service with only its name set (enough for the recording sink).
+fn bare(name: &str) -> pb::Service {
+    pb::Service {
+        name: name.to_owned(),
+        ..Default::default()
     }
 }
 
@@ -592,15 +630,20 @@ async fn hello_first_then_nack_of_an_unknown_kind_and_ack_of_the_version_in_forc
             listen_address: "127.0.0.1:8080".to_owned(),
             admin_address: "127.0.0.1:9901".to_owned(),
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
-            capabilities: Vec::new(),
+            capabilities: vec![config_sync::DELTA_CAPABILITY.to_owned()],
         }
+    );
+    assert_eq!(
+        config_sync::DELTA_CAPABILITY,
+        "delta",
+        "the name the proto defines"
     );
     eventually("connected once the stream is open", || async {
         node.connected().then_some(())
     })
     .await;
 
-    // A response with no kind this build knows (what a future delta looks like to it).
+    // A response with no kind this build knows (what a kind added later looks like to it).
     script.send(6, None).await;
     assert_eq!(script.next().await, nack(6, "unsupported response kind"));
     assert_eq!(node.version(), 5);
@@ -660,4 +703,152 @@ async fn reports_are_forwarded_on_the_stream_after_hello() {
     assert_eq!(script.next().await, ack(2));
 
     node.shutdown().await;
+}
+
+#[tokio::test]
+async fn delta_on_a_snapshot_is_merged_applied_cached_and_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = Script::start().await;
+    let mut node = Node::start(script.url.clone(), dir.path(), "dp-d");
+    assert!(matches!(
+        script.next().await,
+        pb::discovery_request::Kind::Hello(_)
+    ));
+
+    script.send_snapshot(1, &["alpha", "gamma"]).await;
+    assert_eq!(script.next().await, ack(1));
+    script
+        .send_delta(2, 1, vec![bare("beta")], &["gamma", "never-held"])
+        .await;
+    assert_eq!(script.next().await, ack(2));
+
+    assert_eq!(node.sink.versions(), [1, 2]);
+    let (_, applied) = node.sink.last().unwrap();
+    assert_eq!(service_names(&applied), ["alpha", "beta"]);
+    assert_eq!(node.version(), 2);
+    // The cache holds the whole merged config, not the delta.
+    assert_eq!(
+        cache::load(&node.cache_file).unwrap(),
+        Some((2, applied.clone()))
+    );
+
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn delta_from_another_base_is_nacked_the_old_config_stays_and_a_snapshot_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = Script::start().await;
+    let mut node = Node::start(script.url.clone(), dir.path(), "dp-w");
+    assert!(matches!(
+        script.next().await,
+        pb::discovery_request::Kind::Hello(_)
+    ));
+    script.send_snapshot(3, &["alpha"]).await;
+    assert_eq!(script.next().await, ack(3));
+
+    script.send_delta(5, 4, vec![bare("beta")], &[]).await;
+    assert_eq!(
+        script.next().await,
+        nack(
+            5,
+            "delta from version 4 does not apply: this node holds version 3"
+        )
+    );
+    assert_eq!(node.sink.versions(), [3], "the sink never saw the delta");
+    assert_eq!(node.version(), 3);
+    let (cached_version, _) = cache::load(&node.cache_file).unwrap().unwrap();
+    assert_eq!(cached_version, 3);
+
+    // What the control plane answers a NACKed delta with.
+    script.send_snapshot(5, &["alpha", "beta"]).await;
+    assert_eq!(script.next().await, ack(5));
+    assert_eq!(node.sink.versions(), [3, 5]);
+    assert_eq!(node.version(), 5);
+    // And deltas work again on top of it.
+    script
+        .send_delta(6, 5, vec![bare("delta")], &["alpha"])
+        .await;
+    assert_eq!(script.next().await, ack(6));
+    let (_, applied) = node.sink.last().unwrap();
+    assert_eq!(service_names(&applied), ["beta", "delta"]);
+
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_node_started_from_its_cache_applies_a_delta_on_the_cached_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = Script::start().await;
+    // What a previous run left: the cache file, which the data plane installs at start-up.
+    let cached = named(&["alpha", "beta"]);
+    cache::store(&dir.path().join("dp-c.cache"), 5, &cached).unwrap();
+    let mut node = Node::start_with(
+        script.url.clone(),
+        dir.path(),
+        "dp-c",
+        Some((5, cached)),
+        None,
+    );
+
+    let pb::discovery_request::Kind::Hello(hello) = script.next().await else {
+        panic!("the first message must be hello");
+    };
+    assert_eq!(hello.known_version, 5);
+    // No snapshot first: the delta is merged into the cached config.
+    script
+        .send_delta(6, 5, vec![bare("gamma")], &["alpha"])
+        .await;
+    assert_eq!(script.next().await, ack(6));
+    assert_eq!(node.sink.versions(), [5, 6]);
+    let (_, applied) = node.sink.last().unwrap();
+    assert_eq!(service_names(&applied), ["beta", "gamma"]);
+    assert_eq!(cache::load(&node.cache_file).unwrap(), Some((6, applied)));
+
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_data_plane_serves_the_config_a_delta_builds() {
+    common::logs();
+    let mut script = Script::start().await;
+    let a = common::Backend::start("backend-a").await;
+    let b = common::Backend::start("backend-b").await;
+    let mut dp = common::DataPlane::start(&script.url, |_| {}).await;
+
+    let pb::discovery_request::Kind::Hello(hello) = script.next_reply().await else {
+        panic!("the first message must be hello");
+    };
+    assert_eq!(hello.capabilities, [config_sync::DELTA_CAPABILITY]);
+    let snapshot = pb::ConfigSnapshot {
+        services: vec![
+            common::service("alpha", "/a", &[&a]),
+            common::service("gone", "/gone", &[&a]),
+        ],
+        policies: Vec::new(),
+    };
+    script
+        .send(1, Some(pb::discovery_response::Kind::Snapshot(snapshot)))
+        .await;
+    assert_eq!(script.next_reply().await, ack(1));
+    script
+        .send_delta(2, 1, vec![common::service("beta", "/b", &[&b])], &["gone"])
+        .await;
+    assert_eq!(script.next_reply().await, ack(2));
+
+    assert_eq!(dp.version().await, 2);
+    let get = |path: &'static str| common::Call::get(dp.proxy, path).send();
+    let beta = get("/b/x").await;
+    assert_eq!(
+        (beta.status, beta.text()),
+        (http::StatusCode::OK, "backend-b".to_owned())
+    );
+    let alpha = get("/a/x").await;
+    assert_eq!(
+        (alpha.status, alpha.text()),
+        (http::StatusCode::OK, "backend-a".to_owned())
+    );
+    assert_eq!(get("/gone/x").await.status, http::StatusCode::NOT_FOUND);
+
+    dp.stop().await;
 }

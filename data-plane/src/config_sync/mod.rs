@@ -10,18 +10,32 @@
 //! ([`backoff`]). The config in force is never touched by a lost link: the node keeps serving
 //! it and resumes from its version.
 //!
+//! Responses come in two kinds. A *snapshot* is the whole config at a version. A *delta*
+//! ([`delta`]) is only what changed since `base_version`; the node asks for deltas by listing
+//! [`DELTA_CAPABILITY`] in its hello, so a change to one service of ten thousand costs the
+//! control plane, the network and this node a few hundred bytes instead of the whole config.
+//! To apply a delta the task keeps the protobuf snapshot of the version in force (the last
+//! one it installed, or the cache file's when the node started from it): the delta is merged
+//! into it and the resulting full snapshot goes through exactly the path a received snapshot
+//! takes (the sink validates the whole, the cache gets the whole). A delta whose base is not
+//! the version this node holds is NACKed with no change; the control plane answers that with
+//! a snapshot, which is also how a node that lost track resynchronises.
+//!
 //! Everything the node sends goes through one outbound `mpsc` per session. Besides the task's
 //! own ACKs and NACKs, [`run_with_reports`] forwards messages from a caller-owned channel into
 //! it, which is where health and stats reports (field numbers 4 and up of `DiscoveryRequest`)
 //! plug in without touching the protocol loop.
 //!
 //! Invariants: `SyncStatus::version` changes only after the sink accepted that version (it
-//! normally moves forward, and back only when the control plane itself went back);
+//! normally moves forward, and back only when the control plane itself went back); a delta
+//! is merged only into a held snapshot whose version is both its base and the version in
+//! force, so the node never builds a config the control plane did not have;
 //! `SyncStatus::connected` is true only between "stream open" and "stream failed"; shutdown
 //! wins over every await (connect, stream, backoff) because the whole loop is raced against it
 //! and holds no state that a cancelled await could leave half-done.
 
 mod backoff;
+pub mod delta;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +73,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(5);
 const OUTBOUND_CAPACITY: usize = 16;
 /// NACK reason for a response whose kind this build does not know.
 const UNSUPPORTED_KIND: &str = "unsupported response kind";
+
+/// The `NodeHello.capabilities` entry saying this node applies `ConfigDelta` responses.
+pub const DELTA_CAPABILITY: &str = "delta";
 
 /// The loop's timeouts and delays: the constants above in production; tests shrink them to
 /// see a partition detected, or stretch the backoff to catch shutdown in the middle of it.
@@ -206,6 +223,7 @@ async fn run_inner(
         sink,
         status: status.clone(),
         reports: Some(reports),
+        held: None,
     };
     tokio::select! {
         () = shutdown => {}
@@ -222,6 +240,16 @@ struct Task {
     status: Arc<SyncStatus>,
     /// `None` once every reporter has gone away.
     reports: Option<mpsc::Receiver<pb::DiscoveryRequest>>,
+    /// The protobuf snapshot of the last version installed, which deltas are merged into.
+    /// `None` until one is installed or loaded from the cache.
+    held: Option<Held>,
+}
+
+/// A full config kept to merge deltas into.
+struct Held {
+    version: u64,
+    /// Shared with the blocking task that merges a delta, without copying 10k services.
+    snapshot: Arc<pb::ConfigSnapshot>,
 }
 
 /// How a session ended, for logging and for the backoff.
@@ -274,6 +302,7 @@ impl Task {
     /// One connection: open the stream, then serve it until it fails.
     async fn session(&mut self, endpoint: &Endpoint, open_timeout: Duration) -> SessionEnd {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
+        self.hold_cached_config().await;
         let known_version = self.status.version.load(Ordering::SeqCst);
         let hello = request(pb::discovery_request::Kind::Hello(pb::NodeHello {
             node_id: self.config.node_id.clone(),
@@ -281,7 +310,7 @@ impl Task {
             listen_address: self.config.listen_address.clone(),
             admin_address: self.config.admin_address.clone(),
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
-            capabilities: Vec::new(),
+            capabilities: vec![DELTA_CAPABILITY.to_owned()],
         }));
         // Queued before the call so that it is the first thing on the stream. The channel is
         // new and has room, so this cannot fail.
@@ -339,11 +368,48 @@ impl Task {
         }
     }
 
+    /// Before a session: if the node serves a version (it started from the cache file) but
+    /// holds no snapshot of it to merge deltas into, takes the cache file's, provided that is
+    /// exactly the version in force. Without it the first delta is NACKed and answered with a
+    /// snapshot: slower, never wrong.
+    async fn hold_cached_config(&mut self) {
+        let in_force = self.status.version.load(Ordering::SeqCst);
+        if in_force == 0 || self.held.as_ref().is_some_and(|h| h.version == in_force) {
+            return;
+        }
+        let Some(path) = self.config.cache_file.clone() else {
+            return;
+        };
+        // Reading and decoding a large config takes milliseconds: off the runtime's worker.
+        match tokio::task::spawn_blocking(move || cache::load(&path)).await {
+            Ok(Ok(Some((version, snapshot)))) if version == in_force => {
+                tracing::debug!(version, "holding the cached config to merge deltas into");
+                self.held = Some(Held {
+                    version,
+                    snapshot: Arc::new(snapshot),
+                });
+            }
+            Ok(Ok(Some((version, _)))) => tracing::debug!(
+                cached = version,
+                in_force,
+                "the cache holds another version than the one in force; deltas wait for a snapshot"
+            ),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the config cache to merge deltas into")
+            }
+            Err(join_error) => {
+                tracing::warn!(error = %join_error, "reading the config cache failed internally");
+            }
+        }
+    }
+
     /// Applies one response and returns the ACK or NACK to send.
-    async fn handle(&self, response: pb::DiscoveryResponse) -> pb::DiscoveryRequest {
+    async fn handle(&mut self, response: pb::DiscoveryResponse) -> pb::DiscoveryRequest {
+        use pb::discovery_response::Kind;
         let version = response.version;
         // An unknown oneof field decodes as `None`: a kind this build was not told about.
-        let Some(pb::discovery_response::Kind::Snapshot(snapshot)) = response.kind else {
+        let Some(kind) = response.kind else {
             tracing::warn!(
                 version,
                 "control plane sent a response kind this node does not support"
@@ -353,30 +419,63 @@ impl Task {
         let in_force = self.status.version.load(Ordering::SeqCst);
         if version == in_force {
             // Already serving it: re-applying would churn state (and the cache) for nothing.
+            // A snapshot of it is still worth keeping if none is held, for the next delta.
+            if let Kind::Snapshot(snapshot) = kind
+                && self.held.as_ref().is_none_or(|h| h.version != version)
+            {
+                self.held = Some(Held {
+                    version,
+                    snapshot: Arc::new(snapshot),
+                });
+            }
             tracing::debug!(version, "config version already in force; ACK only");
             return ack(version);
         }
-        if version < in_force {
-            // The control plane only sends an older version when that is what it now holds
-            // (its database was restored or replaced). It is the source of truth, so follow it
-            // rather than ACK a version this node does not serve.
-            tracing::warn!(
-                version,
-                in_force,
-                "control plane sent an older version than the one in force; applying it"
-            );
-        }
+        let update = match kind {
+            Kind::Snapshot(snapshot) => {
+                if version < in_force {
+                    // The control plane only sends an older version when that is what it now
+                    // holds (its database was restored or replaced). It is the source of
+                    // truth, so follow it rather than ACK a version this node does not serve.
+                    tracing::warn!(
+                        version,
+                        in_force,
+                        "control plane sent an older version than the one in force; applying it"
+                    );
+                }
+                Update::Snapshot(snapshot)
+            }
+            Kind::Delta(delta) => match self.delta_base(&delta, in_force) {
+                Ok(base) => Update::Delta(base, delta),
+                Err(reason) => {
+                    tracing::warn!(version, %reason, "delta NACKed; expecting a full snapshot next");
+                    return nack(version, reason);
+                }
+            },
+        };
         let sink = self.sink.clone();
         let status = self.status.clone();
         let cache_file = self.config.cache_file.clone();
-        // The sink compiles the config and the cache write fsyncs: both block, so they run on
-        // the blocking pool rather than stall this runtime's worker.
+        // Merging copies the whole config, the sink compiles it and the cache write fsyncs:
+        // all of it blocks, so it runs on the blocking pool rather than stall this runtime's
+        // worker.
         let outcome = tokio::task::spawn_blocking(move || {
-            install(&*sink, &status, cache_file.as_deref(), version, &snapshot)
+            let snapshot = match update {
+                Update::Snapshot(snapshot) => snapshot,
+                Update::Delta(base, delta) => delta::merge(&base, delta)?,
+            };
+            install(&*sink, &status, cache_file.as_deref(), version, &snapshot)?;
+            Ok::<_, String>(snapshot)
         })
         .await;
         match outcome {
-            Ok(Ok(())) => ack(version),
+            Ok(Ok(snapshot)) => {
+                self.held = Some(Held {
+                    version,
+                    snapshot: Arc::new(snapshot),
+                });
+                ack(version)
+            }
             Ok(Err(reason)) => {
                 tracing::warn!(version, %reason, "config rejected (NACK); the previous one stays in force");
                 nack(version, reason)
@@ -387,6 +486,36 @@ impl Task {
             }
         }
     }
+
+    /// The snapshot `delta` is to be merged into, or the NACK reason if this node does not
+    /// hold exactly its base version.
+    fn delta_base(
+        &self,
+        delta: &pb::ConfigDelta,
+        in_force: u64,
+    ) -> Result<Arc<pb::ConfigSnapshot>, String> {
+        let base = delta.base_version;
+        if base != in_force {
+            return Err(format!(
+                "delta from version {base} does not apply: this node holds version {in_force}"
+            ));
+        }
+        match &self.held {
+            Some(held) if held.version == in_force => Ok(held.snapshot.clone()),
+            _ => Err(format!(
+                "delta from version {base} does not apply: this node serves version {in_force} \
+                 but holds no copy of it to merge into"
+            )),
+        }
+    }
+}
+
+/// What a response asks to install, moved to the blocking pool.
+enum Update {
+    /// A whole config.
+    Snapshot(pb::ConfigSnapshot),
+    /// Changes to merge into the held config of their base version.
+    Delta(Arc<pb::ConfigSnapshot>, pb::ConfigDelta),
 }
 
 impl SessionEnd {

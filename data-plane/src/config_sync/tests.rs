@@ -37,7 +37,7 @@ fn config(control_plane: String, cache_file: Option<PathBuf>) -> SyncConfig {
     }
 }
 
-fn task(sink: Arc<Recorder>, cache_file: Option<PathBuf>, in_force: u64) -> Task {
+fn task(sink: Arc<dyn ConfigSink>, cache_file: Option<PathBuf>, in_force: u64) -> Task {
     let status = Arc::new(SyncStatus::default());
     status.version.store(in_force, Ordering::SeqCst);
     Task {
@@ -45,17 +45,12 @@ fn task(sink: Arc<Recorder>, cache_file: Option<PathBuf>, in_force: u64) -> Task
         sink,
         status,
         reports: None,
+        held: None,
     }
 }
 
 fn snapshot(name: &str) -> pb::ConfigSnapshot {
-    pb::ConfigSnapshot {
-        services: vec![pb::Service {
-            name: name.to_owned(),
-            ..Default::default()
-        }],
-        policies: Vec::new(),
-    }
+    named(&[name])
 }
 
 fn response(version: u64, snapshot: pb::ConfigSnapshot) -> pb::DiscoveryResponse {
@@ -65,12 +60,204 @@ fn response(version: u64, snapshot: pb::ConfigSnapshot) -> pb::DiscoveryResponse
     }
 }
 
+fn named(names: &[&str]) -> pb::ConfigSnapshot {
+    pb::ConfigSnapshot {
+        services: names
+            .iter()
+            .map(|name| pb::Service {
+                name: (*name).to_owned(),
+                ..Default::default()
+            })
+            .collect(),
+        policies: Vec::new(),
+    }
+}
+
+/// A delta from `base` to `version` adding the services `add` and removing `remove`.
+fn delta(version: u64, base: u64, add: &[&str], remove: &[&str]) -> pb::DiscoveryResponse {
+    pb::DiscoveryResponse {
+        version,
+        kind: Some(pb::discovery_response::Kind::Delta(pb::ConfigDelta {
+            base_version: base,
+            upserted_services: named(add).services,
+            removed_services: remove.iter().map(|s| (*s).to_owned()).collect(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// A sink that keeps what it was given, to check the merged config itself.
+#[derive(Default)]
+struct Keeper {
+    applied: Mutex<Vec<(u64, pb::ConfigSnapshot)>>,
+}
+
+impl ConfigSink for Keeper {
+    fn apply(&self, version: u64, snapshot: &pb::ConfigSnapshot) -> Result<(), String> {
+        if snapshot.services.iter().any(|s| s.name == "bad") {
+            return Err("service 'bad' is refused".to_owned());
+        }
+        self.applied
+            .lock()
+            .unwrap()
+            .push((version, snapshot.clone()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn delta_on_the_held_snapshot_is_merged_applied_cached_whole_and_acked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.cache");
+    let sink = Arc::new(Keeper::default());
+    let mut task = task(sink.clone(), Some(path.clone()), 0);
+    assert_eq!(task.handle(response(1, named(&["a", "c"]))).await, ack(1));
+
+    assert_eq!(task.handle(delta(2, 1, &["b"], &["c"])).await, ack(2));
+    let merged = named(&["a", "b"]);
+    assert_eq!(
+        sink.applied.lock().unwrap().last().unwrap(),
+        &(2, merged.clone())
+    );
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 2);
+    assert_eq!(cache::load(&path).unwrap(), Some((2, merged)));
+
+    // The merged config is held in turn: a second delta builds on it.
+    assert_eq!(task.handle(delta(3, 2, &["d"], &[])).await, ack(3));
+    assert_eq!(
+        sink.applied.lock().unwrap().last().unwrap(),
+        &(3, named(&["a", "b", "d"]))
+    );
+}
+
+#[tokio::test]
+async fn delta_from_another_base_is_nacked_naming_both_versions_and_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.cache");
+    let sink = Arc::new(Keeper::default());
+    let mut task = task(sink.clone(), Some(path.clone()), 0);
+    assert_eq!(task.handle(response(5, named(&["a"]))).await, ack(5));
+
+    assert_eq!(
+        task.handle(delta(8, 7, &["b"], &[])).await,
+        nack(
+            8,
+            "delta from version 7 does not apply: this node holds version 5".to_owned()
+        )
+    );
+    assert_eq!(sink.applied.lock().unwrap().len(), 1, "sink not called");
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 5);
+    assert_eq!(cache::load(&path).unwrap(), Some((5, named(&["a"]))));
+
+    // The snapshot the control plane answers a NACK with goes through.
+    assert_eq!(task.handle(response(8, named(&["a", "b"]))).await, ack(8));
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 8);
+}
+
+#[tokio::test]
+async fn delta_without_a_held_snapshot_is_nacked() {
+    // Serving 5 (as after a start-up from the cache) but holding no copy of it.
+    let sink = Arc::new(Keeper::default());
+    let mut task = task(sink.clone(), None, 5);
+    assert_eq!(
+        task.handle(delta(6, 5, &["b"], &[])).await,
+        nack(
+            6,
+            "delta from version 5 does not apply: this node serves version 5 but holds no \
+             copy of it to merge into"
+                .to_owned()
+        )
+    );
+    assert!(sink.applied.lock().unwrap().is_empty());
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 5);
+
+    // A snapshot of the version in force is ACKed without applying, and held for deltas.
+    assert_eq!(task.handle(response(5, named(&["a"]))).await, ack(5));
+    assert!(sink.applied.lock().unwrap().is_empty());
+    assert_eq!(task.handle(delta(6, 5, &["b"], &[])).await, ack(6));
+    assert_eq!(
+        sink.applied.lock().unwrap().last().unwrap(),
+        &(6, named(&["a", "b"]))
+    );
+}
+
+#[tokio::test]
+async fn delta_to_the_version_in_force_is_acked_without_applying() {
+    let sink = Arc::new(Keeper::default());
+    let mut task = task(sink.clone(), None, 0);
+    assert_eq!(task.handle(response(4, named(&["a"]))).await, ack(4));
+    assert_eq!(task.handle(delta(4, 3, &["x"], &[])).await, ack(4));
+    assert_eq!(sink.applied.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn rejected_merge_is_nacked_and_the_held_snapshot_stays_the_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.cache");
+    let sink = Arc::new(Keeper::default());
+    let mut task = task(sink.clone(), Some(path.clone()), 0);
+    assert_eq!(task.handle(response(1, named(&["a"]))).await, ack(1));
+
+    assert_eq!(
+        task.handle(delta(2, 1, &["bad"], &[])).await,
+        nack(2, "service 'bad' is refused".to_owned())
+    );
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 1);
+    assert_eq!(cache::load(&path).unwrap(), Some((1, named(&["a"]))));
+
+    // A self-contradicting delta is refused before the sink sees it.
+    assert_eq!(
+        task.handle(delta(2, 1, &["b"], &["b"])).await,
+        nack(2, "delta both upserts and removes service 'b'".to_owned())
+    );
+    assert_eq!(sink.applied.lock().unwrap().len(), 1);
+
+    // Version 1 is still what deltas build on.
+    assert_eq!(task.handle(delta(3, 1, &["c"], &[])).await, ack(3));
+    assert_eq!(
+        sink.applied.lock().unwrap().last().unwrap(),
+        &(3, named(&["a", "c"]))
+    );
+}
+
+#[tokio::test]
+async fn the_cache_of_the_version_in_force_is_held_for_deltas() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.cache");
+    cache::store(&path, 5, &named(&["a"])).unwrap();
+
+    // Serving 5, as the data plane does after loading that cache at start-up.
+    let sink = Arc::new(Keeper::default());
+    let mut restarted = task(sink.clone(), Some(path.clone()), 5);
+    restarted.hold_cached_config().await;
+    assert_eq!(restarted.handle(delta(6, 5, &["b"], &[])).await, ack(6));
+    assert_eq!(
+        sink.applied.lock().unwrap().last().unwrap(),
+        &(6, named(&["a", "b"]))
+    );
+
+    // A cache of another version than the one in force is not merged into.
+    cache::store(&path, 4, &named(&["old"])).unwrap();
+    let mut other = task(sink.clone(), Some(path), 5);
+    other.hold_cached_config().await;
+    assert!(other.held.is_none());
+    assert_eq!(
+        other.handle(delta(6, 5, &["b"], &[])).await,
+        nack(
+            6,
+            "delta from version 5 does not apply: this node serves version 5 but holds no \
+             copy of it to merge into"
+                .to_owned()
+        )
+    );
+}
+
 #[tokio::test]
 async fn newer_version_is_applied_cached_and_acked() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.cache");
     let sink = Arc::new(Recorder::default());
-    let task = task(sink.clone(), Some(path.clone()), 3);
+    let mut task = task(sink.clone(), Some(path.clone()), 3);
 
     let reply = task.handle(response(4, snapshot("a"))).await;
 
@@ -83,7 +270,7 @@ async fn newer_version_is_applied_cached_and_acked() {
 #[tokio::test]
 async fn version_in_force_is_acked_without_applying() {
     let sink = Arc::new(Recorder::default());
-    let task = task(sink.clone(), None, 5);
+    let mut task = task(sink.clone(), None, 5);
     assert_eq!(task.handle(response(5, snapshot("a"))).await, ack(5));
     assert!(sink.applied.lock().unwrap().is_empty());
     assert_eq!(task.status.version.load(Ordering::SeqCst), 5);
@@ -94,7 +281,7 @@ async fn older_version_from_a_restored_control_plane_is_followed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.cache");
     let sink = Arc::new(Recorder::default());
-    let task = task(sink.clone(), Some(path.clone()), 5);
+    let mut task = task(sink.clone(), Some(path.clone()), 5);
     assert_eq!(task.handle(response(3, snapshot("old"))).await, ack(3));
     assert_eq!(*sink.applied.lock().unwrap(), vec![3]);
     assert_eq!(task.status.version.load(Ordering::SeqCst), 3);
@@ -109,7 +296,7 @@ async fn rejected_version_is_nacked_with_the_reason_and_nothing_changes() {
         reject: vec![2],
         ..Default::default()
     });
-    let task = task(sink.clone(), Some(path.clone()), 1);
+    let mut task = task(sink.clone(), Some(path.clone()), 1);
 
     let reply = task.handle(response(2, snapshot("bad"))).await;
 
@@ -121,7 +308,7 @@ async fn rejected_version_is_nacked_with_the_reason_and_nothing_changes() {
 #[tokio::test]
 async fn response_without_a_known_kind_is_nacked() {
     let sink = Arc::new(Recorder::default());
-    let task = task(sink.clone(), None, 0);
+    let mut task = task(sink.clone(), None, 0);
     let reply = task
         .handle(pb::DiscoveryResponse {
             version: 9,
@@ -138,7 +325,7 @@ async fn cache_write_failure_still_acks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing-dir").join("node.cache");
     let sink = Arc::new(Recorder::default());
-    let task = task(sink.clone(), Some(path), 0);
+    let mut task = task(sink.clone(), Some(path), 0);
 
     assert_eq!(task.handle(response(1, snapshot("a"))).await, ack(1));
     assert_eq!(task.status.version.load(Ordering::SeqCst), 1);
