@@ -3,7 +3,8 @@
 //! Starts the release `gw-control-plane` as a child on a temp database (pinned to core 0, so
 //! its CPU and memory are its own, read from /proc), registers `--services` services, opens
 //! `--streams` simulated data-plane streams (tonic `StreamConfig` clients, each on its own
-//! HTTP/2 connection, that ACK every version), then makes `--changes` successive
+//! HTTP/2 connection, that announce the "delta" capability and ACK or NACK each response as a
+//! real node would: a delta only on the version they hold), then makes `--changes` successive
 //! single-service `UpdateService` calls. For each (change, stream) pair it times from the
 //! admin RPC returning to that stream holding and having ACKed the new version, and it sums
 //! the encoded size of the responses each change caused. Finally it times a fresh node
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::StreamExt as _;
-use gw_bench::discovery::{self, Header};
+use gw_bench::discovery::{self, Header, Kind, SimNode};
 use gw_bench::harness::{self, OutputFlags, SUT_CPU, Started};
 use gw_bench::procs::Proc;
 use gw_bench::procstat;
@@ -55,13 +56,16 @@ struct Args {
     output: OutputFlags,
 }
 
-/// A response a simulated node received and ACKed.
+/// A response a simulated node received and answered.
 #[derive(Debug, Clone, Copy)]
 struct Received {
     stream: usize,
     version: u64,
     bytes: usize,
-    /// When the ACK had been handed to the stream.
+    kind: Kind,
+    /// ACKed (the node now holds `version`); false: NACKed.
+    acked: bool,
+    /// When the answer had been handed to the stream.
     acked_at: Instant,
 }
 
@@ -139,6 +143,7 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
     let mut bytes_per_change = Vec::new();
     let mut worst_per_change = Vec::new();
     let mut prev = current;
+    let mut kinds = KindCounts::default();
     for k in 0..args.changes {
         let i = (k * 7919) % args.services.max(1);
         let mut admin = admin.clone();
@@ -159,13 +164,22 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
         );
         worst_per_change.push(worst);
         latencies_ms.extend(times);
-        let bytes: usize = log
-            .lock()
-            .map_err(|_| anyhow::anyhow!("log poisoned"))?
-            .iter()
-            .filter(|r| r.version > prev && r.version <= v)
-            .map(|r| r.bytes)
-            .sum();
+        // Everything the change put on the wire, NACKed deltas and the snapshots answering
+        // them included.
+        let bytes: usize = {
+            let log = log.lock().map_err(|_| anyhow::anyhow!("log poisoned"))?;
+            let caused = log.iter().filter(|r| r.version > prev && r.version <= v);
+            let mut bytes = 0;
+            for r in caused {
+                bytes += r.bytes;
+                match (r.kind, r.acked) {
+                    (_, false) => kinds.nacks += 1,
+                    (Kind::Delta { .. }, true) => kinds.deltas += 1,
+                    (_, true) => kinds.snapshots += 1,
+                }
+            }
+            bytes
+        };
         bytes_per_change.push(bytes as f64);
         prev = v;
     }
@@ -180,8 +194,9 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
     let mut s = started.heading("Config propagation benchmark", &args.output.label);
     let _ = writeln!(
         s,
-        "- Settings: {} services, {} streams (own HTTP/2 connection each, ACK every version), \
-         {} successive single-service UpdateService calls; control plane pinned to core \
+        "- Settings: {} services, {} streams (own HTTP/2 connection each, announcing \
+         \"delta\", ACK every snapshot and every delta on the version held, NACK others), {} \
+         successive single-service UpdateService calls; control plane pinned to core \
          {SUT_CPU}, this driver to the other core\n",
         args.services, args.streams, args.changes
     );
@@ -203,6 +218,11 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
         "| Bytes sent per change (all streams), median | {:.0} ({:.0} per stream) |",
         median(&bytes_per_change),
         median(&bytes_per_change) / args.streams.max(1) as f64
+    );
+    let _ = writeln!(
+        s,
+        "| Responses during the changes: deltas ACKed / snapshots ACKed / NACKed | {} / {} / {} |",
+        kinds.deltas, kinds.snapshots, kinds.nacks
     );
     let _ = writeln!(
         s,
@@ -230,6 +250,14 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
     Ok(s)
 }
 
+/// How the responses caused by the timed changes were answered.
+#[derive(Debug, Default)]
+struct KindCounts {
+    deltas: usize,
+    snapshots: usize,
+    nacks: usize,
+}
+
 /// Waits until every stream has ACKed `version` (or later); returns each stream's time from
 /// `since` in milliseconds.
 async fn wait_all(
@@ -243,7 +271,7 @@ async fn wait_all(
         {
             let log = log.lock().map_err(|_| anyhow::anyhow!("log poisoned"))?;
             let mut first: Vec<Option<Instant>> = vec![None; streams];
-            for r in log.iter().filter(|r| r.version >= version) {
+            for r in log.iter().filter(|r| r.acked && r.version >= version) {
                 let slot = &mut first[r.stream];
                 if slot.is_none_or(|t| r.acked_at < t) {
                     *slot = Some(r.acked_at);
@@ -265,8 +293,9 @@ async fn wait_all(
     }
 }
 
-/// A simulated data plane: says hello, then ACKs every response, logging each. It reads
-/// each response whole but decodes only its version (see `gw_bench::discovery`).
+/// A simulated data plane: says hello (announcing deltas), then answers every response as
+/// [`SimNode`] decides, logging each. It reads each response whole but decodes only its
+/// version and kind (see `gw_bench::discovery`).
 /// Returns the sender that keeps the stream open; dropping it ends the stream.
 async fn open_stream(
     url: &str,
@@ -280,18 +309,25 @@ async fn open_stream(
         discovery::stream_config(channel, ReceiverStream::new(rx), MAX_MESSAGE).await?;
     let acks = tx.clone();
     tokio::spawn(async move {
-        while let Ok(Some(Header { version, bytes })) = responses.message().await {
-            let ack = pb::DiscoveryRequest {
-                kind: Some(pb::discovery_request::Kind::Ack(pb::ConfigAck { version })),
-            };
-            if acks.send(ack).await.is_err() {
+        let mut node = SimNode::default();
+        while let Ok(Some(header)) = responses.message().await {
+            let answer = node.answer(&header);
+            let acked = matches!(answer.kind, Some(pb::discovery_request::Kind::Ack(_)));
+            if acks.send(answer).await.is_err() {
                 break;
             }
+            let Header {
+                version,
+                bytes,
+                kind,
+            } = header;
             if let Ok(mut log) = log.lock() {
                 log.push(Received {
                     stream: index,
                     version,
                     bytes,
+                    kind,
+                    acked,
                     acked_at: Instant::now(),
                 });
             }
@@ -308,7 +344,7 @@ fn hello(node_id: &str) -> pb::DiscoveryRequest {
             listen_address: "127.0.0.1:1".to_owned(),
             admin_address: "127.0.0.1:2".to_owned(),
             build_version: "gw-bench".to_owned(),
-            ..Default::default()
+            capabilities: vec![discovery::DELTA_CAPABILITY.to_owned()],
         })),
     }
 }
