@@ -10,7 +10,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use gw_data_plane::cache;
@@ -21,6 +21,7 @@ use gw_proto::v1::config_discovery_service_server::{
     ConfigDiscoveryService, ConfigDiscoveryServiceServer,
 };
 use gw_testkit::eventually;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -460,6 +461,78 @@ async fn shutdown_ends_run_while_connected() {
         cp.node("dp-1").await.filter(|n| !n.connected)
     })
     .await;
+}
+
+/// A TCP relay to `upstream` that counts the bytes flowing from it to the client (control
+/// plane to node: responses and HTTP/2 framing). Returns its address and the counter.
+async fn counting_relay(upstream: SocketAddr) -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let (client, _) = listener.accept().await.unwrap();
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let up = tokio::io::copy(&mut from_client, &mut to_server);
+                let down = async {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = from_server.read(&mut buf).await?;
+                        if n == 0 {
+                            return Ok::<_, std::io::Error>(());
+                        }
+                        counter.fetch_add(n as u64, Ordering::SeqCst);
+                        to_client.write_all(&buf[..n]).await?;
+                    }
+                };
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    (addr, received)
+}
+
+#[tokio::test]
+async fn the_real_control_plane_sends_a_change_as_a_delta_far_smaller_than_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(&dir.path().join("gw.db")).await;
+    let mut v1 = 0;
+    for i in 0..40 {
+        v1 = cp.add_service(&format!("service-number-{i:02}")).await;
+    }
+    let (relay, received) = counting_relay(cp.addr).await;
+    let mut node = Node::start(format!("http://{relay}"), dir.path(), "dp-size");
+    wait_acked(&cp, &node, v1).await;
+    let (_, full) = node.sink.last().unwrap();
+    let full_len = prost::Message::encoded_len(&full) as u64;
+    let before = received.load(Ordering::SeqCst);
+    assert!(
+        before >= full_len,
+        "the relay saw the first snapshot go by ({before} < {full_len} bytes)"
+    );
+
+    let v2 = cp.add_service("one-more").await;
+    wait_acked(&cp, &node, v2).await;
+    let change = received.load(Ordering::SeqCst) - before;
+    let (_, applied) = node.sink.last().unwrap();
+    assert_eq!(applied.services.len(), 41);
+    assert_eq!(applied.services[0].name, "one-more", "merged in name order");
+    // A snapshot would be the whole config again; a delta is one service plus framing.
+    assert!(
+        change * 4 < full_len,
+        "the change took {change} bytes on the wire; the whole config is {full_len}"
+    );
+    assert_eq!(node.sink.versions(), [v1, v2]);
+    assert_eq!(cache::load(&node.cache_file).unwrap(), Some((v2, applied)));
+
+    node.shutdown().await;
 }
 
 /// A scripted ConfigDiscoveryService: the test reads what the node sends and decides what to

@@ -12,8 +12,9 @@
 //!
 //! Responses come in two kinds. A *snapshot* is the whole config at a version. A *delta*
 //! ([`delta`]) is only what changed since `base_version`; the node asks for deltas by listing
-//! [`DELTA_CAPABILITY`] in its hello, so a change to one service of ten thousand costs the
-//! control plane, the network and this node a few hundred bytes instead of the whole config.
+//! [`DELTA_CAPABILITY`] in its hello, so a change to one service of ten thousand puts a few
+//! hundred bytes on the wire instead of the whole config (the node still compiles the merged
+//! config whole, as it would a snapshot).
 //! To apply a delta the task keeps the protobuf snapshot of the version in force (the last
 //! one it installed, or the cache file's when the node started from it): the delta is merged
 //! into it and the resulting full snapshot goes through exactly the path a received snapshot
@@ -35,7 +36,7 @@
 //! and holds no state that a cancelled await could leave half-done.
 
 mod backoff;
-pub mod delta;
+mod delta;
 
 use std::path::PathBuf;
 use std::sync::Arc;
