@@ -37,21 +37,22 @@ fn scattered(i: u64, n: u32) -> u32 {
     (i.wrapping_mul(2_654_435_761) % u64::from(n)) as u32
 }
 
-fn gw_limiter(max_keys: usize) -> PolicyLimiter {
-    PolicyLimiter::new(
-        &PolicyDef {
-            name: "bench".into(),
-            key: KeySpec::ClientIp,
-            // Never rejects: a billion tokens, refilled a billion per second.
-            rate: RateSpec {
-                limit: 1_000_000_000,
-                period: Duration::from_secs(1),
-                burst: 1_000_000_000,
-            },
-            mode: Mode::Enforce,
+fn gw_def() -> PolicyDef {
+    PolicyDef {
+        name: "bench".into(),
+        key: KeySpec::ClientIp,
+        // Never rejects: a billion tokens, refilled a billion per second.
+        rate: RateSpec {
+            limit: 1_000_000_000,
+            period: Duration::from_secs(1),
+            burst: 1_000_000_000,
         },
-        max_keys,
-    )
+        mode: Mode::Enforce,
+    }
+}
+
+fn gw_limiter(max_keys: usize) -> PolicyLimiter {
+    PolicyLimiter::new(&gw_def(), max_keys)
 }
 
 fn governor_limiter() -> DefaultKeyedRateLimiter<IpAddr> {
@@ -293,7 +294,7 @@ fn fastest_run(runs: u32, per_run: u64, mut f: impl FnMut(u64)) -> f64 {
     best.as_nanos() as f64 / per_run as f64
 }
 
-fn fastest_run_report() {
+fn fastest_run_report(sizes: &[u32]) {
     println!("ns per decision, fastest of 300 runs of 20,000 decisions (one thread):");
     let now = Instant::now();
     let (runs, per_run) = (300, 20_000);
@@ -309,7 +310,7 @@ fn fastest_run_report() {
         black_box(gov.check_key(black_box(&ip(7))).is_ok());
     });
     println!("  hot key: gw {gw:.1}, gw+Instant::now {gw_clock:.1}, governor {governor:.1}");
-    for n in SIZES {
+    for &n in sizes {
         let l = filled_gw(n, now);
         let gw = fastest_run(runs, per_run, |i| {
             black_box(l.check(LimitKey::Ip(ip(scattered(i, n))), now));
@@ -323,19 +324,80 @@ fn fastest_run_report() {
     }
 }
 
+/// `--profile CASE N`: only `N` decisions of one case, for `valgrind --tool=callgrind`, whose
+/// instruction counts are not disturbed by other load on the machine. Run it with two values
+/// of `N`: the difference of the totals over the difference of `N` is the cost of a decision.
+fn profile(case: &str, n: u64) {
+    let now = Instant::now();
+    match case {
+        "gw-hot" => {
+            let l = gw_limiter(1);
+            for _ in 0..n {
+                black_box(l.check(black_box(LimitKey::Ip(ip(7))), now));
+            }
+        }
+        "gw-hot-now" => {
+            let l = gw_limiter(1);
+            for _ in 0..n {
+                black_box(l.check(black_box(LimitKey::Ip(ip(7))), Instant::now()));
+            }
+        }
+        "governor-hot" => {
+            let gov = governor_limiter();
+            for _ in 0..n {
+                black_box(gov.check_key(black_box(&ip(7))).is_ok());
+            }
+        }
+        "gw-100k" => {
+            let keys = 100_000;
+            let l = filled_gw(keys, now);
+            for i in 0..n {
+                black_box(l.check(LimitKey::Ip(ip(scattered(i, keys))), now));
+            }
+        }
+        "gw-header" => {
+            let l = PolicyLimiter::new(
+                &PolicyDef {
+                    key: KeySpec::Header(http::HeaderName::from_static("x-api-key")),
+                    ..gw_def()
+                },
+                1,
+            );
+            for _ in 0..n {
+                black_box(l.check(black_box(LimitKey::Header(Some(b"client-0123456789"))), now));
+            }
+        }
+        _ => eprintln!("unknown case {case}"),
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if let [_, flag, which, n] = args.as_slice()
-        && flag == "--memory-child"
-    {
-        measure_memory_child(which, n.parse().unwrap());
+    if let [_, flag, which, n] = args.as_slice() {
+        if flag == "--memory-child" {
+            measure_memory_child(which, n.parse().unwrap());
+            return;
+        }
+        if flag == "--profile" {
+            profile(which, n.parse().unwrap());
+            return;
+        }
+    }
+    // `--fastest [N]`: only the fastest-run figures (hot key, and N keys if given).
+    if args.get(1).is_some_and(|a| a == "--fastest") {
+        let sizes: Vec<u32> = args
+            .get(2)
+            .map(|n| n.parse().unwrap())
+            .into_iter()
+            .collect();
+        fastest_run_report(&sizes);
         return;
     }
     // `cargo test --benches` runs this binary in test mode: exercise each case once, quickly.
     let quick = args.iter().any(|a| a == "--test");
     if !quick {
         memory_report();
-        fastest_run_report();
+        fastest_run_report(&SIZES);
     }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_millis(500))

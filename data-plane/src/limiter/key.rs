@@ -13,8 +13,15 @@
 //!   new key collides with one of them with probability `n / 2^63` (about 1e-13 at a million
 //!   keys); the colliding clients would then share one bucket, which makes the limit stricter
 //!   for them, never looser.
+//!
+//! Either value is then passed through a keyed bijection of the 64-bit space (xor with a
+//! per-limiter random seed, multiplication by an odd constant, xor-shift), which keeps distinct
+//! keys distinct (IPv4 clients still never share a bucket) and spreads even sequential
+//! addresses over all 64 bits. The bucket tables can then use the fingerprint as its own hash
+//! ([`FingerprintHasher`]) and the shard can be taken from bits the tables do not use, instead
+//! of hashing an already mixed number again on every decision.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::IpAddr;
 
 use super::LimitKey;
@@ -27,34 +34,144 @@ const V4_TAG: u64 = 1 << 63;
 const DOMAIN_V6: u8 = 6;
 const DOMAIN_HEADER: u8 = b'h';
 
+/// Odd, so multiplying by it is a bijection of the 64-bit integers (2^64 / golden ratio).
+const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// Computes fingerprints for one limiter.
 #[derive(Debug, Clone)]
 pub(crate) struct Fingerprinter {
     sip: RandomState,
+    /// Keys the final bijection, so that which addresses share a table slot or a shard is
+    /// not the same, and not predictable, from one limiter or process to the next.
+    seed: u64,
 }
 
 impl Fingerprinter {
     pub(crate) fn new() -> Self {
         Fingerprinter {
             sip: RandomState::new(),
+            seed: rand::random(),
         }
     }
 
+    #[inline]
     pub(crate) fn fingerprint(&self, key: LimitKey<'_>) -> u64 {
+        self.scramble(Self::raw(&self.sip, key))
+    }
+
+    /// The exact (IPv4) or hashed value, before scrambling.
+    #[inline]
+    fn raw(sip: &RandomState, key: LimitKey<'_>) -> u64 {
         match key {
             LimitKey::Ip(ip) => match ip.to_canonical() {
                 IpAddr::V4(v4) => V4_TAG | u64::from(u32::from(v4)),
-                IpAddr::V6(v6) => self.sip.hash_one((DOMAIN_V6, u128::from(v6))) & !V4_TAG,
+                IpAddr::V6(v6) => sip.hash_one((DOMAIN_V6, u128::from(v6))) & !V4_TAG,
             },
             // Hashing the Option keeps "missing" apart from "present but empty".
-            LimitKey::Header(value) => self.sip.hash_one((DOMAIN_HEADER, value)) & !V4_TAG,
+            LimitKey::Header(value) => sip.hash_one((DOMAIN_HEADER, value)) & !V4_TAG,
         }
     }
+
+    /// A bijection: every step (xor with a constant, multiplication by an odd number, xor of
+    /// the high half into the low half) can be undone, so distinct inputs stay distinct.
+    #[inline]
+    fn scramble(&self, raw: u64) -> u64 {
+        let x = (raw ^ self.seed).wrapping_mul(MIX);
+        x ^ (x >> 32)
+    }
 }
+
+/// A `Hasher` for fingerprints, which are already scrambled: hashing one returns it as is.
+/// (Anything else is folded in byte by byte; the tables only ever hash `u64` keys.)
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(MIX);
+        }
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Builds [`FingerprintHasher`]s for the bucket tables.
+pub(crate) type BuildFingerprintHasher = BuildHasherDefault<FingerprintHasher>;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
+
+    /// Undoes `scramble`, showing it is a bijection (no two keys can share a fingerprint).
+    fn unscramble(f: &Fingerprinter, fp: u64) -> u64 {
+        let x = fp ^ (fp >> 32);
+        // The inverse of an odd number modulo 2^64, by Newton's iteration.
+        let mut inv = MIX;
+        for _ in 0..6 {
+            inv = inv.wrapping_mul(2u64.wrapping_sub(MIX.wrapping_mul(inv)));
+        }
+        x.wrapping_mul(inv) ^ f.seed
+    }
+
+    #[test]
+    fn scrambling_is_reversible_and_keyed() {
+        let f = Fingerprinter::new();
+        for raw in [
+            0,
+            1,
+            2,
+            V4_TAG,
+            V4_TAG | 0x0a00_0001,
+            u64::MAX,
+            0x1234_5678_9abc_def0,
+        ] {
+            assert_eq!(unscramble(&f, f.scramble(raw)), raw, "{raw:x}");
+        }
+        let g = Fingerprinter::new();
+        let key = LimitKey::Ip("10.0.0.1".parse().unwrap());
+        assert_ne!(f.fingerprint(key), g.fingerprint(key), "seeded per limiter");
+    }
+
+    /// Fingerprints of `n` IPv4 addresses `first + i * step`, and how many distinct table
+    /// slots (the low bits, in a table of `n` slots) they land in.
+    fn spread(f: &Fingerprinter, n: u32, first: u32, step: u32) -> (Vec<u64>, usize) {
+        let fps: Vec<u64> = (0..n)
+            .map(|i| f.fingerprint(LimitKey::Ip(IpAddr::from((first + i * step).to_be_bytes()))))
+            .collect();
+        let slots: HashSet<u64> = fps.iter().map(|fp| fp & u64::from(n - 1)).collect();
+        (fps, slots.len())
+    }
+
+    #[test]
+    fn sequential_ipv4_spread_over_table_slots_and_tags() {
+        // What the tables use of the hash: low bits for the slot, top 7 bits for the tag.
+        let f = Fingerprinter::new();
+        let n = 1u32 << 12;
+        let (fps, slots) = spread(&f, n, 0x0a00_0000, 1);
+        assert!(slots > (n as usize) / 2, "{slots} low-bit slots");
+        let tags: HashSet<u64> = fps.iter().map(|fp| fp >> 57).collect();
+        assert_eq!(tags.len(), 128);
+        // Addresses that differ only in their high bytes (one per /16) must spread too.
+        let (_, slots) = spread(&f, n, 0, 1 << 16);
+        assert!(slots > (n as usize) / 2, "{slots} low-bit slots");
+    }
+
+    #[test]
+    fn fingerprint_hasher_is_the_identity_on_u64() {
+        let b = BuildFingerprintHasher::default();
+        for n in [0, 1, u64::MAX, 0xdead_beef] {
+            assert_eq!(b.hash_one(n), n);
+        }
+    }
 
     fn fp(f: &Fingerprinter, key: LimitKey<'_>) -> u64 {
         f.fingerprint(key)
@@ -90,7 +207,7 @@ mod tests {
         let v4 = LimitKey::Ip("10.1.2.3".parse().unwrap());
         let mapped = LimitKey::Ip("::ffff:10.1.2.3".parse().unwrap());
         assert_eq!(fp(&f, v4), fp(&f, mapped));
-        assert_eq!(fp(&f, v4), V4_TAG | 0x0a01_0203);
+        assert_eq!(Fingerprinter::raw(&f.sip, v4), V4_TAG | 0x0a01_0203);
         let owned = b"abc".to_vec();
         assert_eq!(
             fp(&f, LimitKey::Header(Some(b"abc"))),
