@@ -114,6 +114,7 @@ impl Bucket {
     /// Adds what accrued since the last refill. A `now_us` older than the last refill (two
     /// threads read the clock, then the later one got the lock first) adds nothing and does
     /// not move time backwards. A level above the capacity (the burst was lowered) is clamped.
+    #[inline]
     fn refill(&mut self, rate: &Rate, now_us: u64) {
         let elapsed = now_us.saturating_sub(self.last_us);
         self.level = self
@@ -123,7 +124,9 @@ impl Bucket {
         self.last_us = self.last_us.max(now_us);
     }
 
-    /// Takes one token if one is available; a rejection takes nothing.
+    /// Takes one token if one is available; a rejection takes nothing. Inlined into the
+    /// lookup so that the decision is built in place rather than returned through memory.
+    #[inline]
     pub(crate) fn take(&mut self, rate: &Rate, now_us: u64) -> Decision {
         self.refill(rate, now_us);
         let token = rate.token.get();
