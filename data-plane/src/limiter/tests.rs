@@ -316,6 +316,33 @@ fn one_key_from_two_threads_loses_no_update() {
 }
 
 #[test]
+fn a_check_on_a_held_shard_waits_for_it_then_counts() {
+    // The shard locks spin and then yield (`lock_shard`); a check that finds its shard held
+    // (a sweep, a table growing) must neither go ahead unlocked nor be lost.
+    let l = PolicyLimiter::new(&ip_def(5, 60, 5), 10);
+    let base = Instant::now();
+    let key = ip("192.0.2.9");
+    let guard = lock_shard(l.shard(l.fingerprinter.fingerprint(key)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let l = &l;
+        s.spawn(move || tx.send(l.check(key, base)).unwrap());
+        // Give the checker every chance to reach the lock and go past spinning into yielding.
+        for _ in 0..1_000 {
+            std::thread::yield_now();
+        }
+        assert!(
+            rx.try_recv().is_err(),
+            "a check ran while its shard was held"
+        );
+        drop(guard);
+        let d = rx.recv().unwrap();
+        assert_eq!((d.allowed, d.remaining), (true, 4));
+    });
+    assert_eq!((l.tracked_keys(), held(&l)), (1, 1));
+}
+
+#[test]
 fn header_values() {
     let reg = LimiterRegistry::new(100);
     let l = reg.reconcile(&[ip_def(5, 60, 5)]).remove(0);
