@@ -49,17 +49,19 @@
 //! # Concurrency
 //!
 //! The buckets of a policy are split over a power-of-two number of shards (at least four per
-//! core), each a locked `HashMap` on its own cache line, chosen by the key's fingerprint; a
-//! check locks one shard for a few arithmetic operations. The shard locks are spin locks
-//! (`spin::mutex::SpinMutex`) with a backoff that yields the CPU (`lock_shard`): taking one is
-//! one atomic compare-exchange and releasing it a plain store, where `std::sync::Mutex` also
-//! needs an atomic swap on release (to find sleepers to wake) and poisoning checks, together
-//! about a third of an uncontended decision. A shard is held for a lookup and a few integer
-//! operations, so a waiter almost always finds it free within a few spins; the long holds
-//! (a table growing, a sweep or rate change walking one shard) are rare and off the hot path,
-//! and a waiter gives its core away meanwhile instead of sleeping in the kernel. The compiled rate is copied into
-//! every shard so that a check reads it under the lock it already holds. The key cap is one
-//! atomic counter that is only touched when a key is added or evicted.
+//! core, at most 512), each a locked `HashMap` on its own cache line, chosen by the key's
+//! fingerprint; a check locks one shard for a few arithmetic operations. The compiled rate is
+//! copied into every shard so that a check reads it under the lock it already holds. The key
+//! cap is one atomic counter that is only touched when a key is added or evicted.
+//!
+//! The shard locks are spin locks (`spin::mutex::SpinMutex`) with a backoff that yields the
+//! CPU (`lock_shard`): taking one is one atomic compare-exchange and releasing it a plain
+//! store, where `std::sync::Mutex` also needs an atomic swap on release (to find sleepers to
+//! wake) and poisoning checks, together about a third of an uncontended decision. A shard is
+//! held for a lookup and a few integer operations, so a waiter almost always finds it free
+//! within a few spins. The long holds (a shard's table growing, a sweep or a rate change
+//! walking one shard) are rare and off the hot path; a waiter then yields its core at each
+//! attempt rather than sleeping in the kernel until woken.
 
 mod bucket;
 mod headers;
