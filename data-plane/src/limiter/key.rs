@@ -33,6 +33,7 @@ const V4_TAG: u64 = 1 << 63;
 /// of an empty header value are identical.
 const DOMAIN_V6: u8 = 6;
 const DOMAIN_HEADER: u8 = b'h';
+const DOMAIN_NO_HEADER: u8 = b'n';
 
 /// Odd, so multiplying by it is a bijection of the 64-bit integers (2^64 / golden ratio).
 const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -67,8 +68,16 @@ impl Fingerprinter {
                 IpAddr::V4(v4) => V4_TAG | u64::from(u32::from(v4)),
                 IpAddr::V6(v6) => sip.hash_one((DOMAIN_V6, u128::from(v6))) & !V4_TAG,
             },
-            // Hashing the Option keeps "missing" apart from "present but empty".
-            LimitKey::Header(value) => sip.hash_one((DOMAIN_HEADER, value)) & !V4_TAG,
+            // Its own domain byte keeps "missing" apart from "present but empty". A present
+            // value is the only variable-length field and comes last, so it needs no length
+            // prefix (SipHash mixes the total length in anyway): two writes, not four.
+            LimitKey::Header(None) => sip.hash_one(DOMAIN_NO_HEADER) & !V4_TAG,
+            LimitKey::Header(Some(value)) => {
+                let mut h = sip.build_hasher();
+                h.write_u8(DOMAIN_HEADER);
+                h.write(value);
+                h.finish() & !V4_TAG
+            }
         }
     }
 
