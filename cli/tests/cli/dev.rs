@@ -298,6 +298,9 @@ async fn dev_relaunched_on_the_same_database_points_the_demo_at_the_new_backends
     let db_dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", db_dir.path().join("dev.db").display());
     let mut seen_endpoints = Vec::new();
+    // Holds the first run's service-a port through the second run, so that the second run's
+    // port 0 cannot be given the same port again (the kernel may reuse a freed one).
+    let mut old_port_holder = None;
     for (run, action) in [(1, "created"), (2, "updated")] {
         let dev = Dev::start_with(&["--database", &db]).await;
         assert!(
@@ -328,10 +331,25 @@ async fn dev_relaunched_on_the_same_database_points_the_demo_at_the_new_backends
         assert_eq!(status.code(), Some(0), "run {run}: {stderr}");
         // A database the operator named is theirs: it stays.
         assert!(db_dir.path().join("dev.db").exists(), "run {run}");
+        if old_port_holder.is_none() {
+            // Whatever connects there is cut off at once. If another process took the port
+            // in between, it is just as unavailable to the second run.
+            let addr = &seen_endpoints[0]["http://".len()..];
+            old_port_holder = TcpListener::bind(addr).await.ok().map(|listener| {
+                tokio::spawn(async move {
+                    while let Ok((conn, _)) = listener.accept().await {
+                        drop(conn);
+                    }
+                })
+            });
+        }
     }
-    // Port 0 twice: the second run's backends are elsewhere, and the answer above came from
-    // them, so the stored service was repointed.
+    // The second run's backends are elsewhere, and the answer above came from them, so the
+    // stored service was repointed.
     assert_ne!(seen_endpoints[0], seen_endpoints[1]);
+    if let Some(holder) = old_port_holder {
+        holder.abort();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
