@@ -216,6 +216,7 @@ mod tests {
     #[test]
     fn snapshot_is_read_as_its_version_and_kind_and_counted_whole() {
         let full = pb::DiscoveryResponse {
+            epoch: 0,
             version: 42,
             kind: Some(pb::discovery_response::Kind::Snapshot(pb::ConfigSnapshot {
                 services: vec![service("s"), service("t")],
@@ -235,6 +236,7 @@ mod tests {
     #[test]
     fn delta_is_read_with_its_base_version() {
         let delta = pb::DiscoveryResponse {
+            epoch: 0,
             version: 9,
             kind: Some(pb::discovery_response::Kind::Delta(pb::ConfigDelta {
                 base_version: 8,
@@ -252,6 +254,7 @@ mod tests {
             }
         );
         let none = pb::DiscoveryResponse {
+            epoch: 0,
             version: 3,
             kind: None,
         };

@@ -100,6 +100,8 @@ impl ConfigState {
             Arc::new(pb::DiscoveryResponse {
                 version: self.version,
                 kind: Some(pb::discovery_response::Kind::Snapshot(snapshot)),
+                // Set per stream by the sender, which knows its epoch.
+                epoch: 0,
             })
         })
     }
@@ -173,6 +175,7 @@ impl ConfigState {
         Some(pb::DiscoveryResponse {
             version: self.version,
             kind: Some(pb::discovery_response::Kind::Delta(delta)),
+            epoch: 0,
         })
     }
 

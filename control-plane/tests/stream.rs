@@ -76,6 +76,11 @@ async fn nack_is_recorded_with_its_error() {
         "endpoint http://127.0.0.1:9 refused by policy"
     );
     assert_eq!(n.acked_version, 0);
+
+    // A NACKed snapshot is not sent again (only a NACKed delta is answered with a
+    // snapshot): the next message is the next version.
+    let v2 = admin.add("two", "/two").await;
+    assert_eq!(node.next().await.version, v2);
 }
 
 #[tokio::test]
@@ -299,7 +304,7 @@ async fn a_node_that_takes_deltas_is_sent_only_what_changed() {
     let v1 = admin.add("two", "/two").await;
 
     // A new node gets the whole config, whatever it supports.
-    let mut node = cp.node_with("dp-delta", 0, &["delta"]).await;
+    let mut node = cp.node_with("dp-delta", 0, 0, &["delta"]).await;
     let first = node.next().await;
     assert_eq!(first.version, v1);
     assert_eq!(snapshot(&first).services.len(), 2);
@@ -309,7 +314,7 @@ async fn a_node_that_takes_deltas_is_sent_only_what_changed() {
     let mut two = service("two", "/two");
     two.endpoints = vec!["http://127.0.0.1:9".to_owned()];
     let v2 = admin.update(two).await.unwrap().config_version;
-    let pushed = node.next_within(PUSH_BOUND).await;
+    let pushed = node.next().await;
     assert_eq!(pushed.version, v2);
     let d = common::delta(&pushed);
     assert_eq!(d.base_version, v1);
@@ -320,7 +325,7 @@ async fn a_node_that_takes_deltas_is_sent_only_what_changed() {
 
     // A removal carries the name.
     let v3 = admin.delete("one").await.unwrap();
-    let pushed = node.next_within(PUSH_BOUND).await;
+    let pushed = node.next().await;
     assert_eq!(pushed.version, v3);
     let d = common::delta(&pushed);
     assert_eq!(d.base_version, v2);
@@ -344,13 +349,22 @@ async fn a_reconnecting_node_is_sent_one_delta_covering_what_it_missed() {
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
     let base = admin.add("one", "/one").await;
+    let mut node = cp.node_with("dp-back", 0, 0, &["delta"]).await;
+    let first = node.next().await;
+    assert_eq!(first.version, base);
+    let epoch = first.epoch;
+    assert_ne!(epoch, 0, "every response names the control plane's epoch");
+    node.ack(base).await;
+    drop(node);
+
     admin.add("two", "/two").await;
     admin.add("three", "/three").await;
     let latest = admin.delete("two").await.unwrap();
 
-    let mut node = cp.node_with("dp-back", base, &["delta"]).await;
+    let mut node = cp.node_with("dp-back", base, epoch, &["delta"]).await;
     let msg = node.next().await;
     assert_eq!(msg.version, latest);
+    assert_eq!(msg.epoch, epoch);
     let d = common::delta(&msg);
     assert_eq!(d.base_version, base);
     assert_eq!(upserted(d), ["three"]);
@@ -362,16 +376,50 @@ async fn a_reconnecting_node_is_sent_one_delta_covering_what_it_missed() {
 }
 
 #[tokio::test]
+async fn a_version_from_another_epoch_or_none_is_not_a_delta_base() {
+    // A restored database counts the same version numbers again with other contents, so a
+    // version is only a base when the node got it from this run of the control plane.
+    let cp = ControlPlane::start().await;
+    let mut admin = cp.admin().await;
+    let base = admin.add("one", "/one").await;
+    let mut probe = cp.node_with("dp-probe", 0, 0, &["delta"]).await;
+    let epoch = probe.next().await.epoch;
+    drop(probe);
+    let mut latest = admin.add("two", "/two").await;
+
+    let cases = [
+        ("dp-other", epoch.wrapping_add(1), vec!["one", "two"]),
+        ("dp-none", 0, vec!["after-dp-other", "one", "two"]),
+    ];
+    for (id, known_epoch, services) in cases {
+        let mut node = cp.node_with(id, base, known_epoch, &["delta"]).await;
+        let msg = node.next().await;
+        assert_eq!(msg.version, latest, "{id}");
+        let names: Vec<_> = snapshot(&msg).services.iter().map(|s| &*s.name).collect();
+        assert_eq!(names, services, "{id}: a full snapshot");
+        node.ack(latest).await;
+        // From then on, what this stream sent is a base.
+        let next = admin
+            .add(&format!("after-{id}"), &format!("/after-{id}"))
+            .await;
+        let msg = node.next().await;
+        assert_eq!(msg.version, next, "{id}");
+        assert_eq!(common::delta(&msg).base_version, latest, "{id}");
+        latest = next;
+    }
+}
+
+#[tokio::test]
 async fn a_nacked_delta_is_followed_by_the_full_snapshot() {
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
     let v1 = admin.add("one", "/one").await;
-    let mut node = cp.node_with("dp-resync", 0, &["delta"]).await;
+    let mut node = cp.node_with("dp-resync", 0, 0, &["delta"]).await;
     assert_eq!(node.next().await.version, v1);
     node.ack(v1).await;
 
     let v2 = admin.add("two", "/two").await;
-    let pushed = node.next_within(PUSH_BOUND).await;
+    let pushed = node.next().await;
     assert_eq!(common::delta(&pushed).base_version, v1);
     node.nack(v2, "delta from version 1 does not apply").await;
 
@@ -393,7 +441,7 @@ async fn a_nacked_delta_is_followed_by_the_full_snapshot() {
 
     // Back to deltas for the next change.
     let v3 = admin.add("three", "/three").await;
-    let pushed = node.next_within(PUSH_BOUND).await;
+    let pushed = node.next().await;
     assert_eq!(pushed.version, v3);
     assert_eq!(common::delta(&pushed).base_version, v2);
 }
@@ -403,13 +451,17 @@ async fn after_a_restart_an_older_node_gets_a_snapshot() {
     let cp = ControlPlane::start().await;
     let mut admin = cp.admin().await;
     let v1 = admin.add("one", "/one").await;
+    let mut node = cp.node_with("dp-old", 0, 0, &["delta"]).await;
+    let epoch = node.next().await.epoch;
+    drop(node);
     let v2 = admin.add("two", "/two").await;
     drop(admin);
 
-    // The restarted control plane has no history of changes to build a delta from.
+    // A new run has a new epoch (and no history of changes to build a delta from).
     let cp = cp.restart().await;
-    let mut node = cp.node_with("dp-old", v1, &["delta"]).await;
+    let mut node = cp.node_with("dp-old", v1, epoch, &["delta"]).await;
     let msg = node.next().await;
     assert_eq!(msg.version, v2);
+    assert_ne!(msg.epoch, epoch);
     assert_eq!(snapshot(&msg).services.len(), 2);
 }

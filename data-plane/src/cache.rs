@@ -93,6 +93,7 @@ pub fn store(path: &Path, version: u64, snapshot: &pb::ConfigSnapshot) -> Result
 /// Frames `(version, snapshot)` as described in the module docs.
 fn encode(version: u64, snapshot: &pb::ConfigSnapshot) -> Vec<u8> {
     let payload = pb::DiscoveryResponse {
+        epoch: 0,
         version,
         kind: Some(pb::discovery_response::Kind::Snapshot(snapshot.clone())),
     }
@@ -285,6 +286,7 @@ mod tests {
         future[8..12].copy_from_slice(&(FORMAT_VERSION + 1).to_le_bytes());
         // A payload with a valid frame but no snapshot inside.
         let empty_payload = pb::DiscoveryResponse {
+            epoch: 0,
             version: 3,
             kind: None,
         }

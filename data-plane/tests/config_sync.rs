@@ -605,7 +605,11 @@ impl Script {
 
     async fn send(&self, version: u64, kind: Option<pb::discovery_response::Kind>) {
         self.to_node
-            .send(Ok(pb::DiscoveryResponse { version, kind }))
+            .send(Ok(pb::DiscoveryResponse {
+                version,
+                kind,
+                epoch: 0,
+            }))
             .await
             .unwrap();
     }
@@ -698,6 +702,7 @@ async fn hello_first_then_nack_of_an_unknown_kind_and_ack_of_the_version_in_forc
     assert_eq!(
         hello,
         pb::NodeHello {
+            known_epoch: 0,
             node_id: "dp-7".to_owned(),
             known_version: 5,
             listen_address: "127.0.0.1:8080".to_owned(),
@@ -850,7 +855,7 @@ async fn delta_from_another_base_is_nacked_the_old_config_stays_and_a_snapshot_f
 }
 
 #[tokio::test]
-async fn a_node_started_from_its_cache_applies_a_delta_on_the_cached_version() {
+async fn a_node_started_from_its_cache_announces_no_epoch_and_takes_a_snapshot_first() {
     let dir = tempfile::tempdir().unwrap();
     let mut script = Script::start().await;
     // What a previous run left: the cache file, which the data plane installs at start-up.
@@ -868,15 +873,31 @@ async fn a_node_started_from_its_cache_applies_a_delta_on_the_cached_version() {
         panic!("the first message must be hello");
     };
     assert_eq!(hello.known_version, 5);
-    // No snapshot first: the delta is merged into the cached config.
+    // The cache does not say which control-plane run the version came from, so version 5 is
+    // no base for a delta: one sent anyway is refused, and the snapshot is applied.
+    assert_eq!(hello.known_epoch, 0);
     script
         .send_delta(6, 5, vec![bare("gamma")], &["alpha"])
         .await;
+    assert_eq!(
+        script.next().await,
+        nack(
+            6,
+            "delta from version 5 does not apply: this node serves version 5 but holds no copy \
+             of it to merge into"
+        )
+    );
+    assert_eq!(node.sink.versions(), [5]);
+    let snapshot = named(&["beta", "gamma"]);
+    script
+        .send(
+            6,
+            Some(pb::discovery_response::Kind::Snapshot(snapshot.clone())),
+        )
+        .await;
     assert_eq!(script.next().await, ack(6));
     assert_eq!(node.sink.versions(), [5, 6]);
-    let (_, applied) = node.sink.last().unwrap();
-    assert_eq!(service_names(&applied), ["beta", "gamma"]);
-    assert_eq!(cache::load(&node.cache_file).unwrap(), Some((6, applied)));
+    assert_eq!(cache::load(&node.cache_file).unwrap(), Some((6, snapshot)));
 
     node.shutdown().await;
 }

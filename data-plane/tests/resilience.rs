@@ -114,6 +114,7 @@ async fn a_bad_version_is_nacked_and_the_previous_one_keeps_serving() {
     };
     let send = |version, snapshot| {
         to_node.send(Ok(pb::DiscoveryResponse {
+            epoch: 0,
             version,
             kind: Some(pb::discovery_response::Kind::Snapshot(snapshot)),
         }))

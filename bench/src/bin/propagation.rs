@@ -339,6 +339,7 @@ async fn open_stream(
 fn hello(node_id: &str) -> pb::DiscoveryRequest {
     pb::DiscoveryRequest {
         kind: Some(pb::discovery_request::Kind::Hello(pb::NodeHello {
+            known_epoch: 0,
             node_id: node_id.to_owned(),
             known_version: 0,
             listen_address: "127.0.0.1:1".to_owned(),

@@ -97,6 +97,7 @@ impl FakeNode {
     pub async fn connect(cp: &ControlPlane, node_id: &str) -> Self {
         let (tx, rx) = mpsc::channel(8);
         let hello = pb::discovery_request::Kind::Hello(pb::NodeHello {
+            known_epoch: 0,
             node_id: node_id.into(),
             listen_address: "127.0.0.1:8080".into(),
             admin_address: "127.0.0.1:9901".into(),

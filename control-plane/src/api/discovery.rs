@@ -5,9 +5,13 @@
 //! take the *latest* published state, so a slow node skips versions instead of growing a
 //! queue. What it sends is a full snapshot to a new node, and otherwise, to a node that
 //! announced the "delta" capability, one `ConfigDelta` from the version the node holds to the
-//! latest (built from the state's recent changes, see `state`); a NACKed delta, or a node
-//! further behind than the recent changes reach, gets the snapshot. Every stream ends when the control plane shuts down, so graceful shutdown is not
-//! held up by data planes that keep their streams open forever.
+//! latest (built from the state's recent changes, see `state`). The version a node announces
+//! in its hello is a delta's base only if it came with this run's epoch (a restored database
+//! reuses version numbers); a NACKed delta, or a node further behind than the recent changes
+//! reach, gets the snapshot.
+//!
+//! Every stream ends when the control plane shuts down, so graceful shutdown is not held up
+//! by data planes that keep their streams open forever.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,6 +44,10 @@ pub struct DiscoveryApi {
     store: Arc<Store>,
     nodes: Arc<NodeRegistry>,
     shutdown: watch::Receiver<bool>,
+    /// Sent in every response (`DiscoveryResponse.epoch`): a version number names the same
+    /// config only within one run of the control plane, since a restored database counts
+    /// the same numbers again with other contents.
+    epoch: u64,
 }
 
 impl DiscoveryApi {
@@ -54,8 +62,19 @@ impl DiscoveryApi {
             store,
             nodes,
             shutdown,
+            epoch: new_epoch(),
         }
     }
+}
+
+/// A random, non-zero epoch. std's `RandomState` is seeded from the OS's random source, so
+/// hashing nothing with a new one gives a fresh random number without another dependency.
+fn new_epoch() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let epoch = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    epoch.max(1)
 }
 
 #[tonic::async_trait]
@@ -78,6 +97,18 @@ impl ConfigDiscoveryService for DiscoveryApi {
         tokio::spawn(self.clone().session(inbound, tx, peer));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
+}
+
+/// What a node said in its hello about the config it holds.
+#[derive(Debug, Clone, Copy)]
+struct Holds {
+    /// The version it holds (0: none).
+    version: u64,
+    /// Whether that version may serve as a delta's base: the node announced it with this
+    /// run's epoch. If not, the first response is a snapshot.
+    is_base: bool,
+    /// It listed the "delta" capability.
+    takes_deltas: bool,
 }
 
 /// Why a stream ended.
@@ -107,8 +138,11 @@ impl DiscoveryApi {
             admin_address,
             build_version,
             capabilities,
+            known_epoch,
         } = hello;
         let takes_deltas = capabilities.iter().any(|c| c == CAPABILITY_DELTA);
+        // A version the node announces means our config only if it came from this run.
+        let known_is_ours = known_epoch == self.epoch;
         if let Err(problem) = check_node_id(&node_id) {
             return reject(
                 &tx,
@@ -137,8 +171,11 @@ impl DiscoveryApi {
         let end = self
             .push_loop(
                 &conn,
-                known_version,
-                takes_deltas,
+                Holds {
+                    version: known_version,
+                    is_base: known_is_ours,
+                    takes_deltas,
+                },
                 &mut inbound,
                 &tx,
                 &mut shutdown,
@@ -168,8 +205,7 @@ impl DiscoveryApi {
     async fn push_loop(
         &self,
         conn: &Connection,
-        known_version: u64,
-        takes_deltas: bool,
+        holds: Holds,
         inbound: &mut Streaming<pb::DiscoveryRequest>,
         tx: &Outbound,
         shutdown: &mut watch::Receiver<bool>,
@@ -178,6 +214,11 @@ impl DiscoveryApi {
         // The version the node holds or was last sent. Anything different is worth sending:
         // normally newer, but after a database restore it may be older, and the node must
         // still converge on what this control plane serves.
+        let Holds {
+            version: known_version,
+            is_base,
+            takes_deltas,
+        } = holds;
         let mut node_version = known_version;
         let current = updates.borrow_and_update().version;
         if known_version > current {
@@ -190,6 +231,9 @@ impl DiscoveryApi {
         // must be sent a snapshot next (it NACKed a delta: it may not hold what we think).
         let mut last_delta: Option<u64> = None;
         let mut resync = false;
+        // Whether `node_version` may be a delta's base: what the node announced with our
+        // epoch, or what this stream sent it (the node NACKs if it did not apply that).
+        let mut base_is_known = is_base;
         loop {
             let pending = resync || updates.borrow().version != node_version;
             tokio::select! {
@@ -211,21 +255,25 @@ impl DiscoveryApi {
                     let Ok(permit) = permit else { return End::NodeClosed };
                     // Taken only now that there is room, so it is the latest version.
                     let state = updates.borrow_and_update().clone();
-                    let delta = if takes_deltas && !resync {
+                    let delta = if takes_deltas && base_is_known && !resync {
                         state.delta_since(node_version)
                     } else {
                         None
                     };
-                    let kind = if let Some(delta) = delta {
+                    let kind = if let Some(mut delta) = delta {
+                        delta.epoch = self.epoch;
                         permit.send(Ok(delta));
                         last_delta = Some(state.version);
                         "delta"
                     } else {
-                        permit.send(Ok((**state.snapshot()).clone()));
+                        let mut snapshot = (**state.snapshot()).clone();
+                        snapshot.epoch = self.epoch;
+                        permit.send(Ok(snapshot));
                         last_delta = None;
                         "snapshot"
                     };
                     resync = false;
+                    base_is_known = true;
                     node_version = state.version;
                     self.nodes.sent(conn, node_version);
                     tracing::debug!(node = %conn.node_id, version = node_version, kind, "config sent");

@@ -101,20 +101,22 @@ impl ControlPlane {
 
     /// Opens a config stream and sends `hello` (without capabilities: snapshots only).
     pub async fn node(&self, node_id: &str, known_version: u64) -> Node {
-        self.node_with(node_id, known_version, &[]).await
+        self.node_with(node_id, known_version, 0, &[]).await
     }
 
-    /// Opens a config stream and sends `hello` listing `capabilities`.
+    /// Opens a config stream and sends `hello` with `known_epoch`, listing `capabilities`.
     pub async fn node_with(
         &self,
         node_id: &str,
         known_version: u64,
+        known_epoch: u64,
         capabilities: &[&str],
     ) -> Node {
         let mut client = ConfigDiscoveryServiceClient::new(self.channel().await);
         let (tx, rx) = mpsc::channel(16);
         let mut hello = hello(node_id, known_version);
         if let Some(pb::discovery_request::Kind::Hello(h)) = &mut hello.kind {
+            h.known_epoch = known_epoch;
             h.capabilities = capabilities.iter().map(|c| (*c).to_owned()).collect();
         }
         tx.send(hello).await.unwrap();
@@ -148,6 +150,7 @@ pub fn hello(node_id: &str, known_version: u64) -> pb::DiscoveryRequest {
             admin_address: "127.0.0.1:9901".to_owned(),
             build_version: "test".to_owned(),
             capabilities: vec![],
+            known_epoch: 0,
         })),
     }
 }

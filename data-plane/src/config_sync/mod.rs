@@ -16,7 +16,9 @@
 //! hundred bytes on the wire instead of the whole config (the node still compiles the merged
 //! config whole, as it would a snapshot).
 //! To apply a delta the task keeps the protobuf snapshot of the version in force (the last
-//! one it installed, or the cache file's when the node started from it): the delta is merged
+//! one it received and installed), and echoes the control plane's epoch that came with it
+//! in its next hello, so that a reconnect can resume with a delta; a node that started from
+//! its cache file holds no epoch and is sent a snapshot first. The delta is merged
 //! into it and the resulting full snapshot goes through exactly the path a received snapshot
 //! takes (the sink validates the whole, the cache gets the whole). A delta whose base is not
 //! the version this node holds is NACKed with no change; the control plane answers that with
@@ -241,14 +243,16 @@ struct Task {
     status: Arc<SyncStatus>,
     /// `None` once every reporter has gone away.
     reports: Option<mpsc::Receiver<pb::DiscoveryRequest>>,
-    /// The protobuf snapshot of the last version installed, which deltas are merged into.
-    /// `None` until one is installed or loaded from the cache.
+    /// The protobuf snapshot of the last version received and installed, which deltas are
+    /// merged into. `None` until one is.
     held: Option<Held>,
 }
 
 /// A full config kept to merge deltas into.
 struct Held {
     version: u64,
+    /// The control plane's epoch that came with it, echoed in the next hello.
+    epoch: u64,
     /// Shared with the blocking task that merges a delta, without copying 10k services.
     snapshot: Arc<pb::ConfigSnapshot>,
 }
@@ -303,16 +307,8 @@ impl Task {
     /// One connection: open the stream, then serve it until it fails.
     async fn session(&mut self, endpoint: &Endpoint, open_timeout: Duration) -> SessionEnd {
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
-        self.hold_cached_config().await;
+        let hello = self.hello();
         let known_version = self.status.version.load(Ordering::SeqCst);
-        let hello = request(pb::discovery_request::Kind::Hello(pb::NodeHello {
-            node_id: self.config.node_id.clone(),
-            known_version,
-            listen_address: self.config.listen_address.clone(),
-            admin_address: self.config.admin_address.clone(),
-            build_version: env!("CARGO_PKG_VERSION").to_owned(),
-            capabilities: vec![DELTA_CAPABILITY.to_owned()],
-        }));
         // Queued before the call so that it is the first thing on the stream. The channel is
         // new and has room, so this cannot fail.
         let _ = outbound.try_send(hello);
@@ -369,46 +365,33 @@ impl Task {
         }
     }
 
-    /// Before a session: if the node serves a version (it started from the cache file) but
-    /// holds no snapshot of it to merge deltas into, takes the cache file's, provided that is
-    /// exactly the version in force. Without it the first delta is NACKed and answered with a
-    /// snapshot: slower, never wrong.
-    async fn hold_cached_config(&mut self) {
-        let in_force = self.status.version.load(Ordering::SeqCst);
-        if in_force == 0 || self.held.as_ref().is_some_and(|h| h.version == in_force) {
-            return;
-        }
-        let Some(path) = self.config.cache_file.clone() else {
-            return;
-        };
-        // Reading and decoding a large config takes milliseconds: off the runtime's worker.
-        match tokio::task::spawn_blocking(move || cache::load(&path)).await {
-            Ok(Ok(Some((version, snapshot)))) if version == in_force => {
-                tracing::debug!(version, "holding the cached config to merge deltas into");
-                self.held = Some(Held {
-                    version,
-                    snapshot: Arc::new(snapshot),
-                });
-            }
-            Ok(Ok(Some((version, _)))) => tracing::debug!(
-                cached = version,
-                in_force,
-                "the cache holds another version than the one in force; deltas wait for a snapshot"
-            ),
-            Ok(Ok(None)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "cannot read the config cache to merge deltas into")
-            }
-            Err(join_error) => {
-                tracing::warn!(error = %join_error, "reading the config cache failed internally");
-            }
-        }
+    /// The hello for a new stream: this node, the version in force, and the epoch that came
+    /// with it.
+    fn hello(&self) -> pb::DiscoveryRequest {
+        let known_version = self.status.version.load(Ordering::SeqCst);
+        // The epoch travels with the config it came with; a config this process did not
+        // receive itself (the cache, after a restart) has none, and gets a snapshot first.
+        let known_epoch = self
+            .held
+            .as_ref()
+            .filter(|h| h.version == known_version)
+            .map_or(0, |h| h.epoch);
+        request(pb::discovery_request::Kind::Hello(pb::NodeHello {
+            node_id: self.config.node_id.clone(),
+            known_version,
+            listen_address: self.config.listen_address.clone(),
+            admin_address: self.config.admin_address.clone(),
+            build_version: env!("CARGO_PKG_VERSION").to_owned(),
+            capabilities: vec![DELTA_CAPABILITY.to_owned()],
+            known_epoch,
+        }))
     }
 
     /// Applies one response and returns the ACK or NACK to send.
     async fn handle(&mut self, response: pb::DiscoveryResponse) -> pb::DiscoveryRequest {
         use pb::discovery_response::Kind;
         let version = response.version;
+        let epoch = response.epoch;
         // An unknown oneof field decodes as `None`: a kind this build was not told about.
         let Some(kind) = response.kind else {
             tracing::warn!(
@@ -426,6 +409,7 @@ impl Task {
             {
                 self.held = Some(Held {
                     version,
+                    epoch,
                     snapshot: Arc::new(snapshot),
                 });
             }
@@ -446,7 +430,7 @@ impl Task {
                 }
                 Update::Snapshot(snapshot)
             }
-            Kind::Delta(delta) => match self.delta_base(&delta, in_force) {
+            Kind::Delta(delta) => match self.delta_base(version, &delta, in_force) {
                 Ok(base) => Update::Delta(base, delta),
                 Err(reason) => {
                     tracing::warn!(version, %reason, "delta NACKed; expecting a full snapshot next");
@@ -473,6 +457,7 @@ impl Task {
             Ok(Ok(snapshot)) => {
                 self.held = Some(Held {
                     version,
+                    epoch,
                     snapshot: Arc::new(snapshot),
                 });
                 ack(version)
@@ -488,14 +473,20 @@ impl Task {
         }
     }
 
-    /// The snapshot `delta` is to be merged into, or the NACK reason if this node does not
-    /// hold exactly its base version.
+    /// The snapshot `delta` (to `version`) is to be merged into, or the NACK reason if this
+    /// node does not hold exactly its base version or the delta does not move forward.
     fn delta_base(
         &self,
+        version: u64,
         delta: &pb::ConfigDelta,
         in_force: u64,
     ) -> Result<Arc<pb::ConfigSnapshot>, String> {
         let base = delta.base_version;
+        if version <= base {
+            return Err(format!(
+                "delta from version {base} to version {version} does not move forward"
+            ));
+        }
         if base != in_force {
             return Err(format!(
                 "delta from version {base} does not apply: this node holds version {in_force}"

@@ -55,6 +55,7 @@ fn snapshot(name: &str) -> pb::ConfigSnapshot {
 
 fn response(version: u64, snapshot: pb::ConfigSnapshot) -> pb::DiscoveryResponse {
     pb::DiscoveryResponse {
+        epoch: 0,
         version,
         kind: Some(pb::discovery_response::Kind::Snapshot(snapshot)),
     }
@@ -76,6 +77,7 @@ fn named(names: &[&str]) -> pb::ConfigSnapshot {
 /// A delta from `base` to `version` adding the services `add` and removing `remove`.
 fn delta(version: u64, base: u64, add: &[&str], remove: &[&str]) -> pb::DiscoveryResponse {
     pb::DiscoveryResponse {
+        epoch: 0,
         version,
         kind: Some(pb::discovery_response::Kind::Delta(pb::ConfigDelta {
             base_version: base,
@@ -220,36 +222,55 @@ async fn rejected_merge_is_nacked_and_the_held_snapshot_stays_the_base() {
     );
 }
 
+/// The (known_version, known_epoch) a new stream's hello would carry.
+fn hello_holds(task: &Task) -> (u64, u64) {
+    match task.hello().kind {
+        Some(pb::discovery_request::Kind::Hello(h)) => {
+            assert_eq!(h.capabilities, [DELTA_CAPABILITY]);
+            (h.known_version, h.known_epoch)
+        }
+        other => panic!("not a hello: {other:?}"),
+    }
+}
+
 #[tokio::test]
-async fn the_cache_of_the_version_in_force_is_held_for_deltas() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("node.cache");
-    cache::store(&path, 5, &named(&["a"])).unwrap();
-
-    // Serving 5, as the data plane does after loading that cache at start-up.
+async fn the_hello_echoes_the_epoch_of_the_config_received() {
     let sink = Arc::new(Keeper::default());
-    let mut restarted = task(sink.clone(), Some(path.clone()), 5);
-    restarted.hold_cached_config().await;
-    assert_eq!(restarted.handle(delta(6, 5, &["b"], &[])).await, ack(6));
-    assert_eq!(
-        sink.applied.lock().unwrap().last().unwrap(),
-        &(6, named(&["a", "b"]))
-    );
+    let mut node = task(sink.clone(), None, 0);
+    assert_eq!(hello_holds(&node), (0, 0));
+    let mut first = response(3, named(&["a"]));
+    first.epoch = 77;
+    assert_eq!(node.handle(first).await, ack(3));
+    assert_eq!(hello_holds(&node), (3, 77));
+    let mut next = delta(4, 3, &["b"], &[]);
+    next.epoch = 77;
+    assert_eq!(node.handle(next).await, ack(4));
+    assert_eq!(hello_holds(&node), (4, 77));
 
-    // A cache of another version than the one in force is not merged into.
-    cache::store(&path, 4, &named(&["old"])).unwrap();
-    let mut other = task(sink.clone(), Some(path), 5);
-    other.hold_cached_config().await;
-    assert!(other.held.is_none());
+    // Serving a version this process did not receive (the cache, after a restart): no
+    // epoch, so the control plane starts it with a snapshot.
+    let from_cache = task(sink, None, 5);
+    assert_eq!(hello_holds(&from_cache), (5, 0));
+}
+
+#[tokio::test]
+async fn a_delta_that_does_not_move_forward_is_nacked() {
+    let sink = Arc::new(Keeper::default());
+    let mut task = task(sink.clone(), None, 0);
+    assert_eq!(task.handle(response(3, named(&["a"]))).await, ack(3));
     assert_eq!(
-        other.handle(delta(6, 5, &["b"], &[])).await,
+        task.handle(delta(3, 3, &["b"], &[])).await,
+        ack(3),
+        "the version in force: nothing to do"
+    );
+    assert_eq!(
+        task.handle(delta(2, 3, &["b"], &[])).await,
         nack(
-            6,
-            "delta from version 5 does not apply: this node serves version 5 but holds no \
-             copy of it to merge into"
-                .to_owned()
+            2,
+            "delta from version 3 to version 2 does not move forward".to_owned()
         )
     );
+    assert_eq!(sink.applied.lock().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -311,6 +332,7 @@ async fn response_without_a_known_kind_is_nacked() {
     let mut task = task(sink.clone(), None, 0);
     let reply = task
         .handle(pb::DiscoveryResponse {
+            epoch: 0,
             version: 9,
             kind: None,
         })
