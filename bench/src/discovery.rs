@@ -23,7 +23,7 @@ use tonic::transport::Channel;
 const STREAM_CONFIG: &str = "/gateway.v1.ConfigDiscoveryService/StreamConfig";
 
 /// The `NodeHello.capabilities` entry for nodes that apply deltas (as the data plane sends).
-pub const DELTA_CAPABILITY: &str = "delta";
+pub const DELTA_CAPABILITY: &str = gw_proto::v1::CAPABILITY_DELTA;
 
 /// What a simulated node keeps of a `DiscoveryResponse`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,7 @@
 //! Generated code for the `gateway.v1` protobuf package (messages, tonic clients and servers)
-//! and the encoded file descriptor set for gRPC server reflection. Nothing hand-written lives
-//! here: domain types and validation belong to the crates that use the API.
+//! and the encoded file descriptor set for gRPC server reflection, plus the protocol's string
+//! constants that the .proto defines only in comments. Domain types and validation belong to
+//! the crates that use the API.
 
 #![allow(clippy::all, missing_docs)]
 
@@ -11,4 +12,8 @@ pub mod v1 {
     /// Encoded `FileDescriptorSet` of `gateway.v1`, for `tonic-reflection`.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("gateway_v1_descriptor");
+
+    /// The `NodeHello.capabilities` entry of a data plane that applies `ConfigDelta`
+    /// responses (see `DiscoveryResponse.delta`).
+    pub const CAPABILITY_DELTA: &str = "delta";
 }

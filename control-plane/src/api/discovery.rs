@@ -30,7 +30,7 @@ use crate::store::Store;
 /// rather than holding a task and a socket forever.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `NodeHello.capabilities` entry of a node that applies `ConfigDelta` responses.
-pub const CAPABILITY_DELTA: &str = "delta";
+pub const CAPABILITY_DELTA: &str = gw_proto::v1::CAPABILITY_DELTA;
 /// Longest node id, in characters.
 const MAX_NODE_ID: usize = 128;
 /// Longest address or build string kept from a hello; these are for display only.

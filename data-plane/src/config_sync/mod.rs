@@ -78,7 +78,7 @@ const OUTBOUND_CAPACITY: usize = 16;
 const UNSUPPORTED_KIND: &str = "unsupported response kind";
 
 /// The `NodeHello.capabilities` entry saying this node applies `ConfigDelta` responses.
-pub const DELTA_CAPABILITY: &str = "delta";
+pub const DELTA_CAPABILITY: &str = gw_proto::v1::CAPABILITY_DELTA;
 
 /// The loop's timeouts and delays: the constants above in production; tests shrink them to
 /// see a partition detected, or stretch the backoff to catch shutdown in the middle of it.
