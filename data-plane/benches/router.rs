@@ -8,7 +8,7 @@
 use std::hint::black_box;
 
 use criterion::Criterion;
-use gw_data_plane::router::{RouteSpec, RouteTable, strip_prefix};
+use gw_data_plane::config::router::{RouteSpec, RouteTable, strip_prefix};
 use http::uri::PathAndQuery;
 
 const SERVICES: usize = 10_000;

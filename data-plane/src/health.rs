@@ -31,10 +31,10 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::balancer::Endpoint;
-use crate::gateway::Gateway;
-use crate::server::signalled;
-use crate::snapshot::{HealthSpec, Snapshot};
+use crate::config::gateway::Gateway;
+use crate::config::snapshot::{HealthSpec, Snapshot};
+use crate::shutdown::signalled;
+use crate::upstream::balancer::Endpoint;
 
 /// How often the checker looks for a newly applied config. The gateway has no apply
 /// notification, and loading one `ArcSwap` pointer every 50 ms costs nothing measurable while
@@ -458,7 +458,10 @@ mod tests {
         };
         let mut backend = gw_testkit::backend::Backend::start("b").await;
         let url: Arc<str> = backend.url().into();
-        let ep = Endpoint::new(url.clone(), crate::snapshot::parse_endpoint(&url).unwrap());
+        let ep = Endpoint::new(
+            url.clone(),
+            crate::config::snapshot::parse_endpoint(&url).unwrap(),
+        );
         assert_eq!(probe(&ep, &spec).await, Ok(()));
         backend.stop().await;
         assert_eq!(
@@ -477,7 +480,10 @@ mod tests {
                 .write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
                 .await;
         });
-        let ep503 = Endpoint::new(url.clone(), crate::snapshot::parse_endpoint(&url).unwrap());
+        let ep503 = Endpoint::new(
+            url.clone(),
+            crate::config::snapshot::parse_endpoint(&url).unwrap(),
+        );
         assert_eq!(
             probe(&ep503, &spec).await,
             Err("GET /health: status 503".to_owned())
@@ -485,7 +491,10 @@ mod tests {
         // A listener that accepts and never answers: the timeout.
         let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url: Arc<str> = format!("http://{}", silent.local_addr().unwrap()).into();
-        let ep = Endpoint::new(url.clone(), crate::snapshot::parse_endpoint(&url).unwrap());
+        let ep = Endpoint::new(
+            url.clone(),
+            crate::config::snapshot::parse_endpoint(&url).unwrap(),
+        );
         let short = HealthSpec {
             timeout: Duration::from_millis(200),
             ..spec

@@ -1,38 +1,42 @@
 //! gw-data-plane: the reverse proxy that takes client traffic, fed live by the control plane.
 //!
-//! Module map:
-//! - `config_sync`: the `StreamConfig` client: hello, apply, ACK/NACK, reconnect with backoff.
-//! - `cache`: the on-disk copy of the last applied config (atomic temp file + rename).
-//! - `limiter`: in-memory token buckets per (policy, key).
-//! - `snapshot`: validation and compilation of a config version into what the request path
-//!   reads; `gateway`: the shared state that holds it and implements `ConfigSink`.
-//! - `router`, `balancer`, `ratelimit`, `headers`, `upstream`, `responses`, `proxy`: the
-//!   request path, one concern each.
-//! - `health`: active checks per endpoint and passive ejection; `report`: health and stats
-//!   reports to the control plane over the config stream.
-//! - `server`: accept loops and graceful shutdown; `admin`: health, readiness, config, metrics;
-//!   `metrics`: the counters and their Prometheus rendering.
+//! The crate is layered by concern; imports flow one way, downwards:
+//!
+//! ```text
+//!   proxy/ (request path)    telemetry/ (metrics, reports, admin)
+//!        |        \             |          |
+//!        |         \          health        |
+//!        |          \          |            |
+//!        |           config/ (sync, cache, snapshot, router, gateway)
+//!        |          /     |      \
+//!     limiter/ (buckets, policies)  upstream/ (endpoints, balancer, pool)
+//!          \              |
+//!           stats (counters)        shutdown (the stop signal)
+//! ```
+//!
+//! - `stats`: the counters the request path bumps; imports nothing else of the crate.
+//! - `limiter`: token buckets per (policy, key) and applying a service's policies to one
+//!   request (`limiter::policy`).
+//! - `upstream`: endpoints with their health state, round robin, pooled backend connections.
+//! - `config`: the `StreamConfig` client, the on-disk cache, compilation of a version into an
+//!   immutable `Snapshot`, and `Gateway`, the shared state that holds it.
+//! - `health`: active checks per endpoint (passive ejection is `upstream::balancer`'s).
+//! - `proxy`: the accept loop, routing, rate limiting and forwarding of one request.
+//! - `telemetry`: Prometheus rendering, reports to the control plane, the admin listener.
+//!
+//! `serve` (here) wires them together; it is the only place that knows them all.
 //!
 //! **Invariant:** the request path never takes a lock on shared state (the limiter's own
 //! per-key synchronization aside) and never waits for config application: it loads one
 //! immutable `Snapshot` per request.
 
-pub mod admin;
-pub mod balancer;
-pub mod cache;
-pub mod config_sync;
-pub mod gateway;
-pub mod headers;
+pub mod config;
 pub mod health;
 pub mod limiter;
-pub mod metrics;
 pub mod proxy;
-pub mod ratelimit;
-pub mod report;
-pub mod responses;
-pub mod router;
-pub mod server;
-pub mod snapshot;
+pub mod shutdown;
+pub mod stats;
+pub mod telemetry;
 pub mod upstream;
 
 use std::future::Future;
@@ -43,10 +47,14 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config_sync::{ConfigSink, SyncConfig, SyncStatus};
-use crate::gateway::Gateway;
-use crate::headers::TrustedProxies;
-use crate::server::{Limits, signalled};
+use crate::config::cache;
+use crate::config::gateway::Gateway;
+use crate::config::sync::{self as config_sync, ConfigSink, SyncConfig, SyncStatus};
+use crate::proxy::Proxy;
+use crate::proxy::headers::{RequestIds, TrustedProxies};
+use crate::proxy::server::{self, Limits};
+use crate::shutdown::signalled;
+use crate::telemetry::{admin, report};
 
 /// Default per-policy cap on tracked rate-limit keys: about 70 MB per policy at the limiter's
 /// target of 70 bytes per key, enough for a large flood of distinct client IPs.
@@ -147,11 +155,7 @@ pub async fn serve(
     let proxy_addr = proxy.local_addr().map_err(ServeError::Listener)?;
     let admin_addr = admin.local_addr().map_err(ServeError::Listener)?;
     let status = Arc::new(SyncStatus::default());
-    let gw = Arc::new(Gateway::new(
-        config.trusted_proxies.clone(),
-        config.rate_limit_max_keys,
-        status.clone(),
-    ));
+    let gw = Arc::new(Gateway::new(config.rate_limit_max_keys, status.clone()));
 
     load_cache(&gw, &config);
     if !gw.is_ready() {
@@ -217,11 +221,15 @@ pub async fn serve(
         config.shutdown_grace,
     ));
     tracing::info!(%proxy_addr, %admin_addr, node_id = %config.node_id, "data plane listening");
-    let proxy_gw = gw.clone();
+    let proxy_state = Arc::new(Proxy {
+        gw: gw.clone(),
+        trusted: config.trusted_proxies.clone(),
+        ids: RequestIds::default(),
+    });
     server::run(
         proxy,
         limits,
-        move |peer, req| proxy::handle(proxy_gw.clone(), peer, req),
+        move |peer, req| proxy::forward::handle(proxy_state.clone(), peer, req),
         stop_rx,
         config.shutdown_grace,
     )

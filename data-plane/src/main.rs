@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use gw_data_plane::headers::TrustedProxies;
+use gw_data_plane::proxy::headers::TrustedProxies;
 use gw_data_plane::{Config, DEFAULT_RATE_LIMIT_MAX_KEYS};
 
 /// The control plane a data plane talks to unless told otherwise (its default gRPC address).

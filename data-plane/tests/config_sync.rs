@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use gw_data_plane::cache;
-use gw_data_plane::config_sync::{self, ConfigSink, SyncConfig, SyncStatus};
+use gw_data_plane::config::cache;
+use gw_data_plane::config::sync::{self as config_sync, ConfigSink, SyncConfig, SyncStatus};
 use gw_proto::v1 as pb;
 use gw_proto::v1::admin_service_client::AdminServiceClient;
 use gw_proto::v1::config_discovery_service_server::{

@@ -165,7 +165,8 @@ async fn hop_by_hop_headers_are_removed_from_responses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_ip_comes_from_x_forwarded_for_only_behind_trusted_proxies() {
     let mut env = Env::start_with(|c| {
-        c.trusted_proxies = gw_data_plane::headers::TrustedProxies::parse("127.0.0.1/32").unwrap();
+        c.trusted_proxies =
+            gw_data_plane::proxy::headers::TrustedProxies::parse("127.0.0.1/32").unwrap();
     })
     .await;
     let b = Backend::start("b").await;

@@ -8,11 +8,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwapOption;
 use gw_proto::v1 as pb;
 
-use crate::config_sync::{ConfigSink, SyncStatus};
-use crate::headers::{RequestIds, TrustedProxies};
+use crate::config::snapshot::{self, Reuse, Snapshot};
+use crate::config::sync::{ConfigSink, SyncStatus};
 use crate::limiter::LimiterRegistry;
-use crate::metrics::GlobalStats;
-use crate::snapshot::{self, Reuse, Snapshot};
+use crate::stats::GlobalStats;
 
 /// State shared by the request path, the admin listener and config sync.
 #[derive(Debug)]
@@ -21,10 +20,6 @@ pub struct Gateway {
     pub current: ArcSwapOption<Snapshot>,
     /// Long-lived pieces compilation reuses (endpoints, clients, stats, limiters).
     pub reuse: Reuse,
-    /// Whose `X-Forwarded-For` is believed.
-    pub trusted: TrustedProxies,
-    /// Request id source.
-    pub ids: RequestIds,
     /// Counters not tied to a service.
     pub global: GlobalStats,
     /// Control-plane connection state.
@@ -35,7 +30,7 @@ pub struct Gateway {
 
 impl Gateway {
     /// Empty state: no config yet.
-    pub fn new(trusted: TrustedProxies, rate_limit_max_keys: usize, sync: Arc<SyncStatus>) -> Self {
+    pub fn new(rate_limit_max_keys: usize, sync: Arc<SyncStatus>) -> Self {
         Self {
             current: ArcSwapOption::empty(),
             reuse: Reuse {
@@ -45,8 +40,6 @@ impl Gateway {
                 policy_stats: Default::default(),
                 limiters: LimiterRegistry::new(rate_limit_max_keys),
             },
-            trusted,
-            ids: RequestIds::default(),
             global: GlobalStats::default(),
             sync,
             apply_lock: Mutex::new(()),

@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gw_proto::v1 as pb;
-use http::HeaderValue;
 use http::uri::{Authority, Uri};
 
-use crate::balancer::{Endpoint, RoundRobin};
+use crate::config::router::{RouteSpec, RouteTable};
+use crate::limiter::policy::ActivePolicy;
 use crate::limiter::{KeySpec, LimiterRegistry, Mode, PolicyDef, PolicyLimiter, RateSpec};
-use crate::metrics::{PolicyStats, Registry, ServiceStats};
-use crate::router::{RouteSpec, RouteTable};
-use crate::upstream::{Clients, UpstreamClient};
+use crate::stats::{PolicyStats, Registry, ServiceStats};
+use crate::upstream::balancer::{Endpoint, RoundRobin};
+use crate::upstream::client::{Clients, UpstreamClient};
 
 /// Default connect timeout (proto: `Timeouts.connect`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -90,19 +90,6 @@ pub struct HealthSpec {
     pub unhealthy_threshold: u32,
     /// Successes to mark healthy.
     pub healthy_threshold: u32,
-}
-
-/// A policy as the request path applies it.
-#[derive(Debug)]
-pub struct ActivePolicy {
-    /// The buckets (shared across versions while name and key are unchanged).
-    pub limiter: Arc<PolicyLimiter>,
-    /// Enforce or shadow, as of this version.
-    pub mode: Mode,
-    /// Counters, kept across versions by policy name.
-    pub stats: Arc<PolicyStats>,
-    /// Pre-built `RateLimit-Policy` value.
-    pub policy_header: HeaderValue,
 }
 
 /// A policy as shown by `/config`.

@@ -7,7 +7,7 @@
 //! than nanoseconds keep `burst * period_us` within `u64` for every sane policy (a 24 h period
 //! still allows a burst of about 213 million); larger bursts are clamped to what fits.
 
-use super::{Decision, RateSpec};
+use crate::limiter::spec::{Decision, RateSpec};
 
 const MICROS_PER_SEC: u64 = 1_000_000;
 

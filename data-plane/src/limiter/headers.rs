@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use http::HeaderValue;
 
-use super::{Decision, RateSpec};
+use crate::limiter::spec::{Decision, RateSpec};
 
 /// `name` as a Structured Field string: quoted, with `"` and `\` escaped. Policy names are
 /// validated as DNS labels by the control plane, so nothing else needs care; a byte that an

@@ -24,7 +24,7 @@
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::net::IpAddr;
 
-use super::LimitKey;
+use crate::limiter::spec::LimitKey;
 
 /// Set on IPv4 fingerprints, clear on hashed ones, so the two kinds never meet.
 const V4_TAG: u64 = 1 << 63;

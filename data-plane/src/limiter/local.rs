@@ -1,77 +1,13 @@
-//! In-memory token buckets, one set per rate-limit policy.
-//!
-//! SEAM (agreed interface between the limiter and the request path; do not change without
-//! telling the lead): `RateSpec`, `KeySpec`, `LimitKey`, `Decision`, `PolicyLimiter`,
-//! `LimiterRegistry`, `PolicyDef`, `Mode`.
-//!
-//! # How a policy limits
-//!
-//! Each (policy, client key) pair has a token bucket holding up to `burst` tokens and refilled
-//! at `limit` tokens per `period`. There is no timer per bucket: a bucket is a level and a
-//! timestamp, and it is refilled from the elapsed time whenever it is touched. A request takes
-//! one token if at least one is there; otherwise it is rejected and takes nothing. The
-//! arithmetic is exact integers (see `bucket`): after exactly one period an empty bucket holds
-//! exactly `limit` tokens (capped at `burst`). A client never seen before starts full.
-//!
-//! Clients are keyed by IP address or by the value of a request header; all requests without
-//! the header share one bucket. Keys are stored as 64-bit fingerprints (see `key`): IPv4
-//! addresses exactly, IPv6 addresses and header values through a keyed SipHash.
-//!
-//! # Rate changes
-//!
-//! A config update that keeps a policy's name and key source keeps its limiter and every
-//! bucket in it; a new limit, period, burst or mode takes effect at once. A bucket keeps its
-//! level (in whole and fractional tokens) and is clamped to the new burst, so a tighter limit
-//! does not hand every client a fresh full bucket, and a looser one does not reset anyone.
-//! Time that passed since a bucket was last touched is credited at the new rate. Only the rate
-//! is shared per policy; buckets hold no copy of it, so a new limit or burst costs one lock of
-//! each shard, and a new period one pass over the buckets to re-express their levels (off the
-//! request path, during config apply). A new name or a changed key source starts a new, empty
-//! limiter; a policy no longer configured is dropped.
-//!
-//! # Memory bound
-//!
-//! A full bucket carries no information (a new client starts full anyway), so the periodic
-//! sweep (`PolicyLimiter::sweep`) evicts every bucket that would be full if refilled now.
-//!
-//! Each policy also tracks at most `max_keys` keys (`--rate-limit-max-keys`, default
-//! 1,000,000; a tracked key costs about 40 to 55 bytes, measured by `benches/limiter.rs`).
-//! When a request arrives with a key the policy does not track and the policy is at its cap,
-//! no bucket is created and no other client's bucket is evicted: the request is charged
-//! against one **overflow bucket** shared by all such keys, with the policy's own limit and
-//! burst. A flood of distinct IPs is thus limited together as if it came from one
-//! client, while the clients already tracked keep their own buckets and are not affected.
-//! Each such check is counted (`PolicyLimiter::overflowed`, exported as the metric
-//! `gw_rate_limit_overflow_total`); once a sweep has evicted full buckets, new keys get buckets
-//! of their own again. A refund for a key without a bucket goes to the overflow bucket while
-//! the policy is at its cap.
-//!
-//! # Concurrency
-//!
-//! The buckets of a policy are split over a power-of-two number of shards (at least four per
-//! core, at most 512), each a locked `HashMap` on its own cache line, chosen by the key's
-//! fingerprint; a check locks one shard for a few arithmetic operations. The compiled rate is
-//! copied into every shard so that a check reads it under the lock it already holds. The key
-//! cap is one atomic counter that is only touched when a key is added or evicted.
-//!
-//! The shard locks are spin locks (`spin::mutex::SpinMutex`) with a backoff that yields the
-//! CPU (`lock_shard`): taking one is one atomic compare-exchange and releasing it a plain
-//! store, where `std::sync::Mutex` also needs an atomic swap on release (to find sleepers to
-//! wake) and poisoning checks, together about a third of an uncontended decision. A shard is
-//! held for a lookup and a few integer operations, so a waiter almost always finds it free
-//! within a few spins. The long holds (a shard's table growing, a sweep or a rate change
-//! walking one shard) are rare and off the hot path; a waiter then yields its core at each
-//! attempt rather than sleeping in the kernel until woken.
+//! The in-process limiter: one set of token buckets per policy, sharded, with the key cap and
+//! its overflow bucket, and the registry that keeps each policy's limiter across config
+//! versions. The design (arithmetic, memory bound, concurrency) is in the [`crate::limiter`]
+//! module docs.
 
-mod bucket;
-mod headers;
-mod key;
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -82,9 +18,10 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::HeaderValue;
 
-use bucket::{Bucket, Rate};
-use headers::PolicyItems;
-use key::{BuildFingerprintHasher, Fingerprinter};
+use crate::limiter::bucket::{Bucket, Rate};
+use crate::limiter::headers::{self, PolicyItems};
+use crate::limiter::key::{BuildFingerprintHasher, Fingerprinter};
+use crate::limiter::spec::{Decision, KeySpec, LimitKey, Mode, PolicyDef, RateSpec};
 
 /// Shards per core: enough that two threads rarely want the same lock, few enough that a
 /// small policy does not waste memory on empty tables.
@@ -105,70 +42,6 @@ const MAX_SHARDS: usize = 512;
 /// How far before its creation a limiter's clock starts, so that an `Instant` read by a
 /// request shortly before a config update created the limiter still maps to its own time.
 const EPOCH_SLACK: Duration = Duration::from_secs(60);
-
-/// A policy's rate: `limit` tokens per `period`, bucket capacity `burst` (already defaulted).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateSpec {
-    /// Tokens added per `period`.
-    pub limit: u64,
-    /// Refill period (whole seconds, >= 1s).
-    pub period: Duration,
-    /// Bucket capacity (>= 1).
-    pub burst: u64,
-}
-
-/// What a policy keys clients by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySpec {
-    /// The client IP (already resolved through trusted proxies by the request path).
-    ClientIp,
-    /// The value of this request header.
-    Header(http::HeaderName),
-}
-
-/// Enforce or only count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Over-limit requests are rejected with 429.
-    Enforce,
-    /// Nothing is rejected; over-limit requests are counted.
-    Shadow,
-}
-
-/// One request's key for one policy.
-#[derive(Debug, Clone, Copy)]
-pub enum LimitKey<'a> {
-    /// Client IP.
-    Ip(IpAddr),
-    /// Header value; `None` when the header is missing (all such requests share one key).
-    Header(Option<&'a [u8]>),
-}
-
-/// The outcome of one check, with what the RateLimit headers need.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
-    /// Whether a token was taken.
-    pub allowed: bool,
-    /// Tokens left in the bucket after this decision (whole tokens).
-    pub remaining: u64,
-    /// Whole seconds until the bucket is full again (RateLimit `t`).
-    pub reset_secs: u64,
-    /// When rejected: whole seconds until one token is available, never 0. 0 when allowed.
-    pub retry_after_secs: u64,
-}
-
-/// A policy definition as the request path compiled it from config.
-#[derive(Debug, Clone)]
-pub struct PolicyDef {
-    /// Policy name (the RateLimit list key).
-    pub name: Arc<str>,
-    /// Key source.
-    pub key: KeySpec,
-    /// Rate.
-    pub rate: RateSpec,
-    /// Mode.
-    pub mode: Mode,
-}
 
 /// Keeps a shard (and the overflow bucket) on its own cache line so that threads locking
 /// neighbouring shards do not slow each other down.
@@ -230,16 +103,6 @@ fn shard_count() -> usize {
     (cores * SHARDS_PER_CORE)
         .next_power_of_two()
         .clamp(MIN_SHARDS, MAX_SHARDS)
-}
-
-impl Mode {
-    fn from_u8(v: u8) -> Self {
-        if v == Mode::Shadow as u8 {
-            Mode::Shadow
-        } else {
-            Mode::Enforce
-        }
-    }
 }
 
 /// The buckets of one policy. `Send + Sync`; shared as `Arc` across config versions.

@@ -13,13 +13,27 @@ use std::time::Instant;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
-use crate::limiter::{Decision, KeySpec, LimitKey, Mode};
-use crate::snapshot::ActivePolicy;
+use crate::limiter::local::PolicyLimiter;
+use crate::limiter::spec::{Decision, KeySpec, LimitKey, Mode};
+use crate::stats::PolicyStats;
 
 /// `RateLimit-Policy`.
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A policy as the request path applies it (compiled per config version).
+#[derive(Debug)]
+pub struct ActivePolicy {
+    /// The buckets (shared across versions while name and key are unchanged).
+    pub limiter: Arc<PolicyLimiter>,
+    /// Enforce or shadow, as of this version.
+    pub mode: Mode,
+    /// Counters, kept across versions by policy name.
+    pub stats: Arc<PolicyStats>,
+    /// Pre-built `RateLimit-Policy` value.
+    pub policy_header: HeaderValue,
+}
 
 /// The result of checking every policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +80,7 @@ pub fn check(
         match p.mode {
             Mode::Shadow => {
                 p.stats.shadow_rejected.fetch_add(1, Ordering::Relaxed);
-                p.stats.top_keys.note(key, now);
+                p.stats.top_keys.note(&key.text(), now);
             }
             Mode::Enforce => {
                 for (j, q) in policies.iter().enumerate().take(i) {
@@ -76,7 +90,7 @@ pub fn check(
                     }
                 }
                 p.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
-                p.stats.top_keys.note(key, now);
+                p.stats.top_keys.note(&key.text(), now);
                 return Verdict::Rejected(i, d);
             }
         }

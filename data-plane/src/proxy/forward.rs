@@ -16,19 +16,33 @@ use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use crate::balancer::Endpoint;
-use crate::gateway::Gateway;
-use crate::headers::{X_REQUEST_ID, is_upgrade_request, set_forwarded, strip_hop_by_hop};
-use crate::metrics::UpstreamError;
-use crate::ratelimit::{self, Verdict};
-use crate::responses::{self, Canned, ProxyBody};
-use crate::router;
-use crate::snapshot::Service;
-use crate::upstream::{SignalEnd, UpstreamBody};
+use crate::config::gateway::Gateway;
+use crate::config::router;
+use crate::config::snapshot::Service;
+use crate::limiter::policy::{self as ratelimit, Verdict};
+use crate::proxy::headers::{
+    RequestIds, TrustedProxies, X_REQUEST_ID, is_upgrade_request, set_forwarded, strip_hop_by_hop,
+};
+use crate::proxy::responses::{self, Canned, ProxyBody};
+use crate::stats::UpstreamError;
+use crate::upstream::balancer::Endpoint;
+use crate::upstream::client::{SignalEnd, UpstreamBody};
+
+/// What the request path holds besides the config: the gateway's shared state, whose
+/// `X-Forwarded-For` to believe, and where request ids come from.
+#[derive(Debug)]
+pub struct Proxy {
+    /// The config in force and the counters.
+    pub gw: Arc<Gateway>,
+    /// Whose `X-Forwarded-For` is believed.
+    pub trusted: TrustedProxies,
+    /// Request id source.
+    pub ids: RequestIds,
+}
 
 /// Handles one client request. Never fails: every problem becomes a response.
 pub async fn handle(
-    gw: Arc<Gateway>,
+    proxy: Arc<Proxy>,
     peer: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -36,22 +50,23 @@ pub async fn handle(
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(id) => id.clone(),
         None => {
-            let id = gw.ids.next();
+            let id = proxy.ids.next();
             req.headers_mut().insert(&X_REQUEST_ID, id.clone());
             id
         }
     };
-    let mut resp = route_and_forward(&gw, peer, req, start).await;
+    let mut resp = route_and_forward(&proxy, peer, req, start).await;
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     resp
 }
 
 async fn route_and_forward(
-    gw: &Gateway,
+    proxy: &Proxy,
     peer: SocketAddr,
     mut req: Request<Incoming>,
     start: Instant,
 ) -> Response<ProxyBody> {
+    let gw = &proxy.gw;
     let Some(snap) = gw.current.load_full() else {
         gw.global.no_config.fetch_add(1, Ordering::Relaxed);
         return responses::NO_CONFIG.response();
@@ -74,7 +89,7 @@ async fn route_and_forward(
     let svc = &snap.services[m.service];
     // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; they are IPv4 clients.
     let peer_ip = peer.ip().to_canonical();
-    let client_ip = gw.trusted.client_ip(peer_ip, req.headers());
+    let client_ip = proxy.trusted.client_ip(peer_ip, req.headers());
 
     let limit = ratelimit::check(&svc.policies, client_ip, req.headers(), start);
     let limit_headers = match limit {

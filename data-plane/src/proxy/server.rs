@@ -14,6 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+
+use crate::shutdown::signalled;
 use tokio::task::JoinSet;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
@@ -45,12 +47,6 @@ fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     b
-}
-
-/// A resolved shutdown signal, as a future.
-pub async fn signalled(mut rx: watch::Receiver<bool>) {
-    // An error means the sender is gone, which also means stop.
-    let _ = rx.wait_for(|stop| *stop).await;
 }
 
 /// Accepts connections on `listener` and serves `handler` on each until `stop` turns true;

@@ -12,9 +12,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::gateway::Gateway;
-use crate::metrics::{self, LimiterGauge, MetricsView};
-use crate::snapshot::Snapshot;
+use crate::config::gateway::Gateway;
+use crate::config::snapshot::Snapshot;
+use crate::limiter::{KeySpec, Mode};
+use crate::telemetry::metrics::{self, LimiterGauge, MetricsView};
 
 /// Answers one admin request.
 pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -114,15 +115,15 @@ fn config_json(snap: &Snapshot) -> serde_json::Value {
                 "name": &*p.name,
                 "service": p.service.as_deref(),
                 "key": match &p.def.key {
-                    crate::limiter::KeySpec::ClientIp => "client_ip".to_owned(),
-                    crate::limiter::KeySpec::Header(h) => format!("header:{h}"),
+                    KeySpec::ClientIp => "client_ip".to_owned(),
+                    KeySpec::Header(h) => format!("header:{h}"),
                 },
                 "limit": p.def.rate.limit,
                 "period_secs": p.def.rate.period.as_secs(),
                 "burst": p.def.rate.burst,
                 "mode": match p.def.mode {
-                    crate::limiter::Mode::Enforce => "enforce",
-                    crate::limiter::Mode::Shadow => "shadow",
+                    Mode::Enforce => "enforce",
+                    Mode::Shadow => "shadow",
                 },
             })
         })

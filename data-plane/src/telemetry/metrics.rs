@@ -1,202 +1,11 @@
-//! Counters the request path bumps, and their Prometheus text rendering.
-//!
-//! Why hand-rolled atomics rather than the `prometheus`/`metrics` crates: the request path
-//! already holds its service's [`ServiceStats`] (pre-allocated per service in the compiled
-//! snapshot, kept by name across versions), so counting is one relaxed `fetch_add` with no label
-//! lookup, hashing or allocation. Rendering walks the registries off the request path, when
-//! `/metrics` is scraped. The fixed histogram buckets also merge exactly across nodes, which
-//! the fleet stats (issue 4) need for percentiles.
+//! Prometheus text rendering of the counters in [`crate::stats`] and the limiter gauges, for
+//! the admin listener's `/metrics`. Runs when scraped, off the request path.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-/// Upper bounds (seconds) of the latency histogram buckets; `+Inf` is implicit.
-pub const LATENCY_BUCKETS: [f64; 14] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
-/// Same bounds in microseconds, for the hot path's integer comparison.
-const LATENCY_BUCKETS_US: [u64; 14] = [
-    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
-    2_500_000, 5_000_000, 10_000_000,
-];
-
-/// Kinds of upstream failure, as counted and labelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamError {
-    /// TCP connect failed or timed out.
-    Connect,
-    /// No response headers within the service's request timeout.
-    Timeout,
-    /// The connection closed or reset before a response.
-    Reset,
-    /// Anything else (protocol errors).
-    Other,
-}
-
-impl UpstreamError {
-    const ALL: [UpstreamError; 4] = [Self::Connect, Self::Timeout, Self::Reset, Self::Other];
-
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::Connect => "connect",
-            Self::Timeout => "timeout",
-            Self::Reset => "reset",
-            Self::Other => "other",
-        }
-    }
-}
-
-/// Per-service counters. Shared by every config version that has the service.
-#[derive(Debug)]
-pub struct ServiceStats {
-    /// Responses by status code (index: code - 100).
-    status: Box<[AtomicU64]>,
-    /// Latency histogram (time to response headers): one counter per bucket plus `+Inf`.
-    latency: [AtomicU64; LATENCY_BUCKETS.len() + 1],
-    latency_sum_us: AtomicU64,
-    upstream_errors: [AtomicU64; UpstreamError::ALL.len()],
-    retries: AtomicU64,
-    /// Requests this gateway rejected with 429 (a backend's own 429s are not counted here).
-    rate_limited: AtomicU64,
-}
-
-impl Default for ServiceStats {
-    fn default() -> Self {
-        Self {
-            status: (100..600).map(|_| AtomicU64::new(0)).collect(),
-            latency: Default::default(),
-            latency_sum_us: AtomicU64::new(0),
-            upstream_errors: Default::default(),
-            retries: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-        }
-    }
-}
-
-impl ServiceStats {
-    /// Counts one response and its latency.
-    pub fn record(&self, status: u16, elapsed: Duration) {
-        if let Some(c) = self.status.get(usize::from(status).wrapping_sub(100)) {
-            c.fetch_add(1, Ordering::Relaxed);
-        }
-        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let bucket = LATENCY_BUCKETS_US
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(LATENCY_BUCKETS_US.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
-    }
-
-    /// Counts one upstream failure.
-    pub fn upstream_error(&self, kind: UpstreamError) {
-        self.upstream_errors[kind as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one request rejected by an enforcing policy (its 429 is recorded by `record`).
-    pub fn rate_limited(&self) {
-        self.rate_limited.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one retry on another endpoint.
-    pub fn retried(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// A point-in-time copy of the counters (for stats reports to the control plane).
-    pub fn figures(&self) -> ServiceFigures {
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        ServiceFigures {
-            by_status: (100u16..)
-                .zip(self.status.iter())
-                .map(|(code, c)| (code, load(c)))
-                .filter(|&(_, n)| n > 0)
-                .collect(),
-            latency_buckets: std::array::from_fn(|i| load(&self.latency[i])),
-            latency_sum: Duration::from_micros(load(&self.latency_sum_us)),
-            upstream_errors: UpstreamError::ALL
-                .map(|k| (k, load(&self.upstream_errors[k as usize]))),
-            retries: load(&self.retries),
-            rate_limited: load(&self.rate_limited),
-        }
-    }
-
-    /// Responses with `status` so far.
-    pub fn responses(&self, status: u16) -> u64 {
-        self.status
-            .get(usize::from(status).wrapping_sub(100))
-            .map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-}
-
-/// A copy of one service's counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceFigures {
-    /// `(status code, responses)` for every code seen, in code order.
-    pub by_status: Vec<(u16, u64)>,
-    /// Non-cumulative counts per [`LATENCY_BUCKETS`] bucket, then `+Inf`.
-    pub latency_buckets: [u64; LATENCY_BUCKETS.len() + 1],
-    /// Sum of all latencies.
-    pub latency_sum: Duration,
-    /// Upstream failures by kind.
-    pub upstream_errors: [(UpstreamError, u64); 4],
-    /// Retries on another endpoint.
-    pub retries: u64,
-    /// Requests rejected by this gateway's rate limits.
-    pub rate_limited: u64,
-}
-
-/// Per-policy counters kept by the request path (the limiter keeps its own key counts).
-#[derive(Debug, Default)]
-pub struct PolicyStats {
-    /// Requests rejected with 429.
-    pub rate_limited: AtomicU64,
-    /// Requests a shadow-mode policy would have rejected.
-    pub shadow_rejected: AtomicU64,
-    /// Keys rejected most in the recent window (enforce and shadow), for stats reports.
-    pub top_keys: crate::report::TopKeys,
-}
-
-/// Counters not tied to a service.
-#[derive(Debug, Default)]
-pub struct GlobalStats {
-    /// Requests that matched no route (404).
-    pub no_route: AtomicU64,
-    /// Requests answered 503 because no config is loaded.
-    pub no_config: AtomicU64,
-    /// Config versions rejected.
-    pub config_rejected: AtomicU64,
-}
-
-/// Stats objects by name, kept across config versions so counters never reset on an update.
-#[derive(Debug, Default)]
-pub struct Registry<T> {
-    by_name: Mutex<BTreeMap<Arc<str>, Arc<T>>>,
-}
-
-impl<T: Default> Registry<T> {
-    /// The stats for `name`, created on first use. Off the request path (config apply).
-    pub fn get(&self, name: &str) -> Arc<T> {
-        let mut map = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(s) = map.get(name) {
-            return s.clone();
-        }
-        let s = Arc::new(T::default());
-        map.insert(name.into(), s.clone());
-        s
-    }
-
-    /// Every `(name, stats)`, ordered by name.
-    pub fn snapshot(&self) -> Vec<(Arc<str>, Arc<T>)> {
-        let map = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
-        map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
-}
+use crate::stats::{GlobalStats, LATENCY_BUCKETS, PolicyStats, Registry, ServiceStats};
 
 /// What a limiter reports about one policy at render time.
 #[derive(Debug, Clone)]
@@ -228,7 +37,12 @@ pub struct MetricsView<'a> {
 /// Renders Prometheus text exposition format (version 0.0.4).
 pub fn render(view: &MetricsView<'_>) -> String {
     let mut out = String::with_capacity(4096);
-    let services = view.services.snapshot();
+    let services: Vec<_> = view
+        .services
+        .snapshot()
+        .into_iter()
+        .map(|(name, s)| (name, s.figures()))
+        .collect();
     let policies = view.policies.snapshot();
 
     header(
@@ -237,16 +51,12 @@ pub fn render(view: &MetricsView<'_>) -> String {
         "counter",
         "Responses sent, by service and status code.",
     );
-    for (name, s) in &services {
-        for (i, c) in s.status.iter().enumerate() {
-            let v = c.load(Ordering::Relaxed);
-            if v > 0 {
-                let _ = writeln!(
-                    out,
-                    "gw_requests_total{{service=\"{name}\",code=\"{}\"}} {v}",
-                    i + 100
-                );
-            }
+    for (name, f) in &services {
+        for (code, v) in &f.by_status {
+            let _ = writeln!(
+                out,
+                "gw_requests_total{{service=\"{name}\",code=\"{code}\"}} {v}"
+            );
         }
     }
 
@@ -256,10 +66,10 @@ pub fn render(view: &MetricsView<'_>) -> String {
         "histogram",
         "Time from request to upstream response headers, by service.",
     );
-    for (name, s) in &services {
+    for (name, f) in &services {
         let mut cumulative = 0;
-        for (i, c) in s.latency.iter().enumerate() {
-            cumulative += c.load(Ordering::Relaxed);
+        for (i, c) in f.latency_buckets.iter().enumerate() {
+            cumulative += c;
             match LATENCY_BUCKETS.get(i) {
                 Some(le) => {
                     let _ = writeln!(
@@ -275,7 +85,7 @@ pub fn render(view: &MetricsView<'_>) -> String {
                 }
             }
         }
-        let sum = s.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = f.latency_sum.as_secs_f64();
         let _ = writeln!(
             out,
             "gw_request_duration_seconds_sum{{service=\"{name}\"}} {sum}"
@@ -292,9 +102,8 @@ pub fn render(view: &MetricsView<'_>) -> String {
         "counter",
         "Failed upstream attempts, by service and kind.",
     );
-    for (name, s) in &services {
-        for kind in UpstreamError::ALL {
-            let v = s.upstream_errors[kind as usize].load(Ordering::Relaxed);
+    for (name, f) in &services {
+        for (kind, v) in f.upstream_errors {
             let _ = writeln!(
                 out,
                 "gw_upstream_errors_total{{service=\"{name}\",kind=\"{}\"}} {v}",
@@ -309,11 +118,11 @@ pub fn render(view: &MetricsView<'_>) -> String {
         "counter",
         "Requests retried on another endpoint, by service.",
     );
-    for (name, s) in &services {
+    for (name, f) in &services {
         let _ = writeln!(
             out,
             "gw_upstream_retries_total{{service=\"{name}\"}} {}",
-            s.retries.load(Ordering::Relaxed)
+            f.retries
         );
     }
 
@@ -432,6 +241,9 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    use crate::stats::UpstreamError;
 
     #[test]
     fn records_and_renders() {
@@ -479,14 +291,5 @@ mod tests {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
         assert!(!text.contains("code=\"404\""));
-        let f = s.figures();
-        assert_eq!(f.by_status, [(200, 2), (429, 1)]);
-        assert_eq!(f.latency_buckets.iter().sum::<u64>(), 3);
-        assert_eq!(
-            f.latency_buckets[LATENCY_BUCKETS.len()],
-            1,
-            "60 s lands in +Inf"
-        );
-        assert_eq!(f.upstream_errors[0], (UpstreamError::Connect, 1));
     }
 }

@@ -6,24 +6,19 @@
 //! waits on the link: while the node is disconnected messages queue up to the channel's size
 //! and the rest are dropped, which loses nothing, because health is resent in full after each
 //! connect and the counters are cumulative.
-//!
-//! Also here: [`TopKeys`], the per-policy record of which client keys were rejected most in
-//! the recent window. Only rejected requests touch it, so the allowed path pays nothing.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use gw_proto::v1 as pb;
 use tokio::sync::{mpsc, watch};
 
-use crate::config_sync::SyncStatus;
-use crate::gateway::Gateway;
+use crate::config::gateway::Gateway;
+use crate::config::sync::SyncStatus;
 use crate::health::Board;
-use crate::limiter::LimitKey;
-use crate::metrics::{LATENCY_BUCKETS, ServiceStats};
-use crate::server::signalled;
+use crate::shutdown::signalled;
+use crate::stats::{LATENCY_BUCKETS, ServiceStats, TOP_KEYS_REPORTED};
 
 /// Default time between stats reports: fresh enough for a dashboard, and at a few hundred
 /// bytes per service a negligible load on the control plane even for a large fleet.
@@ -31,119 +26,6 @@ pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(5);
 /// How often the reporter looks for a new connection, to send full state after it. Config sync
 /// exposes the link state as a flag only; a 50 ms poll of one atomic is free.
 const CONNECT_POLL: Duration = Duration::from_millis(50);
-/// The "recent" in top keys: a key's rejections count for between half of this and all of it.
-pub const TOP_KEYS_WINDOW: Duration = Duration::from_secs(60);
-/// Keys reported per policy.
-pub const TOP_KEYS_REPORTED: usize = 10;
-/// Keys tracked per policy per half-window. A flood of distinct keys past this evicts the
-/// least-rejected one (space-saving), so memory stays bounded and heavy hitters survive.
-const TOP_KEYS_TRACKED: usize = 1000;
-/// Longest key kept (header values can be long); longer ones are cut at a char boundary.
-const MAX_KEY_LEN: usize = 64;
-
-/// Which keys a policy rejected most recently, bounded in size.
-///
-/// Two half-window maps rotate: a rejection counts in `current`; every half window `current`
-/// becomes `previous` and the older one is dropped. The reported window is the sum of both.
-#[derive(Debug)]
-pub struct TopKeys {
-    inner: Mutex<Halves>,
-}
-
-#[derive(Debug)]
-struct Halves {
-    current: HashMap<Box<str>, u64>,
-    previous: HashMap<Box<str>, u64>,
-    started: Instant,
-}
-
-impl Default for TopKeys {
-    fn default() -> Self {
-        Self {
-            inner: Mutex::new(Halves {
-                current: HashMap::new(),
-                previous: HashMap::new(),
-                started: Instant::now(),
-            }),
-        }
-    }
-}
-
-impl Halves {
-    fn rotate(&mut self, now: Instant) {
-        let age = now.saturating_duration_since(self.started);
-        let half = TOP_KEYS_WINDOW / 2;
-        if age < half {
-            return;
-        }
-        self.previous = if age < TOP_KEYS_WINDOW {
-            std::mem::take(&mut self.current)
-        } else {
-            self.current.clear();
-            HashMap::new()
-        };
-        self.started = now;
-    }
-}
-
-impl TopKeys {
-    /// Counts one rejection of `key` at `now`. Called only for rejected requests.
-    pub fn note(&self, key: LimitKey<'_>, now: Instant) {
-        let key = key_text(key);
-        let mut h = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        h.rotate(now);
-        if let Some(n) = h.current.get_mut(key.as_str()) {
-            *n += 1;
-            return;
-        }
-        let mut count = 1;
-        if h.current.len() >= TOP_KEYS_TRACKED {
-            // Space-saving: the newcomer replaces the smallest and inherits its count, so a
-            // key that keeps being rejected climbs back even through a flood of one-offs.
-            if let Some((min_key, min)) = h
-                .current
-                .iter()
-                .min_by_key(|(_, n)| **n)
-                .map(|(k, n)| (k.clone(), *n))
-            {
-                h.current.remove(&min_key);
-                count += min;
-            }
-        }
-        h.current.insert(key.into_boxed_str(), count);
-    }
-
-    /// The `limit` keys with most rejections in the window ending at `now`, most first (ties
-    /// by key, so the order is stable).
-    pub fn top(&self, limit: usize, now: Instant) -> Vec<(String, u64)> {
-        let mut h = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        h.rotate(now);
-        let mut merged: HashMap<&str, u64> = HashMap::new();
-        for (k, n) in h.previous.iter().chain(h.current.iter()) {
-            *merged.entry(k).or_default() += n;
-        }
-        let mut all: Vec<(String, u64)> =
-            merged.into_iter().map(|(k, n)| (k.to_owned(), n)).collect();
-        all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        all.truncate(limit);
-        all
-    }
-}
-
-fn key_text(key: LimitKey<'_>) -> String {
-    match key {
-        LimitKey::Ip(ip) => ip.to_string(),
-        LimitKey::Header(None) => "(header missing)".to_owned(),
-        LimitKey::Header(Some(bytes)) => {
-            let text = String::from_utf8_lossy(bytes);
-            let mut end = text.len().min(MAX_KEY_LEN);
-            while !text.is_char_boundary(end) {
-                end -= 1;
-            }
-            text[..end].to_owned()
-        }
-    }
-}
 
 /// The node's counters as a `StatsReport`.
 pub fn stats_report(gw: &Gateway, started_at: SystemTime, now: Instant) -> pb::StatsReport {
@@ -296,82 +178,6 @@ impl Reporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::{IpAddr, Ipv4Addr};
-
-    fn ip(n: u8) -> LimitKey<'static> {
-        LimitKey::Ip(IpAddr::V4(Ipv4Addr::new(10, 0, 0, n)))
-    }
-
-    #[test]
-    fn top_keys_orders_and_bounds() {
-        let t = TopKeys::default();
-        let now = Instant::now();
-        for (n, times) in [(1u8, 3), (2, 5), (3, 1), (4, 5)] {
-            for _ in 0..times {
-                t.note(ip(n), now);
-            }
-        }
-        let top = t.top(3, now);
-        assert_eq!(
-            top,
-            vec![
-                ("10.0.0.2".to_owned(), 5),
-                ("10.0.0.4".to_owned(), 5),
-                ("10.0.0.1".to_owned(), 3)
-            ]
-        );
-    }
-
-    #[test]
-    fn top_keys_window_table() {
-        let half = TOP_KEYS_WINDOW / 2;
-        let ms = Duration::from_millis;
-        // (offsets of rejections of one key, query offset, expected count)
-        let cases: &[(&[Duration], Duration, u64)] = &[
-            (&[Duration::ZERO], Duration::ZERO, 1),
-            // Still counted in the half window after it (it became `previous`).
-            (&[Duration::ZERO], half + ms(1), 1),
-            (&[Duration::ZERO, half + ms(1)], half + ms(2), 2),
-            // Gone once a whole window has passed without rotation in between.
-            (&[Duration::ZERO], TOP_KEYS_WINDOW + ms(1), 0),
-            // Rotated twice: the first rejection is gone, the second stays.
-            (&[Duration::ZERO, half], TOP_KEYS_WINDOW + ms(1), 1),
-        ];
-        for (at, query, want) in cases {
-            let t = TopKeys::default();
-            let base = Instant::now();
-            for d in *at {
-                t.note(ip(1), base + *d);
-            }
-            let got = t.top(10, base + *query).first().map_or(0, |(_, n)| *n);
-            assert_eq!(got, *want, "rejections at {at:?}, asked at {query:?}");
-        }
-    }
-
-    #[test]
-    fn top_keys_memory_is_bounded_and_heavy_hitters_survive() {
-        let t = TopKeys::default();
-        let now = Instant::now();
-        for _ in 0..50 {
-            t.note(LimitKey::Header(Some(b"heavy")), now);
-        }
-        for i in 0..(TOP_KEYS_TRACKED as u32 * 3) {
-            let k = i.to_string();
-            t.note(LimitKey::Header(Some(k.as_bytes())), now);
-        }
-        let inner = t.inner.lock().unwrap();
-        assert!(inner.current.len() <= TOP_KEYS_TRACKED);
-        drop(inner);
-        assert_eq!(t.top(1, now)[0].0, "heavy");
-    }
-
-    #[test]
-    fn key_text_cuts_long_headers_on_char_boundary() {
-        let long = "é".repeat(100);
-        let text = key_text(LimitKey::Header(Some(long.as_bytes())));
-        assert!(text.len() <= MAX_KEY_LEN && text.chars().all(|c| c == 'é'));
-        assert_eq!(key_text(LimitKey::Header(None)), "(header missing)");
-    }
 
     #[test]
     fn figures_by_class() {

@@ -51,7 +51,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use crate::cache;
+use crate::config::cache;
 use backoff::Backoff;
 
 /// Time allowed for the TCP connect to the control plane. Loopback or LAN answers in

@@ -1,0 +1,14 @@
+//! The request path: the accept loop with its connection limits (`server`), routing,
+//! rate-limiting and forwarding one request (`forward`), the headers set and removed on the way
+//! (`headers`), and the gateway's own answers (`responses`).
+//!
+//! Layering: the top of the crate beside `telemetry`; it reads `config` (one immutable
+//! snapshot per request), applies `limiter`, uses `upstream` and bumps `stats`. Nothing below
+//! imports it.
+
+pub mod forward;
+pub mod headers;
+pub mod responses;
+pub mod server;
+
+pub use forward::Proxy;

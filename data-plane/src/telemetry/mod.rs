@@ -1,0 +1,10 @@
+//! What reads the counters and the config in force, off the request path: Prometheus text
+//! rendering (`metrics`), the health and stats reports sent to the control plane (`report`),
+//! and the admin listener (`admin`: `/healthz`, `/readyz`, `/config`, `/metrics`).
+//!
+//! Layering: the top of the crate beside `proxy`; it reads `config`, `health`, `limiter` and
+//! `stats`, and nothing imports it but `serve`.
+
+pub mod admin;
+pub mod metrics;
+pub mod report;
