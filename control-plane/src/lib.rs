@@ -2,16 +2,16 @@
 //! `gateway.v1` admin API, and streams every committed config version to the data planes.
 //!
 //! Code map: [`domain`] (plain types, validation at the gRPC boundary), [`store`] (SQLite and
-//! the config version), [`state`] (the immutable snapshot per version), [`nodes`] (the data
-//! plane registry), [`fleet`] (node reports and the health/stats views), [`api`] (the gRPC
-//! services). [`serve`] wires them onto one port.
+//! the config version), [`state`] (the immutable snapshot per version), [`fleet`] (the data
+//! plane registry, node reports and the health/stats views), [`api`] (the gRPC services).
+//! [`serve`] wires them onto one port. Imports flow one way: `api` → `fleet`, `store` →
+//! `state` → `domain`.
 
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod domain;
 pub mod fleet;
-pub mod nodes;
 pub mod state;
 pub mod store;
 
@@ -32,7 +32,7 @@ use tonic_health::ServingStatus;
 use crate::api::admin::AdminApi;
 use crate::api::auth::AdminAuth;
 use crate::api::discovery::DiscoveryApi;
-use crate::nodes::NodeRegistry;
+use crate::fleet::nodes::NodeRegistry;
 use crate::store::{Store, StoreError};
 
 /// How often an idle HTTP/2 connection is pinged, so a data plane that vanished without a

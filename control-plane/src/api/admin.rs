@@ -6,9 +6,10 @@ use gw_proto::v1 as pb;
 use gw_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
+use crate::api::status::INTERNAL_MESSAGE;
 use crate::domain::{Policy, Service, validate};
+use crate::fleet::nodes::NodeRegistry;
 use crate::fleet::view;
-use crate::nodes::NodeRegistry;
 use crate::store::{Store, StoreError};
 
 /// The AdminService implementation.
@@ -40,7 +41,7 @@ impl AdminApi {
             Ok(result) => result.map_err(Status::from),
             Err(e) => {
                 tracing::error!(error = %e, "store write task failed");
-                Err(Status::internal(super::INTERNAL_MESSAGE))
+                Err(Status::internal(INTERNAL_MESSAGE))
             }
         }
     }

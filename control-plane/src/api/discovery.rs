@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::nodes::{Announcement, Connection, NodeRegistry};
+use crate::domain::validate;
+use crate::fleet::nodes::{Announcement, Connection, NodeRegistry};
 use crate::store::Store;
 
 /// How long a new stream may take to send its hello; a stream that says nothing is dropped
@@ -297,7 +298,7 @@ impl DiscoveryApi {
             Some(Kind::Nack(pb::ConfigNack { version, error })) => {
                 self.nodes.nacked(conn, version, &error);
                 // The text comes from the node; bound what it can put in our log.
-                let error = crate::nodes::truncate(&error, 4096);
+                let error = validate::truncate(&error, 4096);
                 tracing::warn!(node = %conn.node_id, version, %error, "config rejected by data plane");
             }
             Some(Kind::Hello(_)) => {
@@ -384,13 +385,8 @@ fn check_node_id(id: &str) -> Result<(), String> {
 
 /// Bounds a display-only string from a node.
 fn clip(mut s: String) -> String {
-    if s.len() > MAX_LABEL_LEN {
-        let mut end = MAX_LABEL_LEN;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    let len = validate::truncate(&s, MAX_LABEL_LEN).len();
+    s.truncate(len);
     s
 }
 

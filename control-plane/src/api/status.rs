@@ -1,9 +1,5 @@
-//! The gRPC edge: AdminService, ConfigDiscoveryService, the admin-token check, and the one
-//! place where store and validation errors become gRPC statuses.
-
-pub mod admin;
-pub mod auth;
-pub mod discovery;
+//! The one place where store, view and validation errors become gRPC statuses: what a client
+//! may learn (the field and the fix) and what stays in the log (database text).
 
 use tonic::Status;
 

@@ -16,7 +16,8 @@ use std::time::{Duration, SystemTime};
 
 use gw_proto::v1 as pb;
 
-use crate::fleet::{HealthUpdate, NodeHealth, NodeStats};
+use crate::domain::validate::truncate;
+use crate::fleet::report::{HealthUpdate, NodeHealth, NodeStats};
 
 /// Most node records kept. Config streams are not authenticated, so the registry must not
 /// grow without bound; at the cap the longest-disconnected node is forgotten.
@@ -253,18 +254,6 @@ fn pb_duration(d: Duration) -> Option<prost_types::Duration> {
     prost_types::Duration::try_from(d).ok()
 }
 
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,11 +356,5 @@ mod tests {
         assert!(!reg.list().iter().any(|n| n.node_id == "n7"));
         assert!(reg.connect(hello("one-too-many"), 0).is_err());
         assert_eq!(reg.list().len(), MAX_NODES);
-    }
-
-    #[test]
-    fn truncation_respects_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("abc", 10), "abc");
     }
 }

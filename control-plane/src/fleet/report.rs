@@ -1,22 +1,15 @@
-//! What data planes report about themselves (endpoint health, traffic counters), kept per node
-//! as plain values, and the fleet-wide views built from them for GetHealth and GetStats.
-//!
-//! Reports arrive on unauthenticated config streams, so they are untrusted input: strings are
-//! bounded, malformed parts are dropped with a debug log, and every collection per node has a
-//! cap. Nothing in a report can end the stream. The per-node values live in the node registry
-//! ([`crate::nodes`]); [`view`] turns the registry's snapshot plus the config into responses.
-
-pub mod histogram;
-pub mod view;
+//! What a data plane reports about itself (endpoint health, traffic counters), checked and
+//! kept as plain values: reports are untrusted input, so strings are bounded, malformed parts
+//! are dropped with a debug log, and every collection per node has a cap. Nothing in a report
+//! can end the stream.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 use gw_proto::v1 as pb;
 
-pub use histogram::Histogram;
-
 use crate::domain::validate;
+use crate::fleet::histogram::Histogram;
 
 /// Most endpoints kept per node. Well above any real config a node serves; a report beyond it
 /// is truncated, not refused.
@@ -327,7 +320,7 @@ fn clip(s: String, max: usize) -> String {
     if s.len() <= max {
         return s;
     }
-    crate::nodes::truncate(&s, max).to_owned()
+    validate::truncate(&s, max).to_owned()
 }
 
 #[cfg(test)]

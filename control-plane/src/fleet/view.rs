@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gw_proto::v1 as pb;
 
-use super::histogram;
-use super::{Figures, PolicyFigures};
-use crate::nodes::NodeView;
+use crate::fleet::histogram;
+use crate::fleet::nodes::NodeView;
+use crate::fleet::report::{Figures, NodeStats, PolicyFigures};
 use crate::state::ConfigState;
 
 /// Most keys shown per policy, after merging the nodes' lists.
@@ -115,7 +115,7 @@ pub fn stats(
     if !service.is_empty() && !state.services.contains_key(service) && !reported(service) {
         return Err(ViewError::UnknownService(service.to_owned()));
     }
-    let selected: Vec<(&NodeView, &super::NodeStats)> = nodes
+    let selected: Vec<(&NodeView, &NodeStats)> = nodes
         .iter()
         .filter(|n| node.is_empty() || n.node_id == node)
         .filter_map(|n| n.stats.as_deref().map(|s| (n, s)))
@@ -158,7 +158,7 @@ pub fn stats(
     Ok(pb::GetStatsResponse { services, policies })
 }
 
-fn service_traffic(name: &str, selected: &[(&NodeView, &super::NodeStats)]) -> pb::ServiceTraffic {
+fn service_traffic(name: &str, selected: &[(&NodeView, &NodeStats)]) -> pb::ServiceTraffic {
     let per_node: Vec<(&NodeView, &Figures)> = selected
         .iter()
         .filter_map(|(n, s)| s.services.get(name).map(|f| (*n, f)))

@@ -12,6 +12,7 @@
 //! The mutex also guards the in-memory state, so versions are published in commit order and
 //! reference checks see exactly what is committed. One control plane per database file.
 
+mod error;
 mod policies;
 mod services;
 mod version;
@@ -29,6 +30,8 @@ use tokio::sync::{Mutex, watch};
 use crate::domain::{Policy, Service};
 use crate::state::ConfigState;
 
+pub use error::StoreError;
+
 /// Largest encoded config snapshot a write may produce: gRPC's default 4 MiB receive limit,
 /// which data planes keep. Tens of thousands of services fit; a config beyond it would be
 /// rejected by every node, so the write is refused here instead.
@@ -38,82 +41,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections in the pool. Writes are serialised and reads are served from memory, so a
 /// few suffice; more would only hold file descriptors.
 const MAX_CONNECTIONS: u32 = 4;
-
-/// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No service or policy of that name.
-    #[error("{kind} '{name}' does not exist")]
-    NotFound {
-        /// "service" or "policy".
-        kind: &'static str,
-        /// The name asked for.
-        name: String,
-    },
-    /// A policy names a service that does not exist.
-    #[error("policy.service: service '{0}' does not exist")]
-    UnknownService(String),
-    /// The name is taken.
-    #[error("{kind} '{name}' already exists")]
-    AlreadyExists {
-        /// "service" or "policy".
-        kind: &'static str,
-        /// The name asked for.
-        name: String,
-    },
-    /// Another service's route takes the same requests.
-    #[error(
-        "route: service '{other}' already routes path prefix '{prefix}' for {hosts}; \
-         use a different prefix or distinct hosts"
-    )]
-    RouteConflict {
-        /// The service that already has the route.
-        other: String,
-        /// The shared path prefix.
-        prefix: String,
-        /// "any host" or the shared hosts.
-        hosts: String,
-    },
-    /// A service cannot be deleted while policies name it.
-    #[error(
-        "service '{service}' is used by policies {}; remove them first (gwctl policy rm ...)",
-        quoted(.policies)
-    )]
-    InUse {
-        /// The service.
-        service: String,
-        /// The policies that name it.
-        policies: Vec<String>,
-    },
-    /// The change would make the config larger than one message a data plane accepts.
-    #[error(
-        "the config would be {size} bytes, above the limit of {limit} bytes that data planes \
-         accept in one message; remove endpoints, services or policies instead"
-    )]
-    TooLarge {
-        /// Encoded size of the config after the change.
-        size: usize,
-        /// The limit.
-        limit: usize,
-    },
-    /// The database failed. Its text is for logs only.
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
-    /// Applying migrations failed.
-    #[error("database migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    /// A stored row could not be turned back into a domain value.
-    #[error("stored data is invalid: {0}")]
-    Corrupt(String),
-}
-
-fn quoted(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("'{n}'"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// The control plane's storage: SQLite for durability, the latest [`ConfigState`] in memory.
 #[derive(Debug)]
@@ -365,26 +292,6 @@ async fn load(conn: &mut SqliteConnection) -> Result<ConfigState, StoreError> {
         .collect();
     tx.commit().await?;
     Ok(ConfigState::new(version, services, policies))
-}
-
-/// Converts a stored integer that must be non-negative.
-fn to_u64(what: &str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is negative ({v})")))
-}
-
-/// Converts a count or version for storage; SQLite integers are signed 64-bit.
-fn to_i64(what: &str, v: u64) -> Result<i64, StoreError> {
-    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("{what} is too large to store ({v})")))
-}
-
-/// Milliseconds of a validated duration (bounded far below i64::MAX).
-fn millis(what: &str, d: Duration) -> Result<i64, StoreError> {
-    i64::try_from(d.as_millis()).map_err(|_| StoreError::Corrupt(format!("{what} is too long")))
-}
-
-/// A stored millisecond count as a duration.
-fn duration(what: &str, ms: i64) -> Result<Duration, StoreError> {
-    Ok(Duration::from_millis(to_u64(what, ms)?))
 }
 
 #[cfg(test)]

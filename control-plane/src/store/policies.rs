@@ -2,8 +2,8 @@
 
 use sqlx::SqliteConnection;
 
-use super::{StoreError, duration, millis, to_i64, to_u64};
 use crate::domain::{KeySource, Mode, Policy};
+use crate::store::error::{StoreError, duration, millis, to_i64, to_u64};
 
 /// `key_kind` of a policy keyed by client IP.
 const KEY_CLIENT_IP: &str = "client_ip";

@@ -2,8 +2,8 @@
 
 use sqlx::SqliteConnection;
 
-use super::{StoreError, duration, millis, to_i64, to_u64};
 use crate::domain::{Endpoint, HealthCheck, LoadBalancing, Route, Service, Timeouts};
+use crate::store::error::{StoreError, duration, millis, to_i64, to_u64};
 
 /// A `services` row as stored.
 #[derive(sqlx::FromRow)]

@@ -2,7 +2,7 @@
 
 use sqlx::SqliteConnection;
 
-use super::{StoreError, to_u64};
+use crate::store::error::{StoreError, to_u64};
 
 /// Advances the version inside the caller's transaction and returns the new value.
 pub(super) async fn bump(conn: &mut SqliteConnection) -> Result<u64, StoreError> {

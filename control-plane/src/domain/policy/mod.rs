@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use gw_proto::v1 as pb;
 
-use super::ValidationError;
-use super::validate::{self, Problems};
+use crate::domain::validate::{self, Problems, ValidationError};
 
 /// Shortest period: finer-grained limits belong in the backend, not a gateway policy.
 const MIN_PERIOD: Duration = Duration::from_secs(1);

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use gw_proto::v1 as pb;
 
-use super::ValidationError;
-use super::validate::{self, Problems};
+use crate::domain::validate::{self, Problems, ValidationError};
 
 /// Default health-check path.
 pub const DEFAULT_HEALTH_PATH: &str = "/health";

@@ -7,7 +7,28 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use super::ValidationError;
+/// Why a request's message is invalid: one entry per problem, each `field: what is wrong`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.join("; "))]
+pub struct ValidationError {
+    problems: Vec<String>,
+}
+
+impl ValidationError {
+    pub(crate) fn new(problems: Vec<String>) -> Self {
+        Self { problems }
+    }
+
+    /// A single problem with one field.
+    pub fn field(field: &str, problem: impl std::fmt::Display) -> Self {
+        Self::new(vec![format!("{field}: {problem}")])
+    }
+
+    /// Every problem found, in field order.
+    pub fn problems(&self) -> &[String] {
+        &self.problems
+    }
+}
 
 /// Collects every problem found in one request, each prefixed by the field it concerns.
 #[derive(Debug, Default)]
@@ -263,6 +284,18 @@ pub(crate) fn to_pb_duration(d: Duration) -> prost_types::Duration {
         // Always below 1e9, so it fits.
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
     }
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 #[cfg(test)]

@@ -201,3 +201,9 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn truncation_respects_char_boundaries() {
+    assert_eq!(truncate("héllo", 2), "h");
+    assert_eq!(truncate("abc", 10), "abc");
+}
