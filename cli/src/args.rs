@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::client::{DEFAULT_CONTROL_PLANE, DEFAULT_TIMEOUT};
+use crate::defaults::{
+    DEFAULT_ADMIN_LISTEN, DEFAULT_BACKEND_PORTS, DEFAULT_CONTROL_PLANE,
+    DEFAULT_CONTROL_PLANE_LISTEN, DEFAULT_LISTEN, DEFAULT_TIMEOUT,
+};
 use crate::output::OutputFormat;
 
 /// Global flags sort after each command's own flags in help, where they are least in the way.
@@ -234,19 +237,19 @@ pub struct DevArgs {
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
     /// Address the gateway (data plane proxy) takes client traffic on.
-    #[arg(long, value_name = "ADDR", default_value = crate::dev::DEFAULT_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
     /// Address of the data plane's admin endpoints (/healthz, /readyz, /config, /metrics).
-    #[arg(long, value_name = "ADDR", default_value = crate::dev::DEFAULT_ADMIN_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADMIN_LISTEN)]
     pub admin_listen: SocketAddr,
     /// Address the control plane serves gRPC on (admin API, config stream, reflection).
-    #[arg(long, value_name = "ADDR", default_value = crate::dev::DEFAULT_CONTROL_PLANE_LISTEN)]
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_CONTROL_PLANE_LISTEN)]
     pub control_plane_listen: SocketAddr,
     /// Ports of the demo backends service-a, service-b and service-c on 127.0.0.1, in order.
     #[arg(
         long,
         value_name = "A,B,C",
-        default_value = crate::dev::DEFAULT_BACKEND_PORTS,
+        default_value = DEFAULT_BACKEND_PORTS,
         value_parser = parse_backend_ports
     )]
     pub backend_ports: BackendPorts,

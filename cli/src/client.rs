@@ -13,18 +13,9 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::Error;
 
-/// Where gwctl looks for the control plane when neither `--control-plane` nor
-/// `GW_CONTROL_PLANE` says: the control plane's own default listen address.
-pub const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
-
 /// How long to wait for a TCP connection. A few seconds: long enough for a busy machine or a
 /// remote region, short enough that a wrong address fails before the operator gives up.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// How long one call may take unless `--timeout` says otherwise. Admin calls are single small
-/// transactions; anything slower than this means the control plane is stuck, and saying so
-/// beats hanging.
-pub const DEFAULT_TIMEOUT: &str = "30s";
 
 /// Adds `authorization: Bearer <token>` to every call when a token was given.
 #[derive(Clone)]

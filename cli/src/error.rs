@@ -4,6 +4,7 @@
 //! says what failed and, where there is one, what to do about it. gRPC statuses are turned
 //! into these in [`Error::from_status`], the only place that knows the status codes.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tonic::Code;
@@ -46,7 +47,62 @@ pub enum Error {
     Output(#[from] std::io::Error),
     /// `gwctl dev` could not start its gateway, or a part of it failed.
     #[error(transparent)]
-    Dev(#[from] crate::dev::DevError),
+    Dev(#[from] DevError),
+}
+
+/// Why `gwctl dev` could not start or stopped with a failure. One line each.
+#[derive(Debug, thiserror::Error)]
+pub enum DevError {
+    /// A listener could not be bound.
+    #[error("{flag} {address}: {reason}")]
+    Bind {
+        /// The flag that gave the address.
+        flag: &'static str,
+        /// The address.
+        address: SocketAddr,
+        /// Why, e.g. `address already in use`.
+        reason: String,
+    },
+    /// A bound listener's address could not be read.
+    #[error("cannot read a listener's address: {0}")]
+    LocalAddr(#[source] std::io::Error),
+    /// Signal handlers could not be installed.
+    #[error("cannot listen for Ctrl-C/SIGTERM: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The temporary directory could not be created.
+    #[error("cannot create a temporary directory: {0}")]
+    TempDir(#[source] std::io::Error),
+    /// The control plane failed.
+    #[error("control plane: {0}")]
+    ControlPlane(#[source] gw_control_plane::ServeError),
+    /// The data plane failed.
+    #[error("data plane: {0}")]
+    DataPlane(#[source] gw_data_plane::ServeError),
+    /// A component returned without being asked to stop.
+    #[error("{0} stopped unexpectedly")]
+    Stopped(&'static str),
+    /// A component's task panicked or was cancelled.
+    #[error("a component crashed: {0}")]
+    Crashed(String),
+    /// The data plane rejected the demo config.
+    #[error("the data plane rejected config version {version}: {reason}")]
+    Rejected {
+        /// The rejected version.
+        version: u64,
+        /// The data plane's reason.
+        reason: String,
+    },
+    /// The data plane did not acknowledge the demo config in time.
+    #[error("the data plane did not take the demo config within {waited}: {state}")]
+    NotServing {
+        /// The deadline, formatted.
+        waited: String,
+        /// What the control plane last knew of the node.
+        state: String,
+    },
+    /// A second signal arrived while stopping; the rest was cut short.
+    #[error("stopped at once on a second signal, without waiting for in-flight requests")]
+    Forced,
 }
 
 /// [`Error::Rejected`]'s kind for `ALREADY_EXISTS`.

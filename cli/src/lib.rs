@@ -4,7 +4,8 @@
 //! `main` parses [`args::Cli`] and calls [`run`]; everything else lives in modules so it can
 //! be tested without a process:
 //!
-//! - [`args`]: the clap definition and flag-value grammars.
+//! - [`args`]: the clap definition and flag-value grammars; [`defaults`]: the default
+//!   addresses and settings it shares with `client` and `dev`.
 //! - [`client`]: connecting, the bearer-token interceptor, fast failure on a bad address.
 //! - [`error`]: the operator-facing error, one line each, and the status-code mapping.
 //! - [`output`]: aligned tables, JSON documents, and flagging problems (marker, colour).
@@ -22,6 +23,7 @@
 pub mod args;
 pub mod client;
 pub mod commands;
+pub mod defaults;
 pub mod dev;
 pub mod duration;
 pub mod error;

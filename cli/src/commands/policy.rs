@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::args::{KeyArg, PolicyCommand, PolicySetArgs};
 use crate::client::AdminClient;
-use crate::commands::Deleted;
+use crate::commands::deleted::Deleted;
 use crate::duration;
 use crate::error::Error;
 use crate::output::{OutputFormat, Render, Table, emit};

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use crate::args::{ServiceAddArgs, ServiceCommand, ServiceUpdateArgs, TuningArgs};
 use crate::client::AdminClient;
-use crate::commands::Deleted;
+use crate::commands::deleted::Deleted;
 use crate::duration;
 use crate::error::Error;
 use crate::output::{OutputFormat, Render, Table, details, emit, or_dash};

@@ -22,6 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+/// The demo backends, in `--backend-ports` order.
+pub const BACKEND_NAMES: [&str; 3] = ["service-a", "service-b", "service-c"];
 /// Time open connections get to finish on shutdown. Demo requests are instant; this only
 /// bounds how long a stuck client can delay Ctrl-C.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);

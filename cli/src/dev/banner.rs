@@ -8,8 +8,8 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use crate::client::DEFAULT_CONTROL_PLANE;
-use crate::dev::BACKEND_NAMES;
+use crate::defaults::DEFAULT_CONTROL_PLANE;
+use crate::dev::backend::BACKEND_NAMES;
 use crate::dev::listeners::{Addresses, dial_address};
 use crate::dev::setup::{POLICY_LIMIT, PREFIX};
 

@@ -9,7 +9,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::TcpListener;
 
 use crate::args::DevArgs;
-use crate::dev::DevError;
+use crate::error::DevError;
 
 /// Every listener of a `gwctl dev` run, bound.
 pub struct Listeners {
@@ -19,7 +19,7 @@ pub struct Listeners {
     pub admin: TcpListener,
     /// The control plane's gRPC server.
     pub control_plane: TcpListener,
-    /// The demo backends, in [`BACKEND_NAMES`](crate::dev::BACKEND_NAMES) order.
+    /// The demo backends, in [`BACKEND_NAMES`](crate::dev::backend::BACKEND_NAMES) order.
     pub backends: [TcpListener; 3],
 }
 
@@ -32,7 +32,7 @@ pub struct Addresses {
     pub admin: SocketAddr,
     /// The control plane.
     pub control_plane: SocketAddr,
-    /// The demo backends, in [`BACKEND_NAMES`](crate::dev::BACKEND_NAMES) order.
+    /// The demo backends, in [`BACKEND_NAMES`](crate::dev::backend::BACKEND_NAMES) order.
     pub backends: [SocketAddr; 3],
 }
 

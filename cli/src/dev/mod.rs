@@ -17,7 +17,6 @@ pub mod setup;
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -26,22 +25,11 @@ use tokio::task::{self, JoinSet};
 
 use crate::args::DevArgs;
 use crate::client::AdminClient;
-use crate::error::Error;
+use crate::dev::backend::BACKEND_NAMES;
+use crate::error::{DevError, Error};
 use banner::Banner;
 use listeners::{Listeners, dial_address};
 
-/// Default proxy address: the README's quick start curls it. Loopback: a demo should not be
-/// reachable from the network unless asked.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
-/// Default data-plane admin address, the data plane's own default.
-pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
-/// Default control-plane address: where gwctl and the data plane look by default, so the
-/// printed `gwctl` commands need no flags.
-pub const DEFAULT_CONTROL_PLANE_LISTEN: &str = "127.0.0.1:50051";
-/// Default demo backend ports, as in the README.
-pub const DEFAULT_BACKEND_PORTS: &str = "8001,8002,8003";
-/// The demo backends, in `--backend-ports` order.
-pub const BACKEND_NAMES: [&str; 3] = ["service-a", "service-b", "service-c"];
 /// The data plane's node id, as `gwctl nodes` shows it.
 pub const NODE_ID: &str = "dev";
 
@@ -54,61 +42,6 @@ const DATA_PLANE_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// the banner's curl loop already counts it. One node reporting to a control plane in the same
 /// process: the cost is nothing.
 const DEV_STATS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Why `gwctl dev` could not start or stopped with a failure. One line each.
-#[derive(Debug, thiserror::Error)]
-pub enum DevError {
-    /// A listener could not be bound.
-    #[error("{flag} {address}: {reason}")]
-    Bind {
-        /// The flag that gave the address.
-        flag: &'static str,
-        /// The address.
-        address: SocketAddr,
-        /// Why, e.g. `address already in use`.
-        reason: String,
-    },
-    /// A bound listener's address could not be read.
-    #[error("cannot read a listener's address: {0}")]
-    LocalAddr(#[source] std::io::Error),
-    /// Signal handlers could not be installed.
-    #[error("cannot listen for Ctrl-C/SIGTERM: {0}")]
-    Signals(#[source] std::io::Error),
-    /// The temporary directory could not be created.
-    #[error("cannot create a temporary directory: {0}")]
-    TempDir(#[source] std::io::Error),
-    /// The control plane failed.
-    #[error("control plane: {0}")]
-    ControlPlane(#[source] gw_control_plane::ServeError),
-    /// The data plane failed.
-    #[error("data plane: {0}")]
-    DataPlane(#[source] gw_data_plane::ServeError),
-    /// A component returned without being asked to stop.
-    #[error("{0} stopped unexpectedly")]
-    Stopped(&'static str),
-    /// A component's task panicked or was cancelled.
-    #[error("a component crashed: {0}")]
-    Crashed(String),
-    /// The data plane rejected the demo config.
-    #[error("the data plane rejected config version {version}: {reason}")]
-    Rejected {
-        /// The rejected version.
-        version: u64,
-        /// The data plane's reason.
-        reason: String,
-    },
-    /// The data plane did not acknowledge the demo config in time.
-    #[error("the data plane did not take the demo config within {waited}: {state}")]
-    NotServing {
-        /// The deadline, formatted.
-        waited: String,
-        /// What the control plane last knew of the node.
-        state: String,
-    },
-    /// A second signal arrived while stopping; the rest was cut short.
-    #[error("stopped at once on a second signal, without waiting for in-flight requests")]
-    Forced,
-}
 
 /// Runs `gwctl dev` until SIGINT or SIGTERM; writes the banner to `out`. `timeout` bounds
 /// each set-up call to the control plane. Needs a multi-threaded runtime.

@@ -9,7 +9,7 @@ use crate::args::{
 };
 use crate::client::AdminClient;
 use crate::commands;
-use crate::dev::DevError;
+use crate::error::DevError;
 use crate::error::Error;
 use crate::output::OutputFormat;
 
