@@ -49,6 +49,7 @@ use tokio::sync::watch;
 
 use crate::config::cache;
 use crate::config::gateway::Gateway;
+use crate::config::snapshot::{self, NodeDefaults};
 use crate::config::sync::{self as config_sync, ConfigSink, SyncConfig, SyncStatus};
 use crate::proxy::Proxy;
 use crate::proxy::headers::{RequestIds, TrustedProxies};
@@ -95,6 +96,10 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Time between stats reports to the control plane.
     pub stats_interval: Duration,
+    /// Longest wait for the next bytes of a client's request body.
+    pub request_body_timeout: Duration,
+    /// Longest wait for the next bytes of a backend's response body.
+    pub response_body_timeout: Duration,
 }
 
 impl Config {
@@ -110,6 +115,8 @@ impl Config {
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             stats_interval: report::DEFAULT_STATS_INTERVAL,
+            request_body_timeout: snapshot::DEFAULT_REQUEST_BODY_TIMEOUT,
+            response_body_timeout: snapshot::DEFAULT_RESPONSE_BODY_TIMEOUT,
         }
     }
 }
@@ -145,17 +152,28 @@ pub async fn serve(
             reason: "must be at least 1".into(),
         });
     }
-    if config.stats_interval.is_zero() {
-        return Err(ServeError::InvalidConfig {
-            setting: "stats_interval",
-            reason: "must be positive".into(),
-        });
+    for (setting, d) in [
+        ("stats_interval", config.stats_interval),
+        ("request_body_timeout", config.request_body_timeout),
+        ("response_body_timeout", config.response_body_timeout),
+    ] {
+        if d.is_zero() {
+            return Err(ServeError::InvalidConfig {
+                setting,
+                reason: "must be positive".into(),
+            });
+        }
     }
     let started_at = std::time::SystemTime::now();
     let proxy_addr = proxy.local_addr().map_err(ServeError::Listener)?;
     let admin_addr = admin.local_addr().map_err(ServeError::Listener)?;
     let status = Arc::new(SyncStatus::default());
-    let gw = Arc::new(Gateway::new(config.rate_limit_max_keys, status.clone()));
+    let mut gw = Gateway::new(config.rate_limit_max_keys, status.clone());
+    gw.reuse.defaults = NodeDefaults {
+        request_body_timeout: config.request_body_timeout,
+        response_body_timeout: config.response_body_timeout,
+    };
+    let gw = Arc::new(gw);
 
     load_cache(&gw, &config);
     if !gw.is_ready() {

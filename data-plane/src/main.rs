@@ -48,6 +48,14 @@ struct Args {
     /// Time between stats reports to the control plane, e.g. `5s` or `500ms`.
     #[arg(long, env = "GW_STATS_INTERVAL", default_value = "5s", value_parser = parse_interval)]
     stats_interval: std::time::Duration,
+    /// Longest wait for the next bytes of a client's request body (then 408, or the
+    /// connection is closed if the answer has begun).
+    #[arg(long, env = "GW_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    request_body_timeout: std::time::Duration,
+    /// Longest wait for the next bytes of a backend's response body (then the client's
+    /// connection is closed and the endpoint charged with a failure).
+    #[arg(long, env = "GW_RESPONSE_BODY_TIMEOUT", default_value = "60s", value_parser = parse_interval)]
+    response_body_timeout: std::time::Duration,
 }
 
 /// `500ms`, `5s` or `1m`, positive.
@@ -108,6 +116,8 @@ fn main() -> anyhow::Result<()> {
     config.trusted_proxies = trusted;
     config.rate_limit_max_keys = args.rate_limit_max_keys;
     config.stats_interval = args.stats_interval;
+    config.request_body_timeout = args.request_body_timeout;
+    config.response_body_timeout = args.response_body_timeout;
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();

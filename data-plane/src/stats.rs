@@ -37,13 +37,21 @@ pub enum UpstreamError {
     Timeout,
     /// The connection closed or reset before a response.
     Reset,
-    /// Anything else (protocol errors).
+    /// Anything else (protocol errors, a malformed response).
     Other,
+    /// The response body stalled longer than the service's response-body idle timeout.
+    BodyTimeout,
 }
 
 impl UpstreamError {
     /// Every kind, in label order.
-    pub const ALL: [UpstreamError; 4] = [Self::Connect, Self::Timeout, Self::Reset, Self::Other];
+    pub const ALL: [UpstreamError; 5] = [
+        Self::Connect,
+        Self::Timeout,
+        Self::Reset,
+        Self::Other,
+        Self::BodyTimeout,
+    ];
 
     /// The metric label.
     pub fn label(self) -> &'static str {
@@ -52,6 +60,7 @@ impl UpstreamError {
             Self::Timeout => "timeout",
             Self::Reset => "reset",
             Self::Other => "other",
+            Self::BodyTimeout => "body_timeout",
         }
     }
 }
@@ -66,6 +75,9 @@ pub struct ServiceStats {
     latency_sum_us: AtomicU64,
     upstream_errors: [AtomicU64; UpstreamError::ALL.len()],
     retries: AtomicU64,
+    /// Attempts that failed for the gateway's own shortage (file descriptors, buffers, the
+    /// endpoint's connection cap): never charged to the endpoint.
+    local_errors: AtomicU64,
     /// Requests this gateway rejected with 429 (a backend's own 429s are not counted here).
     rate_limited: AtomicU64,
 }
@@ -78,6 +90,7 @@ impl Default for ServiceStats {
             latency_sum_us: AtomicU64::new(0),
             upstream_errors: Default::default(),
             retries: AtomicU64::new(0),
+            local_errors: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
         }
     }
@@ -108,6 +121,11 @@ impl ServiceStats {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one attempt that failed for the gateway's own shortage.
+    pub fn local_error(&self) {
+        self.local_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one retry on another endpoint.
     pub fn retried(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
@@ -127,6 +145,7 @@ impl ServiceStats {
             upstream_errors: UpstreamError::ALL
                 .map(|k| (k, load(&self.upstream_errors[k as usize]))),
             retries: load(&self.retries),
+            local_errors: load(&self.local_errors),
             rate_limited: load(&self.rate_limited),
         }
     }
@@ -149,9 +168,11 @@ pub struct ServiceFigures {
     /// Sum of all latencies.
     pub latency_sum: Duration,
     /// Upstream failures by kind.
-    pub upstream_errors: [(UpstreamError, u64); 4],
+    pub upstream_errors: [(UpstreamError, u64); UpstreamError::ALL.len()],
     /// Retries on another endpoint.
     pub retries: u64,
+    /// Attempts that failed for the gateway's own shortage.
+    pub local_errors: u64,
     /// Requests rejected by this gateway's rate limits.
     pub rate_limited: u64,
 }

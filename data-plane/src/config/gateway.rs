@@ -34,6 +34,7 @@ impl Gateway {
         Self {
             current: ArcSwapOption::empty(),
             reuse: Reuse {
+                defaults: Default::default(),
                 endpoints: Default::default(),
                 clients: Default::default(),
                 service_stats: Default::default(),

@@ -24,6 +24,14 @@ use crate::upstream::client::{Clients, UpstreamClient};
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Default request timeout (proto: `Timeouts.request`).
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default request-body idle timeout: the longest the proxy waits for the next bytes of an
+/// upload it is ready to forward (nginx's `client_body_timeout` is 60 s; 10 s, like the
+/// header timeout, is long for a live client and short for one that holds connections).
+pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default response-body idle timeout: the longest the proxy waits for the next bytes of a
+/// response body from a backend (nginx's `proxy_read_timeout` is 60 s too). Streaming
+/// backends that pause longer (server-sent events) send heartbeats or raise it per service.
+pub const DEFAULT_RESPONSE_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default health-check path.
 pub const DEFAULT_HEALTH_PATH: &str = "/health";
 /// Default health-check interval.
@@ -67,6 +75,10 @@ pub struct Service {
     pub connect_timeout: Duration,
     /// Time allowed from sending the request to the response headers.
     pub request_timeout: Duration,
+    /// Longest wait for the next bytes of the client's request body.
+    pub request_body_timeout: Duration,
+    /// Longest wait for the next bytes of the backend's response body.
+    pub response_body_timeout: Duration,
     /// Pooled client for this service's connect timeout.
     pub client: UpstreamClient,
     /// Every policy that applies: the service's own, then the all-services ones.
@@ -106,9 +118,30 @@ pub struct PolicyInfo {
 /// Endpoints by (service name, URL).
 pub type EndpointsByKey = HashMap<(Arc<str>, Arc<str>), Arc<Endpoint>>;
 
+/// The node's own settings for what a service's config leaves unset (from the data plane's
+/// flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeDefaults {
+    /// Request-body idle timeout.
+    pub request_body_timeout: Duration,
+    /// Response-body idle timeout.
+    pub response_body_timeout: Duration,
+}
+
+impl Default for NodeDefaults {
+    fn default() -> Self {
+        Self {
+            request_body_timeout: DEFAULT_REQUEST_BODY_TIMEOUT,
+            response_body_timeout: DEFAULT_RESPONSE_BODY_TIMEOUT,
+        }
+    }
+}
+
 /// Long-lived state that compilation reuses across versions.
 #[derive(Debug)]
 pub struct Reuse {
+    /// The node's defaults for unset service settings.
+    pub defaults: NodeDefaults,
     /// Endpoints by (service, URL), so health state survives updates.
     pub endpoints: std::sync::Mutex<EndpointsByKey>,
     /// Upstream clients by connect timeout.
@@ -227,6 +260,8 @@ pub fn compile(
             balancer: RoundRobin::new(endpoints),
             connect_timeout: c.connect_timeout,
             request_timeout: c.request_timeout,
+            request_body_timeout: reuse.defaults.request_body_timeout,
+            response_body_timeout: reuse.defaults.response_body_timeout,
             policies,
             health: c.health,
         });

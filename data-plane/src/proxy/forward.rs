@@ -26,7 +26,9 @@ use crate::proxy::headers::{
 use crate::proxy::responses::{self, Canned, ProxyBody};
 use crate::stats::UpstreamError;
 use crate::upstream::balancer::Endpoint;
-use crate::upstream::client::{SignalEnd, UpstreamBody};
+use crate::upstream::blame::{self, Blame};
+use crate::upstream::body::{RequestBody, ResponseBody};
+use crate::upstream::client::UpstreamBody;
 
 /// What the request path holds besides the config: the gateway's shared state, whose
 /// `X-Forwarded-For` to believe, and where request ids come from.
@@ -150,7 +152,7 @@ async fn forward(
     peer_ip: std::net::IpAddr,
     upgrade: bool,
     start: Instant,
-) -> Result<Response<Incoming>, Canned> {
+) -> Result<Response<ResponseBody>, Canned> {
     let Some((mut index, mut endpoint)) = svc.balancer.pick() else {
         return Err(responses::NO_ENDPOINT);
     };
@@ -182,11 +184,11 @@ async fn forward(
     parts.uri = upstream_uri(endpoint, path.clone())?;
 
     let bodyless = body.is_end_stream();
-    let (body, body_sent): (UpstreamBody, _) = if bodyless {
+    let (body, watch): (UpstreamBody, _) = if bodyless {
         (Either::Right(Empty::new()), None)
     } else {
-        let (body, sent) = SignalEnd::new(body);
-        (Either::Left(body), Some(sent))
+        let (body, watch) = RequestBody::new(body, svc.request_body_timeout);
+        (Either::Left(body), Some(watch))
     };
     // Keeping a copy to retry costs a header-map clone, so only retryable requests pay it.
     let retry = (bodyless && !upgrade && is_idempotent(&parts.method))
@@ -194,13 +196,14 @@ async fn forward(
     // The request timeout runs from when the request is fully sent: from the start for a
     // bodyless request (retries included), from the body's last byte for an upload.
     let timeout = svc.request_timeout;
+    let body_ended = watch.clone();
     let timer = async move {
-        match body_sent {
+        match body_ended {
             None => tokio::time::sleep_until(tokio::time::Instant::from_std(start) + timeout).await,
-            Some(sent) => {
-                // An error means the body was dropped unsent (the attempt failed): the request
-                // future ends on its own, so starting the clock is harmless.
-                let _ = sent.await;
+            Some(watch) => {
+                // Also ends when the body failed or was dropped unsent: the request future
+                // then ends on its own, so starting the clock is harmless.
+                watch.ended().await;
                 tokio::time::sleep(timeout).await;
             }
         }
@@ -213,12 +216,21 @@ async fn forward(
         let err = tokio::select! {
             result = svc.client.request(req) => match result {
                 Ok(resp) => {
+                    if let Err(why) = blame::check_response(resp.status(), resp.headers(), upgrade) {
+                        svc.stats.upstream_error(UpstreamError::Other);
+                        endpoint.record_failure();
+                        tracing::debug!(service = %svc.name, endpoint = %endpoint.url, why, "malformed upstream response");
+                        return Err(responses::BAD_GATEWAY);
+                    }
                     if resp.status().is_server_error() {
                         endpoint.record_failure();
                     } else {
                         endpoint.record_success();
                     }
-                    return Ok(resp);
+                    let idle = svc.response_body_timeout;
+                    return Ok(resp.map(|b| {
+                        ResponseBody::new(b, idle, endpoint.clone(), svc.stats.clone())
+                    }));
                 }
                 Err(e) => e,
             },
@@ -228,7 +240,18 @@ async fn forward(
                 return Err(responses::GATEWAY_TIMEOUT);
             }
         };
-        let kind = classify(&err);
+        let kind = match blame::blame(&err, watch.as_ref().and_then(|w| w.fault())) {
+            Blame::Backend(kind) => kind,
+            Blame::Client(fault) => {
+                tracing::debug!(service = %svc.name, ?fault, error = %err, "request failed on the client's side");
+                return Err(responses::client_fault(fault));
+            }
+            Blame::Local => {
+                svc.stats.local_error();
+                tracing::warn!(service = %svc.name, endpoint = %endpoint.url, error = %err, "upstream attempt failed for lack of local resources");
+                return Err(responses::OVERLOADED);
+            }
+        };
         svc.stats.upstream_error(kind);
         endpoint.record_failure();
         tracing::debug!(service = %svc.name, endpoint = %endpoint.url, error = %err, kind = kind.label(), "upstream failed");
@@ -258,33 +281,6 @@ fn upstream_uri(endpoint: &Endpoint, path: PathAndQuery) -> Result<Uri, Canned> 
         .path_and_query(path)
         .build()
         .map_err(|_| responses::BAD_REQUEST)
-}
-
-/// Sorts a client error into a metrics kind.
-fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamError {
-    if err.is_connect() {
-        return UpstreamError::Connect;
-    }
-    let mut source = std::error::Error::source(err);
-    while let Some(e) = source {
-        if let Some(h) = e.downcast_ref::<hyper::Error>()
-            && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
-        {
-            return UpstreamError::Reset;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            )
-        {
-            return UpstreamError::Reset;
-        }
-        source = e.source();
-    }
-    UpstreamError::Other
 }
 
 /// Joins the client's and the backend's upgraded connections and copies bytes both ways until

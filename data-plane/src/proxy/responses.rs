@@ -1,13 +1,14 @@
 //! The gateway's own answers: small, static JSON bodies (no per-request formatting).
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 
-/// A response body: the upstream's, streamed, or one of ours.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+use crate::upstream::body::{ClientFault, ResponseBody};
+
+/// A response body: the upstream's, streamed and watched, or one of ours.
+pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;
 
 /// One canned answer.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +55,43 @@ pub const BAD_REQUEST: Canned = Canned {
     body: r#"{"error":"bad_request","message":"the request path cannot be forwarded"}"#,
 };
 
+/// The request body's framing is malformed, e.g. an invalid chunk size (400).
+pub const BAD_REQUEST_BODY: Canned = Canned {
+    status: StatusCode::BAD_REQUEST,
+    body: r#"{"error":"bad_request_body","message":"the request body is malformed (invalid framing)"}"#,
+};
+/// The client stopped sending its request body for longer than the idle timeout (408).
+pub const REQUEST_BODY_TIMEOUT: Canned = Canned {
+    status: StatusCode::REQUEST_TIMEOUT,
+    body: r#"{"error":"request_body_timeout","message":"the request body stalled for longer than the service allows"}"#,
+};
+/// nginx's convention for a client that closed the connection before the answer: nobody reads
+/// it, but it is what the request is counted as.
+pub const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => panic!("499 is a valid status code"),
+};
+/// The client went away mid-request (499).
+pub const CLIENT_CLOSED: Canned = Canned {
+    status: CLIENT_CLOSED_REQUEST,
+    body: r#"{"error":"client_closed_request","message":"the client closed the connection"}"#,
+};
+/// The gateway ran short of its own resources (file descriptors, the endpoint's connection
+/// cap) and could not reach the backend (503).
+pub const OVERLOADED: Canned = Canned {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    body: r#"{"error":"gateway_overloaded","message":"the gateway is out of connections to this backend; retry shortly"}"#,
+};
+
+/// The answer to a request the client itself broke.
+pub fn client_fault(fault: ClientFault) -> Canned {
+    match fault {
+        ClientFault::Framing => BAD_REQUEST_BODY,
+        ClientFault::Gone => CLIENT_CLOSED,
+        ClientFault::IdleTimeout => REQUEST_BODY_TIMEOUT,
+    }
+}
+
 impl Canned {
     /// Builds the response.
     pub fn response(self) -> Response<ProxyBody> {
@@ -63,6 +101,12 @@ impl Canned {
         *r.status_mut() = self.status;
         r.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.status == StatusCode::REQUEST_TIMEOUT || self.status == StatusCode::BAD_REQUEST {
+            // The request body was not read to its end: the connection cannot carry another
+            // request, so say so rather than let the client find out.
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         r
     }
 }
@@ -81,6 +125,10 @@ mod tests {
             GATEWAY_TIMEOUT,
             RATE_LIMITED,
             BAD_REQUEST,
+            BAD_REQUEST_BODY,
+            REQUEST_BODY_TIMEOUT,
+            CLIENT_CLOSED,
+            OVERLOADED,
         ] {
             let v: serde_json::Value = serde_json::from_str(c.body).unwrap();
             assert!(

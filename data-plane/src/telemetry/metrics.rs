@@ -128,6 +128,21 @@ pub fn render(view: &MetricsView<'_>) -> String {
 
     header(
         &mut out,
+        "gw_local_errors_total",
+        "counter",
+        "Upstream attempts that failed for the gateway's own shortage (file descriptors, \
+         buffers, an endpoint's connection cap), by service; never charged to an endpoint.",
+    );
+    for (name, f) in &services {
+        let _ = writeln!(
+            out,
+            "gw_local_errors_total{{service=\"{name}\"}} {}",
+            f.local_errors
+        );
+    }
+
+    header(
+        &mut out,
         "gw_rate_limited_total",
         "counter",
         "Requests rejected with 429, by policy.",

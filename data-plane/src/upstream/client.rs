@@ -3,79 +3,20 @@
 //! a config update does not drop warm connections).
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::sync::oneshot;
 
-/// The body sent upstream: the client's streamed body, or nothing (which is also what a retry
-/// sends, since only bodyless requests are retried).
-pub type UpstreamBody = Either<SignalEnd, Empty<Bytes>>;
+use crate::upstream::body::RequestBody;
 
-/// The client's request body, passed through untouched, that says when it has been sent in
-/// full. The service's request timeout counts from then: an upload that takes minutes is not
-/// the backend being slow.
-#[derive(Debug)]
-pub struct SignalEnd {
-    inner: Incoming,
-    done: Option<oneshot::Sender<()>>,
-}
-
-impl SignalEnd {
-    /// Wraps `inner`; the receiver resolves once it is fully read (or failed, or dropped).
-    pub fn new(inner: Incoming) -> (Self, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
-        (
-            Self {
-                inner,
-                done: Some(tx),
-            },
-            rx,
-        )
-    }
-
-    fn signal(&mut self) {
-        if let Some(tx) = self.done.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl Body for SignalEnd {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
-            // hyper stops polling once a sized body reports its end, so check after each frame.
-            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.signal(),
-            Poll::Ready(None | Some(Err(_))) => self.signal(),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
+/// The body sent upstream: the client's streamed body, watched, or nothing (which is also
+/// what a retry sends, since only bodyless requests are retried).
+pub type UpstreamBody = Either<RequestBody, Empty<Bytes>>;
 
 /// A pooled client.
 pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;

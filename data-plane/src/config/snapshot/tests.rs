@@ -5,6 +5,7 @@ use super::*;
 
 fn reuse() -> Reuse {
     Reuse {
+        defaults: Default::default(),
         endpoints: Default::default(),
         clients: Default::default(),
         service_stats: Default::default(),
