@@ -28,7 +28,7 @@ use gw_proto::v1 as pb;
 use http::{Request, header};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::gateway::Gateway;
@@ -194,13 +194,17 @@ struct Loop {
 }
 
 /// Runs health checking for `gw` until `stop` is set: reconciles check loops with each config
-/// in force, records health on `board` and sends every change on `changes`.
+/// in force, records health on `board` and sends every change on `changes`. At most
+/// `max_probes` checks are in flight at once: the descriptors kept back for them (see
+/// `crate::fds`), so a flood of client or upstream connections cannot make checks fail.
 pub async fn run(
     gw: Arc<Gateway>,
     board: Arc<Board>,
     changes: mpsc::UnboundedSender<pb::EndpointHealth>,
+    max_probes: usize,
     stop: watch::Receiver<bool>,
 ) {
+    let probes = Arc::new(Semaphore::new(max_probes.max(1)));
     let mut loops: HashMap<Key, Loop> = HashMap::new();
     let mut seen: Option<Arc<Snapshot>> = None;
     let mut tick = tokio::time::interval(RECONCILE_POLL);
@@ -222,7 +226,7 @@ pub async fn run(
             continue;
         }
         if let Some(snapshot) = &current {
-            reconcile(snapshot, &mut loops, &board, &changes);
+            reconcile(snapshot, &mut loops, &board, &changes, &probes);
         }
         seen = current;
     }
@@ -237,6 +241,7 @@ fn reconcile(
     loops: &mut HashMap<Key, Loop>,
     board: &Arc<Board>,
     changes: &mpsc::UnboundedSender<pb::EndpointHealth>,
+    probes: &Arc<Semaphore>,
 ) {
     let mut wanted = HashMap::new();
     for svc in snapshot.services.iter() {
@@ -272,6 +277,7 @@ fn reconcile(
             spec.clone(),
             board.clone(),
             changes.clone(),
+            probes.clone(),
         ));
         loops.insert(
             key,
@@ -291,6 +297,7 @@ async fn check_loop(
     spec: HealthSpec,
     board: Arc<Board>,
     changes: mpsc::UnboundedSender<pb::EndpointHealth>,
+    probes: Arc<Semaphore>,
 ) {
     let mut tracker = Tracker::new(ep.is_healthy());
     let mut delay = Duration::ZERO;
@@ -310,6 +317,11 @@ async fn check_loop(
                 continue;
             }
         }
+        // Waiting for a slot is not the endpoint's failure, so it is outside the check's
+        // timeout. The semaphore is never closed.
+        let Ok(_slot) = probes.acquire().await else {
+            return;
+        };
         let result = probe(&ep, &spec).await;
         let transition = tracker.observe(
             result.is_ok(),

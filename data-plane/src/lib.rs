@@ -15,6 +15,8 @@
 //! ```
 //!
 //! - `stats`: the counters the request path bumps; imports nothing else of the crate.
+//! - `fds`: the file-descriptor limit and its split between client connections, upstream
+//!   connections and health checks; imports nothing else of the crate.
 //! - `limiter`: token buckets per (policy, key) and applying a service's policies to one
 //!   request (`limiter::policy`).
 //! - `upstream`: endpoints with their health state, round robin, pooled backend connections.
@@ -31,6 +33,7 @@
 //! immutable `Snapshot` per request.
 
 pub mod config;
+pub mod fds;
 pub mod health;
 pub mod limiter;
 pub mod proxy;
@@ -56,6 +59,8 @@ use crate::proxy::headers::{RequestIds, TrustedProxies};
 use crate::proxy::server::{self, Limits};
 use crate::shutdown::signalled;
 use crate::telemetry::{admin, report};
+use crate::upstream::client::Clients;
+use crate::upstream::connect::{Caps, DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT};
 
 /// Default per-policy cap on tracked rate-limit keys: about 70 MB per policy at the limiter's
 /// target of 70 bytes per key, enough for a large flood of distinct client IPs.
@@ -66,6 +71,13 @@ pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default largest request head. 64 KiB is what nginx's `large_client_header_buffers` allows
 /// by default (4 x 8k) with margin; anything bigger is almost always abuse.
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Default time a new client connection has to send its first byte: the header timeout's
+/// length, so a connection that sends nothing is held no longer than one that dribbles.
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a client connection may stay idle between requests. Above the 60 s idle
+/// timeout of common load balancers in front (as nginx's 75 s), so they close first and never
+/// send a request onto a connection we are closing.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 /// Default time in-flight requests get to finish on shutdown (below the 30 s a container
 /// orchestrator usually waits before SIGKILL).
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
@@ -100,11 +112,25 @@ pub struct Config {
     pub request_body_timeout: Duration,
     /// Longest wait for the next bytes of a backend's response body.
     pub response_body_timeout: Duration,
+    /// Time a new client connection has to send its first byte.
+    pub first_byte_timeout: Duration,
+    /// Time a client connection may stay idle between requests.
+    pub idle_timeout: Duration,
+    /// Open client connections at most (beyond, new ones wait in the listen backlog).
+    pub max_connections: usize,
+    /// Open upstream connections at most, all endpoints together.
+    pub max_upstream_connections: usize,
+    /// Open upstream connections at most to one endpoint.
+    pub max_connections_per_endpoint: usize,
+    /// Health checks in flight at once at most.
+    pub max_health_probes: usize,
 }
 
 impl Config {
-    /// A config with every default, for `control_plane` and `node_id`.
+    /// A config with every default, for `control_plane` and `node_id`. Connection caps are
+    /// split from the process's file-descriptor limit as it is now (see [`fds::FdBudget`]).
     pub fn new(control_plane: impl Into<String>, node_id: impl Into<String>) -> Self {
+        let budget = fds::FdBudget::current();
         Self {
             control_plane: control_plane.into(),
             node_id: node_id.into(),
@@ -117,6 +143,12 @@ impl Config {
             stats_interval: report::DEFAULT_STATS_INTERVAL,
             request_body_timeout: snapshot::DEFAULT_REQUEST_BODY_TIMEOUT,
             response_body_timeout: snapshot::DEFAULT_RESPONSE_BODY_TIMEOUT,
+            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: budget.client_connections,
+            max_upstream_connections: budget.upstream_connections,
+            max_connections_per_endpoint: DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
+            max_health_probes: budget.health_probes,
         }
     }
 }
@@ -146,16 +178,29 @@ pub async fn serve(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    if config.rate_limit_max_keys == 0 {
-        return Err(ServeError::InvalidConfig {
-            setting: "rate_limit_max_keys",
-            reason: "must be at least 1".into(),
-        });
+    for (setting, n) in [
+        ("rate_limit_max_keys", config.rate_limit_max_keys),
+        ("max_connections", config.max_connections),
+        ("max_upstream_connections", config.max_upstream_connections),
+        (
+            "max_connections_per_endpoint",
+            config.max_connections_per_endpoint,
+        ),
+        ("max_health_probes", config.max_health_probes),
+    ] {
+        if n == 0 {
+            return Err(ServeError::InvalidConfig {
+                setting,
+                reason: "must be at least 1".into(),
+            });
+        }
     }
     for (setting, d) in [
         ("stats_interval", config.stats_interval),
         ("request_body_timeout", config.request_body_timeout),
         ("response_body_timeout", config.response_body_timeout),
+        ("first_byte_timeout", config.first_byte_timeout),
+        ("idle_timeout", config.idle_timeout),
     ] {
         if d.is_zero() {
             return Err(ServeError::InvalidConfig {
@@ -173,6 +218,10 @@ pub async fn serve(
         request_body_timeout: config.request_body_timeout,
         response_body_timeout: config.response_body_timeout,
     };
+    gw.reuse.clients = Clients::new(Caps::new(
+        config.max_connections_per_endpoint,
+        config.max_upstream_connections,
+    ));
     let gw = Arc::new(gw);
 
     load_cache(&gw, &config);
@@ -197,6 +246,7 @@ pub async fn serve(
         gw.clone(),
         board.clone(),
         changes_tx,
+        config.max_health_probes,
         stop_rx.clone(),
     ));
     tasks.spawn(
@@ -229,11 +279,18 @@ pub async fn serve(
     let limits = Limits {
         header_read_timeout: config.header_read_timeout,
         max_header_bytes: config.max_header_bytes,
+        first_byte_timeout: config.first_byte_timeout,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
+    };
+    let admin_limits = Limits {
+        max_connections: fds::ADMIN_MAX_CONNECTIONS,
+        ..limits
     };
     let admin_gw = gw.clone();
     tasks.spawn(server::run(
         admin,
-        limits,
+        admin_limits,
         move |_peer, req| admin::handle(admin_gw.clone(), req),
         stop_rx.clone(),
         config.shutdown_grace,

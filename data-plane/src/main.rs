@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use gw_data_plane::fds::{self, FdBudget};
 use gw_data_plane::proxy::headers::TrustedProxies;
+use gw_data_plane::upstream::connect::DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT;
 use gw_data_plane::{Config, DEFAULT_RATE_LIMIT_MAX_KEYS};
 
 /// The control plane a data plane talks to unless told otherwise (its default gRPC address).
@@ -56,6 +58,22 @@ struct Args {
     /// connection is closed and the endpoint charged with a failure).
     #[arg(long, env = "GW_RESPONSE_BODY_TIMEOUT", default_value = "60s", value_parser = parse_interval)]
     response_body_timeout: std::time::Duration,
+    /// Time a new client connection has to send its first byte before it is closed.
+    #[arg(long, env = "GW_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    first_byte_timeout: std::time::Duration,
+    /// Time a client connection may stay idle between requests before it is closed.
+    #[arg(long, env = "GW_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_interval)]
+    idle_timeout: std::time::Duration,
+    /// Open client connections at most; beyond, new connections wait in the listen backlog.
+    /// Default: half of the file-descriptor limit left after the reserves.
+    #[arg(long, env = "GW_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open upstream connections at most, all endpoints together. Default: the other half.
+    #[arg(long, env = "GW_MAX_UPSTREAM_CONNECTIONS")]
+    max_upstream_connections: Option<usize>,
+    /// Open upstream connections at most to one endpoint.
+    #[arg(long, env = "GW_MAX_CONNECTIONS_PER_ENDPOINT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT)]
+    max_connections_per_endpoint: usize,
 }
 
 /// `500ms`, `5s` or `1m`, positive.
@@ -102,6 +120,18 @@ fn main() -> anyhow::Result<()> {
     if args.worker_threads == Some(0) {
         problems.push("--worker-threads: must be at least 1".to_owned());
     }
+    for (flag, n) in [
+        ("--max-connections", args.max_connections),
+        ("--max-upstream-connections", args.max_upstream_connections),
+        (
+            "--max-connections-per-endpoint",
+            Some(args.max_connections_per_endpoint),
+        ),
+    ] {
+        if n == Some(0) {
+            problems.push(format!("{flag}: must be at least 1"));
+        }
+    }
     if !problems.is_empty() {
         anyhow::bail!("invalid settings:\n  {}", problems.join("\n  "));
     }
@@ -111,7 +141,28 @@ fn main() -> anyhow::Result<()> {
     let cache_file = args
         .cache_file
         .unwrap_or_else(|| PathBuf::from(format!("gw-config-{node_id}.cache")));
+    // Before the budget is split: the room to split is the raised limit.
+    let limit = fds::raise_nofile_limit().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot raise the file-descriptor limit; keeping it");
+        fds::soft_limit()
+    });
+    let budget = FdBudget::split(limit);
     let mut config = Config::new(args.control_plane, node_id);
+    config.max_connections = args.max_connections.unwrap_or(budget.client_connections);
+    config.max_upstream_connections = args
+        .max_upstream_connections
+        .unwrap_or(budget.upstream_connections);
+    config.max_connections_per_endpoint = args.max_connections_per_endpoint;
+    config.max_health_probes = budget.health_probes;
+    config.first_byte_timeout = args.first_byte_timeout;
+    config.idle_timeout = args.idle_timeout;
+    tracing::info!(
+        fd_limit = limit,
+        max_connections = config.max_connections,
+        max_upstream_connections = config.max_upstream_connections,
+        max_health_probes = config.max_health_probes,
+        "connection limits"
+    );
     config.cache_file = Some(cache_file);
     config.trusted_proxies = trusted;
     config.rate_limit_max_keys = args.rate_limit_max_keys;
@@ -126,8 +177,7 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = runtime.build().context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let proxy = tokio::net::TcpListener::bind(args.listen)
-            .await
+        let proxy = gw_data_plane::proxy::server::bind(args.listen)
             .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
         let admin = tokio::net::TcpListener::bind(args.admin_listen)
             .await

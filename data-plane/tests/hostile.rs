@@ -11,6 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use gw_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -261,4 +262,182 @@ async fn malformed_backend_responses_are_502() {
             "{name}"
         );
     }
+}
+
+/// Item 2: a keep-alive connection that goes quiet after a request is closed at the idle
+/// timeout (it used to be held forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let mut env = Env::start_with(|c| c.idle_timeout = Duration::from_millis(300)).await;
+    let b = Backend::start("b").await;
+    env.add(service("s", "/", &[&b])).await;
+    let mut s = TcpStream::connect(env.dp.proxy).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    assert!(
+        out.ends_with("\r\n\r\nb"),
+        "one answer, then closed: {out:?}"
+    );
+}
+
+/// Item 2: at its connection cap an upstream endpoint gets no more connections; the request
+/// that finds no free connection in time gets 503 and the endpoint is not charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_endpoint_cap_holds_and_is_not_charged_to_the_endpoint() {
+    let mut env = Env::start_with(|c| c.max_connections_per_endpoint = 2).await;
+    let b = Backend::start("b").await;
+    let mut s = service("s", "/", &[&b]);
+    s.timeouts = Some(pb::Timeouts {
+        connect: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 200_000_000,
+        }),
+        request: None,
+    });
+    env.add(s).await;
+    // Two slow requests hold the endpoint's two connections.
+    let proxy = env.dp.proxy;
+    let _slow: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                Call::get(proxy, "/slow")
+                    .header("x-delay-ms", "30000")
+                    .try_send()
+                    .await
+            })
+        })
+        .collect();
+    eventually("both slow requests reached the backend", || async {
+        (b.hits() == 2).then_some(())
+    })
+    .await;
+    let r = env.get("/x").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "gateway_overloaded");
+    assert_eq!(b.hits(), 2, "no third connection was opened");
+    assert_eq!(
+        env.dp.metric("gw_local_errors_total{service=\"s\"}").await,
+        Some(1.0)
+    );
+    assert_eq!(
+        env.dp
+            .metric("gw_upstream_errors_total{service=\"s\",kind=\"connect\"}")
+            .await,
+        Some(0.0)
+    );
+    assert_eq!(endpoint_health(&env.dp, "s").await, [1.0]);
+}
+
+/// Item 2: 2,000 connections that never send a byte, against the real binary with its
+/// file-descriptor limit lowered (`prlimit`) so they exceed its connection cap: every one is
+/// closed by the first-byte timeout, a normal client is served throughout, the accept loop
+/// never meets EMFILE, and the endpoint stays healthy after the flood.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_and_a_normal_client_is_served_throughout() {
+    const SILENT: usize = 2_000;
+    logs();
+    let own = gw_data_plane::fds::raise_nofile_limit().unwrap();
+    assert!(
+        own >= SILENT as u64 + 1_000,
+        "this test holds {SILENT} sockets; raise the hard limit (ulimit -Hn) above {own}"
+    );
+    let prlimit = which("prlimit")
+        .unwrap_or_else(|| panic!("prlimit is missing: install the Debian package util-linux"));
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).await;
+    let mut admin = cp.admin().await;
+    let b = Backend::start("b").await;
+    create(&mut admin, service("s", "/", &[&b])).await;
+
+    let mut cmd = tokio::process::Command::new(prlimit);
+    // 1,024 descriptors: a connection cap of ~420, far below the flood.
+    cmd.args(["--nofile=1024:1024", "--"])
+        .arg(env!("CARGO_BIN_EXE_gw-data-plane"))
+        .args(["--control-plane", &cp.url()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--first-byte-timeout", "1s", "--worker-threads", "2"])
+        .arg("--cache-file")
+        .arg(dir.path().join("flood.cache"));
+    let bin = Binary::spawn(cmd).await;
+    let cap = bin.log_lines("connection limits");
+    assert!(cap.iter().any(|l| l.contains("fd_limit=1024")), "{cap:?}");
+    eventually("the binary has a config", || async {
+        (Call::get(bin.admin, "/readyz")
+            .try_send()
+            .await
+            .ok()?
+            .status
+            == 200)
+            .then_some(())
+    })
+    .await;
+
+    let proxy = bin.proxy;
+    let silent: Vec<_> = (0..SILENT)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut s =
+                    tokio::time::timeout(Duration::from_secs(60), TcpStream::connect(proxy))
+                        .await
+                        .expect("connect timed out")
+                        .expect("connect failed");
+                let mut buf = [0u8; 64];
+                // Closed by the proxy: EOF (or a reset). Still open after 60 s: not closed.
+                match tokio::time::timeout(Duration::from_secs(60), s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => true,
+                    Ok(Ok(_)) | Err(_) => false,
+                }
+            })
+        })
+        .collect();
+
+    // A normal client, during the flood: every request is answered 200.
+    for i in 0..10 {
+        let r = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, Call::get(proxy, "/x").send())
+            .await
+            .unwrap_or_else(|_| panic!("normal request {i} was not served during the flood"));
+        assert_eq!(r.status, 200, "normal request {i}: {}", r.text());
+    }
+
+    let mut closed = 0;
+    for t in silent {
+        if t.await.unwrap() {
+            closed += 1;
+        }
+    }
+    assert_eq!(
+        closed, SILENT,
+        "silent connections closed by the first-byte timeout"
+    );
+    assert!(
+        bin.log_lines("accept failed").is_empty(),
+        "{:?}",
+        bin.log_lines("accept failed")
+    );
+    assert!(
+        !bin.log_lines("connection cap reached").is_empty(),
+        "the flood reached the cap"
+    );
+    let metrics = Call::get(bin.admin, "/metrics").send().await.text();
+    let health: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("gw_endpoint_healthy{"))
+        .collect();
+    assert!(
+        health.len() == 1 && health[0].ends_with(" 1"),
+        "the endpoint stayed healthy: {health:?}"
+    );
+    assert_eq!(Call::get(proxy, "/x").send().await.status, 200);
+}
+
+/// `name` on `PATH`.
+fn which(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
 }

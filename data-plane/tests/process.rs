@@ -4,22 +4,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::Stdio;
-
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
-
-/// The value after `key=` in a log line (ANSI colour codes tolerated).
-fn field(line: &str, key: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find(key)? + key.len()..];
-    let rest = rest.trim_start_matches(|c: char| !c.is_ascii_digit());
-    let end = rest
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_in_flight_request_finish_and_exits_zero() {
@@ -30,47 +16,22 @@ async fn sigterm_lets_the_in_flight_request_finish_and_exits_zero() {
     let b = Backend::start("b").await;
     create(&mut admin, service("s", "/", &[&b])).await;
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gw-data-plane"))
-        .args([
-            "--control-plane",
-            &cp.url(),
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--cache-file")
-        .arg(dir.path().join("proc.cache"))
-        .args(["--node-id", "proc-test", "--worker-threads", "2"])
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (proxy, admin_addr) = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("data plane listening") {
-                return (
-                    field(&line, "proxy_addr").unwrap(),
-                    field(&line, "admin_addr").unwrap(),
-                );
-            }
-        }
-        panic!("the binary exited before listening");
-    })
-    .await
-    .unwrap();
-    // Keep draining its log so it never blocks on a full pipe.
-    let log = tokio::spawn(async move {
-        let mut all = Vec::new();
-        while let Ok(Some(line)) = lines.next_line().await {
-            all.push(line);
-        }
-        all
-    });
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gw-data-plane"));
+    cmd.args([
+        "--control-plane",
+        &cp.url(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .arg("--cache-file")
+    .arg(dir.path().join("proc.cache"))
+    .args(["--node-id", "proc-test", "--worker-threads", "2"]);
+    let bin = Binary::spawn(cmd).await;
+    let (proxy, admin_addr) = (bin.proxy, bin.admin);
+    let mut child = bin.child;
+    let log = bin.log;
     eventually("the binary has a config", || async {
         (Call::get(admin_addr, "/readyz").send().await.status == 200).then_some(())
     })
@@ -98,7 +59,14 @@ async fn sigterm_lets_the_in_flight_request_finish_and_exits_zero() {
         .await
         .unwrap()
         .unwrap();
-    let log = log.await.unwrap();
+    // The log pipe closes with the process; wait for the drain to see its last lines.
+    let log = eventually("the log drained", || async {
+        let log = log.lock().unwrap().clone();
+        log.iter()
+            .any(|l| l.contains("data plane stopped"))
+            .then_some(log)
+    })
+    .await;
     assert!(
         status.success(),
         "exit status {status:?}; log:\n{}",

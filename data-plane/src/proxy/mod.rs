@@ -1,4 +1,5 @@
-//! The request path: the accept loop with its connection limits (`server`), routing,
+//! The request path: the accept loop with its connection limits (`server`, with the idle
+//! timeouts in `idle`), routing,
 //! rate-limiting and forwarding one request (`forward`), the headers set and removed on the way
 //! (`headers`), and the gateway's own answers (`responses`).
 //!
@@ -8,6 +9,7 @@
 
 pub mod forward;
 pub mod headers;
+pub mod idle;
 pub mod responses;
 pub mod server;
 

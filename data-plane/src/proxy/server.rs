@@ -1,5 +1,10 @@
-//! Serving connections: the accept loop shared by the proxy and admin listeners, with graceful
+//! Serving connections: the accept loop shared by the proxy and admin listeners, with a cap on
+//! open connections, the first-byte and keep-alive idle timeouts (`idle`), and graceful
 //! shutdown (stop accepting, let in-flight requests finish up to a deadline, then cut the rest).
+//!
+//! At the cap the loop stops accepting: new connections wait in the kernel's listen backlog
+//! until one closes (nginx and HAProxy do the same). Accepting and closing at once would turn
+//! every client away; spinning on EMFILE would burn a core and starve everything else.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,17 +18,40 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{Semaphore, oneshot, watch};
 
+use crate::proxy::idle::{self, Activity, Counted, Tracked};
 use crate::shutdown::signalled;
 use tokio::task::JoinSet;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
+/// At most one "accept failed" or "connection cap reached" warning per this period; the rest
+/// are counted into the next one (a flood used to log one line per failed accept).
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Stop senders kept before the accept loop drops those of finished connections; after each
 /// reap the threshold becomes twice what is left, so reaping costs O(1) per connection.
 const STOP_REAP_MIN: usize = 64;
+
+/// Listen backlog of the proxy listener: connections beyond the cap wait here, so it is deep
+/// (the kernel clamps it to `net.core.somaxconn`, 4,096 by default). tokio's `bind` uses
+/// 1,024; a flood that overflows the backlog leaves clients with half-open connections the
+/// kernel drops without a word.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` as `tokio::net::TcpListener::bind` does (with `SO_REUSEADDR`), but with a
+/// [`LISTEN_BACKLOG`]-deep backlog.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
 
 /// Protocol limits for client connections.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +61,41 @@ pub struct Limits {
     /// Largest request head accepted (HTTP/1.1: read buffer; HTTP/2: header list); beyond it,
     /// HTTP/1.1 clients get 431.
     pub max_header_bytes: usize,
+    /// Time a new connection has to send its first byte.
+    pub first_byte_timeout: Duration,
+    /// Time a connection may stay idle between requests.
+    pub idle_timeout: Duration,
+    /// Open connections at most; beyond, new ones wait in the listen backlog.
+    pub max_connections: usize,
+}
+
+/// A warning that is logged at most once per [`WARN_EVERY`], with a count of the rest.
+struct Throttled {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    fn new() -> Self {
+        Self {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Whether to log now; if so, how many were suppressed since the last line.
+    fn ready(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < WARN_EVERY)
+        {
+            self.suppressed += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 /// Builds the connection builder: HTTP/1.1 and h2c (prior knowledge), upgrades enabled.
@@ -61,7 +124,7 @@ pub async fn run<H, F, B>(
 ) where
     H: Fn(SocketAddr, Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<B>> + Send + 'static,
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -72,17 +135,45 @@ pub async fn run<H, F, B>(
     // takes a mutex each time (measured: ~400 instructions per proxied request).
     let mut stops: Vec<oneshot::Sender<()>> = Vec::new();
     let mut reap_at = STOP_REAP_MIN;
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut accept_warn = Throttled::new();
+    let mut cap_warn = Throttled::new();
+    let local = listener.local_addr().ok();
+    let stopped = signalled(stop);
+    tokio::pin!(stopped);
     loop {
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                if let Some(suppressed) = cap_warn.ready() {
+                    tracing::warn!(
+                        listener = ?local,
+                        max_connections = limits.max_connections,
+                        suppressed,
+                        "connection cap reached: new connections wait in the listen backlog"
+                    );
+                }
+                tokio::select! {
+                    slot = slots.clone().acquire_owned() => match slot {
+                        Ok(slot) => slot,
+                        Err(_) => break,
+                    },
+                    () = &mut stopped => break,
+                }
+            }
+        };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = signalled(stop.clone()) => break,
+            () = &mut stopped => break,
         };
         // Reap finished connection tasks so the set does not grow without bound.
         while conns.try_join_next().is_some() {}
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                if let Some(suppressed) = accept_warn.ready() {
+                    tracing::warn!(error = %e, suppressed, "accept failed");
+                }
                 tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
                 continue;
             }
@@ -97,11 +188,17 @@ pub async fn run<H, F, B>(
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         stops.push(stop_tx);
         conns.spawn(async move {
+            // Held for the connection's life: its slot under the cap.
+            let _slot = slot;
+            let activity = Arc::new(Activity::default());
+            let in_flight = activity.clone();
             let service = service_fn(move |req| {
+                let guard = in_flight.begin();
                 let fut = handler(peer, req);
-                async move { Ok::<_, Infallible>(fut.await) }
+                async move { Ok::<_, Infallible>(fut.await.map(|b| Tracked::new(b, guard))) }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let io = TokioIo::new(Counted::new(stream, activity.clone()));
+            let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 biased;
@@ -110,6 +207,10 @@ pub async fn run<H, F, B>(
                 _ = stop_rx => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
+                }
+                () = idle::watch(activity, limits.first_byte_timeout, limits.idle_timeout) => {
+                    tracing::debug!(%peer, "idle connection closed");
+                    Ok(())
                 }
             };
             if let Err(e) = result {

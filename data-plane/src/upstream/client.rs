@@ -3,7 +3,7 @@
 //! a config update does not drop warm connections).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,14 +12,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use crate::fds::FdBudget;
 use crate::upstream::body::RequestBody;
+use crate::upstream::connect::{CappedConnector, Caps, DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT};
 
 /// The body sent upstream: the client's streamed body, watched, or nothing (which is also
 /// what a retry sends, since only bodyless requests are retried).
 pub type UpstreamBody = Either<RequestBody, Empty<Bytes>>;
 
 /// A pooled client.
-pub type UpstreamClient = Client<HttpConnector, UpstreamBody>;
+pub type UpstreamClient = Client<CappedConnector, UpstreamBody>;
 
 /// How long an idle pooled connection is kept. Below the 60 s idle timeout common in backends
 /// (nginx keepalive_timeout 75 s, Node 5 s aside), so we rarely reuse a connection the backend
@@ -29,13 +31,37 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(50);
 /// Idle connections kept per backend. Enough to absorb bursts without hoarding sockets.
 const POOL_MAX_IDLE_PER_HOST: usize = 256;
 
-/// Clients by connect timeout.
-#[derive(Debug, Default)]
+/// Clients by connect timeout, all under one set of connection caps.
+#[derive(Debug)]
 pub struct Clients {
+    caps: Arc<Caps>,
     by_connect_timeout: Mutex<HashMap<Duration, UpstreamClient>>,
 }
 
+impl Default for Clients {
+    /// The default per-endpoint cap, and this process's file-descriptor share for the total.
+    fn default() -> Self {
+        Self::new(Caps::new(
+            DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
+            FdBudget::current().upstream_connections,
+        ))
+    }
+}
+
 impl Clients {
+    /// Clients whose connections count against `caps`.
+    pub fn new(caps: Arc<Caps>) -> Self {
+        Self {
+            caps,
+            by_connect_timeout: Mutex::default(),
+        }
+    }
+
+    /// The caps every client's connections count against.
+    pub fn caps(&self) -> &Arc<Caps> {
+        &self.caps
+    }
+
     /// The client for `connect_timeout`, created on first use. Off the request path.
     pub fn get(&self, connect_timeout: Duration) -> UpstreamClient {
         let mut map = self
@@ -43,15 +69,16 @@ impl Clients {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         map.entry(connect_timeout)
-            .or_insert_with(|| build(connect_timeout))
+            .or_insert_with(|| build(connect_timeout, self.caps.clone()))
             .clone()
     }
 }
 
-fn build(connect_timeout: Duration) -> UpstreamClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(connect_timeout));
-    connector.set_nodelay(true);
+fn build(connect_timeout: Duration, caps: Arc<Caps>) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    let connector = CappedConnector::new(http, caps, connect_timeout);
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)

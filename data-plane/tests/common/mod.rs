@@ -413,3 +413,80 @@ impl Env {
         Call::get(self.dp.proxy, path).send().await
     }
 }
+
+/// The value after `key=` in a log line, as an address (ANSI colour codes tolerated).
+pub fn log_addr(line: &str, key: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find(key)? + key.len()..];
+    let rest = rest.trim_start_matches(|c: char| !c.is_ascii_digit());
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// The real `gw-data-plane` binary, started by a test, with its log collected.
+pub struct Binary {
+    pub child: tokio::process::Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    /// Every log line so far (stderr), drained continuously so the binary never blocks.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    /// Spawns `cmd` (which runs the binary, perhaps under a wrapper such as `prlimit`) and
+    /// waits until it logs where it listens.
+    pub async fn spawn(mut cmd: tokio::process::Command) -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = cmd
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (proxy, admin) = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                log.lock().unwrap().push(line.clone());
+                if line.contains("data plane listening") {
+                    return (
+                        log_addr(&line, "proxy_addr").unwrap(),
+                        log_addr(&line, "admin_addr").unwrap(),
+                    );
+                }
+            }
+            panic!(
+                "the binary exited before listening: {:?}",
+                log.lock().unwrap()
+            );
+        })
+        .await
+        .unwrap();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Binary {
+            child,
+            proxy,
+            admin,
+            log,
+        }
+    }
+
+    /// Log lines containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
+    }
+}
