@@ -15,22 +15,6 @@ use gw_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Reads until the peer closes, with a deadline (panics if the connection stays open).
-async fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return out,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => panic!(
-                "connection neither finished nor closed; got {:?}",
-                String::from_utf8_lossy(&out)
-            ),
-        }
-    }
-}
-
 /// Sends `raw` on a fresh connection and returns everything read until the proxy closes.
 async fn exchange(proxy: std::net::SocketAddr, raw: &[u8]) -> String {
     let mut s = TcpStream::connect(proxy).await.unwrap();

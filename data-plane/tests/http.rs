@@ -28,25 +28,6 @@ fn get<'a>(h: &'a [(String, String)], name: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// Reads until the peer closes (or `limit` bytes), with a deadline.
-async fn read_all(s: &mut TcpStream) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return out,
-            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
-            Err(_) => panic!(
-                "connection neither answered nor closed; got {:?}",
-                String::from_utf8_lossy(&out)
-            ),
-        }
-        if out.len() > 1 << 20 {
-            return out;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_prior_knowledge_clients_are_served() {
     let mut env = Env::start().await;
@@ -220,7 +201,7 @@ async fn oversized_headers_get_431_and_garbage_gets_400() {
     ] {
         let mut s = TcpStream::connect(env.dp.proxy).await.unwrap();
         s.write_all(garbage).await.unwrap();
-        let out = read_all(&mut s).await;
+        let out = read_to_close(&mut s).await;
         let text = String::from_utf8_lossy(&out);
         assert!(text.starts_with("HTTP/1.1 400"), "{garbage:?} -> {text:?}");
     }
@@ -238,7 +219,7 @@ async fn a_client_dribbling_its_headers_is_cut_off() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
     // Never finishes the head. The proxy must close the connection by itself (a 408 before
     // closing is fine too); read_all panics if it is still open at the deadline.
-    let out = read_all(&mut s).await;
+    let out = read_to_close(&mut s).await;
     let text = String::from_utf8_lossy(&out);
     assert!(
         text.is_empty() || text.starts_with("HTTP/1.1 408"),

@@ -490,3 +490,24 @@ impl Binary {
             .collect()
     }
 }
+
+/// Reads until the peer closes (or 1 MiB), with a deadline: panics if the connection is
+/// still open then.
+pub async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return out,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => panic!(
+                "connection neither finished nor closed; got {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+        if out.len() > 1 << 20 {
+            return out;
+        }
+    }
+}
