@@ -293,3 +293,40 @@ async fn admin_token_is_enforced() {
     let mut node = cp.node("dp", 0).await;
     assert_eq!(node.next().await.version, 1);
 }
+
+/// Issue 9, items 4 and 7: prefixes that a normalising data plane could never match are
+/// refused naming the field, and a huge value is echoed back cut short.
+#[tokio::test]
+async fn hostile_prefixes_and_huge_values_are_refused_briefly() {
+    let cp = ControlPlane::start().await;
+    let mut admin = cp.admin().await;
+    for (prefix, needle) in [
+        ("/a/../b", "dot segment"),
+        ("/a/%2e%2E", "dot segment"),
+        ("/a%00", "encoded NUL"),
+        ("/a%2Fb", "encoded slash"),
+    ] {
+        assert_status(
+            admin.create(service("svc", prefix)).await,
+            Code::InvalidArgument,
+            &format!("route.path_prefix: '{prefix}' must not contain an {needle}")
+                .replace("an dot", "a dot"),
+        );
+    }
+    let huge = "x".repeat(1 << 20);
+    let mut bad_endpoint = service("svc", "/ok");
+    bad_endpoint.endpoints = vec![format!("ftp://{huge}")];
+    for result in [
+        admin.create(service(&huge, "/ok")).await.map(|_| ()),
+        admin.create(bad_endpoint).await.map(|_| ()),
+    ] {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            status.message().len() < 512,
+            "{} bytes echoed",
+            status.message().len()
+        );
+        assert!(status.message().contains("xxx..."), "{}", status.message());
+    }
+}

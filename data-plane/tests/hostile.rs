@@ -425,3 +425,157 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
         .map(|d| std::path::Path::new(d).join(name))
         .find(|p| p.is_file())
 }
+
+/// The status line and the JSON body of a raw exchange.
+fn status_and_body(out: &str) -> (u16, serde_json::Value) {
+    let status = out
+        .get(9..12)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {out:?}"));
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Item 4: paths are routed, limited and forwarded after dot-segment removal; what cannot be
+/// normalised is 400; the backend sees the normalised path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_normalised_before_routing_and_forwarding() {
+    let mut env = Env::start().await;
+    let root = Backend::start("root").await;
+    let api = Backend::start("api").await;
+    env.add(service("root", "/", &[&root])).await;
+    env.add(service("api", "/api", &[&api])).await;
+    // (request target, expected status, backend, path the backend saw)
+    let cases: &[(&str, u16, Option<&str>, Option<&str>)] = &[
+        (
+            "/other/../api/_headers",
+            200,
+            Some("api"),
+            Some("/api/_headers"),
+        ),
+        (
+            "/other/%2e%2e/api/_headers",
+            200,
+            Some("api"),
+            Some("/api/_headers"),
+        ),
+        (
+            "/api/./x/../_headers?q=/../z",
+            200,
+            Some("api"),
+            Some("/api/_headers?q=/../z"),
+        ),
+        ("/api/../_headers", 200, Some("root"), Some("/_headers")),
+        (
+            "/api/../secret/_headers",
+            200,
+            Some("root"),
+            Some("/secret/_headers"),
+        ),
+        (
+            "/api%2F../_headers",
+            200,
+            Some("root"),
+            Some("/api%2F../_headers"),
+        ),
+        ("/..", 400, None, None),
+        ("/api/../../secret", 400, None, None),
+        ("/%2e%2e/secret", 400, None, None),
+        ("/a%00b", 400, None, None),
+    ];
+    for (target, status, backend, seen) in cases {
+        let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let out = exchange(env.dp.proxy, raw.as_bytes()).await;
+        let (got, body) = status_and_body(&out);
+        assert_eq!(got, *status, "{target}: {out:?}");
+        if let Some(backend) = backend {
+            assert!(
+                out.contains(&format!("x-backend: {backend}\r\n")),
+                "{target}: {out:?}"
+            );
+            assert_eq!(body["path"], *seen.unwrap(), "{target}");
+        } else {
+            assert_eq!(body["error"], "bad_path", "{target}");
+        }
+    }
+    assert_eq!(root.hits() + api.hits(), 6);
+}
+
+/// Item 5: one unambiguous Host, or 400; the backend receives exactly one `Host`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_ambiguity_is_refused_and_one_host_reaches_the_backend() {
+    let mut env = Env::start().await;
+    let b = Backend::start("b").await;
+    env.add(service("s", "/", &[&b])).await;
+    let bad: &[&[u8]] = &[
+        b"GET /_headers HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        b"GET /_headers HTTP/1.1\r\nHost: a.example\r\nHost: a.example\r\n\r\n",
+        b"GET /_headers HTTP/1.1\r\n\r\n",
+        b"GET /_headers HTTP/1.1\r\nHost: a b/c@d\r\n\r\n",
+        b"GET /_headers HTTP/1.1\r\nHost: user@a.example\r\n\r\n",
+        b"GET http://a.example/_headers HTTP/1.1\r\nHost: b.example\r\n\r\n",
+    ];
+    for raw in bad {
+        let out = exchange(env.dp.proxy, raw).await;
+        let (status, body) = status_and_body(&out);
+        assert_eq!(
+            (status, &body["error"]),
+            (400, &serde_json::json!("bad_host")),
+            "{out:?}"
+        );
+    }
+    assert_eq!(b.hits(), 0, "no ambiguous request reached the backend");
+
+    let good: &[(&[u8], &str)] = &[
+        (
+            b"GET /_headers HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n",
+            "a.example",
+        ),
+        (
+            b"GET http://A.example/_headers HTTP/1.1\r\nHost: a.example:80\r\nConnection: close\r\n\r\n",
+            "a.example:80",
+        ),
+        (b"GET /_headers HTTP/1.0\r\n\r\n", ""),
+    ];
+    for (raw, host) in good {
+        let out = exchange(env.dp.proxy, raw).await;
+        let (status, body) = status_and_body(&out);
+        assert_eq!(status, 200, "{out:?}");
+        let hosts: Vec<&str> = body["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h[0] == "host")
+            .map(|h| h[1].as_str().unwrap())
+            .collect();
+        if host.is_empty() {
+            assert!(hosts.len() <= 1, "{hosts:?}");
+        } else {
+            assert_eq!(hosts, [*host], "exactly one Host upstream");
+        }
+    }
+}
+
+/// Item 7: CONNECT is refused with 405 (and `Allow`), never forwarded to a backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_is_405() {
+    let mut env = Env::start().await;
+    let b = Backend::start("b").await;
+    env.add(service("s", "/", &[&b])).await;
+    let out = exchange(
+        env.dp.proxy,
+        b"CONNECT internal.example:443 HTTP/1.1\r\nHost: internal.example:443\r\n\r\n",
+    )
+    .await;
+    let (status, body) = status_and_body(&out);
+    assert_eq!(status, 405, "{out:?}");
+    assert_eq!(body["error"], "method_not_allowed");
+    assert!(
+        out.to_ascii_lowercase().contains("\r\nallow: get"),
+        "{out:?}"
+    );
+    assert_eq!(b.hits(), 0);
+}

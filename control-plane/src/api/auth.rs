@@ -35,7 +35,7 @@ impl Interceptor for AdminAuth {
             .metadata()
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(bearer_token);
         match presented {
             // Constant-time, so the comparison's duration does not reveal how much matched.
             Some(t) if bool::from(t.as_bytes().ct_eq(expected)) => Ok(request),
@@ -45,6 +45,15 @@ impl Interceptor for AdminAuth {
             )),
         }
     }
+}
+
+/// The token of an `authorization: Bearer <token>` value. The scheme is case-insensitive
+/// (RFC 6750 §2.1, RFC 9110 §11.1): `bearer`, `BEARER` and `Bearer` are the same.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 #[cfg(test)]
@@ -79,5 +88,16 @@ mod tests {
             Err(Code::Unauthenticated)
         );
         assert_eq!(call(&mut auth, Some("s3cret")), Err(Code::Unauthenticated));
+        for scheme in ["bearer", "BEARER", "bEaReR"] {
+            assert_eq!(
+                call(&mut auth, Some(&format!("{scheme} s3cret"))),
+                Ok(()),
+                "{scheme}"
+            );
+        }
+        assert_eq!(
+            call(&mut auth, Some("Basic s3cret")),
+            Err(Code::Unauthenticated)
+        );
     }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gw_proto::v1 as pb;
 
+use crate::domain::validate::echo;
 use crate::fleet::histogram;
 use crate::fleet::nodes::NodeView;
 use crate::fleet::report::{Figures, NodeStats, PolicyFigures};
@@ -34,7 +35,7 @@ pub fn health(
     service: &str,
 ) -> Result<pb::GetHealthResponse, ViewError> {
     if !service.is_empty() && !state.services.contains_key(service) {
-        return Err(ViewError::UnknownService(service.to_owned()));
+        return Err(ViewError::UnknownService(echo(service).into_owned()));
     }
     let connected: Vec<&NodeView> = nodes.iter().filter(|n| n.connected).collect();
     let services = state
@@ -104,7 +105,7 @@ pub fn stats(
     node: &str,
 ) -> Result<pb::GetStatsResponse, ViewError> {
     if !node.is_empty() && !nodes.iter().any(|n| n.node_id == node) {
-        return Err(ViewError::UnknownNode(node.to_owned()));
+        return Err(ViewError::UnknownNode(echo(node).into_owned()));
     }
     let reported = |name: &str| {
         nodes
@@ -113,7 +114,7 @@ pub fn stats(
             .any(|s| s.services.contains_key(name))
     };
     if !service.is_empty() && !state.services.contains_key(service) && !reported(service) {
-        return Err(ViewError::UnknownService(service.to_owned()));
+        return Err(ViewError::UnknownService(echo(service).into_owned()));
     }
     let selected: Vec<(&NodeView, &NodeStats)> = nodes
         .iter()

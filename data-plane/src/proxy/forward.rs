@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use http::header::{HOST, HeaderValue};
+use http::header::{ALLOW, HOST, HeaderValue};
 use http::uri::{PathAndQuery, Scheme, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -24,6 +24,7 @@ use crate::proxy::headers::{
     RequestIds, TrustedProxies, X_REQUEST_ID, is_upgrade_request, set_forwarded, strip_hop_by_hop,
 };
 use crate::proxy::responses::{self, Canned, ProxyBody};
+use crate::proxy::{host, path};
 use crate::stats::UpstreamError;
 use crate::upstream::balancer::Endpoint;
 use crate::upstream::blame::{self, Blame};
@@ -73,14 +74,24 @@ async fn route_and_forward(
         gw.global.no_config.fetch_add(1, Ordering::Relaxed);
         return responses::NO_CONFIG.response();
     };
+    if req.method() == Method::CONNECT {
+        let mut resp = responses::CONNECT_NOT_ALLOWED.response();
+        resp.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(responses::ALLOWED_METHODS));
+        return resp;
+    }
     // HTTP/2 carries the host in :authority (the URI); HTTP/1.1 in Host.
-    let host: Option<HeaderValue> = match req.headers().get(HOST) {
-        Some(h) => Some(h.clone()),
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    let host = match host::check(req.version(), req.uri(), req.headers()) {
+        Ok(host) => host,
+        Err(e) => {
+            tracing::debug!(error = ?e, "bad host");
+            return responses::BAD_HOST.response();
+        }
     };
+    // Routed, limited and forwarded as normalised.
+    if path::normalize_uri(req.uri_mut()).is_err() {
+        return responses::BAD_PATH.response();
+    }
     let Some(m) = snap.routes.lookup(
         host.as_ref().and_then(|h| h.to_str().ok()),
         req.uri().path(),

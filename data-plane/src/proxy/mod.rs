@@ -1,5 +1,6 @@
 //! The request path: the accept loop with its connection limits (`server`, with the idle
-//! timeouts in `idle`), routing,
+//! timeouts in `idle`), the request's host and path checked and normalised (`host`, `path`),
+//! routing,
 //! rate-limiting and forwarding one request (`forward`), the headers set and removed on the way
 //! (`headers`), and the gateway's own answers (`responses`).
 //!
@@ -9,7 +10,9 @@
 
 pub mod forward;
 pub mod headers;
+pub mod host;
 pub mod idle;
+pub mod path;
 pub mod responses;
 pub mod server;
 

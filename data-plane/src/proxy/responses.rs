@@ -83,6 +83,24 @@ pub const OVERLOADED: Canned = Canned {
     body: r#"{"error":"gateway_overloaded","message":"the gateway is out of connections to this backend; retry shortly"}"#,
 };
 
+/// Host missing, repeated, malformed or contradicting the request target (400).
+pub const BAD_HOST: Canned = Canned {
+    status: StatusCode::BAD_REQUEST,
+    body: r#"{"error":"bad_host","message":"the request needs exactly one valid Host that agrees with its target"}"#,
+};
+/// The path climbs above the root or holds an encoded NUL (400).
+pub const BAD_PATH: Canned = Canned {
+    status: StatusCode::BAD_REQUEST,
+    body: r#"{"error":"bad_path","message":"the request path cannot be normalised ('..' above the root, or %00)"}"#,
+};
+/// `CONNECT` to a gateway that tunnels nothing (405).
+pub const CONNECT_NOT_ALLOWED: Canned = Canned {
+    status: StatusCode::METHOD_NOT_ALLOWED,
+    body: r#"{"error":"method_not_allowed","message":"CONNECT is not supported"}"#,
+};
+/// What a 405 for CONNECT lists in `Allow` (RFC 9110 §15.5.6 requires the header).
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE";
+
 /// The answer to a request the client itself broke.
 pub fn client_fault(fault: ClientFault) -> Canned {
     match fault {
@@ -129,6 +147,9 @@ mod tests {
             REQUEST_BODY_TIMEOUT,
             CLIENT_CLOSED,
             OVERLOADED,
+            BAD_HOST,
+            BAD_PATH,
+            CONNECT_NOT_ALLOWED,
         ] {
             let v: serde_json::Value = serde_json::from_str(c.body).unwrap();
             assert!(

@@ -204,7 +204,7 @@ impl TryFrom<pb::Service> for Service {
                 if parsed.contains(&ep) {
                     p.add(
                         format_args!("endpoints[{i}]"),
-                        format!("'{raw}' is listed twice"),
+                        format!("'{}' is listed twice", validate::echo(raw)),
                     );
                 } else {
                     parsed.push(ep);
@@ -259,7 +259,7 @@ fn convert_route(msg: pb::Route, p: &mut Problems) -> Option<Route> {
             if clean.contains(&h) {
                 p.add(
                     format_args!("route.hosts[{i}]"),
-                    format!("'{h}' is listed twice"),
+                    format!("'{}' is listed twice", validate::echo(&h)),
                 );
             } else {
                 clean.push(h);

@@ -75,6 +75,9 @@ impl Problems {
 const MAX_LABEL: usize = 63;
 /// Longest host name (RFC 1035).
 const MAX_HOST: usize = 253;
+/// Longest part of a client's value echoed back in an error: enough to recognise it, never
+/// megabytes.
+pub(crate) const MAX_ECHO: usize = 64;
 /// Longest path prefix or health-check path; far beyond any real route, small enough that
 /// a hostile client cannot store megabytes per service.
 const MAX_PATH: usize = 1024;
@@ -95,8 +98,9 @@ pub(crate) fn name(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "'{s}' must be a lowercase DNS label (a-z, 0-9, '-', 1-63 chars, \
-             not starting or ending with '-')"
+            "'{}' must be a lowercase DNS label (a-z, 0-9, '-', 1-63 chars, \
+             not starting or ending with '-')",
+            echo(s)
         ))
     }
 }
@@ -112,9 +116,9 @@ pub(crate) fn hostname(s: &str) -> Result<String, String> {
     if ok {
         Ok(lower)
     } else if s.contains(':') {
-        Err(format!("'{s}' must be a host name without a port"))
+        Err(format!("'{}' must be a host name without a port", echo(s)))
     } else {
-        Err(format!("'{s}' is not a valid host name"))
+        Err(format!("'{}' is not a valid host name", echo(s)))
     }
 }
 
@@ -142,16 +146,45 @@ pub(crate) fn path_prefix(s: &str) -> Result<(), String> {
     }
     if s.chars().any(|c| bad_path_char(c) || c == '?') {
         return Err(format!(
-            "'{s}' must not contain '?', '#', whitespace or non-ASCII characters"
+            "'{}' must not contain '?', '#', whitespace or non-ASCII characters",
+            echo(s)
         ));
     }
     if s.contains("//") {
-        return Err(format!("'{s}' must not contain an empty segment ('//')"));
+        return Err(format!(
+            "'{}' must not contain an empty segment ('//')",
+            echo(s)
+        ));
+    }
+    // The data plane routes on normalised paths (dot segments removed, RFC 3986 §5.2.4), so a
+    // prefix holding one could never match, or would match what it does not say.
+    let lower = s.to_ascii_lowercase();
+    if lower
+        .split('/')
+        .any(|seg| matches!(seg.replace("%2e", ".").as_str(), "." | ".."))
+    {
+        return Err(format!(
+            "'{}' must not contain a dot segment ('.' or '..', also as %2e)",
+            echo(s)
+        ));
+    }
+    if lower.contains("%00") {
+        return Err(format!(
+            "'{}' must not contain an encoded NUL (%00)",
+            echo(s)
+        ));
+    }
+    if lower.contains("%2f") {
+        return Err(format!(
+            "'{}' must not contain an encoded slash (%2F): segments are split on '/' only",
+            echo(s)
+        ));
     }
     if s.len() > 1 && s.ends_with('/') {
         return Err(format!(
-            "'{s}' must not end with '/' (write '{}'; prefixes match on segment boundaries)",
-            s.trim_end_matches('/')
+            "'{}' must not end with '/' (write '{}'; prefixes match on segment boundaries)",
+            echo(s),
+            echo(s.trim_end_matches('/'))
         ));
     }
     Ok(())
@@ -167,7 +200,8 @@ pub(crate) fn request_path(s: &str) -> Result<(), String> {
     }
     if s.chars().any(bad_path_char) {
         return Err(format!(
-            "'{s}' must not contain '#', whitespace or non-ASCII characters"
+            "'{}' must not contain '#', whitespace or non-ASCII characters",
+            echo(s)
         ));
     }
     Ok(())
@@ -184,7 +218,7 @@ pub(crate) fn header_name(s: &str) -> Result<String, String> {
             .bytes()
             .all(|c| c.is_ascii_alphanumeric() || TCHAR_EXTRA.contains(&c))
     {
-        return Err(format!("'{s}' is not a valid HTTP header name"));
+        return Err(format!("'{}' is not a valid HTTP header name", echo(s)));
     }
     Ok(s.to_ascii_lowercase())
 }
@@ -194,43 +228,59 @@ pub(crate) fn header_name(s: &str) -> Result<String, String> {
 pub(crate) fn endpoint(raw: &str) -> Result<(String, u16), String> {
     let Some(rest) = raw.strip_prefix("http://") else {
         return Err(if raw.starts_with("https://") {
-            format!("'{raw}' is not an http:// URL (TLS to backends is not supported yet)")
+            format!(
+                "'{}' is not an http:// URL (TLS to backends is not supported yet)",
+                echo(raw)
+            )
         } else {
-            format!("'{raw}' is not an http:// URL")
+            format!("'{}' is not an http:// URL", echo(raw))
         });
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('@') {
         return Err(format!(
-            "'{raw}' must not carry credentials (http://host:port)"
+            "'{}' must not carry credentials (http://host:port)",
+            echo(raw)
         ));
     }
     if rest.contains(['/', '?', '#']) {
         return Err(format!(
-            "'{raw}' must not have a path, query or fragment (http://host:port)"
+            "'{}' must not have a path, query or fragment (http://host:port)",
+            echo(raw)
         ));
     }
     let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
         let Some((addr, port)) = v6.split_once("]:") else {
             return Err(format!(
-                "'{raw}' needs an explicit port (http://[addr]:port)"
+                "'{}' needs an explicit port (http://[addr]:port)",
+                echo(raw)
             ));
         };
         if addr.parse::<Ipv6Addr>().is_err() {
-            return Err(format!("'{raw}': '{addr}' is not an IPv6 address"));
+            return Err(format!(
+                "'{}': '{}' is not an IPv6 address",
+                echo(raw),
+                echo(addr)
+            ));
         }
         (format!("[{}]", addr.to_ascii_lowercase()), port)
     } else {
         let Some((host, port)) = rest.rsplit_once(':') else {
-            return Err(format!("'{raw}' needs an explicit port (http://host:port)"));
+            return Err(format!(
+                "'{}' needs an explicit port (http://host:port)",
+                echo(raw)
+            ));
         };
-        let host = hostname(host).map_err(|_| format!("'{raw}': '{host}' is not a valid host"))?;
+        let host = hostname(host)
+            .map_err(|_| format!("'{}': '{}' is not a valid host", echo(raw), echo(host)))?;
         (host, port)
     };
     match port.parse::<u16>() {
         Ok(p) if p != 0 => Ok((host, p)),
         _ => Err(format!(
-            "'{raw}': port '{port}' must be a number from 1 to 65535"
+            "'{}': port '{}' must be a number from 1 to 65535",
+            echo(raw),
+            echo(port)
         )),
     }
 }
@@ -283,6 +333,16 @@ pub(crate) fn to_pb_duration(d: Duration) -> prost_types::Duration {
         seconds: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         // Always below 1e9, so it fits.
         nanos: i32::try_from(d.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// `s` as echoed back in an error: cut to [`MAX_ECHO`] bytes (with `...` when cut), so a
+/// client that sends a megabyte does not get it back in a status message.
+pub(crate) fn echo(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_ECHO {
+        std::borrow::Cow::Borrowed(s)
+    } else {
+        std::borrow::Cow::Owned(format!("{}...", truncate(s, MAX_ECHO)))
     }
 }
 

@@ -37,7 +37,17 @@ fn hostnames() {
 
 #[test]
 fn path_prefixes() {
-    for good in ["/", "/api", "/api/v1", "/a-b_c.d~e", "/%20x", "/a:b@c"] {
+    for good in [
+        "/",
+        "/api",
+        "/api/v1",
+        "/a-b_c.d~e",
+        "/%20x",
+        "/a:b@c",
+        "/...",
+        "/a..b",
+        "/.well-known",
+    ] {
         assert_eq!(path_prefix(good), Ok(()), "{good}");
     }
     let bad: &[(&str, &str)] = &[
@@ -49,6 +59,13 @@ fn path_prefixes() {
         ("/a b", "whitespace"),
         ("/ä", "non-ASCII"),
         ("/a//b", "empty segment"),
+        ("/a/../b", "dot segment"),
+        ("/a/./b", "dot segment"),
+        ("/..", "dot segment"),
+        ("/a/%2E%2e", "dot segment"),
+        ("/a%00", "encoded NUL"),
+        ("/a%2fb", "encoded slash"),
+        ("/a%2Fb", "encoded slash"),
     ];
     for (input, want) in bad {
         let err = path_prefix(input).unwrap_err();

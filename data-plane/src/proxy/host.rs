@@ -1,0 +1,167 @@
+//! The request's host, checked before routing: exactly one answer to "which host is this
+//! for", or 400. Routing on the first of two `Host` headers while the backend received both
+//! let a client route as one host and be served as another.
+//!
+//! Refused (RFC 9112 §3.2, RFC 9113 §8.3.1):
+//! - more than one `Host` header;
+//! - HTTP/1.1 without `Host` (HTTP/1.0 may omit it; HTTP/2 carries `:authority`);
+//! - a `Host` that is not a valid authority (`host[:port]`, no user info, no spaces or `/`);
+//! - a request target or `:authority` whose authority disagrees with `Host` (compared without
+//!   case, and with the default port 80 written or not).
+
+use http::Version;
+use http::header::{HOST, HeaderMap, HeaderValue};
+use http::uri::{Authority, Uri};
+
+/// Why a request's host was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostError {
+    /// Two or more `Host` headers.
+    Multiple,
+    /// HTTP/1.1 without `Host`.
+    Missing,
+    /// `Host` is not a valid authority.
+    Invalid,
+    /// The URI's authority and `Host` name different hosts.
+    Mismatch,
+}
+
+/// The host the request is for: its `Host` header, or else the authority of its URI (HTTP/2's
+/// `:authority`, or an absolute-form target); `None` for an HTTP/1.0 request with neither.
+pub fn check(
+    version: Version,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<Option<HeaderValue>, HostError> {
+    let mut all = headers.get_all(HOST).iter();
+    let host = all.next();
+    if all.next().is_some() {
+        return Err(HostError::Multiple);
+    }
+    let Some(host) = host else {
+        return match uri.authority() {
+            Some(a) => Ok(HeaderValue::from_str(a.as_str()).ok()),
+            None if version == Version::HTTP_11 => Err(HostError::Missing),
+            None => Ok(None),
+        };
+    };
+    let parsed = valid_authority(host.as_bytes()).ok_or(HostError::Invalid)?;
+    if let Some(target) = uri.authority()
+        && !same(target, &parsed)
+    {
+        return Err(HostError::Mismatch);
+    }
+    Ok(Some(host.clone()))
+}
+
+/// `bytes` as an authority without user info, if it is one.
+fn valid_authority(bytes: &[u8]) -> Option<Authority> {
+    if bytes.is_empty() || bytes.contains(&b'@') {
+        return None;
+    }
+    let a = Authority::try_from(bytes).ok()?;
+    // `Authority` accepts a port it cannot represent ("h:99999"); a Host header must not.
+    if a.port().is_some() && a.port_u16().is_none() {
+        return None;
+    }
+    Some(a)
+}
+
+/// Whether two authorities name the same host and port (80 when none is written).
+fn same(a: &Authority, b: &Authority) -> bool {
+    a.host().eq_ignore_ascii_case(b.host())
+        && a.port_u16().unwrap_or(80) == b.port_u16().unwrap_or(80)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(hosts: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in hosts {
+            h.append(HOST, HeaderValue::from_bytes(v.as_bytes()).unwrap());
+        }
+        h
+    }
+
+    /// (version, request target, Host headers, expected).
+    type Case = (
+        Version,
+        &'static str,
+        &'static [&'static str],
+        Result<Option<&'static str>, HostError>,
+    );
+
+    #[test]
+    fn host_table() {
+        use HostError::*;
+        let v11 = Version::HTTP_11;
+        // (version, request target, Host headers, expected)
+        let cases: &[Case] = &[
+            (v11, "/", &["example.com"], Ok(Some("example.com"))),
+            (
+                v11,
+                "/",
+                &["example.com:8080"],
+                Ok(Some("example.com:8080")),
+            ),
+            (v11, "/", &["[::1]:80"], Ok(Some("[::1]:80"))),
+            (v11, "/", &["a", "b"], Err(Multiple)),
+            (v11, "/", &["a", "a"], Err(Multiple)),
+            (v11, "/", &[], Err(Missing)),
+            (Version::HTTP_10, "/", &[], Ok(None)),
+            (v11, "/", &["a b/c@d"], Err(Invalid)),
+            (v11, "/", &["user@host"], Err(Invalid)),
+            (v11, "/", &["host/path"], Err(Invalid)),
+            (v11, "/", &[""], Err(Invalid)),
+            (v11, "/", &["h:99999"], Err(Invalid)),
+            (
+                v11,
+                "http://a.example/x",
+                &["a.example"],
+                Ok(Some("a.example")),
+            ),
+            (
+                v11,
+                "http://A.example:80/x",
+                &["a.EXAMPLE"],
+                Ok(Some("a.EXAMPLE")),
+            ),
+            (v11, "http://a.example/x", &["b.example"], Err(Mismatch)),
+            (
+                v11,
+                "http://a.example:8080/x",
+                &["a.example"],
+                Err(Mismatch),
+            ),
+            // HTTP/2: :authority alone, or with a Host that agrees.
+            (
+                Version::HTTP_2,
+                "http://h2.example/x",
+                &[],
+                Ok(Some("h2.example")),
+            ),
+            (
+                Version::HTTP_2,
+                "http://h2.example/x",
+                &["other"],
+                Err(Mismatch),
+            ),
+            // An absolute-form target without Host is served by its authority.
+            (v11, "http://a.example/x", &[], Ok(Some("a.example"))),
+        ];
+        for (version, target, hosts, want) in cases {
+            let uri: Uri = target.parse().unwrap();
+            let got = check(*version, &uri, &headers(hosts));
+            let got = got
+                .as_ref()
+                .map(|h| h.as_ref().map(|v| v.to_str().unwrap()));
+            assert_eq!(
+                got,
+                want.as_ref().map(|o| *o),
+                "{version:?} {target} {hosts:?}"
+            );
+        }
+    }
+}
