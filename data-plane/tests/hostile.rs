@@ -248,6 +248,15 @@ async fn malformed_backend_responses_are_502() {
     }
 }
 
+/// Item 2: a connection that never sends a byte is closed at the first-byte timeout (hyper's
+/// header timeout only starts at the first byte, so it used to be held forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_at_the_first_byte_timeout() {
+    let env = Env::start_with(|c| c.first_byte_timeout = Duration::from_millis(300)).await;
+    let mut s = TcpStream::connect(env.dp.proxy).await.unwrap();
+    assert!(read_to_close(&mut s).await.is_empty());
+}
+
 /// Item 2: a keep-alive connection that goes quiet after a request is closed at the idle
 /// timeout (it used to be held forever).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,9 +325,10 @@ async fn the_per_endpoint_cap_holds_and_is_not_charged_to_the_endpoint() {
 }
 
 /// Item 2: 2,000 connections that never send a byte, against the real binary with its
-/// file-descriptor limit lowered (`prlimit`) so they exceed its connection cap: every one is
-/// closed by the first-byte timeout, a normal client is served throughout, the accept loop
-/// never meets EMFILE, and the endpoint stays healthy after the flood.
+/// file-descriptor limit lowered (`prlimit`) so they exceed its connection cap: at the cap,
+/// silent connections get one second instead of the (here 60 s) first-byte timeout, so
+/// every one is closed, a normal client is served throughout, the accept loop never meets
+/// EMFILE, and the endpoint stays healthy after the flood.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_closed_and_a_normal_client_is_served_throughout() {
     const SILENT: usize = 2_000;
@@ -342,7 +352,8 @@ async fn silent_connections_are_closed_and_a_normal_client_is_served_throughout(
         .arg(env!("CARGO_BIN_EXE_gw-data-plane"))
         .args(["--control-plane", &cp.url()])
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-        .args(["--first-byte-timeout", "1s", "--worker-threads", "2"])
+        // Long: the flood must be cleared by the shortened timeout under pressure, not this.
+        .args(["--first-byte-timeout", "60s", "--worker-threads", "2"])
         .arg("--cache-file")
         .arg(dir.path().join("flood.cache"));
     let bin = Binary::spawn(cmd).await;

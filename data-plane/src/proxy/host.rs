@@ -61,7 +61,11 @@ fn valid_authority(bytes: &[u8]) -> Option<Authority> {
     }
     let a = Authority::try_from(bytes).ok()?;
     // `Authority` accepts a port it cannot represent ("h:99999"); a Host header must not.
-    if a.port().is_some() && a.port_u16().is_none() {
+    let port = a.as_str().get(a.host().len()..).unwrap_or("");
+    if let Some(digits) = port.strip_prefix(':')
+        && !digits.is_empty()
+        && digits.parse::<u16>().is_err()
+    {
         return None;
     }
     Some(a)

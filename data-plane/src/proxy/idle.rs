@@ -12,13 +12,20 @@
 //! Precision: a silent new connection is closed at the first-byte timeout; a keep-alive
 //! connection between one and one and a half times the idle timeout after it went quiet
 //! (checked every half period).
+//!
+//! **Under pressure** (the listener hit its connection cap within the last
+//! [`PRESSURE_WINDOW`]), a connection that has not sent its first byte gets only
+//! [`FIRST_BYTE_UNDER_PRESSURE`]: at the cap, new clients wait in the listen backlog until a
+//! slot frees, so holding silent connections for the full timeout would make every real
+//! client wait behind a flood of them. This is Envoy's overload manager's "reduce timeouts"
+//! action, applied where it matters most.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -51,16 +58,72 @@ impl Drop for InFlight {
     }
 }
 
-/// Resolves when the connection has been idle too long: at once after `first_byte` if it
-/// never saw a byte, otherwise after `idle` (see the module docs for the precision).
-pub async fn watch(activity: Arc<Activity>, first_byte: Duration, idle: Duration) {
-    tokio::time::sleep(first_byte).await;
+/// How long a silent new connection is kept while the listener is at its cap. One second
+/// covers a real client's round trip from connect to first byte on any network.
+pub const FIRST_BYTE_UNDER_PRESSURE: Duration = Duration::from_secs(1);
+/// How long after last meeting its cap a listener counts as under pressure.
+pub const PRESSURE_WINDOW: Duration = Duration::from_secs(2);
+
+/// Whether a listener recently hit its connection cap. Shared by its accept loop (which sets
+/// it) and its connections' watchdogs (which read it).
+#[derive(Debug)]
+pub struct Pressure {
+    start: Instant,
+    /// Milliseconds after `start` the cap was last hit, plus one (0: never).
+    last_hit_ms: AtomicU64,
+}
+
+impl Default for Pressure {
+    fn default() -> Self {
+        Self {
+            start: Instant::now(),
+            last_hit_ms: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Pressure {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    /// The cap was hit now.
+    pub fn hit(&self) {
+        self.last_hit_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether the cap was hit within [`PRESSURE_WINDOW`].
+    pub fn on(&self) -> bool {
+        let last = self.last_hit_ms.load(Ordering::Relaxed);
+        last != 0
+            && u128::from(self.now_ms() - last.min(self.now_ms())) < PRESSURE_WINDOW.as_millis()
+    }
+}
+
+/// Resolves when the connection has been idle too long: after `first_byte` if it never saw a
+/// byte (sooner under `pressure`), otherwise after `idle` (see the module docs).
+pub async fn watch(
+    activity: Arc<Activity>,
+    pressure: Arc<Pressure>,
+    first_byte: Duration,
+    idle: Duration,
+) {
     let quiet = |seen: u64| {
         activity.in_flight.load(Ordering::Relaxed) == 0
             && activity.events.load(Ordering::Relaxed) == seen
     };
-    if quiet(0) {
-        return;
+    // Silent so far: look every FIRST_BYTE_UNDER_PRESSURE whether pressure says to give up.
+    let mut waited = Duration::ZERO;
+    loop {
+        let step = FIRST_BYTE_UNDER_PRESSURE.min(first_byte - waited);
+        tokio::time::sleep(step).await;
+        waited += step;
+        if !quiet(0) {
+            break;
+        }
+        if waited >= first_byte || pressure.on() {
+            return;
+        }
     }
     let half = idle / 2;
     let mut seen = activity.events.load(Ordering::Relaxed);
@@ -183,8 +246,31 @@ mod tests {
     async fn silent_connection_closes_at_the_first_byte_timeout() {
         let a = Arc::new(Activity::default());
         let start = tokio::time::Instant::now();
-        watch(a, Duration::from_secs(3), Duration::from_secs(60)).await;
+        let calm = Arc::new(Pressure::default());
+        watch(
+            a.clone(),
+            calm,
+            Duration::from_secs(3),
+            Duration::from_secs(60),
+        )
+        .await;
         assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_pressure_a_silent_connection_gets_one_second() {
+        let a = Arc::new(Activity::default());
+        let pressure = Arc::new(Pressure::default());
+        pressure.hit();
+        let start = tokio::time::Instant::now();
+        watch(
+            a,
+            pressure,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+        )
+        .await;
+        assert_eq!(start.elapsed(), FIRST_BYTE_UNDER_PRESSURE);
     }
 
     #[tokio::test(start_paused = true)]
@@ -192,8 +278,10 @@ mod tests {
         let a = Arc::new(Activity::default());
         let guard = a.begin();
         let start = tokio::time::Instant::now();
+        let calm = Arc::new(Pressure::default());
         let w = tokio::spawn(watch(
             a.clone(),
+            calm,
             Duration::from_secs(1),
             Duration::from_secs(10),
         ));

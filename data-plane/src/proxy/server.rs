@@ -20,7 +20,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot, watch};
 
-use crate::proxy::idle::{self, Activity, Counted, Tracked};
+use crate::proxy::idle::{self, Activity, Counted, Pressure, Tracked};
 use crate::shutdown::signalled;
 use tokio::task::JoinSet;
 
@@ -139,18 +139,21 @@ pub async fn run<H, F, B>(
     let mut accept_warn = Throttled::new();
     let mut cap_warn = Throttled::new();
     let local = listener.local_addr().ok();
+    let pressure = Arc::new(Pressure::default());
     let stopped = signalled(stop);
     tokio::pin!(stopped);
     loop {
         let slot = match slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
+                pressure.hit();
                 if let Some(suppressed) = cap_warn.ready() {
                     tracing::warn!(
                         listener = ?local,
                         max_connections = limits.max_connections,
                         suppressed,
-                        "connection cap reached: new connections wait in the listen backlog"
+                        "connection cap reached: new connections wait in the listen backlog; \
+                         silent connections get 1s to send their first byte"
                     );
                 }
                 tokio::select! {
@@ -181,6 +184,7 @@ pub async fn run<H, F, B>(
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
         let handler = handler.clone();
+        let pressure = pressure.clone();
         if stops.len() >= reap_at {
             stops.retain(|s| !s.is_closed());
             reap_at = (stops.len() * 2).max(STOP_REAP_MIN);
@@ -208,7 +212,7 @@ pub async fn run<H, F, B>(
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
-                () = idle::watch(activity, limits.first_byte_timeout, limits.idle_timeout) => {
+                () = idle::watch(activity, pressure, limits.first_byte_timeout, limits.idle_timeout) => {
                     tracing::debug!(%peer, "idle connection closed");
                     Ok(())
                 }
