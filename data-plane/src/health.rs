@@ -1,18 +1,22 @@
-//! Health checking: active HTTP checks per endpoint, and the passive ejections the request path
+//! Health checking: active checks per endpoint, and the passive ejections the request path
 //! makes (see [`Endpoint::record_failure`]).
 //!
-//! One [`Checker`] task runs off the request path. Whenever a new config is in force it
+//! One task ([`run`]) runs off the request path. Whenever a new config is in force it
 //! reconciles one check loop per (service, endpoint URL): new endpoints get a loop that checks
 //! at once, removed ones have theirs stopped, and a changed health-check spec restarts the loop.
-//! Each loop GETs the service's health path on a fresh connection (so a dead listener is seen
-//! even when pooled proxy connections linger) every `interval` less up to 20 % (so nodes drift
-//! apart instead of checking in lock-step), with the spec's timeout. A [`Tracker`] turns results into
+//! Each loop probes on a fresh connection (so a dead listener is seen even when pooled proxy
+//! connections linger) every `interval` less up to 20 % (so nodes drift apart instead of
+//! checking in lock-step), with the spec's timeout. The probe is the service's choice
+//! ([`Probe`]): a TCP connect by default (a backend without a health route keeps serving), an
+//! HTTP GET of a path the operator named, or none. A [`Tracker`] turns results into
 //! transitions: `unhealthy_threshold` failures in a row mark the endpoint unhealthy,
 //! `healthy_threshold` successes in a row mark it healthy again.
 //!
 //! Passive: the request path counts failures in a row on the [`Endpoint`]; at the service's
 //! `unhealthy_threshold` it ejects the endpoint and wakes its loop, which records the reason and
-//! treats it as unhealthy, so only active successes bring it back.
+//! treats it as unhealthy, so only active successes bring it back. With active checks disabled
+//! nothing could vouch for it, so it is let back after one interval (as Envoy's outlier
+//! detection does after its ejection time) and ejected again if it still fails.
 //!
 //! Every transition is written to the [`Board`] (what full health reports are built from) and
 //! sent, as it happens, on the changes channel the reporter forwards to the control plane.
@@ -32,7 +36,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::gateway::Gateway;
-use crate::config::snapshot::{HealthSpec, Snapshot};
+use crate::config::snapshot::{HealthSpec, Probe, Snapshot};
 use crate::shutdown::signalled;
 use crate::upstream::balancer::Endpoint;
 
@@ -299,6 +303,9 @@ async fn check_loop(
     changes: mpsc::UnboundedSender<pb::EndpointHealth>,
     probes: Arc<Semaphore>,
 ) {
+    if spec.probe == Probe::Disabled {
+        return passive_only(service, ep, spec, board, changes).await;
+    }
     let mut tracker = Tracker::new(ep.is_healthy());
     let mut delay = Duration::ZERO;
     loop {
@@ -349,25 +356,61 @@ async fn check_loop(
     }
 }
 
+/// The loop of an endpoint whose service disabled active checks: waits for the request path
+/// to eject it, then lets it back after one interval.
+async fn passive_only(
+    service: Arc<str>,
+    ep: Arc<Endpoint>,
+    spec: HealthSpec,
+    board: Arc<Board>,
+    changes: mpsc::UnboundedSender<pb::EndpointHealth>,
+) {
+    loop {
+        if ep.is_healthy() {
+            ep.ejected().await;
+            let reason = format!(
+                "{} requests in a row failed (connect error or 5xx)",
+                ep.consecutive_failures()
+            );
+            tracing::warn!(service = %service, endpoint = %ep.url, %reason,
+                retry_in = ?spec.interval, "endpoint ejected");
+            let _ = changes.send(board.set(&service, &ep.url, false, Some(reason)));
+        }
+        tokio::time::sleep(spec.interval).await;
+        ep.record_success();
+        ep.set_healthy(true);
+        tracing::info!(service = %service, endpoint = %ep.url, "endpoint let back after its ejection time");
+        let _ = changes.send(board.set(&service, &ep.url, true, None));
+    }
+}
+
 fn jittered(interval: Duration) -> Duration {
     interval.mul_f64(1.0 - rand::random_range(0.0..=JITTER))
 }
 
-/// One active check: `GET <path>` on a fresh connection, within the spec's timeout. `Err`
-/// carries the reason in words, e.g. "GET /health: status 503".
+/// One active check on a fresh connection, within the spec's timeout: a TCP connect, or
+/// `GET <path>`. `Err` carries the reason in words, e.g. "GET /health: status 503" or
+/// "TCP connect: connection refused".
 async fn probe(ep: &Endpoint, spec: &HealthSpec) -> Result<(), String> {
+    let path = match &spec.probe {
+        Probe::Http(path) => path.clone(),
+        Probe::Tcp => {
+            return match tokio::time::timeout(spec.timeout, connect(ep)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(why)) => Err(format!("TCP connect: {why}")),
+                Err(_) => Err(format!("TCP connect: timed out after {:?}", spec.timeout)),
+            };
+        }
+        // Never probed: `check_loop` runs `passive_only` instead.
+        Probe::Disabled => return Ok(()),
+    };
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect(ep.authority.as_str())
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
-                _ => format!("connect: {e}"),
-            })?;
+        let stream = connect(ep).await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
         let conn = tokio::spawn(conn);
-        let req = Request::get(&*spec.path)
+        let req = Request::get(&*path)
             .header(header::HOST, ep.authority.as_str())
             .header(header::USER_AGENT, "gw-health-check")
             .body(Empty::<Bytes>::new())
@@ -383,12 +426,18 @@ async fn probe(ep: &Endpoint, spec: &HealthSpec) -> Result<(), String> {
     };
     match tokio::time::timeout(spec.timeout, attempt).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(why)) => Err(format!("GET {}: {why}", spec.path)),
-        Err(_) => Err(format!(
-            "GET {}: timed out after {:?}",
-            spec.path, spec.timeout
-        )),
+        Ok(Err(why)) => Err(format!("GET {path}: {why}")),
+        Err(_) => Err(format!("GET {path}: timed out after {:?}", spec.timeout)),
     }
+}
+
+async fn connect(ep: &Endpoint) -> Result<tokio::net::TcpStream, String> {
+    tokio::net::TcpStream::connect(ep.authority.as_str())
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
+            _ => format!("connect: {e}"),
+        })
 }
 
 #[cfg(test)]
@@ -462,7 +511,7 @@ mod tests {
     #[tokio::test]
     async fn probe_reasons() {
         let spec = HealthSpec {
-            path: "/health".into(),
+            probe: Probe::Http("/health".into()),
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(5),
             unhealthy_threshold: 2,
@@ -514,6 +563,22 @@ mod tests {
         assert_eq!(
             probe(&ep, &short).await,
             Err("GET /health: timed out after 200ms".to_owned())
+        );
+        // A TCP check only needs the connection accepted: the silent listener passes it,
+        // a stopped backend's port refuses it.
+        let tcp = HealthSpec {
+            probe: Probe::Tcp,
+            ..short
+        };
+        assert_eq!(probe(&ep, &tcp).await, Ok(()));
+        let stopped: Arc<str> = backend.url().into();
+        let closed = Endpoint::new(
+            stopped.clone(),
+            crate::config::snapshot::parse_endpoint(&stopped).unwrap(),
+        );
+        assert_eq!(
+            probe(&closed, &tcp).await,
+            Err("TCP connect: connection refused".to_owned())
         );
     }
 }

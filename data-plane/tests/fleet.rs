@@ -80,6 +80,7 @@ fn checked_service(name: &str, prefix: &str, backends: &[&Backend]) -> pb::Servi
         }),
         unhealthy_threshold: THRESHOLD,
         healthy_threshold: THRESHOLD,
+        disabled: false,
     });
     svc
 }

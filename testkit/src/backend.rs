@@ -2,7 +2,8 @@
 //!
 //! Every response carries `x-backend: <name>` and `x-path: <path and query received>`.
 //! By the last path segment:
-//! - `/health`: `200 ok` (counted apart, in [`Backend::health_hits`]).
+//! - `/health`: `200 ok` (counted apart, in [`Backend::health_hits`]); `404` from a backend
+//!   started with [`Backend::start_without_health`], like a service that has no health route.
 //! - `.../_headers`: the request as JSON: `{"method", "path", "headers": [[name, value], ...]}`.
 //! - `.../_upload`: streams the body and answers `{"bytes": N, "sha256": "<hex>"}`; the body is
 //!   never held whole.
@@ -38,6 +39,8 @@ struct Shared {
     name: Arc<str>,
     hits: AtomicU64,
     health_hits: AtomicU64,
+    connections: AtomicU64,
+    health_route: bool,
 }
 
 /// A running (or stopped) test backend. Dropping it stops it.
@@ -51,14 +54,28 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend named `name` on `127.0.0.1:0`.
     pub async fn start(name: &str) -> Backend {
+        Self::start_with(name, true).await
+    }
+
+    /// Starts a backend named `name` on `127.0.0.1:0` that answers `/health` with 404, like a
+    /// service that has no health route.
+    pub async fn start_without_health(name: &str) -> Backend {
+        Self::start_with(name, false).await
+    }
+
+    async fn start_with(name: &str, health_route: bool) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .unwrap_or_else(|e| panic!("backend {name}: bind 127.0.0.1:0: {e}"));
-        Self::with_listener(name, listener)
+        Self::listen(name, listener, health_route)
     }
 
     /// Starts a backend named `name` on an already-bound listener.
     pub fn with_listener(name: &str, listener: TcpListener) -> Backend {
+        Self::listen(name, listener, true)
+    }
+
+    fn listen(name: &str, listener: TcpListener, health_route: bool) -> Backend {
         let addr = listener
             .local_addr()
             .unwrap_or_else(|e| panic!("backend {name}: local_addr: {e}"));
@@ -66,6 +83,8 @@ impl Backend {
             name: name.into(),
             hits: AtomicU64::new(0),
             health_hits: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
+            health_route,
         });
         let task = Some(tokio::spawn(accept_loop(listener, shared.clone())));
         Backend { shared, addr, task }
@@ -94,6 +113,11 @@ impl Backend {
     /// `/health` requests answered.
     pub fn health_hits(&self) -> u64 {
         self.shared.health_hits.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted (kept across restarts); a TCP health check is one each.
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::SeqCst)
     }
 
     /// Whether it is running.
@@ -135,6 +159,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        shared.connections.fetch_add(1, Ordering::SeqCst);
         while conns.try_join_next().is_some() {}
         let shared = shared.clone();
         conns.spawn(async move {
@@ -171,7 +196,14 @@ async fn answer(shared: &Shared, mut req: Request<Incoming>) -> Response<Full<By
         .path_and_query()
         .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
     let mut resp = match last {
-        _ if path == "/health" => Response::new(Full::new(Bytes::from_static(b"ok"))),
+        _ if path == "/health" && shared.health_route => {
+            Response::new(Full::new(Bytes::from_static(b"ok")))
+        }
+        _ if path == "/health" => {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"not found")));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r
+        }
         "_headers" => {
             let headers: Vec<(String, String)> = req
                 .headers()

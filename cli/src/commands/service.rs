@@ -4,11 +4,12 @@
 //! ```json
 //! {"name": "demo", "path_prefix": "/api", "hosts": [], "strip_prefix": true,
 //!  "endpoints": ["http://127.0.0.1:8001"],
-//!  "health_check": {"path": "/health", "interval": "5s", "timeout": "1s",
+//!  "health_check": {"kind": "http", "path": "/health", "interval": "5s", "timeout": "1s",
 //!                   "unhealthy_threshold": 3, "healthy_threshold": 2},
 //!  "timeouts": {"connect": "1s", "request": "30s"},
 //!  "load_balancing": "round_robin", "created_version": 3, "updated_version": 7}
 //! ```
+//! `health_check.kind` is `http` (GET `path`), `tcp` (connect; `path` is "") or `off`.
 //! `list` prints `{"config_version": N, "services": [...]}`, `get` the service itself,
 //! `add`/`update` `{"action": "created"|"updated", "config_version": N, "service": {...}}`,
 //! `rm` `{"action": "deleted", "config_version": N, "name": "demo"}`.
@@ -201,6 +202,8 @@ impl TuningArgs {
 
     fn any_health(&self) -> bool {
         self.health_path.is_some()
+            || self.no_health_check
+            || self.tcp_health_check
             || self.health_interval.is_some()
             || self.health_timeout.is_some()
             || self.healthy_threshold.is_some()
@@ -215,6 +218,15 @@ impl TuningArgs {
         let mut check = base.unwrap_or_default();
         if let Some(path) = &self.health_path {
             check.path = path.clone();
+            check.disabled = false;
+        }
+        if self.tcp_health_check {
+            check.path.clear();
+            check.disabled = false;
+        }
+        if self.no_health_check {
+            check.path.clear();
+            check.disabled = true;
         }
         if let Some(d) = self.health_interval {
             check.interval = Some(duration::to_proto(d));
@@ -264,6 +276,7 @@ pub struct ServiceView {
 
 #[derive(Debug, Serialize)]
 struct HealthCheckView {
+    kind: &'static str,
     path: String,
     interval: Option<String>,
     timeout: Option<String>,
@@ -306,7 +319,13 @@ impl From<pb::Service> for ServiceView {
             timeout,
             unhealthy_threshold,
             healthy_threshold,
+            disabled,
         } = health_check.unwrap_or_default();
+        let kind = match (disabled, path.is_empty()) {
+            (true, _) => "off",
+            (false, true) => "tcp",
+            (false, false) => "http",
+        };
         let pb::Timeouts { connect, request } = timeouts.unwrap_or_default();
         let load_balancing = match pb::LoadBalancingPolicy::try_from(load_balancing) {
             Ok(pb::LoadBalancingPolicy::Unspecified | pb::LoadBalancingPolicy::RoundRobin) => {
@@ -321,6 +340,7 @@ impl From<pb::Service> for ServiceView {
             strip_prefix,
             endpoints,
             health_check: HealthCheckView {
+                kind,
                 path,
                 interval: optional_duration(interval),
                 timeout: optional_duration(timeout),
@@ -334,6 +354,42 @@ impl From<pb::Service> for ServiceView {
             load_balancing,
             created_version,
             updated_version,
+        }
+    }
+}
+
+impl HealthCheckView {
+    /// What `service get` shows.
+    fn describe(&self) -> String {
+        let thresholds = format!(
+            "unhealthy after {} failures, healthy after {} successes",
+            self.unhealthy_threshold, self.healthy_threshold
+        );
+        match self.kind {
+            "off" => format!(
+                "off (passive only: ejected after {} failed requests, tried again after {})",
+                self.unhealthy_threshold,
+                dash(&self.interval)
+            ),
+            kind => format!(
+                "{} every {}, timeout {}; {thresholds}",
+                if kind == "tcp" {
+                    "TCP connect".to_string()
+                } else {
+                    format!("GET {}", self.path)
+                },
+                dash(&self.interval),
+                dash(&self.timeout),
+            ),
+        }
+    }
+
+    /// The `HEALTH CHECK` column of `service list`.
+    fn short(&self) -> String {
+        match self.kind {
+            "off" => "off".to_string(),
+            "tcp" => format!("tcp {}", dash(&self.interval)),
+            _ => format!("{} {}", self.path, dash(&self.interval)),
         }
     }
 }
@@ -365,17 +421,7 @@ impl Render for ServiceView {
             ("hosts", hosts),
             ("strip prefix", yes_no(self.strip_prefix)),
             ("endpoints", endpoints),
-            (
-                "health check",
-                format!(
-                    "GET {} every {}, timeout {}; unhealthy after {} failures, healthy after {} successes",
-                    or_dash(&hc.path),
-                    dash(&hc.interval),
-                    dash(&hc.timeout),
-                    hc.unhealthy_threshold,
-                    hc.healthy_threshold
-                ),
-            ),
+            ("health check", hc.describe()),
             (
                 "timeouts",
                 format!(
@@ -425,11 +471,7 @@ impl Render for ServiceList {
                 },
                 yes_no(s.strip_prefix),
                 or_dash(&s.endpoints.join(",")),
-                format!(
-                    "{} {}",
-                    or_dash(&s.health_check.path),
-                    dash(&s.health_check.interval)
-                ),
+                s.health_check.short(),
                 s.updated_version.to_string(),
             ]);
         }

@@ -306,3 +306,47 @@ async fn server_errors_are_one_readable_line() {
     assert!(out.stderr.contains("--health-interval"), "{}", out.stderr);
     assert!(out.stderr.contains("'5 sec'"), "{}", out.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_are_tcp_by_default_and_can_be_http_or_off() {
+    let cp = ControlPlane::start().await;
+    let kind = |v: &serde_json::Value| {
+        let hc = &v["service"]["health_check"];
+        (hc["kind"].clone(), hc["path"].clone())
+    };
+    let added = gwctl(
+        &cp,
+        &["-o", "json", "service", "add", "m", "--prefix", "/m"],
+    )
+    .await
+    .json();
+    assert_eq!(kind(&added), (json!("tcp"), json!("")));
+    let off = gwctl(
+        &cp,
+        &["-o", "json", "service", "update", "m", "--no-health-check"],
+    )
+    .await
+    .json();
+    assert_eq!(kind(&off), (json!("off"), json!("")));
+    let http = gwctl(
+        &cp,
+        &[
+            "-o",
+            "json",
+            "service",
+            "update",
+            "m",
+            "--health-path",
+            "/up",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(kind(&http), (json!("http"), json!("/up")));
+    let shown = gwctl(&cp, &["service", "get", "m"]).await;
+    assert!(
+        shown.stdout.contains("GET /up every 5s"),
+        "{}",
+        shown.stdout
+    );
+}

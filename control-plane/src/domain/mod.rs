@@ -9,5 +9,5 @@ mod service;
 pub(crate) mod validate;
 
 pub use policy::{KeySource, Mode, Policy};
-pub use service::{Endpoint, HealthCheck, LoadBalancing, Route, Service, Timeouts};
+pub use service::{Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts};
 pub use validate::ValidationError;

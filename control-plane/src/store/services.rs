@@ -2,7 +2,7 @@
 
 use sqlx::SqliteConnection;
 
-use crate::domain::{Endpoint, HealthCheck, LoadBalancing, Route, Service, Timeouts};
+use crate::domain::{Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts};
 use crate::store::error::{StoreError, duration, millis, to_i64, to_u64};
 
 /// A `services` row as stored.
@@ -14,6 +14,7 @@ struct ServiceRow {
     strip_prefix: bool,
     endpoints: String,
     health_path: String,
+    health_disabled: bool,
     health_interval_ms: i64,
     health_timeout_ms: i64,
     unhealthy_threshold: i64,
@@ -49,7 +50,12 @@ impl TryFrom<ServiceRow> for Service {
             },
             endpoints,
             health_check: HealthCheck {
-                path: row.health_path.clone(),
+                probe: match (row.health_disabled, row.health_path.as_str()) {
+                    (true, "") => Probe::Disabled,
+                    (false, "") => Probe::Tcp,
+                    (false, path) => Probe::Http(path.to_owned()),
+                    (true, _) => return Err(corrupt("health check disabled with a path")),
+                },
                 interval: duration("health interval", row.health_interval_ms)?,
                 timeout: duration("health timeout", row.health_timeout_ms)?,
                 unhealthy_threshold: threshold(row.unhealthy_threshold)?,
@@ -88,8 +94,8 @@ pub(super) async fn insert(conn: &mut SqliteConnection, s: &Service) -> Result<(
         "INSERT INTO services (path_prefix, hosts, strip_prefix, endpoints, health_path, \
          health_interval_ms, health_timeout_ms, unhealthy_threshold, healthy_threshold, \
          connect_timeout_ms, request_timeout_ms, load_balancing, created_version, \
-         updated_version, name) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         updated_version, health_disabled, name) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         s,
     )
     .await
@@ -103,7 +109,7 @@ pub(super) async fn update(conn: &mut SqliteConnection, s: &Service) -> Result<(
          health_path = ?, health_interval_ms = ?, health_timeout_ms = ?, \
          unhealthy_threshold = ?, healthy_threshold = ?, connect_timeout_ms = ?, \
          request_timeout_ms = ?, load_balancing = ?, created_version = ?, \
-         updated_version = ? WHERE name = ?",
+         updated_version = ?, health_disabled = ? WHERE name = ?",
         s,
     )
     .await
@@ -116,7 +122,7 @@ async fn write(conn: &mut SqliteConnection, sql: &str, s: &Service) -> Result<()
         .bind(json_list(&s.route.hosts)?)
         .bind(s.route.strip_prefix)
         .bind(json_list(&s.endpoints)?)
-        .bind(&s.health_check.path)
+        .bind(s.health_check.probe.path())
         .bind(millis("health interval", s.health_check.interval)?)
         .bind(millis("health timeout", s.health_check.timeout)?)
         .bind(i64::from(s.health_check.unhealthy_threshold))
@@ -126,6 +132,7 @@ async fn write(conn: &mut SqliteConnection, sql: &str, s: &Service) -> Result<()
         .bind(s.load_balancing.as_str())
         .bind(to_i64("created_version", s.created_version)?)
         .bind(to_i64("updated_version", s.updated_version)?)
+        .bind(s.health_check.probe == Probe::Disabled)
         .bind(&s.name)
         .execute(conn)
         .await?;

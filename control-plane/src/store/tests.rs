@@ -170,3 +170,82 @@ async fn a_write_that_would_exceed_the_snapshot_limit_is_refused_and_rolled_back
         "and did not use up a version"
     );
 }
+
+/// A database written before migration 0004 (when an empty path meant `GET /health`) keeps
+/// every service's HTTP check, and a service saved afterwards can have each kind.
+#[tokio::test]
+async fn migration_0004_keeps_existing_services_on_their_http_check() {
+    use crate::domain::Probe;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("old.db").display());
+    // The schema as it was: only the first migration, from a copy of the real file.
+    let only_first = dir.path().join("migrations");
+    std::fs::create_dir(&only_first).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../migrations/0001_initial.sql"
+        ),
+        only_first.join("0001_initial.sql"),
+    )
+    .unwrap();
+    {
+        let options = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap();
+        sqlx::migrate::Migrator::new(only_first.as_path())
+            .await
+            .unwrap()
+            .run(&pool)
+            .await
+            .unwrap();
+        for (name, prefix, path) in [
+            ("a", "/a", "/health"),
+            ("b", "/b", "/ready"),
+            ("c", "/c", ""),
+        ] {
+            sqlx::query(
+                "INSERT INTO services VALUES (?, ?, '[]', 0, '[]', ?, 5000, 1000, 3, 2, 1000, \
+                 30000, 'round_robin', 1, 1)",
+            )
+            .bind(name)
+            .bind(prefix)
+            .bind(path)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        pool.close().await;
+    }
+    let store = Store::open(&url).await.unwrap();
+    let probes: Vec<(String, Probe)> = store
+        .current()
+        .services
+        .values()
+        .map(|s| (s.name.clone(), s.health_check.probe.clone()))
+        .collect();
+    assert_eq!(
+        probes,
+        [
+            ("a".to_owned(), Probe::Http("/health".into())),
+            ("b".to_owned(), Probe::Http("/ready".into())),
+            // Written when "" meant /health: it keeps meaning that.
+            ("c".to_owned(), Probe::Http("/health".into())),
+        ]
+    );
+    // New services store every kind, and read back the same after a restart.
+    for (name, prefix, probe) in [("tcp", "/t", Probe::Tcp), ("off", "/o", Probe::Disabled)] {
+        let mut s = service(name, prefix);
+        s.health_check.probe = probe;
+        store.create_service(s).await.unwrap();
+    }
+    store.close().await;
+    let reopened = Store::open(&url).await.unwrap();
+    let state = reopened.current();
+    assert_eq!(state.services["tcp"].health_check.probe, Probe::Tcp);
+    assert_eq!(state.services["off"].health_check.probe, Probe::Disabled);
+}

@@ -32,8 +32,6 @@ pub const DEFAULT_REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// response body from a backend (nginx's `proxy_read_timeout` is 60 s too). Streaming
 /// backends that pause longer (server-sent events) send heartbeats or raise it per service.
 pub const DEFAULT_RESPONSE_BODY_TIMEOUT: Duration = Duration::from_secs(60);
-/// Default health-check path.
-pub const DEFAULT_HEALTH_PATH: &str = "/health";
 /// Default health-check interval.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// Default health-check timeout.
@@ -89,11 +87,24 @@ pub struct Service {
     pub health: HealthSpec,
 }
 
+/// What an active health check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// `GET` this path; a 2xx answer is a success.
+    Http(Arc<str>),
+    /// Connect; an accepted connection is a success (the default: a backend without a health
+    /// route keeps serving).
+    Tcp,
+    /// No active checks: only passive ejection, and an ejected endpoint is tried again after
+    /// the interval.
+    Disabled,
+}
+
 /// Health-check settings with defaults applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthSpec {
-    /// Path to GET.
-    pub path: Arc<str>,
+    /// What a check does.
+    pub probe: Probe,
     /// Between checks.
     pub interval: Duration,
     /// Per check.
@@ -402,27 +413,36 @@ fn check_health(h: Option<&pb::HealthCheck>) -> Result<HealthSpec, (&'static str
         timeout,
         unhealthy_threshold,
         healthy_threshold,
+        disabled,
     }) = h
     else {
         return Ok(HealthSpec {
-            path: DEFAULT_HEALTH_PATH.into(),
+            probe: Probe::Tcp,
             interval: DEFAULT_HEALTH_INTERVAL,
             timeout: DEFAULT_HEALTH_TIMEOUT,
             unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
             healthy_threshold: DEFAULT_HEALTHY_THRESHOLD,
         });
     };
-    let path: Arc<str> = if path.is_empty() {
-        DEFAULT_HEALTH_PATH.into()
-    } else {
-        path.as_str().into()
+    let probe = match (path.is_empty(), *disabled) {
+        (true, false) => Probe::Tcp,
+        (true, true) => Probe::Disabled,
+        (false, true) => {
+            return Err((
+                "health_check.path",
+                "must be empty when health_check.disabled is set".into(),
+            ));
+        }
+        (false, false) => {
+            if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
+                return Err((
+                    "health_check.path",
+                    "must be a URL path starting with '/'".into(),
+                ));
+            }
+            Probe::Http(path.as_str().into())
+        }
     };
-    if !path.starts_with('/') || path.parse::<http::uri::PathAndQuery>().is_err() {
-        return Err((
-            "health_check.path",
-            "must be a URL path starting with '/'".into(),
-        ));
-    }
     let interval = duration(interval, DEFAULT_HEALTH_INTERVAL, "health_check.interval")
         .map_err(|e| ("health_check.interval", e))?;
     let timeout = duration(timeout, DEFAULT_HEALTH_TIMEOUT, "health_check.timeout")
@@ -435,7 +455,7 @@ fn check_health(h: Option<&pb::HealthCheck>) -> Result<HealthSpec, (&'static str
     }
     let or = |v: u32, d: u32| if v == 0 { d } else { v };
     Ok(HealthSpec {
-        path,
+        probe,
         interval,
         timeout,
         unhealthy_threshold: or(*unhealthy_threshold, DEFAULT_UNHEALTHY_THRESHOLD),

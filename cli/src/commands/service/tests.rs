@@ -28,6 +28,7 @@ fn stored() -> pb::Service {
             timeout: pd(1),
             unhealthy_threshold: 3,
             healthy_threshold: 2,
+            disabled: false,
         }),
         timeouts: Some(pb::Timeouts {
             connect: pd(1),
@@ -130,6 +131,48 @@ fn update_replaces_only_flagged_fields() {
 }
 
 #[test]
+fn update_switches_between_the_kinds_of_health_check() {
+    let kind = |s: &pb::Service| {
+        let hc = s.health_check.as_ref().unwrap();
+        (hc.path.clone(), hc.disabled)
+    };
+    let mut args = update_args("demo");
+    args.tuning.no_health_check = true;
+    assert!(args.changes_anything());
+    let off = apply_update(stored(), args);
+    assert_eq!(kind(&off), (String::new(), true));
+    // The other settings are kept: they matter for passive ejection and re-admission.
+    assert_eq!(
+        off.health_check.as_ref().unwrap().interval,
+        stored().health_check.unwrap().interval
+    );
+    let mut args = update_args("demo");
+    args.tuning.tcp_health_check = true;
+    assert_eq!(
+        kind(&apply_update(off.clone(), args)),
+        (String::new(), false)
+    );
+    let mut args = update_args("demo");
+    args.tuning.health_path = Some("/ready".into());
+    assert_eq!(kind(&apply_update(off, args)), ("/ready".into(), false));
+    // The flags exclude each other.
+    for flags in [
+        &["--health-path", "/x", "--no-health-check"][..],
+        &["--health-path", "/x", "--tcp-health-check"],
+        &["--no-health-check", "--tcp-health-check"],
+    ] {
+        let mut argv = vec!["gwctl", "service", "update", "demo"];
+        argv.extend_from_slice(flags);
+        let err = <crate::args::Cli as clap::Parser>::try_parse_from(argv).unwrap_err();
+        assert_eq!(
+            err.kind(),
+            clap::error::ErrorKind::ArgumentConflict,
+            "{flags:?}"
+        );
+    }
+}
+
+#[test]
 fn update_can_clear_lists() {
     let mut args = update_args("demo");
     args.clear_endpoints = true;
@@ -156,7 +199,7 @@ fn json_shape_is_stable() {
             "strip_prefix": true,
             "endpoints": ["http://127.0.0.1:8001", "http://127.0.0.1:8002"],
             "health_check": {
-                "path": "/health", "interval": "5s", "timeout": "1s",
+                "kind": "http", "path": "/health", "interval": "5s", "timeout": "1s",
                 "unhealthy_threshold": 3, "healthy_threshold": 2
             },
             "timeouts": {"connect": "1s", "request": "30s"},

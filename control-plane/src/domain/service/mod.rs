@@ -7,8 +7,6 @@ use gw_proto::v1 as pb;
 
 use crate::domain::validate::{self, Problems, ValidationError};
 
-/// Default health-check path.
-pub const DEFAULT_HEALTH_PATH: &str = "/health";
 /// Default time between two checks of one endpoint.
 pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// Default time allowed for one check.
@@ -101,11 +99,38 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// How endpoints are checked actively.
+///
+/// The default is a TCP connect: a backend that accepts connections is healthy, whether or
+/// not it has a health route, so registering a service never takes a working backend out of
+/// rotation by itself. An HTTP check is what operators opt into with a path.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Probe {
+    /// GET this path; a 2xx answer is a success.
+    Http(String),
+    /// Connect; an accepted connection is a success.
+    #[default]
+    Tcp,
+    /// No active checks; passive ejection only (an ejected endpoint is retried after the
+    /// interval).
+    Disabled,
+}
+
+impl Probe {
+    /// The HTTP path, or "" for TCP and disabled checks (as stored and sent).
+    pub fn path(&self) -> &str {
+        match self {
+            Probe::Http(path) => path,
+            Probe::Tcp | Probe::Disabled => "",
+        }
+    }
+}
+
 /// Active health check of a service's endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
-    /// Path to GET.
-    pub path: String,
+    /// What a check does.
+    pub probe: Probe,
     /// Time between checks of one endpoint.
     pub interval: Duration,
     /// Time allowed for one check; at most `interval`.
@@ -119,7 +144,7 @@ pub struct HealthCheck {
 impl Default for HealthCheck {
     fn default() -> Self {
         Self {
-            path: DEFAULT_HEALTH_PATH.to_owned(),
+            probe: Probe::default(),
             interval: DEFAULT_HEALTH_INTERVAL,
             timeout: DEFAULT_HEALTH_TIMEOUT,
             unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
@@ -280,15 +305,22 @@ fn convert_health_check(msg: pb::HealthCheck, p: &mut Problems) -> Option<Health
         timeout,
         unhealthy_threshold,
         healthy_threshold,
+        disabled,
     } = msg;
-    let path = if path.is_empty() {
-        DEFAULT_HEALTH_PATH.to_owned()
-    } else {
-        path
+    let probe = match (path.is_empty(), disabled) {
+        (true, false) => Some(Probe::Tcp),
+        (true, true) => Some(Probe::Disabled),
+        (false, false) => p
+            .check("health_check.path", validate::request_path(&path))
+            .map(|()| Probe::Http(path)),
+        (false, true) => {
+            p.add(
+                "health_check.path",
+                "must be empty when health_check.disabled is set (a disabled check GETs nothing)",
+            );
+            None
+        }
     };
-    let path_ok = p
-        .check("health_check.path", validate::request_path(&path))
-        .is_some();
     let interval = p.check(
         "health_check.interval",
         validate::duration(
@@ -331,15 +363,15 @@ fn convert_health_check(msg: pb::HealthCheck, p: &mut Problems) -> Option<Health
         DEFAULT_HEALTHY_THRESHOLD,
         p,
     );
-    match (path_ok, interval, timeout, unhealthy, healthy) {
+    match (probe, interval, timeout, unhealthy, healthy) {
         (
-            true,
+            Some(probe),
             Some(interval),
             Some(timeout),
             Some(unhealthy_threshold),
             Some(healthy_threshold),
         ) if timeout <= interval => Some(HealthCheck {
-            path,
+            probe,
             interval,
             timeout,
             unhealthy_threshold,
@@ -400,7 +432,8 @@ impl From<&Service> for pb::Service {
             }),
             endpoints: s.endpoints.iter().map(ToString::to_string).collect(),
             health_check: Some(pb::HealthCheck {
-                path: s.health_check.path.clone(),
+                path: s.health_check.probe.path().to_owned(),
+                disabled: s.health_check.probe == Probe::Disabled,
                 interval: Some(validate::to_pb_duration(s.health_check.interval)),
                 timeout: Some(validate::to_pb_duration(s.health_check.timeout)),
                 unhealthy_threshold: s.health_check.unhealthy_threshold,

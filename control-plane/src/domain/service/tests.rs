@@ -21,7 +21,11 @@ fn dur(ms: u64) -> Option<prost_types::Duration> {
 fn minimal_service_gets_every_default() {
     let s = Service::try_from(minimal("api", "/api")).unwrap();
     assert_eq!(s.health_check, HealthCheck::default());
-    assert_eq!(s.health_check.path, "/health");
+    assert_eq!(
+        s.health_check.probe,
+        Probe::Tcp,
+        "without a path the check is a TCP connect"
+    );
     assert_eq!(s.health_check.interval, Duration::from_secs(5));
     assert_eq!(s.health_check.timeout, Duration::from_secs(1));
     assert_eq!(
@@ -58,6 +62,7 @@ fn full_service_round_trips_through_protobuf() {
             timeout: dur(200),
             unhealthy_threshold: 5,
             healthy_threshold: 1,
+            disabled: false,
         }),
         timeouts: Some(pb::Timeouts {
             connect: dur(250),
@@ -215,4 +220,39 @@ fn route_overlap() {
         "a host-specific route refines a catch-all"
     );
     assert!(!r("/a", &[]).overlaps(&r("/b", &[])));
+}
+
+#[test]
+fn health_check_kinds_from_path_and_disabled() {
+    let with = |path: &str, disabled: bool| {
+        let mut msg = minimal("api", "/api");
+        msg.health_check = Some(pb::HealthCheck {
+            path: path.into(),
+            disabled,
+            ..Default::default()
+        });
+        Service::try_from(msg)
+    };
+    assert_eq!(
+        with("/ready", false).unwrap().health_check.probe,
+        Probe::Http("/ready".into())
+    );
+    assert_eq!(with("", false).unwrap().health_check.probe, Probe::Tcp);
+    assert_eq!(with("", true).unwrap().health_check.probe, Probe::Disabled);
+    let err = with("/ready", true).unwrap_err();
+    assert_eq!(
+        err.problems(),
+        [
+            "health_check.path: must be empty when health_check.disabled is set \
+          (a disabled check GETs nothing)"
+        ]
+    );
+    // Each kind survives the trip to protobuf and back.
+    for (path, disabled) in [("/ready", false), ("", false), ("", true)] {
+        let s = with(path, disabled).unwrap();
+        let back = pb::Service::from(&s);
+        let hc = back.health_check.clone().unwrap();
+        assert_eq!((hc.path.as_str(), hc.disabled), (path, disabled));
+        assert_eq!(Service::try_from(back).unwrap(), s);
+    }
 }

@@ -156,7 +156,7 @@ fn defaults_are_applied_and_policies_ordered_service_first() {
     let a = &c.services[0];
     assert_eq!(a.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert_eq!(a.request_timeout, DEFAULT_REQUEST_TIMEOUT);
-    assert_eq!(&*a.health.path, DEFAULT_HEALTH_PATH);
+    assert_eq!(a.health.probe, Probe::Tcp, "no path: a TCP connect check");
     let names: Vec<&str> = a.policies.iter().map(|p| p.limiter.name()).collect();
     assert_eq!(names, ["mine", "all"]);
     let names: Vec<&str> = c.services[1]
