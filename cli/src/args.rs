@@ -44,12 +44,12 @@ pub struct Cli {
     )]
     pub token: Option<String>,
 
-    /// How long to wait for the control plane's answer to each call.
+    /// How long to wait for the control plane's answer to each call (more than 0).
     #[arg(
         long,
         global = true,
         default_value = DEFAULT_TIMEOUT,
-        value_parser = crate::duration::parse,
+        value_parser = crate::duration::parse_positive,
         value_name = "DURATION",
         display_order = GLOBAL_ORDER
     )]
@@ -66,6 +66,19 @@ pub struct Cli {
         value_name = "FORMAT"
     )]
     pub output: OutputFormat,
+
+    /// Log format of `gwctl dev`'s servers on stderr: `text` (coloured only on a terminal) or
+    /// `json`. Other commands print no logs.
+    #[arg(
+        long,
+        global = true,
+        env = "GW_LOG_FORMAT",
+        value_enum,
+        default_value_t = gw_ops::logging::LogFormat::Text,
+        display_order = GLOBAL_ORDER,
+        value_name = "FORMAT"
+    )]
+    pub log_format: gw_ops::logging::LogFormat,
 
     /// What to do.
     #[command(subcommand)]
@@ -205,9 +218,18 @@ pub struct ServiceUpdateArgs {
 /// means "keep the current value".
 #[derive(Debug, Args, Default)]
 pub struct TuningArgs {
-    /// Path the health check GETs (default /health).
-    #[arg(long, value_name = "PATH")]
+    /// Check endpoints actively with an HTTP GET of this path (2xx is healthy). Without it the
+    /// active check is a TCP connect: an endpoint that accepts connections is healthy.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["no_health_check", "tcp_health_check"])]
     pub health_path: Option<String>,
+    /// No active checks; passive ejection still applies (an ejected endpoint is tried again
+    /// after the health interval).
+    #[arg(long, conflicts_with = "tcp_health_check")]
+    pub no_health_check: bool,
+    /// Active checks by TCP connect (the default); on `update`, drops a health path or
+    /// re-enables disabled checks.
+    #[arg(long)]
+    pub tcp_health_check: bool,
     /// Time between health checks (default 5s).
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub health_interval: Option<Duration>,

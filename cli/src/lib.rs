@@ -42,6 +42,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
         token,
         timeout,
         output,
+        log_format: _, // applied by `main` before the runtime starts
         command,
     } = cli;
     // Flag combinations clap cannot express are refused before any network traffic.

@@ -1,11 +1,9 @@
 //! gwctl's entry point: parse flags, run one command, turn any failure into one stderr line.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use gwctl::args::{Cli, Command};
-use tracing_subscriber::EnvFilter;
 
 /// `gwctl dev`'s log filter when RUST_LOG is unset: problems only, so the printed addresses and
 /// commands stay readable. Two start-up warnings are expected in dev and quieted: the data
@@ -22,13 +20,7 @@ fn main() -> ExitCode {
     let dev = matches!(cli.command, Command::Dev(_));
     let runtime = if dev {
         // Servers log through tracing; to stderr, so stdout carries only the banner.
-        tracing_subscriber::fmt()
-            .with_env_filter(
-                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEV_LOG)),
-            )
-            .with_writer(std::io::stderr)
-            .with_ansi(std::io::stderr().is_terminal())
-            .init();
+        gw_ops::logging::init(cli.log_format, DEV_LOG);
         // A whole gateway: proxy, control plane and backends share the cores.
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

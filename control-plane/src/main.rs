@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
+use gw_ops::logging::{self, LogFormat};
 
 /// Loopback by default: nothing is exposed to the network by accident; operators opt in.
 const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
@@ -27,16 +27,16 @@ struct Args {
     /// Require `authorization: Bearer <token>` on every admin call.
     #[arg(long, env = "GW_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Process log format on stderr: `text` (coloured only on a terminal) or `json`.
+    #[arg(long, env = "GW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG)),
-        )
-        .init();
+    // To stderr, like every gw program: stdout stays free and supervisors collect stderr.
+    logging::init(args.log_format, DEFAULT_LOG);
 
     let shutdown = match shutdown_signal() {
         Ok(s) => s,

@@ -80,25 +80,30 @@ async fn sigterm_shuts_down_cleanly() {
     let mut child = KillOnDrop(
         Command::new(BIN)
             .args(["--listen", "127.0.0.1:0", "--database", &db])
+            .args(["--log-format", "json"])
             .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
     let child = &mut child.0;
-    // The start-up log line names the bound address; wait for it (the read blocks, no sleep).
-    let stdout = child.stdout.take().unwrap();
-    let addr = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        lines
+    // Logs go to stderr, one JSON object per line; the start-up line names the bound address
+    // (the read blocks, no sleep).
+    let stderr = child.stderr.take().unwrap();
+    let (addr, mut lines) = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = lines
             .find_map(|l| {
-                let l = l.ok()?;
-                let rest = l.split("listen=").nth(1)?;
-                Some(rest.split_whitespace().next()?.to_owned())
+                let l = l.unwrap();
+                let v: serde_json::Value = serde_json::from_str(&l)
+                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"));
+                assert!(v["level"].is_string() && v["timestamp"].is_string(), "{l}");
+                (v["message"] == "control plane listening")
+                    .then(|| v["listen"].as_str().unwrap().to_owned())
             })
-            .expect("no 'listen=' log line")
+            .expect("no 'control plane listening' log line");
+        (addr, lines)
     })
     .await
     .unwrap();
@@ -127,6 +132,44 @@ async fn sigterm_shuts_down_cleanly() {
     })
     .await;
     assert!(exit.success(), "{exit:?}");
+    // Nothing on stdout, and the rest of the log is JSON too.
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert_eq!(stdout, "", "the control plane wrote to stdout");
+    let rest: Vec<String> = lines.by_ref().map(Result::unwrap).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("control plane stopped")),
+        "{rest:?}"
+    );
+    for l in &rest {
+        serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+    }
+}
+
+#[test]
+fn text_logs_into_a_pipe_carry_no_colour_codes() {
+    // stderr is a pipe here, not a terminal: no ANSI escapes, even without NO_COLOR.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db").display().to_string();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--database", &db])
+            .env_remove("NO_COLOR")
+            .env_remove("GW_LOG_FORMAT")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let line = BufReader::new(stderr)
+        .lines()
+        .map(Result::unwrap)
+        .find(|l| l.contains("control plane listening"))
+        .expect("no start-up line on stderr");
+    assert!(line.contains(" INFO "), "{line}");
+    assert!(!line.contains('\x1b'), "colour codes in a pipe: {line:?}");
 }
 
 /// Kills the child if the test fails before it exits, so no process outlives the test.

@@ -9,6 +9,7 @@ use gw_data_plane::fds::{self, FdBudget};
 use gw_data_plane::proxy::headers::TrustedProxies;
 use gw_data_plane::upstream::connect::DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT;
 use gw_data_plane::{Config, DEFAULT_RATE_LIMIT_MAX_KEYS};
+use gw_ops::logging::{self, LogFormat};
 
 /// The control plane a data plane talks to unless told otherwise (its default gRPC address).
 const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
@@ -48,21 +49,22 @@ struct Args {
     #[arg(long, env = "GW_RATE_LIMIT_MAX_KEYS", default_value_t = DEFAULT_RATE_LIMIT_MAX_KEYS)]
     rate_limit_max_keys: usize,
     /// Time between stats reports to the control plane, e.g. `5s` or `500ms`.
-    #[arg(long, env = "GW_STATS_INTERVAL", default_value = "5s", value_parser = parse_interval)]
+    #[arg(long, env = "GW_STATS_INTERVAL", default_value = "5s",
+        value_parser = gw_ops::duration::parse_positive)]
     stats_interval: std::time::Duration,
     /// Longest wait for the next bytes of a client's request body (then 408, or the
     /// connection is closed if the answer has begun).
-    #[arg(long, env = "GW_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    #[arg(long, env = "GW_REQUEST_BODY_TIMEOUT", default_value = "10s", value_parser = gw_ops::duration::parse_positive)]
     request_body_timeout: std::time::Duration,
     /// Longest wait for the next bytes of a backend's response body (then the client's
     /// connection is closed and the endpoint charged with a failure).
-    #[arg(long, env = "GW_RESPONSE_BODY_TIMEOUT", default_value = "60s", value_parser = parse_interval)]
+    #[arg(long, env = "GW_RESPONSE_BODY_TIMEOUT", default_value = "60s", value_parser = gw_ops::duration::parse_positive)]
     response_body_timeout: std::time::Duration,
     /// Time a new client connection has to send its first byte before it is closed.
-    #[arg(long, env = "GW_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    #[arg(long, env = "GW_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = gw_ops::duration::parse_positive)]
     first_byte_timeout: std::time::Duration,
     /// Time a client connection may stay idle between requests before it is closed.
-    #[arg(long, env = "GW_IDLE_TIMEOUT", default_value = "75s", value_parser = parse_interval)]
+    #[arg(long, env = "GW_IDLE_TIMEOUT", default_value = "75s", value_parser = gw_ops::duration::parse_positive)]
     idle_timeout: std::time::Duration,
     /// Open client connections at most; beyond, new connections wait in the listen backlog.
     /// Default: half of the file-descriptor limit left after the reserves.
@@ -74,41 +76,21 @@ struct Args {
     /// Open upstream connections at most to one endpoint.
     #[arg(long, env = "GW_MAX_CONNECTIONS_PER_ENDPOINT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT)]
     max_connections_per_endpoint: usize,
+    /// Process log format on stderr: `text` (coloured only on a terminal) or `json`.
+    #[arg(long, env = "GW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
-/// `500ms`, `5s` or `1m`, positive.
-fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
-    use std::time::Duration;
-    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("'{s}': expected a number and a unit, e.g. 5s or 500ms"))?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        _ => return Err(format!("'{s}': unit must be ms, s or m")),
-    };
-    if d.is_zero() {
-        return Err(format!("'{s}': must be positive"));
-    }
-    Ok(d)
-}
+/// Log filter when RUST_LOG is unset: start-up, config versions, health changes and problems.
+const DEFAULT_LOG: &str = "info";
 
 /// See the comment on the dependency in Cargo.toml.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        // Logs go to stderr, leaving stdout free and matching what process supervisors expect.
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
+    logging::init(args.log_format, DEFAULT_LOG);
 
     let mut problems = Vec::new();
     let trusted = TrustedProxies::parse(&args.trusted_proxies)
@@ -222,17 +204,24 @@ mod tests {
     use std::time::Duration;
 
     #[test]
-    fn interval_table() {
-        let ok = [
+    fn duration_flags_take_the_shared_grammar_and_refuse_zero() {
+        let parse = |v: &str| Args::try_parse_from(["gw-data-plane", "--stats-interval", v]);
+        for (v, want) in [
             ("500ms", Duration::from_millis(500)),
-            ("5s", Duration::from_secs(5)),
             ("2m", Duration::from_secs(120)),
-        ];
-        for (s, d) in ok {
-            assert_eq!(parse_interval(s), Ok(d), "{s}");
+            ("1h", Duration::from_secs(3600)),
+        ] {
+            assert_eq!(parse(v).unwrap().stats_interval, want, "{v}");
         }
-        for bad in ["", "5", "s", "0s", "1h", "-1s", "1.5s"] {
-            assert!(parse_interval(bad).is_err(), "{bad}");
+        for bad in ["", "5", "s", "0s", "-1s", "1.5s"] {
+            assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn log_format_flag() {
+        let args = Args::try_parse_from(["gw-data-plane", "--log-format", "json"]).unwrap();
+        assert_eq!(args.log_format, LogFormat::Json);
+        assert!(Args::try_parse_from(["gw-data-plane", "--log-format", "xml"]).is_err());
     }
 }
