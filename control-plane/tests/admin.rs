@@ -29,7 +29,11 @@ async fn service_lifecycle() {
     let stored = created.service.unwrap();
     assert_eq!((stored.created_version, stored.updated_version), (1, 1));
     let hc = stored.health_check.as_ref().unwrap();
-    assert_eq!(hc.path, "/health", "defaults are filled in");
+    assert_eq!(
+        (hc.path.as_str(), hc.disabled),
+        ("", false),
+        "defaults are filled in: a TCP connect check"
+    );
     assert_eq!(hc.interval.unwrap().seconds, 5);
     assert_eq!(admin.get("api").await.unwrap(), stored);
 
