@@ -311,20 +311,10 @@ pub(crate) fn duration(
     Ok(d)
 }
 
-/// Formats a duration the way operators write them: `500ms`, `5s`, `1m`, `24h`.
+/// Formats a duration the way operators write them (`500ms`, `5s`, `1m`, `24h`): the shared
+/// grammar, so a limit in a message can be pasted back into a flag or a config file.
 pub(crate) fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms == 0 {
-        format!("{}ns", d.as_nanos())
-    } else if ms.is_multiple_of(3_600_000) {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1_000) {
-        format!("{}s", ms / 1_000)
-    } else {
-        format!("{ms}ms")
-    }
+    gw_ops::duration::format(d)
 }
 
 /// A domain duration as protobuf.
