@@ -16,7 +16,10 @@ Attacks and what is measured:
    sends GETs (5 s timeout each) for 15 s: success rate and latency; then after the flood
    ends, 50 more GETs: success rate.
 3. stalls: a backend that sends headers then stalls (how long the client is held, capped at
-   20 s), and an upload of one byte a second (how long the connection is held, capped at 20 s).
+   20 s), and an upload of one byte every 5 s (how long the connection is held, capped at
+   20 s). `--stall-args` passes flags to the data plane for this attack only, e.g.
+   `--stall-args="--response-body-timeout 5s --request-body-timeout 3s"` (the defaults, 60 s
+   and 10 s, are above the 20 s cap and the 5 s gaps).
 """
 
 import argparse
@@ -144,11 +147,12 @@ class Rig:
             time.sleep(0.2)
         sys.exit(f"gwctl {argv}: {r.stderr.decode()}")
 
-    def data_plane(self, nofile=None):
+    def data_plane(self, nofile=None, extra=()):
         self.port, self.admin = free_port(), free_port()
         cmd = [self.args.data_plane, "--control-plane", f"http://127.0.0.1:{self.cp_port}",
                "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin}",
                "--cache-file", f"{self.tmp}/dp-{self.port}.cache", "--worker-threads", "2"]
+        cmd += list(extra)
         if nofile:
             cmd = ["prlimit", f"--nofile={nofile}:{nofile}", "--"] + cmd
         self.dp = subprocess.Popen(cmd, stderr=open(f"{self.tmp}/dp-{self.port}.log", "w"))
@@ -265,15 +269,15 @@ def held_for(s, cap):
     return round(time.monotonic() - t, 2)
 
 
-def attack_stalls(rig, cap=20.0):
-    rig.data_plane()
+def attack_stalls(rig, extra, cap=20.0):
+    rig.data_plane(extra=extra)
     s = raw(rig.port, b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
     stalled_response = held_for(s, cap)
     s.close()
     s = raw(rig.port, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
     t = time.monotonic()
     held = cap
-    s.settimeout(1)
+    s.settimeout(5)
     while time.monotonic() - t < cap:
         try:
             s.sendall(b"x")
@@ -296,6 +300,7 @@ def main():
     p.add_argument("--control-plane", required=True)
     p.add_argument("--gwctl", required=True)
     p.add_argument("--label", default="")
+    p.add_argument("--stall-args", default="")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         rig = Rig(args, tmp)
@@ -304,7 +309,7 @@ def main():
                 "label": args.label,
                 "1_fair_blame": attack_blame(rig),
                 "2_silent_flood": attack_flood(rig),
-                "3_stalls": attack_stalls(rig),
+                "3_stalls": attack_stalls(rig, args.stall_args.split()),
             }
         finally:
             rig.close()
