@@ -40,6 +40,11 @@ use crate::store::{Store, StoreError};
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 /// How long a keepalive ping may go unanswered before the connection is closed.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Largest message a data plane may send on its config stream (health and stats reports,
+/// ACKs). Set deliberately rather than left to tonic's default (the same 4 MiB): data planes
+/// split and summarise their reports to stay at half of it, so a message above it is a bug or
+/// an attack, and is logged naming the node before the stream is dropped.
+pub const MAX_INBOUND_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Everything grpc.health reports on: the server as a whole ("") and each service.
 const HEALTH_NAMES: [&str; 3] = [
     "",
@@ -152,7 +157,10 @@ pub async fn serve(
             admin,
             AdminAuth::new(config.admin_token.as_deref()),
         ))
-        .add_service(ConfigDiscoveryServiceServer::new(discovery))
+        .add_service(
+            ConfigDiscoveryServiceServer::new(discovery)
+                .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES),
+        )
         .serve_with_incoming_shutdown(incoming, signal);
     let mut stopping = stop_rx;
     let result = tokio::select! {

@@ -320,6 +320,17 @@ async fn hostile_prefixes_and_huge_values_are_refused_briefly() {
     let huge = "x".repeat(1 << 20);
     let mut bad_endpoint = service("svc", "/ok");
     bad_endpoint.endpoints = vec![format!("ftp://{huge}")];
+    // A thousand bad endpoints: listed briefly, still a clean INVALID_ARGUMENT (in full they
+    // overflowed the HTTP/2 header the status travels in).
+    let mut many = service("svc", "/ok");
+    many.endpoints = (0..1000).map(|i| format!("ftp://bad-{i}")).collect();
+    let status = admin.create(many).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("and 990 more problems"),
+        "{}",
+        status.message()
+    );
     for result in [
         admin.create(service(&huge, "/ok")).await.map(|_| ()),
         admin.create(bad_endpoint).await.map(|_| ()),

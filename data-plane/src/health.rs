@@ -39,6 +39,7 @@ use crate::config::gateway::Gateway;
 use crate::config::snapshot::{HealthSpec, Probe, Snapshot};
 use crate::shutdown::signalled;
 use crate::upstream::balancer::Endpoint;
+use crate::upstream::dns::Resolver;
 
 /// How often the checker looks for a newly applied config. The gateway has no apply
 /// notification, and loading one `ArcSwap` pointer every 50 ms costs nothing measurable while
@@ -230,7 +231,14 @@ pub async fn run(
             continue;
         }
         if let Some(snapshot) = &current {
-            reconcile(snapshot, &mut loops, &board, &changes, &probes);
+            reconcile(
+                snapshot,
+                &mut loops,
+                &board,
+                &changes,
+                &probes,
+                gw.reuse.clients.resolver(),
+            );
         }
         seen = current;
     }
@@ -246,6 +254,7 @@ fn reconcile(
     board: &Arc<Board>,
     changes: &mpsc::UnboundedSender<pb::EndpointHealth>,
     probes: &Arc<Semaphore>,
+    resolver: &Resolver,
 ) {
     let mut wanted = HashMap::new();
     for svc in snapshot.services.iter() {
@@ -282,6 +291,7 @@ fn reconcile(
             board.clone(),
             changes.clone(),
             probes.clone(),
+            resolver.clone(),
         ));
         loops.insert(
             key,
@@ -302,6 +312,7 @@ async fn check_loop(
     board: Arc<Board>,
     changes: mpsc::UnboundedSender<pb::EndpointHealth>,
     probes: Arc<Semaphore>,
+    resolver: Resolver,
 ) {
     if spec.probe == Probe::Disabled {
         return passive_only(service, ep, spec, board, changes).await;
@@ -329,7 +340,7 @@ async fn check_loop(
         let Ok(_slot) = probes.acquire().await else {
             return;
         };
-        let result = probe(&ep, &spec).await;
+        let result = probe(&ep, &spec, &resolver).await;
         let transition = tracker.observe(
             result.is_ok(),
             spec.unhealthy_threshold,
@@ -391,11 +402,11 @@ fn jittered(interval: Duration) -> Duration {
 /// One active check on a fresh connection, within the spec's timeout: a TCP connect, or
 /// `GET <path>`. `Err` carries the reason in words, e.g. "GET /health: status 503" or
 /// "TCP connect: connection refused".
-async fn probe(ep: &Endpoint, spec: &HealthSpec) -> Result<(), String> {
+async fn probe(ep: &Endpoint, spec: &HealthSpec, resolver: &Resolver) -> Result<(), String> {
     let path = match &spec.probe {
         Probe::Http(path) => path.clone(),
         Probe::Tcp => {
-            return match tokio::time::timeout(spec.timeout, connect(ep)).await {
+            return match tokio::time::timeout(spec.timeout, connect(ep, resolver)).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(why)) => Err(format!("TCP connect: {why}")),
                 Err(_) => Err(format!("TCP connect: timed out after {:?}", spec.timeout)),
@@ -405,7 +416,7 @@ async fn probe(ep: &Endpoint, spec: &HealthSpec) -> Result<(), String> {
         Probe::Disabled => return Ok(()),
     };
     let attempt = async {
-        let stream = connect(ep).await?;
+        let stream = connect(ep, resolver).await?;
         let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| format!("handshake: {e}"))?;
@@ -431,8 +442,20 @@ async fn probe(ep: &Endpoint, spec: &HealthSpec) -> Result<(), String> {
     }
 }
 
-async fn connect(ep: &Endpoint) -> Result<tokio::net::TcpStream, String> {
-    tokio::net::TcpStream::connect(ep.authority.as_str())
+async fn connect(ep: &Endpoint, resolver: &Resolver) -> Result<tokio::net::TcpStream, String> {
+    // Through the bounded resolver, never tokio's unbounded one (see `upstream::dns`).
+    let port = ep.authority.port_u16().unwrap_or(80);
+    let addrs: Vec<std::net::SocketAddr> = resolver
+        .resolve(ep.authority.host())
+        .await
+        .map_err(|e| format!("resolve: {e}"))?
+        .into_iter()
+        .map(|mut a| {
+            a.set_port(port);
+            a
+        })
+        .collect();
+    tokio::net::TcpStream::connect(&addrs[..])
         .await
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
@@ -523,10 +546,10 @@ mod tests {
             url.clone(),
             crate::config::snapshot::parse_endpoint(&url).unwrap(),
         );
-        assert_eq!(probe(&ep, &spec).await, Ok(()));
+        assert_eq!(probe(&ep, &spec, &Resolver::default()).await, Ok(()));
         backend.stop().await;
         assert_eq!(
-            probe(&ep, &spec).await,
+            probe(&ep, &spec, &Resolver::default()).await,
             Err("GET /health: connection refused".to_owned())
         );
         // A server that answers 503.
@@ -546,7 +569,7 @@ mod tests {
             crate::config::snapshot::parse_endpoint(&url).unwrap(),
         );
         assert_eq!(
-            probe(&ep503, &spec).await,
+            probe(&ep503, &spec, &Resolver::default()).await,
             Err("GET /health: status 503".to_owned())
         );
         // A listener that accepts and never answers: the timeout.
@@ -561,7 +584,7 @@ mod tests {
             ..spec
         };
         assert_eq!(
-            probe(&ep, &short).await,
+            probe(&ep, &short, &Resolver::default()).await,
             Err("GET /health: timed out after 200ms".to_owned())
         );
         // A TCP check only needs the connection accepted: the silent listener passes it,
@@ -570,14 +593,14 @@ mod tests {
             probe: Probe::Tcp,
             ..short
         };
-        assert_eq!(probe(&ep, &tcp).await, Ok(()));
+        assert_eq!(probe(&ep, &tcp, &Resolver::default()).await, Ok(()));
         let stopped: Arc<str> = backend.url().into();
         let closed = Endpoint::new(
             stopped.clone(),
             crate::config::snapshot::parse_endpoint(&stopped).unwrap(),
         );
         assert_eq!(
-            probe(&closed, &tcp).await,
+            probe(&closed, &tcp, &Resolver::default()).await,
             Err("TCP connect: connection refused".to_owned())
         );
     }

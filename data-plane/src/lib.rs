@@ -61,6 +61,7 @@ use crate::shutdown::signalled;
 use crate::telemetry::{admin, report};
 use crate::upstream::client::Clients;
 use crate::upstream::connect::{Caps, DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT};
+use crate::upstream::dns::Resolver;
 
 /// Default per-policy cap on tracked rate-limit keys: about 70 MB per policy at the limiter's
 /// target of 70 bytes per key, enough for a large flood of distinct client IPs.
@@ -124,6 +125,8 @@ pub struct Config {
     pub max_connections_per_endpoint: usize,
     /// Health checks in flight at once at most.
     pub max_health_probes: usize,
+    /// How endpoint host names are resolved (bounded and timed out; tests swap the lookup).
+    pub resolver: Resolver,
 }
 
 impl Config {
@@ -149,6 +152,7 @@ impl Config {
             max_upstream_connections: budget.upstream_connections,
             max_connections_per_endpoint: DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
             max_health_probes: budget.health_probes,
+            resolver: Resolver::default(),
         }
     }
 }
@@ -218,10 +222,13 @@ pub async fn serve(
         request_body_timeout: config.request_body_timeout,
         response_body_timeout: config.response_body_timeout,
     };
-    gw.reuse.clients = Clients::new(Caps::new(
-        config.max_connections_per_endpoint,
-        config.max_upstream_connections,
-    ));
+    gw.reuse.clients = Clients::new(
+        Caps::new(
+            config.max_connections_per_endpoint,
+            config.max_upstream_connections,
+        ),
+        config.resolver.clone(),
+    );
     let gw = Arc::new(gw);
 
     load_cache(&gw, &config);
@@ -258,6 +265,7 @@ pub async fn serve(
             out: reports_tx,
             interval: config.stats_interval,
             started_at,
+            summarised: false,
         }
         .run(stop_rx.clone()),
     );

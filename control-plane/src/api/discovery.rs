@@ -189,6 +189,14 @@ impl DiscoveryApi {
                 let _ = tx.try_send(Err(Status::unavailable("control plane is shutting down")));
                 tracing::info!(node = %conn.node_id, "config stream closed for shutdown");
             }
+            End::NodeError(status) if status.code() == tonic::Code::OutOfRange => {
+                // tonic's decoder refused a message above MAX_INBOUND_MESSAGE_BYTES.
+                tracing::warn!(
+                    node = %conn.node_id,
+                    error = status.message(),
+                    "data plane sent a message above the inbound limit; stream dropped"
+                );
+            }
             End::NodeError(status) => {
                 tracing::info!(node = %conn.node_id, %status, "data plane disconnected");
             }

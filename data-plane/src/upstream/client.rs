@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::fds::FdBudget;
 use crate::upstream::body::RequestBody;
 use crate::upstream::connect::{CappedConnector, Caps, DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT};
+use crate::upstream::dns::Resolver;
 
 /// The body sent upstream: the client's streamed body, watched, or nothing (which is also
 /// what a retry sends, since only bodyless requests are retried).
@@ -35,26 +36,36 @@ const POOL_MAX_IDLE_PER_HOST: usize = 256;
 #[derive(Debug)]
 pub struct Clients {
     caps: Arc<Caps>,
+    resolver: Resolver,
     by_connect_timeout: Mutex<HashMap<Duration, UpstreamClient>>,
 }
 
 impl Default for Clients {
     /// The default per-endpoint cap, and this process's file-descriptor share for the total.
     fn default() -> Self {
-        Self::new(Caps::new(
-            DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
-            FdBudget::current().upstream_connections,
-        ))
+        Self::new(
+            Caps::new(
+                DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
+                FdBudget::current().upstream_connections,
+            ),
+            Resolver::default(),
+        )
     }
 }
 
 impl Clients {
-    /// Clients whose connections count against `caps`.
-    pub fn new(caps: Arc<Caps>) -> Self {
+    /// Clients whose connections count against `caps`, resolving names with `resolver`.
+    pub fn new(caps: Arc<Caps>, resolver: Resolver) -> Self {
         Self {
             caps,
+            resolver,
             by_connect_timeout: Mutex::default(),
         }
+    }
+
+    /// The resolver every client (and health check) uses.
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
     }
 
     /// The caps every client's connections count against.
@@ -69,13 +80,13 @@ impl Clients {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         map.entry(connect_timeout)
-            .or_insert_with(|| build(connect_timeout, self.caps.clone()))
+            .or_insert_with(|| build(connect_timeout, self.caps.clone(), self.resolver.clone()))
             .clone()
     }
 }
 
-fn build(connect_timeout: Duration, caps: Arc<Caps>) -> UpstreamClient {
-    let mut http = HttpConnector::new();
+fn build(connect_timeout: Duration, caps: Arc<Caps>, resolver: Resolver) -> UpstreamClient {
+    let mut http = HttpConnector::new_with_resolver(resolver);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
     let connector = CappedConnector::new(http, caps, connect_timeout);

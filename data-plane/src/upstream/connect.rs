@@ -28,6 +28,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::upstream::blame::CapReached;
+use crate::upstream::dns::Resolver;
 
 /// Default cap on open connections to one endpoint: Envoy's default circuit-breaker
 /// `max_connections` per cluster. Far above what a healthy backend needs with keep-alive,
@@ -76,14 +77,14 @@ impl Caps {
 /// An [`HttpConnector`] that takes its permits first.
 #[derive(Debug, Clone)]
 pub struct CappedConnector {
-    http: HttpConnector,
+    http: HttpConnector<Resolver>,
     caps: Arc<Caps>,
     wait: Duration,
 }
 
 impl CappedConnector {
     /// Connects with `http` under `caps`, waiting at most `wait` for a permit.
-    pub fn new(http: HttpConnector, caps: Arc<Caps>, wait: Duration) -> Self {
+    pub fn new(http: HttpConnector<Resolver>, caps: Arc<Caps>, wait: Duration) -> Self {
         Self { http, caps, wait }
     }
 }

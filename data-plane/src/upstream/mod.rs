@@ -1,7 +1,7 @@
 //! The backends' side: endpoints with their health state and round-robin selection over the
 //! healthy ones (`balancer`), the pooled connections to them (`client`), the bodies passing
 //! to and from them with their idle timeouts (`body`), and whose fault a failed attempt is
-//! (`blame`), and the caps on open connections (`connect`).
+//! (`blame`), the caps on open connections (`connect`), and bounded name resolution (`dns`).
 //!
 //! Layering: `upstream` imports only the bottom of the crate (`stats`, `fds`). Compilation (`config`) builds its
 //! values, the request path (`proxy`) and health checks use them.
@@ -11,3 +11,4 @@ pub mod blame;
 pub mod body;
 pub mod client;
 pub mod connect;
+pub mod dns;

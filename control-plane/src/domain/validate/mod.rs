@@ -66,7 +66,18 @@ impl Problems {
             _ if self.list.is_empty() => Err(ValidationError::new(vec![
                 "request: invalid (no detail available)".to_owned(),
             ])),
-            _ => Err(ValidationError::new(self.list)),
+            _ => {
+                let mut list = self.list;
+                if list.len() > MAX_PROBLEMS {
+                    // A status message travels in an HTTP/2 header: a thousand bad endpoints
+                    // listed in full would exceed the header limit and reach the client as a
+                    // transport error instead of this one.
+                    let more = list.len() - MAX_PROBLEMS;
+                    list.truncate(MAX_PROBLEMS);
+                    list.push(format!("and {more} more problems"));
+                }
+                Err(ValidationError::new(list))
+            }
         }
     }
 }
@@ -75,6 +86,8 @@ impl Problems {
 const MAX_LABEL: usize = 63;
 /// Longest host name (RFC 1035).
 const MAX_HOST: usize = 253;
+/// Most problems listed in one error; the rest are counted.
+const MAX_PROBLEMS: usize = 10;
 /// Longest part of a client's value echoed back in an error: enough to recognise it, never
 /// megabytes.
 pub(crate) const MAX_ECHO: usize = 64;
