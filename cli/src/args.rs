@@ -22,7 +22,7 @@ const GLOBAL_ORDER: usize = 1000;
 #[derive(Debug, Parser)]
 #[command(name = "gwctl", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Control plane address (http://host:port).
+    /// Control plane address (https://host:port, or http://host:port on loopback).
     #[arg(
         long,
         global = true,
@@ -45,6 +45,38 @@ pub struct Cli {
     pub token: Option<String>,
 
     /// How long to wait for the control plane's answer to each call (more than 0).
+    /// CA certificates (PEM) the control plane's certificate must chain to, for https://.
+    /// Default: the system's trust store.
+    #[arg(
+        long,
+        global = true,
+        env = "GW_CA_CERT",
+        display_order = GLOBAL_ORDER,
+        value_name = "PEM"
+    )]
+    pub ca_cert: Option<std::path::PathBuf>,
+
+    /// Client certificate (PEM) to present to the control plane (mTLS).
+    #[arg(
+        long,
+        global = true,
+        env = "GW_CLIENT_CERT",
+        display_order = GLOBAL_ORDER,
+        value_name = "PEM"
+    )]
+    pub client_cert: Option<std::path::PathBuf>,
+
+    /// The private key of --client-cert (PEM).
+    #[arg(
+        long,
+        global = true,
+        env = "GW_CLIENT_KEY",
+        display_order = GLOBAL_ORDER,
+        value_name = "PEM"
+    )]
+    pub client_key: Option<std::path::PathBuf>,
+
+    /// How long to wait for the control plane's answer to each call.
     #[arg(
         long,
         global = true,

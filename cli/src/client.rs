@@ -3,13 +3,14 @@
 //! gwctl speaks to the control plane only through this client (gRPC `AdminService`), so the
 //! error wording for "cannot connect" and for every status code lives in one place.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use gw_proto::v1::admin_service_client::AdminServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::Error;
 
@@ -52,6 +53,69 @@ impl Interceptor for BearerAuth {
     }
 }
 
+/// TLS settings for an `https://` control plane; all optional.
+#[derive(Debug, Clone, Default)]
+pub struct TlsFiles {
+    /// CA certificates (PEM) the control plane's certificate must chain to; `None`: the
+    /// system's trust store.
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM), for a control plane that asks for one.
+    pub client_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub client_key: Option<PathBuf>,
+}
+
+impl TlsFiles {
+    /// The tonic TLS config for `host`, reading the files now.
+    fn config(&self, host: &str) -> Result<ClientTlsConfig, Error> {
+        let bad = |flag: &'static str, reason: String| Error::BadTls { flag, reason };
+        let mut config = ClientTlsConfig::new().domain_name(host);
+        config = match &self.ca_cert {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| {
+                    bad(
+                        "--ca-cert",
+                        format!("{}: {}", path.display(), strip_os_error(&e.to_string())),
+                    )
+                })?;
+                gw_tls::pem::certs(&path.display().to_string(), &pem)
+                    .map_err(|e| bad("--ca-cert", e.to_string()))?;
+                config.ca_certificate(Certificate::from_pem(pem))
+            }
+            None => config.with_native_roots(),
+        };
+        match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                let chain = std::fs::read(cert).map_err(|e| {
+                    bad(
+                        "--client-cert",
+                        format!("{}: {}", cert.display(), strip_os_error(&e.to_string())),
+                    )
+                })?;
+                let key =
+                    gw_tls::pem::read_key(key).map_err(|e| bad("--client-key", e.to_string()))?;
+                gw_tls::cert::check(
+                    &cert.display().to_string(),
+                    &chain,
+                    &key,
+                    std::time::SystemTime::now(),
+                )
+                .map_err(|e| bad("--client-cert", e.to_string()))?;
+                Ok(config.identity(Identity::from_pem(chain, key.expose())))
+            }
+            (None, None) => Ok(config),
+            _ => Err(bad(
+                "--client-cert",
+                "--client-cert and --client-key go together".to_owned(),
+            )),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.ca_cert.is_some() || self.client_cert.is_some() || self.client_key.is_some()
+    }
+}
+
 /// The generated admin client with the auth interceptor in front.
 pub type Admin = AdminServiceClient<InterceptedService<Channel, BearerAuth>>;
 
@@ -67,21 +131,43 @@ impl AdminClient {
     /// Connects to the control plane at `address`, failing within [`CONNECT_TIMEOUT`]; each
     /// call then fails after `timeout`.
     ///
-    /// An address without a scheme (`127.0.0.1:50051`) is taken as `http://`.
+    /// An address without a scheme (`127.0.0.1:50051`) is taken as `http://`; `https://`
+    /// verifies the control plane's certificate against `tls.ca_cert` (or the system's roots).
     pub async fn connect(
         address: &str,
         token: Option<&str>,
         timeout: Duration,
+        tls: &TlsFiles,
     ) -> Result<Self, Error> {
         let address = normalize_address(address)?;
         let auth = BearerAuth::new(token)?;
-        let endpoint = Endpoint::from_shared(address.clone())
+        let mut endpoint = Endpoint::from_shared(address.clone())
             .map_err(|e| Error::BadAddress {
                 address: address.clone(),
                 reason: innermost(&e),
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(timeout);
+        if address.starts_with("https://") {
+            let host = endpoint
+                .uri()
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned();
+            endpoint = endpoint
+                .tls_config(tls.config(&host)?)
+                .map_err(|e| Error::BadTls {
+                    flag: "--ca-cert",
+                    reason: innermost(&e),
+                })?;
+        } else if tls.any() {
+            return Err(Error::BadTls {
+                flag: "--ca-cert",
+                reason: "--ca-cert/--client-cert apply to an https:// control plane only"
+                    .to_owned(),
+            });
+        }
         // The outer timeout also covers name resolution, which connect_timeout does not.
         let channel = match tokio::time::timeout(CONNECT_TIMEOUT, endpoint.connect()).await {
             Ok(Ok(channel)) => channel,
@@ -136,11 +222,10 @@ pub fn normalize_address(address: &str) -> Result<String, Error> {
     let rest = rest.trim_end_matches('/');
     match scheme {
         _ if address.is_empty() => Err(bad("empty address; use e.g. http://127.0.0.1:50051")),
-        "http" if !rest.is_empty() => Ok(format!("http://{rest}")),
-        "https" => Err(bad(
-            "https is not supported; the control plane serves plain gRPC, use http://",
+        "http" | "https" if !rest.is_empty() => Ok(format!("{scheme}://{rest}")),
+        _ => Err(bad(
+            "use an https:// or http:// URL, e.g. https://cp.example:50051",
         )),
-        _ => Err(bad("use an http:// URL, e.g. http://127.0.0.1:50051")),
     }
 }
 
@@ -189,15 +274,15 @@ mod tests {
             ("http://127.0.0.1:50051/", "http://127.0.0.1:50051"),
             ("127.0.0.1:50051", "http://127.0.0.1:50051"),
             ("localhost:1", "http://localhost:1"),
+            ("https://cp:443/", "https://cp:443"),
         ];
         for (input, want) in ok {
             assert_eq!(normalize_address(input).unwrap(), want);
         }
         let bad = [
             ("", "empty address"),
-            ("https://cp:443", "https is not supported"),
-            ("grpc://cp:1", "use an http:// URL"),
-            ("http://", "use an http:// URL"),
+            ("grpc://cp:1", "use an https:// or http:// URL"),
+            ("http://", "use an https:// or http:// URL"),
         ];
         for (input, want) in bad {
             let err = normalize_address(input).unwrap_err().to_string();

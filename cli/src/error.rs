@@ -20,6 +20,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A TLS file given to gwctl is unusable.
+    #[error("invalid {flag}: {reason}")]
+    BadTls {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
     /// The token cannot be sent as an HTTP header value.
     #[error("invalid --token: it may only contain visible ASCII characters")]
     BadToken,

@@ -40,16 +40,24 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
     let Cli {
         control_plane,
         token,
+        ca_cert,
+        client_cert,
+        client_key,
         timeout,
         output,
         log_format: _, // applied by `main` before the runtime starts
         command,
     } = cli;
+    let tls = client::TlsFiles {
+        ca_cert,
+        client_cert,
+        client_key,
+    };
     // Flag combinations clap cannot express are refused before any network traffic.
     command.check()?;
     // Output goes to stdout (see `main`), so stdout decides whether flags are coloured.
     let highlight = output::Highlight::for_stdout();
-    let connect = || AdminClient::connect(&control_plane, token.as_deref(), timeout);
+    let connect = || AdminClient::connect(&control_plane, token.as_deref(), timeout, &tls);
     match command {
         Command::Completions { shell } => commands::completions::run(shell, out)?,
         Command::Service(cmd) => {

@@ -15,6 +15,8 @@ const DEV_LOG: &str =
     "warn,gw_data_plane=error,gw_data_plane::=warn,gw_control_plane::api::auth=error";
 
 fn main() -> ExitCode {
+    // The workspace's one rustls crypto provider; why ring, see gw_tls::install_provider.
+    gw_tls::install_provider();
     // Usage errors print clap's message and exit 2 from here.
     let cli = Cli::parse();
     let dev = matches!(cli.command, Command::Dev(_));

@@ -3,9 +3,10 @@
 //!
 //! Code map: [`domain`] (plain types, validation at the gRPC boundary), [`store`] (SQLite and
 //! the config version), [`state`] (the immutable snapshot per version), [`fleet`] (the data
-//! plane registry, node reports and the health/stats views), [`api`] (the gRPC services).
+//! plane registry, node reports and the health/stats views), [`api`] (the gRPC services and
+//! who may call them), [`tls`] (the listener's TLS, its rotation and handshakes).
 //! [`serve`] wires them onto one port. Imports flow one way: `api` → `fleet`, `store` →
-//! `state` → `domain`.
+//! `state` → `domain`; `tls` stands alone.
 
 #![warn(missing_docs)]
 
@@ -14,10 +15,14 @@ pub mod domain;
 pub mod fleet;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use gw_tls::Secret;
 
 use gw_proto::v1 as pb;
 use gw_proto::v1::admin_service_server::AdminServiceServer;
@@ -30,10 +35,11 @@ use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::api::admin::AdminApi;
-use crate::api::auth::AdminAuth;
+use crate::api::auth::{AdminAuth, NodeAuth};
 use crate::api::discovery::DiscoveryApi;
 use crate::fleet::nodes::NodeRegistry;
 use crate::store::{Store, StoreError};
+use crate::tls::{ServerTls, TlsError, TlsFiles};
 
 /// How often an idle HTTP/2 connection is pinged, so a data plane that vanished without a
 /// FIN (host crash, network partition) is seen as disconnected within about a minute.
@@ -62,7 +68,54 @@ pub struct Config {
     /// `sqlite://path/to/gw.db` or a bare path; the file is created if missing.
     pub database_url: String,
     /// When set (and not empty), AdminService calls must carry `authorization: Bearer <token>`.
-    pub admin_token: Option<String>,
+    pub admin_token: Option<Secret>,
+    /// When set, a data plane may open `StreamConfig` with `authorization: Bearer <token>`
+    /// (over TLS only) instead of a client certificate.
+    pub node_token: Option<Secret>,
+    /// TLS on the listener, and the client CAs of data planes' certificates.
+    pub tls: Option<TlsFiles>,
+    /// How often the TLS files are checked for changes (SIGHUP reloads at once too).
+    pub tls_reload_interval: Duration,
+}
+
+impl Config {
+    /// A plaintext control plane on `database_url` with no credentials (loopback use).
+    pub fn new(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            admin_token: None,
+            node_token: None,
+            tls: None,
+            tls_reload_interval: tls::RELOAD_POLL,
+        }
+    }
+
+    /// Why serving on `listen` with this config would expose the control plane, if it would:
+    /// an address other than loopback needs TLS, the admin token and a node credential (a
+    /// client CA or the node token). One line naming the flags to add.
+    pub fn exposure(&self, listen: SocketAddr) -> Option<String> {
+        if listen.ip().is_loopback() {
+            return None;
+        }
+        let mut missing = Vec::new();
+        if self.tls.is_none() {
+            missing.push("--tls-cert and --tls-key");
+        }
+        if self.admin_token.as_ref().is_none_or(Secret::is_empty) {
+            missing.push("--admin-token");
+        }
+        let certificates = self.tls.as_ref().is_some_and(|t| !t.client_ca.is_empty());
+        if !certificates && self.node_token.as_ref().is_none_or(Secret::is_empty) {
+            missing.push("--client-ca (or --node-token)");
+        }
+        if missing.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "refusing to serve on {listen} without TLS and credentials: add {} (or --insecure to run open)",
+            missing.join(", ")
+        ))
+    }
 }
 
 /// Why [`serve`] could not run.
@@ -76,6 +129,12 @@ pub enum ServeError {
         /// What went wrong.
         source: StoreError,
     },
+    /// The TLS credentials could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A setting is unusable.
+    #[error("{0}")]
+    InvalidConfig(String),
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -93,6 +152,25 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    gw_tls::install_provider();
+    if let (Some(admin), Some(node)) = (&config.admin_token, &config.node_token)
+        && !admin.is_empty()
+        && admin == node
+    {
+        return Err(ServeError::InvalidConfig(
+            "--node-token must differ from --admin-token: a node would otherwise hold the admin credential"
+                .to_owned(),
+        ));
+    }
+    let tls = match config.tls.clone() {
+        Some(files) => Some(Arc::new(ServerTls::load(files)?)),
+        None => None,
+    };
+    let node_auth = NodeAuth::new(
+        config.node_token.as_ref(),
+        tls.as_ref().is_some_and(|t| t.verifies_clients()),
+        tls.is_some(),
+    );
     let store = Store::open(&config.database_url)
         .await
         .map_err(|source| ServeError::Database {
@@ -104,7 +182,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let admin = AdminApi::new(store.clone(), nodes.clone());
-    let discovery = DiscoveryApi::new(store.clone(), nodes.clone(), stop_rx.clone());
+    let discovery = DiscoveryApi::new(store.clone(), nodes.clone(), stop_rx.clone(), node_auth);
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in HEALTH_NAMES {
         health
@@ -119,8 +197,6 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    // No Nagle delay: config pushes are small and must reach data planes promptly.
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let signal = {
         let stop_tx = stop_tx.clone();
         let mut health = health.clone();
@@ -144,10 +220,13 @@ pub async fn serve(
         listen = %addr,
         database = %config.database_url,
         version = store.current().version,
+        tls = tls.is_some(),
+        client_certificates = tls.as_ref().is_some_and(|t| t.verifies_clients()),
+        node_token = config.node_token.as_ref().is_some_and(|t| !t.is_empty()),
         "control plane listening"
     );
 
-    let server = Server::builder()
+    let router = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .add_service(health_service)
@@ -155,14 +234,30 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(AdminServiceServer::with_interceptor(
             admin,
-            AdminAuth::new(config.admin_token.as_deref()),
+            AdminAuth::new(config.admin_token.as_ref()),
         ))
         .add_service(
             ConfigDiscoveryServiceServer::new(discovery)
                 .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES),
-        )
-        .serve_with_incoming_shutdown(incoming, signal);
-    let mut stopping = stop_rx;
+        );
+    let server = async {
+        match &tls {
+            Some(tls) => {
+                tokio::spawn(
+                    tls.clone()
+                        .watch(config.tls_reload_interval, stop_rx.clone()),
+                );
+                let incoming = tls.incoming(listener, stop_rx.clone());
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+            None => {
+                // No Nagle delay: config pushes are small and must reach data planes promptly.
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                router.serve_with_incoming_shutdown(incoming, signal).await
+            }
+        }
+    };
+    let mut stopping = stop_rx.clone();
     let result = tokio::select! {
         result = server => result,
         () = async {

@@ -2,6 +2,7 @@
 //! until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -30,10 +31,38 @@ struct Args {
     /// Process log format on stderr: `text` (coloured only on a terminal) or `json`.
     #[arg(long, env = "GW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// Serve gRPC over TLS with this certificate chain (PEM, leaf first). Re-read on SIGHUP
+    /// and when it changes.
+    #[arg(long, env = "GW_CP_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "GW_CP_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates (PEM bundle; repeat or comma-separate for several) whose client
+    /// certificates identify data planes: a node may use the DNS names of its certificate as
+    /// node id. Needs --tls-cert. Re-read like it, so a new CA can be added beside the old one.
+    #[arg(
+        long,
+        env = "GW_CP_CLIENT_CA",
+        value_name = "PEM",
+        value_delimiter = ',',
+        requires = "tls_cert"
+    )]
+    client_ca: Vec<PathBuf>,
+    /// A shared token data planes may send instead of a client certificate (only over TLS;
+    /// it lets a node use any node id). Must differ from --admin-token.
+    #[arg(long, env = "GW_NODE_TOKEN", hide_env_values = true)]
+    node_token: Option<String>,
+    /// Serve on a non-loopback address without TLS or credentials. Anyone who can reach the
+    /// port can then read and change the configuration; logged loudly at every start.
+    #[arg(long, env = "GW_CP_INSECURE")]
+    insecure: bool,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The workspace's one rustls crypto provider; why ring, see gw_tls::install_provider.
+    gw_tls::install_provider();
     let args = Args::parse();
     // To stderr, like every gw program: stdout stays free and supervisors collect stderr.
     logging::init(args.log_format, DEFAULT_LOG);
@@ -45,16 +74,43 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let config = gw_control_plane::Config {
+        database_url: args.database,
+        admin_token: args
+            .admin_token
+            .filter(|t| !t.is_empty())
+            .map(gw_control_plane::Secret::new),
+        node_token: args
+            .node_token
+            .filter(|t| !t.is_empty())
+            .map(gw_control_plane::Secret::new),
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(gw_control_plane::tls::TlsFiles {
+                cert,
+                key,
+                client_ca: args.client_ca,
+            }),
+            _ => None,
+        },
+        tls_reload_interval: gw_control_plane::tls::RELOAD_POLL,
+    };
+    if let Some(problem) = config.exposure(args.listen) {
+        if !args.insecure {
+            eprintln!("gw-control-plane: {problem}");
+            return ExitCode::FAILURE;
+        }
+        tracing::error!(
+            listen = %args.listen,
+            "INSECURE (--insecure): {problem}; serving anyway. Anyone who can reach this \
+             address can read the configuration, change it and pose as a data plane"
+        );
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
             eprintln!("gw-control-plane: cannot listen on {}: {e}", args.listen);
             return ExitCode::FAILURE;
         }
-    };
-    let config = gw_control_plane::Config {
-        database_url: args.database,
-        admin_token: args.admin_token.filter(|t| !t.is_empty()),
     };
     match gw_control_plane::serve(config, listener, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

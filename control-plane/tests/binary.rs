@@ -183,3 +183,59 @@ impl Drop for KillOnDrop {
         }
     }
 }
+
+#[test]
+fn a_non_loopback_address_without_tls_is_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db").display().to_string();
+    let out = run(&["--listen", "0.0.0.0:0", "--database", &db]);
+    assert!(!out.status.success());
+    let line = stderr_line(&out);
+    assert!(
+        line.contains("refusing to serve on 0.0.0.0:0 without TLS and credentials")
+            && line.contains("--tls-cert and --tls-key")
+            && line.contains("--admin-token")
+            && line.contains("--client-ca (or --node-token)")
+            && line.contains("--insecure"),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("gw.db").exists(),
+        "refused before touching anything"
+    );
+}
+
+#[tokio::test]
+async fn with_insecure_it_starts_and_says_so_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db").display().to_string();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["--listen", "0.0.0.0:0", "--database", &db, "--insecure"])
+            .env_remove("GW_ADMIN_TOKEN")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (warned, listening) = tokio::task::spawn_blocking(move || {
+        let mut warned = false;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            warned |= line.contains("INSECURE (--insecure)");
+            if line.contains("control plane listening") {
+                return (warned, true);
+            }
+        }
+        (warned, false)
+    })
+    .await
+    .unwrap();
+    assert!(
+        warned && listening,
+        "warned {warned}, listening {listening}"
+    );
+}

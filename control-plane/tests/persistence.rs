@@ -96,10 +96,7 @@ async fn a_bare_path_database_is_created_and_reused() {
     for round in 0..2u64 {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let config = gw_control_plane::Config {
-            database_url: path.display().to_string(),
-            admin_token: None,
-        };
+        let config = gw_control_plane::Config::new(path.display().to_string());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(gw_control_plane::serve(config, listener, async move {
             let _ = stopped.await;
@@ -133,10 +130,7 @@ async fn an_unopenable_database_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}/no/such/dir/gw.db", dir.path().display());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let config = gw_control_plane::Config {
-        database_url: url.clone(),
-        admin_token: None,
-    };
+    let config = gw_control_plane::Config::new(url.clone());
     let err = gw_control_plane::serve(config, listener, std::future::pending())
         .await
         .unwrap_err();

@@ -53,7 +53,7 @@ use tokio::sync::watch;
 use crate::config::cache;
 use crate::config::gateway::Gateway;
 use crate::config::snapshot::{self, NodeDefaults};
-use crate::config::sync::{self as config_sync, ConfigSink, SyncConfig, SyncStatus};
+use crate::config::sync::{self as config_sync, ConfigSink, Credentials, SyncConfig, SyncStatus};
 use crate::proxy::Proxy;
 use crate::proxy::headers::{RequestIds, TrustedProxies};
 use crate::proxy::server::{self, Limits};
@@ -127,6 +127,8 @@ pub struct Config {
     pub max_health_probes: usize,
     /// How endpoint host names are resolved (bounded and timed out; tests swap the lookup).
     pub resolver: Resolver,
+    /// TLS trust, client certificate and node token towards the control plane.
+    pub credentials: Credentials,
 }
 
 impl Config {
@@ -153,6 +155,7 @@ impl Config {
             max_connections_per_endpoint: DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
             max_health_probes: budget.health_probes,
             resolver: Resolver::default(),
+            credentials: Credentials::default(),
         }
     }
 }
@@ -199,6 +202,7 @@ pub async fn serve(
             });
         }
     }
+    gw_tls::install_provider();
     for (setting, d) in [
         ("stats_interval", config.stats_interval),
         ("request_body_timeout", config.request_body_timeout),
@@ -276,6 +280,7 @@ pub async fn serve(
             listen_address: proxy_addr.to_string(),
             admin_address: admin_addr.to_string(),
             cache_file: config.cache_file.clone(),
+            credentials: config.credentials.clone(),
         },
         gw.clone() as Arc<dyn ConfigSink>,
         status,

@@ -5,11 +5,13 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
+use gw_data_plane::config::sync::{Credentials, check_control_plane_url};
 use gw_data_plane::fds::{self, FdBudget};
 use gw_data_plane::proxy::headers::TrustedProxies;
 use gw_data_plane::upstream::connect::DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT;
 use gw_data_plane::{Config, DEFAULT_RATE_LIMIT_MAX_KEYS};
 use gw_ops::logging::{self, LogFormat};
+use gw_tls::Secret;
 
 /// The control plane a data plane talks to unless told otherwise (its default gRPC address).
 const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
@@ -48,6 +50,20 @@ struct Args {
     /// (counted in gw_rate_limit_overflow_total).
     #[arg(long, env = "GW_RATE_LIMIT_MAX_KEYS", default_value_t = DEFAULT_RATE_LIMIT_MAX_KEYS)]
     rate_limit_max_keys: usize,
+    /// CA certificates (PEM) the control plane's certificate must chain to, for an https://
+    /// --control-plane. Default: the system's trust store.
+    #[arg(long, env = "GW_CA_CERT", value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+    /// Client certificate (PEM) for mTLS to the control plane; its DNS names are the node ids
+    /// this node may use. Re-read when it changes (the node reconnects with the new one).
+    #[arg(long, env = "GW_CLIENT_CERT", value_name = "PEM")]
+    client_cert: Option<PathBuf>,
+    /// The private key of --client-cert (PEM).
+    #[arg(long, env = "GW_CLIENT_KEY", value_name = "PEM")]
+    client_key: Option<PathBuf>,
+    /// The control plane's node token, instead of a client certificate (sent over TLS only).
+    #[arg(long, env = "GW_NODE_TOKEN", hide_env_values = true)]
+    node_token: Option<String>,
     /// Time between stats reports to the control plane, e.g. `5s` or `500ms`.
     #[arg(long, env = "GW_STATS_INTERVAL", default_value = "5s",
         value_parser = gw_ops::duration::parse_positive)]
@@ -89,6 +105,8 @@ const DEFAULT_LOG: &str = "info";
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    // The workspace's one rustls crypto provider; why ring, see gw_tls::install_provider.
+    gw_tls::install_provider();
     let args = Args::parse();
     logging::init(args.log_format, DEFAULT_LOG);
 
@@ -113,6 +131,16 @@ fn main() -> anyhow::Result<()> {
         if n == Some(0) {
             problems.push(format!("{flag}: must be at least 1"));
         }
+    }
+    let credentials = Credentials {
+        ca_cert: args.ca_cert,
+        client_cert: args.client_cert,
+        client_key: args.client_key,
+        node_token: args.node_token.filter(|t| !t.is_empty()).map(Secret::new),
+    };
+    match check_control_plane_url(&args.control_plane) {
+        Ok(tls) => problems.extend(credentials.problems(tls)),
+        Err(e) => problems.push(format!("--control-plane: {e}")),
     }
     if !problems.is_empty() {
         anyhow::bail!("invalid settings:\n  {}", problems.join("\n  "));
@@ -151,6 +179,7 @@ fn main() -> anyhow::Result<()> {
     config.stats_interval = args.stats_interval;
     config.request_body_timeout = args.request_body_timeout;
     config.response_body_timeout = args.response_body_timeout;
+    config.credentials = credentials;
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();

@@ -91,10 +91,7 @@ impl ControlPlane {
     fn start_on(listener: TcpListener, db: PathBuf) -> Self {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let config = gw_control_plane::Config {
-            database_url: format!("sqlite://{}", db.display()),
-            admin_token: None,
-        };
+        let config = gw_control_plane::Config::new(format!("sqlite://{}", db.display()));
         let task = tokio::spawn(async move {
             gw_control_plane::serve(config, listener, async {
                 let _ = stopped.await;
@@ -228,6 +225,7 @@ impl Node {
             listen_address: "127.0.0.1:8080".to_owned(),
             admin_address: "127.0.0.1:9901".to_owned(),
             cache_file: Some(cache_file.clone()),
+            credentials: Default::default(),
         };
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async {

@@ -115,7 +115,8 @@ async fn configure(
     timeout: Duration,
     endpoints: Vec<String>,
 ) -> Result<String, Error> {
-    let mut client = AdminClient::connect(control_plane, None, timeout).await?;
+    let mut client =
+        AdminClient::connect(control_plane, None, timeout, &Default::default()).await?;
     let registered = setup::register(&mut client, endpoints).await?;
     setup::wait_until_served(&mut client, NODE_ID, SERVE_DEADLINE).await?;
     Ok(registered)
@@ -195,10 +196,9 @@ impl Running {
             data_plane_done: false,
         };
 
-        let config = gw_control_plane::Config {
-            database_url: database.to_string(),
-            admin_token: None,
-        };
+        // Plaintext, no credentials: every listener of `gwctl dev` is loopback by default,
+        // and the banner warns when one is not.
+        let config = gw_control_plane::Config::new(database);
         let stop = stopped(rest_rx.clone());
         running.spawn(Part::ControlPlane, async move {
             gw_control_plane::serve(config, control_plane, stop)

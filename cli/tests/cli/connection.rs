@@ -179,3 +179,81 @@ async fn completions_need_no_control_plane() {
     let out = gwctl_env(&["completions", "tcsh"], &[]).await;
     assert_eq!(out.code, Some(2), "unknown shell is a usage error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_control_plane_with_a_ca_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = gw_testkit::tls::Ca::new("test CA");
+    let (cert, key) = ca.server(&["localhost"]).write(dir.path(), "cp");
+    let ca_path = ca.write(dir.path(), "ca");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut config =
+        gw_control_plane::Config::new(format!("sqlite://{}", dir.path().join("gw.db").display()));
+    config.admin_token = Some(gw_control_plane::Secret::new("s3cret"));
+    config.tls = Some(gw_control_plane::tls::TlsFiles {
+        cert,
+        key,
+        client_ca: vec![],
+    });
+    tokio::spawn(gw_control_plane::serve(
+        config,
+        listener,
+        std::future::pending(),
+    ));
+    let url = format!("https://localhost:{port}");
+    let ca_arg = ca_path.display().to_string();
+
+    let out = gwctl_env(
+        &[
+            "--control-plane",
+            &url,
+            "--ca-cert",
+            &ca_arg,
+            "--token",
+            "s3cret",
+            "-o",
+            "json",
+            "service",
+            "list",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.json()["services"], serde_json::json!([]));
+
+    // Not trusting its CA: one line that says why.
+    let out = gwctl_env(
+        &[
+            "--control-plane",
+            &url,
+            "--token",
+            "s3cret",
+            "service",
+            "list",
+        ],
+        &[],
+    )
+    .await;
+    let line = out.error_line();
+    assert!(line.contains("cannot reach the control plane"), "{line}");
+    assert!(line.contains("certificate"), "{line}");
+
+    // A CA file that is not PEM.
+    let out = gwctl_env(
+        &[
+            "--control-plane",
+            &url,
+            "--ca-cert",
+            "/dev/null",
+            "service",
+            "list",
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        out.error_line(),
+        "error: invalid --ca-cert: /dev/null: not PEM: expected a '-----BEGIN CERTIFICATE-----' block"
+    );
+}

@@ -31,10 +31,8 @@ impl ControlPlane {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let config = gw_control_plane::Config {
-            database_url,
-            admin_token: admin_token.map(str::to_string),
-        };
+        let mut config = gw_control_plane::Config::new(database_url);
+        config.admin_token = admin_token.map(gw_control_plane::Secret::new);
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
@@ -219,6 +217,9 @@ pub async fn gwctl_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         .args(args)
         .env_remove("GW_CONTROL_PLANE")
         .env_remove("GW_ADMIN_TOKEN")
+        .env_remove("GW_CA_CERT")
+        .env_remove("GW_CLIENT_CERT")
+        .env_remove("GW_CLIENT_KEY")
         .env("RUST_BACKTRACE", "1")
         .kill_on_drop(true);
     for (k, v) in env {

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::api::auth::{NodeAuth, NodeCredential};
 use crate::domain::validate;
 use crate::fleet::nodes::{Announcement, Connection, NodeRegistry};
 use crate::store::Store;
@@ -45,6 +46,8 @@ pub struct DiscoveryApi {
     store: Arc<Store>,
     nodes: Arc<NodeRegistry>,
     shutdown: watch::Receiver<bool>,
+    /// Who may open a stream, checked before anything is read or registered.
+    auth: NodeAuth,
     /// Sent in every response (`DiscoveryResponse.epoch`): a version number names the same
     /// config only within one run of the control plane, since a restored database counts
     /// the same numbers again with other contents.
@@ -53,16 +56,18 @@ pub struct DiscoveryApi {
 
 impl DiscoveryApi {
     /// Streams `store`'s config, records nodes in `nodes`, and ends every stream once
-    /// `shutdown` turns true.
+    /// `shutdown` turns true. Streams must pass `auth`.
     pub fn new(
         store: Arc<Store>,
         nodes: Arc<NodeRegistry>,
         shutdown: watch::Receiver<bool>,
+        auth: NodeAuth,
     ) -> Self {
         Self {
             store,
             nodes,
             shutdown,
+            auth,
             epoch: new_epoch(),
         }
     }
@@ -90,12 +95,21 @@ impl ConfigDiscoveryService for DiscoveryApi {
             .remote_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        // Before anything else: a peer without credentials gets no task, no registry slot and
+        // no config, only UNAUTHENTICATED.
+        let credential = match self.auth.authenticate(&request) {
+            Ok(credential) => credential,
+            Err(status) => {
+                tracing::debug!(%peer, %status, "config stream refused");
+                return Err(status);
+            }
+        };
         let inbound = request.into_inner();
         // Capacity 1: at most one version waits for the node; see the module comment.
         let (tx, rx) = mpsc::channel(1);
         // The hello is read by the task, not here, so a client may wait for the response
         // headers before sending it.
-        tokio::spawn(self.clone().session(inbound, tx, peer));
+        tokio::spawn(self.clone().session(inbound, tx, peer, credential));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -119,6 +133,8 @@ enum End {
     NodeClosed,
     NodeError(Status),
     StoreClosed,
+    /// A newer stream of the same node took over.
+    Replaced,
 }
 
 impl DiscoveryApi {
@@ -127,6 +143,7 @@ impl DiscoveryApi {
         mut inbound: Streaming<pb::DiscoveryRequest>,
         tx: Outbound,
         peer: String,
+        credential: NodeCredential,
     ) {
         let mut shutdown = self.shutdown.clone();
         let Some(hello) = read_hello(&mut inbound, &mut shutdown, &tx, &peer).await else {
@@ -150,6 +167,10 @@ impl DiscoveryApi {
                 Status::invalid_argument(format!("hello.node_id: {problem}")),
             )
             .await;
+        }
+        if let Err(status) = credential.permits(&node_id) {
+            tracing::warn!(%peer, %status, "config stream refused: node id not in its certificate");
+            return reject(&tx, status).await;
         }
         let announcement = Announcement {
             node_id,
@@ -203,6 +224,12 @@ impl DiscoveryApi {
             End::NodeClosed | End::StoreClosed => {
                 tracing::info!(node = %conn.node_id, "data plane disconnected");
             }
+            End::Replaced => {
+                let _ = tx.try_send(Err(Status::aborted(
+                    "a newer stream of this node took over",
+                )));
+                tracing::info!(node = %conn.node_id, "earlier stream of a reconnected data plane closed");
+            }
         }
     }
 
@@ -248,6 +275,7 @@ impl DiscoveryApi {
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => return End::Shutdown,
+                () = conn.replaced() => return End::Replaced,
                 msg = inbound.message() => match msg {
                     Ok(Some(req)) => {
                         if let Some(Kind::Nack(nack)) = &req.kind

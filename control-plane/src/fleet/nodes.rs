@@ -1,9 +1,12 @@
 //! The registry of data planes: what each node announced and how far its config got.
 //!
 //! Kept in memory only: it describes live connections, which do not survive a restart.
-//! Each stream gets a generation number; a node that reconnects takes over its record, and
-//! events from an older stream of the same node (which may end after the new one started)
-//! are ignored, so they can never mark the newer connection disconnected.
+//! Only authenticated nodes get here (`api::auth`), so the cap below bounds real nodes, and a
+//! node's records belong to the identity it proved.
+//! Each stream gets a generation number; a node that reconnects takes over its record and its
+//! earlier stream is told to end ([`Connection::replaced`]); events from that older stream
+//! (which may end after the new one started) are ignored, so they can never mark the newer
+//! connection disconnected.
 //!
 //! Each record also holds the node's latest health and stats reports ([`crate::fleet`]). They
 //! outlive the stream: a disconnected node keeps its last figures, and a reconnecting node
@@ -19,8 +22,9 @@ use gw_proto::v1 as pb;
 use crate::domain::validate::truncate;
 use crate::fleet::report::{HealthUpdate, NodeHealth, NodeStats};
 
-/// Most node records kept. Config streams are not authenticated, so the registry must not
-/// grow without bound; at the cap the longest-disconnected node is forgotten.
+/// Most node records kept; at the cap the longest-disconnected node is forgotten. Streams are
+/// authenticated before they get here, but a bound still keeps a misbehaving (or very large)
+/// fleet from growing the control plane without limit.
 pub const MAX_NODES: usize = 10_000;
 /// Longest NACK error text kept per node.
 const MAX_ERROR_LEN: usize = 4096;
@@ -41,16 +45,35 @@ pub struct Announcement {
 }
 
 /// One stream of one node; events carry it so stale streams can be told apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Connection {
     /// The node's id.
     pub node_id: String,
     generation: u64,
+    /// Notified when a newer stream of the same node registers.
+    replaced: Arc<tokio::sync::Notify>,
+}
+
+impl PartialEq for Connection {
+    fn eq(&self, other: &Self) -> bool {
+        self.node_id == other.node_id && self.generation == other.generation
+    }
+}
+
+impl Eq for Connection {}
+
+impl Connection {
+    /// Resolves once a newer stream of this node has registered (at once if one already
+    /// has): this stream should then end.
+    pub async fn replaced(&self) {
+        self.replaced.notified().await;
+    }
 }
 
 #[derive(Debug, Clone)]
 struct Record {
     generation: u64,
+    replaced: Arc<tokio::sync::Notify>,
     connected: bool,
     announcement: Announcement,
     acked_version: u64,
@@ -110,15 +133,21 @@ impl NodeRegistry {
             }
         }
         let node_id = a.node_id.clone();
-        // A reconnecting node keeps its figures until it reports again.
+        // A reconnecting node keeps its figures until it reports again; its earlier stream,
+        // if still open, is told to end (`notify_one` keeps the wake-up if it is not waiting).
         let (health, stats) = nodes
             .remove(&node_id)
-            .map(|old| (old.health, old.stats))
+            .map(|old| {
+                old.replaced.notify_one();
+                (old.health, old.stats)
+            })
             .unwrap_or_default();
+        let replaced = Arc::new(tokio::sync::Notify::new());
         nodes.insert(
             node_id.clone(),
             Record {
                 generation,
+                replaced: replaced.clone(),
                 connected: true,
                 announcement: a,
                 acked_version: known_version,
@@ -134,6 +163,7 @@ impl NodeRegistry {
         Ok(Connection {
             node_id,
             generation,
+            replaced,
         })
     }
 
@@ -272,6 +302,9 @@ mod tests {
         let old = reg.connect(hello("n1"), 0).unwrap();
         reg.sent(&old, 3);
         let new = reg.connect(hello("n1"), 3).unwrap();
+        // The earlier stream is told to end; the new one is not.
+        assert!(futures::FutureExt::now_or_never(old.replaced()).is_some());
+        assert!(futures::FutureExt::now_or_never(new.replaced()).is_none());
         // The old stream ends after the new one started: it must not touch the record.
         reg.acked(&old, 1);
         reg.disconnect(&old);

@@ -24,6 +24,7 @@ pub struct ControlPlane {
     pub addr: SocketAddr,
     pub dir: Arc<TempDir>,
     pub token: Option<String>,
+    pub config: Config,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), ServeError>>>,
 }
@@ -36,25 +37,43 @@ impl ControlPlane {
 
     /// Starts on a fresh database with an optional admin token.
     pub async fn start_with_token(token: Option<&str>) -> Self {
-        let dir = Arc::new(tempfile::tempdir().unwrap());
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        Self::launch(dir, listener, token.map(str::to_owned))
+        Self::start_with(token, |_, _| {}).await
     }
 
-    fn launch(dir: Arc<TempDir>, listener: TcpListener, token: Option<String>) -> Self {
+    /// Starts on a fresh database with an optional admin token, after `tune` has changed the
+    /// config (it gets the temporary directory, for credential files).
+    pub async fn start_with(
+        token: Option<&str>,
+        tune: impl FnOnce(&mut Config, &std::path::Path),
+    ) -> Self {
+        let dir = Arc::new(tempfile::tempdir().unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = Config::new(format!("sqlite://{}", db_path(&dir).display()));
+        config.admin_token = token.map(gw_control_plane::Secret::new);
+        tune(&mut config, dir.path());
+        Self::launch(dir, listener, token.map(str::to_owned), config)
+    }
+
+    fn launch(
+        dir: Arc<TempDir>,
+        listener: TcpListener,
+        token: Option<String>,
+        config: Config,
+    ) -> Self {
         let addr = listener.local_addr().unwrap();
-        let config = Config {
-            database_url: format!("sqlite://{}", db_path(&dir).display()),
-            admin_token: token.clone(),
-        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gw_control_plane::serve(config, listener, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(gw_control_plane::serve(
+            config.clone(),
+            listener,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
             dir,
             token,
+            config,
             stop: Some(stop),
             task: Some(task),
         }
@@ -74,9 +93,10 @@ impl ControlPlane {
     /// Stops, then starts again on the same database file and the same port.
     pub async fn restart(self) -> Self {
         let (dir, addr, token) = (self.dir.clone(), self.addr, self.token.clone());
+        let config = self.config.clone();
         self.stop().await.unwrap();
         let listener = TcpListener::bind(addr).await.unwrap();
-        Self::launch(dir, listener, token)
+        Self::launch(dir, listener, token, config)
     }
 
     pub fn url(&self) -> String {

@@ -1,7 +1,8 @@
 //! What turns the control plane's stream into what the request path reads.
 //!
 //! - `sync`: the `StreamConfig` client (hello, apply, ACK/NACK, reconnect with backoff;
-//!   `sync::delta` merges a delta into the config held).
+//!   `sync::delta` merges a delta into the config held; `sync::credentials`: TLS and node
+//!   credentials towards the control plane).
 //! - `cache`: the on-disk copy of the last applied config.
 //! - `snapshot`: validation and compilation of one config version into an immutable
 //!   [`snapshot::Snapshot`]; `router`: the compiled route table inside it.

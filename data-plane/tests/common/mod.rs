@@ -49,10 +49,7 @@ impl ControlPlane {
     fn on(listener: TcpListener, db: PathBuf) -> Self {
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel();
-        let config = gw_control_plane::Config {
-            database_url: db.display().to_string(),
-            admin_token: None,
-        };
+        let config = gw_control_plane::Config::new(db.display().to_string());
         let task = tokio::spawn(async move {
             gw_control_plane::serve(config, listener, async {
                 let _ = rx.await;

@@ -38,6 +38,7 @@
 //! and holds no state that a cancelled await could leave half-done.
 
 mod backoff;
+mod credentials;
 mod delta;
 
 use std::path::PathBuf;
@@ -53,6 +54,7 @@ use tonic::transport::Endpoint;
 
 use crate::config::cache;
 use backoff::Backoff;
+pub use credentials::Credentials;
 
 /// Time allowed for the TCP connect to the control plane. Loopback or LAN answers in
 /// milliseconds; anything slower is treated as down and retried with backoff.
@@ -74,6 +76,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// few slots suffice; a full queue means HTTP/2 flow control is pushing back, and waiting is
 /// the right answer.
 const OUTBOUND_CAPACITY: usize = 16;
+/// How often the credential files are compared with those the stream was opened with; a
+/// rotated client certificate then takes effect within this, by reconnecting.
+const CREDENTIALS_POLL: Duration = Duration::from_secs(5);
 /// NACK reason for a response whose kind this build does not know.
 const UNSUPPORTED_KIND: &str = "unsupported response kind";
 
@@ -88,6 +93,7 @@ struct Tuning {
     keepalive_interval: Duration,
     keepalive_timeout: Duration,
     backoff: Backoff,
+    credentials_poll: Duration,
 }
 
 impl Default for Tuning {
@@ -97,6 +103,7 @@ impl Default for Tuning {
             keepalive_interval: KEEPALIVE_INTERVAL,
             keepalive_timeout: KEEPALIVE_TIMEOUT,
             backoff: Backoff::default(),
+            credentials_poll: CREDENTIALS_POLL,
         }
     }
 }
@@ -124,6 +131,8 @@ pub struct SyncConfig {
     pub admin_address: String,
     /// Where each applied version is written. `None` disables the cache (tests only).
     pub cache_file: Option<PathBuf>,
+    /// TLS trust, client certificate and node token towards the control plane.
+    pub credentials: Credentials,
 }
 
 /// Connection state shared with the admin listener and metrics.
@@ -163,6 +172,12 @@ pub enum SyncError {
     /// The control plane ended the stream cleanly (e.g. it is shutting down).
     #[error("the control plane closed the stream")]
     Closed,
+    /// The TLS files could not be used (retried: they may be mid-rotation).
+    #[error("credentials: {0}")]
+    Credentials(String),
+    /// The credential files changed; the stream is reopened with the new ones.
+    #[error("credential files changed; reconnecting with the new ones")]
+    CredentialsChanged,
 }
 
 impl From<tonic::Status> for SyncError {
@@ -174,10 +189,11 @@ impl From<tonic::Status> for SyncError {
     }
 }
 
-/// Checks that `url` can be used as the control-plane address (an `http://host:port` URL), so
-/// `main` can reject a bad flag at start-up instead of the sync task failing forever.
-pub fn check_control_plane_url(url: &str) -> Result<(), SyncError> {
-    endpoint(url, &Tuning::default()).map(|_| ())
+/// Checks that `url` can be used as the control-plane address (an `https://host:port` or
+/// `http://host:port` URL), so `main` can reject a bad flag at start-up instead of the sync
+/// task failing forever. Returns whether it is TLS.
+pub fn check_control_plane_url(url: &str) -> Result<bool, SyncError> {
+    endpoint(url, &Tuning::default()).map(|e| e.uri().scheme_str() == Some("https"))
 }
 
 /// Runs the sync loop until `shutdown` resolves: connect, hello (with the version in force),
@@ -284,7 +300,7 @@ impl Task {
         let mut down_logged = false;
         loop {
             let started = Instant::now();
-            let end = self.session(&endpoint, tuning.open_timeout).await;
+            let end = self.session(&endpoint, &tuning).await;
             self.status.connected.store(false, Ordering::SeqCst);
             let version = self.status.version.load(Ordering::SeqCst);
             if end.opened {
@@ -305,7 +321,30 @@ impl Task {
     }
 
     /// One connection: open the stream, then serve it until it fails.
-    async fn session(&mut self, endpoint: &Endpoint, open_timeout: Duration) -> SessionEnd {
+    async fn session(&mut self, endpoint: &Endpoint, tuning: &Tuning) -> SessionEnd {
+        let open_timeout = tuning.open_timeout;
+        let credentials = &self.config.credentials;
+        // Read now, so a rotated certificate is used from this connection on.
+        let mut files = credentials.files();
+        let endpoint = if endpoint.uri().scheme_str() == Some("https") {
+            let host = endpoint
+                .uri()
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']']);
+            match credentials.tls_config(host).and_then(|tls| {
+                endpoint
+                    .clone()
+                    .tls_config(tls)
+                    .map_err(|e| error_chain(&e))
+            }) {
+                Ok(endpoint) => endpoint,
+                Err(e) => return SessionEnd::before_open(SyncError::Credentials(e)),
+            }
+        } else {
+            endpoint.clone()
+        };
+        let authorization = credentials.authorization();
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_CAPACITY);
         let hello = self.hello();
         let known_version = self.status.version.load(Ordering::SeqCst);
@@ -319,9 +358,13 @@ impl Task {
                 .await
                 .map_err(|e| SyncError::Connect(error_chain(&e)))?;
             let mut client = ConfigDiscoveryServiceClient::new(channel);
-            let response = client
-                .stream_config(ReceiverStream::new(outbound_rx))
-                .await?;
+            let mut request = tonic::Request::new(ReceiverStream::new(outbound_rx));
+            if let Some(authorization) = authorization {
+                request
+                    .metadata_mut()
+                    .insert("authorization", authorization);
+            }
+            let response = client.stream_config(request).await?;
             Ok::<_, SyncError>(response.into_inner())
         };
         let mut inbound = match tokio::time::timeout(open_timeout, open).await {
@@ -334,8 +377,16 @@ impl Task {
             version = known_version, "config stream open");
 
         let mut got_response = false;
+        let mut rotation = tokio::time::interval(tuning.credentials_poll);
+        rotation.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        rotation.reset();
         let error = loop {
             tokio::select! {
+                _ = rotation.tick() => {
+                    if files.changed() {
+                        break SyncError::CredentialsChanged;
+                    }
+                }
                 message = inbound.message() => match message {
                     Ok(Some(response)) => {
                         got_response = true;
@@ -559,18 +610,21 @@ fn endpoint(url: &str, tuning: &Tuning) -> Result<Endpoint, SyncError> {
         reason,
     };
     let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|e| invalid(error_chain(&e)))?;
-    // TLS is not built into this binary; an https:// URL would fail on every attempt.
     match endpoint.uri().scheme_str() {
-        Some("http") => {}
+        Some("http" | "https") => {}
         Some(other) => {
             return Err(invalid(format!(
-                "scheme {other:?} is not supported; use http://host:port"
+                "scheme {other:?} is not supported; use https://host:port or http://host:port"
             )));
         }
-        None => return Err(invalid("missing scheme; use http://host:port".to_owned())),
+        None => {
+            return Err(invalid(
+                "missing scheme; use https://host:port or http://host:port".to_owned(),
+            ));
+        }
     }
     if endpoint.uri().host().is_none_or(str::is_empty) {
-        return Err(invalid("missing host; use http://host:port".to_owned()));
+        return Err(invalid("missing host; use https://host:port".to_owned()));
     }
     Ok(endpoint
         .connect_timeout(CONNECT_TIMEOUT)

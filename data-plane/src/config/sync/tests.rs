@@ -34,6 +34,7 @@ fn config(control_plane: String, cache_file: Option<PathBuf>) -> SyncConfig {
         listen_address: "127.0.0.1:1".to_owned(),
         admin_address: "127.0.0.1:2".to_owned(),
         cache_file,
+        credentials: Default::default(),
     }
 }
 
@@ -356,14 +357,9 @@ async fn cache_write_failure_still_acks() {
 #[test]
 fn urls_are_checked() {
     assert!(check_control_plane_url("http://127.0.0.1:50051").is_ok());
-    assert!(check_control_plane_url("http://localhost:50051").is_ok());
-    for bad in [
-        "127.0.0.1:50051",
-        "https://127.0.0.1:1",
-        "ftp://x",
-        "http://",
-        "not a url",
-    ] {
+    assert!(!check_control_plane_url("http://localhost:50051").unwrap());
+    assert!(check_control_plane_url("https://cp.example:50051").unwrap());
+    for bad in ["127.0.0.1:50051", "ftp://x", "http://", "not a url"] {
         let err = check_control_plane_url(bad).unwrap_err();
         assert!(
             matches!(err, SyncError::InvalidUrl { .. }),
@@ -510,10 +506,7 @@ async fn keepalive_notices_a_silent_partition_and_the_node_reconnects_after_it()
     let cp_addr = cp_listener.local_addr().unwrap();
     let (stop_cp, cp_stopped) = tokio::sync::oneshot::channel::<()>();
     let cp = tokio::spawn(gw_control_plane::serve(
-        gw_control_plane::Config {
-            database_url: format!("sqlite://{}", dir.path().join("gw.db").display()),
-            admin_token: None,
-        },
+        gw_control_plane::Config::new(format!("sqlite://{}", dir.path().join("gw.db").display())),
         cp_listener,
         async {
             let _ = cp_stopped.await;
