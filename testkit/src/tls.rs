@@ -29,6 +29,9 @@ impl Pair {
     }
 }
 
+/// A calendar date: (year, month, day).
+pub type Ymd = (i32, u8, u8);
+
 /// A test certificate authority.
 pub struct Ca {
     issuer: CertifiedIssuer<'static, KeyPair>,
@@ -81,7 +84,7 @@ impl Ca {
     }
 
     /// A server certificate for `names` valid only between the two dates (year, month, day).
-    pub fn server_valid(&self, names: &[&str], from: (i32, u8, u8), until: (i32, u8, u8)) -> Pair {
+    pub fn server_valid(&self, names: &[&str], from: Ymd, until: Ymd) -> Pair {
         self.issue(
             names,
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -93,7 +96,7 @@ impl Ca {
         &self,
         names: &[&str],
         usage: ExtendedKeyUsagePurpose,
-        validity: Option<((i32, u8, u8), (i32, u8, u8))>,
+        validity: Option<(Ymd, Ymd)>,
     ) -> Pair {
         let sans: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(sans).expect("params");

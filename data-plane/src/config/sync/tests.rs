@@ -520,6 +520,7 @@ async fn keepalive_notices_a_silent_partition_and_the_node_reconnects_after_it()
         keepalive_interval: Duration::from_millis(100),
         keepalive_timeout: Duration::from_millis(300),
         backoff: Backoff::new(Duration::from_millis(10), Duration::from_millis(200)),
+        ..Tuning::default()
     };
     let (node, stop, status) = start(relay, tuning);
     let connected = |want: bool| {
