@@ -38,10 +38,10 @@ async fn unreachable_control_plane_names_the_address() {
     assert!(out.error_line().contains(&url), "{}", out.stderr);
 
     // A bad address is refused before dialing.
-    let out = gwctl_env(&["--control-plane", "https://cp:1", "service", "list"], &[]).await;
+    let out = gwctl_env(&["--control-plane", "grpc://cp:1", "service", "list"], &[]).await;
     let line = out.error_line();
     assert!(
-        line.starts_with("error: invalid --control-plane 'https://cp:1'"),
+        line.starts_with("error: invalid --control-plane 'grpc://cp:1'"),
         "{line}"
     );
 }
