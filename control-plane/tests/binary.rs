@@ -215,15 +215,16 @@ async fn with_insecure_it_starts_and_says_so_loudly() {
             .env_remove("GW_ADMIN_TOKEN")
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
+    // Logs go to stderr.
+    let stderr = child.0.stderr.take().unwrap();
     let (warned, listening) = tokio::task::spawn_blocking(move || {
         let mut warned = false;
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(stderr).lines() {
             let line = line.unwrap();
             warned |= line.contains("INSECURE (--insecure)");
             if line.contains("control plane listening") {
