@@ -135,6 +135,9 @@ pub enum Command {
     },
     /// Show traffic figures reported by the data planes: per service and node, and per policy.
     Stats(StatsArgs),
+    /// Add, list and remove the certificates data planes serve HTTPS with.
+    #[command(subcommand, visible_alias = "certs")]
+    Cert(CertCommand),
     /// Run a whole local gateway in this process: control plane, data plane, three demo
     /// backends, a demo service and rate-limit policy. Ctrl-C stops it.
     ///
@@ -211,6 +214,24 @@ pub struct ServiceAddArgs {
     /// Health-check and timeout settings.
     #[command(flatten)]
     pub tuning: TuningArgs,
+    /// HTTPS settings.
+    #[command(flatten)]
+    pub https: HttpsArgs,
+}
+
+/// HTTPS flags shared by `service add` and `service update`.
+#[derive(Debug, Args, Default)]
+pub struct HttpsArgs {
+    /// Answer plain-HTTP requests with a 308 redirect to HTTPS.
+    #[arg(long)]
+    pub https_redirect: bool,
+    /// Verify https:// endpoints against the CA certificates in this PEM file instead of the
+    /// system's trust store.
+    #[arg(long, value_name = "PEM")]
+    pub upstream_ca: Option<std::path::PathBuf>,
+    /// Do not verify https:// endpoints' certificates at all (flagged in `service list`).
+    #[arg(long)]
+    pub upstream_insecure: bool,
 }
 
 /// Flags of `service update`: like `add`, all optional, plus ways to unset.
@@ -242,6 +263,16 @@ pub struct ServiceUpdateArgs {
     /// Health-check and timeout settings.
     #[command(flatten)]
     pub tuning: TuningArgs,
+    /// HTTPS settings.
+    #[command(flatten)]
+    pub https: HttpsArgs,
+    /// Stop redirecting plain HTTP to HTTPS.
+    #[arg(long, conflicts_with = "https_redirect")]
+    pub no_https_redirect: bool,
+    /// Verify https:// endpoints against the system's trust store again (drops the CA file
+    /// and the insecure setting).
+    #[arg(long, conflicts_with_all = ["upstream_ca", "upstream_insecure"])]
+    pub upstream_verify_system: bool,
 }
 
 /// Health-check and timeout flags shared by `service add` and `service update`.
@@ -334,6 +365,33 @@ pub fn parse_backend_ports(text: &str) -> Result<BackendPorts, String> {
         }
     }
     Ok(BackendPorts(ports))
+}
+
+/// `gwctl cert …`
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Add a certificate, or replace the one with this name. Checked first: the files must be
+    /// PEM, the key must match the certificate, and it must not have expired. Name it
+    /// `default` to serve it to clients whose SNI name no certificate has.
+    Add {
+        /// Certificate name (lowercase letters, digits and '-').
+        name: String,
+        /// The certificate chain, PEM, leaf first.
+        #[arg(long, value_name = "PEM")]
+        cert: std::path::PathBuf,
+        /// Its private key, PEM. Sent only to a control plane over TLS (or on loopback).
+        #[arg(long, value_name = "PEM")]
+        key: std::path::PathBuf,
+    },
+    /// List certificates: names, SANs, expiry (`!`: expires within 14 days or has expired).
+    #[command(visible_alias = "ls")]
+    List,
+    /// Remove a certificate.
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Certificate name.
+        name: String,
+    },
 }
 
 /// `gwctl policy …`

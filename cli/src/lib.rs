@@ -72,6 +72,9 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
         Command::Health { service } => {
             commands::health::run(service, &mut connect().await?, output, highlight, out).await?
         }
+        Command::Cert(cmd) => {
+            commands::cert::run(cmd, &mut connect().await?, output, highlight, out).await?
+        }
         Command::Stats(args) => {
             commands::stats::run(args, &mut connect().await?, output, highlight, out).await?
         }

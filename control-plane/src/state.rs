@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use gw_proto::v1 as pb;
 
-use crate::domain::{Policy, Service};
+use crate::domain::{Certificate, Policy, Service};
 
 /// How many versions back a delta can reach. A node further behind (or one that connects
 /// after a control-plane restart, which starts with no history) gets a full snapshot.
@@ -28,6 +28,8 @@ pub const MAX_CHANGES: usize = 256;
 /// Field number of `services` and `policies` in `ConfigSnapshot`, and of `snapshot` in
 /// `DiscoveryResponse`, all below 16, so each key takes one byte.
 const KEY_LEN: usize = 1;
+/// `certificates` in `ConfigSnapshot` is field 30 (16 to 2047): a two-byte key.
+const CERTIFICATE_KEY_LEN: usize = 2;
 
 /// Everything the control plane serves, at one config version.
 #[derive(Debug)]
@@ -38,6 +40,8 @@ pub struct ConfigState {
     pub services: BTreeMap<String, Arc<Service>>,
     /// Policies by name.
     pub policies: BTreeMap<String, Arc<Policy>>,
+    /// HTTPS certificates by name.
+    pub certificates: BTreeMap<String, Arc<Certificate>>,
     /// Encoded length of the `ConfigSnapshot` of this state.
     config_len: usize,
     /// The changes that led to this version, oldest first, one per version and ending at
@@ -61,6 +65,8 @@ enum Changed {
     Service(String, Option<Arc<Service>>),
     /// The policy of this name is now the given one, or gone (`None`).
     Policy(String, Option<Arc<Policy>>),
+    /// The certificate of this name is now the given one, or gone (`None`).
+    Certificate(String, Option<Arc<Certificate>>),
 }
 
 impl ConfigState {
@@ -76,10 +82,22 @@ impl ConfigState {
             version,
             services,
             policies,
+            certificates: BTreeMap::new(),
             config_len,
             changes: VecDeque::new(),
             snapshot: OnceLock::new(),
         }
+    }
+
+    /// This state with `certificates` (as loaded at start-up).
+    pub fn with_certificates(mut self, certificates: BTreeMap<String, Arc<Certificate>>) -> Self {
+        self.config_len += certificates
+            .values()
+            .map(|c| certificate_len(c))
+            .sum::<usize>();
+        self.certificates = certificates;
+        self.snapshot = OnceLock::new();
+        self
     }
 
     /// The full config at this version, as sent to new data planes.
@@ -95,6 +113,11 @@ impl ConfigState {
                     .policies
                     .values()
                     .map(|p| pb::Policy::from(&**p))
+                    .collect(),
+                certificates: self
+                    .certificates
+                    .values()
+                    .map(|c| c.to_pb_with_key())
                     .collect(),
             };
             Arc::new(pb::DiscoveryResponse {
@@ -146,8 +169,12 @@ impl ConfigState {
         // Last change per name wins; the maps keep the delta ordered by name.
         let mut services: BTreeMap<&str, Option<&Arc<Service>>> = BTreeMap::new();
         let mut policies: BTreeMap<&str, Option<&Arc<Policy>>> = BTreeMap::new();
+        let mut certificates: BTreeMap<&str, Option<&Arc<Certificate>>> = BTreeMap::new();
         for change in self.changes.iter().filter(|c| c.version > base) {
             match &change.what {
+                Changed::Certificate(name, now) => {
+                    certificates.insert(name, now.as_ref());
+                }
                 Changed::Service(name, now) => {
                     services.insert(name, now.as_ref());
                 }
@@ -170,6 +197,12 @@ impl ConfigState {
             match now {
                 Some(p) => delta.upserted_policies.push(pb::Policy::from(&**p)),
                 None => delta.removed_policies.push(name.to_owned()),
+            }
+        }
+        for (name, now) in certificates {
+            match now {
+                Some(c) => delta.upserted_certificates.push(c.to_pb_with_key()),
+                None => delta.removed_certificates.push(name.to_owned()),
             }
         }
         Some(pb::DiscoveryResponse {
@@ -229,6 +262,48 @@ impl ConfigState {
         self.next(version, self.services.clone(), policies, config_len, change)
     }
 
+    /// This state with `certificate` inserted or replaced, at `version`.
+    pub fn with_certificate(&self, certificate: Certificate, version: u64) -> Self {
+        let name = certificate.name.clone();
+        let certificate = Arc::new(certificate);
+        let mut certificates = self.certificates.clone();
+        let old = certificates.insert(name.clone(), certificate.clone());
+        let config_len = self.config_len + certificate_len(&certificate)
+            - old.as_deref().map_or(0, certificate_len);
+        let change = Changed::Certificate(name, Some(certificate));
+        let mut next = self.next(
+            version,
+            self.services.clone(),
+            self.policies.clone(),
+            config_len,
+            change,
+        );
+        next.certificates = certificates;
+        next
+    }
+
+    /// This state without certificate `name`, at `version`.
+    pub fn without_certificate(&self, name: &str, version: u64) -> Self {
+        let mut certificates = self.certificates.clone();
+        let old = certificates.remove(name);
+        let config_len = self.config_len - old.as_deref().map_or(0, certificate_len);
+        let change = Changed::Certificate(name.to_owned(), None);
+        let mut next = self.next(
+            version,
+            self.services.clone(),
+            self.policies.clone(),
+            config_len,
+            change,
+        );
+        next.certificates = certificates;
+        next
+    }
+
+    /// The certificates as AdminService shows them (no private keys), ordered by name.
+    pub fn pb_certificates(&self) -> Vec<pb::Certificate> {
+        self.certificates.values().map(|c| c.to_public()).collect()
+    }
+
     /// This state without policy `name`, at `version`.
     pub fn without_policy(&self, name: &str, version: u64) -> Self {
         let mut policies = self.policies.clone();
@@ -262,6 +337,7 @@ impl ConfigState {
             version,
             services,
             policies,
+            certificates: self.certificates.clone(),
             config_len,
             changes,
             snapshot: OnceLock::new(),
@@ -277,6 +353,12 @@ fn service_len(service: &Service) -> usize {
 /// Bytes one policy adds to an encoded `ConfigSnapshot`.
 fn policy_len(policy: &Policy) -> usize {
     field_len(prost::Message::encoded_len(&pb::Policy::from(policy)))
+}
+
+/// Bytes one certificate adds to an encoded `ConfigSnapshot`, its key included.
+fn certificate_len(certificate: &Certificate) -> usize {
+    let len = prost::Message::encoded_len(&certificate.to_pb_with_key());
+    CERTIFICATE_KEY_LEN + prost::length_delimiter_len(len) + len
 }
 
 /// Bytes a length-delimited field with a one-byte key and `len` bytes of payload takes.

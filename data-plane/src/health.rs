@@ -417,23 +417,19 @@ async fn probe(ep: &Endpoint, spec: &HealthSpec, resolver: &Resolver) -> Result<
     };
     let attempt = async {
         let stream = connect(ep, resolver).await?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        let conn = tokio::spawn(conn);
-        let req = Request::get(&*path)
-            .header(header::HOST, ep.authority.as_str())
-            .header(header::USER_AGENT, "gw-health-check")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| format!("request: {e}"))?;
-        let result = send.send_request(req).await;
-        conn.abort();
-        let status = result.map_err(|e| e.to_string())?.status();
-        if status.is_success() {
-            Ok(())
-        } else {
-            Err(format!("status {}", status.as_u16()))
+        if !ep.tls {
+            return get(stream, ep, &path).await;
         }
+        // An https:// endpoint is checked through the service's TLS settings, like traffic.
+        let tls = spec
+            .tls
+            .as_ref()
+            .ok_or_else(|| "no TLS settings for an https:// endpoint".to_owned())?;
+        let stream = tls
+            .connect(stream, ep.authority.host())
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        get(stream, ep, &path).await
     };
     match tokio::time::timeout(spec.timeout, attempt).await {
         Ok(Ok(())) => Ok(()),
@@ -461,6 +457,30 @@ async fn connect(ep: &Endpoint, resolver: &Resolver) -> Result<tokio::net::TcpSt
             std::io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
             _ => format!("connect: {e}"),
         })
+}
+
+/// `GET <path>` on an open connection (plain or TLS); `Err` says why it failed.
+async fn get<I>(io: I, ep: &Endpoint, path: &str) -> Result<(), String>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let req = Request::get(path)
+        .header(header::HOST, ep.authority.as_str())
+        .header(header::USER_AGENT, "gw-health-check")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let result = send.send_request(req).await;
+    conn.abort();
+    let status = result.map_err(|e| e.to_string())?.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("status {}", status.as_u16()))
+    }
 }
 
 #[cfg(test)]
@@ -539,6 +559,7 @@ mod tests {
             timeout: Duration::from_secs(5),
             unhealthy_threshold: 2,
             healthy_threshold: 2,
+            tls: None,
         };
         let mut backend = gw_testkit::backend::Backend::start("b").await;
         let url: Arc<str> = backend.url().into();

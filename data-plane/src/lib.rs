@@ -40,6 +40,7 @@ pub mod proxy;
 pub mod shutdown;
 pub mod stats;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 
 use std::future::Future;
@@ -129,6 +130,11 @@ pub struct Config {
     pub resolver: Resolver,
     /// TLS trust, client certificate and node token towards the control plane.
     pub credentials: Credentials,
+    /// When set, `/config` and `/metrics` on the admin listener need
+    /// `authorization: Bearer <token>` (`/healthz` and `/readyz` stay open for probes).
+    pub admin_token: Option<gw_tls::Secret>,
+    /// Serve the admin listener over TLS with this certificate and key (PEM files).
+    pub admin_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -156,6 +162,8 @@ impl Config {
             max_health_probes: budget.health_probes,
             resolver: Resolver::default(),
             credentials: Credentials::default(),
+            admin_token: None,
+            admin_tls: None,
         }
     }
 }
@@ -166,6 +174,9 @@ pub enum ServeError {
     /// A listener's address could not be read.
     #[error("listener: {0}")]
     Listener(#[source] std::io::Error),
+    /// The TLS listener's or the admin listener's TLS could not be set up.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// A setting is unusable.
     #[error("invalid setting {setting}: {reason}")]
     InvalidConfig {
@@ -174,6 +185,17 @@ pub enum ServeError {
         /// What is wrong.
         reason: String,
     },
+}
+
+/// The data plane's listeners, already bound.
+#[derive(Debug)]
+pub struct Listeners {
+    /// Client traffic, plain HTTP.
+    pub proxy: TcpListener,
+    /// Client traffic over TLS (HTTPS), with the certificates from the control plane.
+    pub tls: Option<TcpListener>,
+    /// `/healthz`, `/readyz`, `/config`, `/metrics`.
+    pub admin: TcpListener,
 }
 
 /// Runs the data plane: the proxy on `proxy`, the admin endpoints on `admin`, config from the
@@ -185,6 +207,25 @@ pub async fn serve(
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let listeners = Listeners {
+        proxy,
+        tls: None,
+        admin,
+    };
+    serve_with(config, listeners, shutdown).await
+}
+
+/// [`serve`], with an HTTPS listener too when `listeners.tls` is set.
+pub async fn serve_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let Listeners {
+        proxy,
+        tls: tls_listener,
+        admin,
+    } = listeners;
     for (setting, n) in [
         ("rate_limit_max_keys", config.rate_limit_max_keys),
         ("max_connections", config.max_connections),
@@ -217,6 +258,10 @@ pub async fn serve(
             });
         }
     }
+    let admin_tls = match &config.admin_tls {
+        Some((cert, key)) => Some(admin_acceptor(cert, key)?),
+        None => None,
+    };
     let started_at = std::time::SystemTime::now();
     let proxy_addr = proxy.local_addr().map_err(ServeError::Listener)?;
     let admin_addr = admin.local_addr().map_err(ServeError::Listener)?;
@@ -301,23 +346,46 @@ pub async fn serve(
         ..limits
     };
     let admin_gw = gw.clone();
+    let admin_auth = admin::AdminAuth::new(config.admin_token.as_ref());
     tasks.spawn(server::run(
         admin,
+        admin_tls,
         admin_limits,
-        move |_peer, req| admin::handle(admin_gw.clone(), req),
+        move |_peer, req| admin::handle(admin_gw.clone(), admin_auth.clone(), req),
         stop_rx.clone(),
         config.shutdown_grace,
     ));
-    tracing::info!(%proxy_addr, %admin_addr, node_id = %config.node_id, "data plane listening");
+    let tls_addr = match &tls_listener {
+        Some(l) => Some(l.local_addr().map_err(ServeError::Listener)?),
+        None => None,
+    };
+    tracing::info!(%proxy_addr, https = ?tls_addr, %admin_addr, node_id = %config.node_id,
+        "data plane listening");
     let proxy_state = Arc::new(Proxy {
         gw: gw.clone(),
         trusted: config.trusted_proxies.clone(),
         ids: RequestIds::default(),
+        https_port: tls_addr.map(|a| a.port()),
     });
+    if let Some(listener) = tls_listener {
+        let acceptor = tls::server_config(gw.certificates.clone())
+            .map(tokio_rustls::TlsAcceptor::from)
+            .map_err(|e| ServeError::Tls(e.to_string()))?;
+        let state = proxy_state.clone();
+        tasks.spawn(server::run(
+            listener,
+            Some(acceptor),
+            limits,
+            move |peer, req| proxy::forward::handle(state.clone(), peer, true, req),
+            stop_rx.clone(),
+            config.shutdown_grace,
+        ));
+    }
     server::run(
         proxy,
+        None,
         limits,
-        move |peer, req| proxy::forward::handle(proxy_state.clone(), peer, req),
+        move |peer, req| proxy::forward::handle(proxy_state.clone(), peer, false, req),
         stop_rx,
         config.shutdown_grace,
     )
@@ -325,6 +393,34 @@ pub async fn serve(
     while tasks.join_next().await.is_some() {}
     tracing::info!("data plane stopped");
     Ok(())
+}
+
+/// The admin listener's TLS from certificate and key files (checked like any certificate).
+fn admin_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
+    let tls = |e: String| ServeError::Tls(format!("--admin-tls-cert/--admin-tls-key: {e}"));
+    let chain = std::fs::read(cert).map_err(|e| tls(format!("{}: {e}", cert.display())))?;
+    let key = gw_tls::pem::read_secret(key).map_err(|e| tls(e.to_string()))?;
+    let checked = gw_tls::cert::check(
+        &cert.display().to_string(),
+        &chain,
+        &key,
+        std::time::SystemTime::now(),
+    )
+    .map_err(|e| tls(e.to_string()))?;
+    let resolver = tls::Resolver::default();
+    resolver.install(Arc::new(tls::SniTable::build(vec![tls::sni::Entry {
+        name: "admin".into(),
+        dns_names: checked.info.dns_names,
+        ip_addresses: checked.info.ip_addresses,
+        not_after: checked.info.not_after,
+        key: checked.key,
+    }])));
+    tls::server_config(Arc::new(resolver))
+        .map(tokio_rustls::TlsAcceptor::from)
+        .map_err(|e| tls(e.to_string()))
 }
 
 fn load_cache(gw: &Gateway, config: &Config) {

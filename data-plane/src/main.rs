@@ -30,9 +30,36 @@ struct Args {
     /// Address for client traffic.
     #[arg(long, env = "GW_LISTEN", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Address for HTTPS client traffic, with the certificates managed by the control plane
+    /// (`gwctl cert add`). Default: no HTTPS.
+    #[arg(long, env = "GW_TLS_LISTEN", value_name = "ADDR")]
+    tls_listen: Option<SocketAddr>,
     /// Address for /healthz, /readyz, /config and /metrics.
     #[arg(long, env = "GW_ADMIN_LISTEN", default_value = DEFAULT_ADMIN_LISTEN)]
     admin_listen: SocketAddr,
+    /// Require `authorization: Bearer <token>` for /config and /metrics (the probes stay open).
+    #[arg(long, env = "GW_DP_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+    /// Serve the admin listener over TLS with this certificate chain (PEM).
+    #[arg(
+        long,
+        env = "GW_ADMIN_TLS_CERT",
+        value_name = "PEM",
+        requires = "admin_tls_key"
+    )]
+    admin_tls_cert: Option<PathBuf>,
+    /// The private key of --admin-tls-cert (PEM).
+    #[arg(
+        long,
+        env = "GW_ADMIN_TLS_KEY",
+        value_name = "PEM",
+        requires = "admin_tls_cert"
+    )]
+    admin_tls_key: Option<PathBuf>,
+    /// Serve the admin listener on a non-loopback address without TLS and a token (logged
+    /// loudly at every start).
+    #[arg(long, env = "GW_DP_INSECURE")]
+    insecure: bool,
     /// This node's id in the fleet. Default: `<hostname>-<listen port>`.
     #[arg(long, env = "GW_NODE_ID")]
     node_id: Option<String>,
@@ -142,6 +169,24 @@ fn main() -> anyhow::Result<()> {
         Ok(tls) => problems.extend(credentials.problems(tls)),
         Err(e) => problems.push(format!("--control-plane: {e}")),
     }
+    let admin_token = args.admin_token.filter(|t| !t.is_empty()).map(Secret::new);
+    let admin_tls = args.admin_tls_cert.zip(args.admin_tls_key);
+    // The admin listener describes the deployment (/config, /metrics): off loopback it needs
+    // TLS and a token, like the control plane.
+    if !args.admin_listen.ip().is_loopback() && (admin_token.is_none() || admin_tls.is_none()) {
+        let line = format!(
+            "refusing to serve the admin listener on {} without TLS and a token: add \
+             --admin-tls-cert, --admin-tls-key and --admin-token (or --insecure to run it open)",
+            args.admin_listen
+        );
+        if !args.insecure {
+            anyhow::bail!(line);
+        }
+        tracing::error!(
+            "INSECURE (--insecure): {line}; serving anyway: anyone who can reach it \
+            can read the configuration and metrics"
+        );
+    }
     if !problems.is_empty() {
         anyhow::bail!("invalid settings:\n  {}", problems.join("\n  "));
     }
@@ -180,6 +225,8 @@ fn main() -> anyhow::Result<()> {
     config.request_body_timeout = args.request_body_timeout;
     config.response_body_timeout = args.response_body_timeout;
     config.credentials = credentials;
+    config.admin_token = admin_token;
+    config.admin_tls = admin_tls;
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -193,7 +240,16 @@ fn main() -> anyhow::Result<()> {
         let admin = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("--admin-listen {}: cannot bind", args.admin_listen))?;
-        gw_data_plane::serve(config, proxy, admin, stop_signal()).await?;
+        let tls = match args.tls_listen {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--tls-listen {addr}: cannot bind"))?,
+            ),
+            None => None,
+        };
+        let listeners = gw_data_plane::Listeners { proxy, tls, admin };
+        gw_data_plane::serve_with(config, listeners, stop_signal()).await?;
         Ok(())
     })
 }

@@ -146,9 +146,8 @@ pub fn check(
     key_pem: &Secret,
     now: SystemTime,
 ) -> Result<Checked, CertError> {
-    let chain = pem::certs(what, chain_pem)?;
-    let key = pem::key(what, key_pem)?;
-    let info = inspect(what, &chain[0])?;
+    let checked = load(what, chain_pem, key_pem)?;
+    let info = &checked.info;
     if info.dns_names.is_empty() && info.ip_addresses.is_empty() {
         return Err(CertError::NoNames {
             what: what.to_owned(),
@@ -167,6 +166,15 @@ pub fn check(
             not_before: format_utc(info.not_before),
         });
     }
+    Ok(checked)
+}
+
+/// Parses `chain_pem` and `key_pem` and checks that the key is the leaf's, whatever the
+/// dates: for a certificate that was checked when it was added and must keep serving.
+pub fn load(what: &str, chain_pem: &[u8], key_pem: &Secret) -> Result<Checked, CertError> {
+    let chain = pem::certs(what, chain_pem)?;
+    let key = pem::key(what, key_pem)?;
+    let info = inspect(what, &chain[0])?;
     let signing = crate::provider()
         .key_provider
         .load_private_key(key)

@@ -19,7 +19,7 @@ use std::io::Write;
 use gw_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::args::{ServiceAddArgs, ServiceCommand, ServiceUpdateArgs, TuningArgs};
+use crate::args::{HttpsArgs, ServiceAddArgs, ServiceCommand, ServiceUpdateArgs, TuningArgs};
 use crate::client::AdminClient;
 use crate::commands::deleted::Deleted;
 use crate::duration;
@@ -36,7 +36,7 @@ pub async fn run(
     match command {
         ServiceCommand::Add(args) => {
             let request = pb::CreateServiceRequest {
-                service: Some(new_service(args)),
+                service: Some(new_service(args)?),
             };
             let response = client
                 .api
@@ -71,7 +71,7 @@ pub async fn run(
         ServiceCommand::Update(args) => {
             let current = fetch(client, args.name.clone()).await?;
             let request = pb::UpdateServiceRequest {
-                service: Some(apply_update(current, args)),
+                service: Some(apply_update(current, args)?),
             };
             let response = client
                 .api
@@ -110,7 +110,7 @@ async fn fetch(client: &mut AdminClient, name: String) -> Result<pb::Service, Er
 }
 
 /// The service `add` sends: unset tuning flags stay unset so the control plane's defaults apply.
-fn new_service(args: ServiceAddArgs) -> pb::Service {
+fn new_service(args: ServiceAddArgs) -> Result<pb::Service, Error> {
     let ServiceAddArgs {
         name,
         prefix,
@@ -118,8 +118,10 @@ fn new_service(args: ServiceAddArgs) -> pb::Service {
         hosts,
         strip_prefix,
         tuning,
+        https,
     } = args;
-    pb::Service {
+    let upstream_tls = https.upstream_tls(None)?;
+    Ok(pb::Service {
         name,
         route: Some(pb::Route {
             path_prefix: prefix,
@@ -132,6 +134,38 @@ fn new_service(args: ServiceAddArgs) -> pb::Service {
         load_balancing: pb::LoadBalancingPolicy::Unspecified as i32,
         created_version: 0,
         updated_version: 0,
+        https_redirect: https.https_redirect,
+        upstream_tls,
+    })
+}
+
+impl HttpsArgs {
+    fn any(&self) -> bool {
+        self.https_redirect || self.upstream_ca.is_some() || self.upstream_insecure
+    }
+
+    /// `base` with the given upstream TLS flags applied (the CA file read now).
+    fn upstream_tls(
+        &self,
+        base: Option<pb::UpstreamTls>,
+    ) -> Result<Option<pb::UpstreamTls>, Error> {
+        if self.upstream_ca.is_none() && !self.upstream_insecure {
+            return Ok(base);
+        }
+        let mut tls = base.unwrap_or_default();
+        if let Some(path) = &self.upstream_ca {
+            tls.ca_bundle_pem = std::fs::read_to_string(path).map_err(|e| {
+                Error::Usage(format!(
+                    "--upstream-ca {}: {}",
+                    path.display(),
+                    crate::client::strip_os_error(&e.to_string())
+                ))
+            })?;
+        }
+        if self.upstream_insecure {
+            tls.insecure_skip_verify = true;
+        }
+        Ok(Some(tls))
     }
 }
 
@@ -157,11 +191,14 @@ impl ServiceUpdateArgs {
             || self.strip_prefix
             || self.no_strip_prefix
             || self.tuning.any()
+            || self.https.any()
+            || self.no_https_redirect
+            || self.upstream_verify_system
     }
 }
 
 /// The full definition `update` sends: the current one with only the flagged fields replaced.
-fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> pb::Service {
+fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> Result<pb::Service, Error> {
     let ServiceUpdateArgs {
         name: _,
         prefix,
@@ -172,6 +209,9 @@ fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> pb::Service {
         strip_prefix,
         no_strip_prefix,
         tuning,
+        https,
+        no_https_redirect,
+        upstream_verify_system,
     } = args;
     let mut service = current;
     let route = service.route.get_or_insert_with(Default::default);
@@ -189,10 +229,17 @@ fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> pb::Service {
     }
     service.health_check = tuning.apply_health(service.health_check.take());
     service.timeouts = tuning.apply_timeouts(service.timeouts.take());
+    if https.https_redirect || no_https_redirect {
+        service.https_redirect = https.https_redirect;
+    }
+    if upstream_verify_system {
+        service.upstream_tls = None;
+    }
+    service.upstream_tls = https.upstream_tls(service.upstream_tls.take())?;
     // Output-only: the server sets them.
     service.created_version = 0;
     service.updated_version = 0;
-    service
+    Ok(service)
 }
 
 impl TuningArgs {
@@ -272,6 +319,10 @@ pub struct ServiceView {
     load_balancing: String,
     created_version: u64,
     updated_version: u64,
+    https_redirect: bool,
+    /// How https:// endpoints are verified: "system", "ca" (the service's CA bundle) or
+    /// "none" (insecure).
+    upstream_verify: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -307,7 +358,14 @@ impl From<pb::Service> for ServiceView {
             load_balancing,
             created_version,
             updated_version,
+            https_redirect,
+            upstream_tls,
         } = service;
+        let upstream_verify = match upstream_tls {
+            Some(t) if t.insecure_skip_verify => "none",
+            Some(t) if !t.ca_bundle_pem.is_empty() => "ca",
+            _ => "system",
+        };
         let pb::Route {
             path_prefix,
             hosts,
@@ -354,6 +412,8 @@ impl From<pb::Service> for ServiceView {
             load_balancing,
             created_version,
             updated_version,
+            https_redirect,
+            upstream_verify,
         }
     }
 }
@@ -394,6 +454,15 @@ impl HealthCheckView {
     }
 }
 
+/// How a service's upstream verification reads in tables: turned off stands out.
+fn verify_label(v: &str) -> String {
+    match v {
+        "none" => "! NOT VERIFIED".to_string(),
+        "ca" => "ca bundle".to_string(),
+        other => other.to_string(),
+    }
+}
+
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_string()
 }
@@ -431,6 +500,8 @@ impl Render for ServiceView {
                 ),
             ),
             ("load balancing", self.load_balancing.replace('_', " ")),
+            ("https redirect", yes_no(self.https_redirect)),
+            ("upstream tls", verify_label(self.upstream_verify)),
             (
                 "config version",
                 format!(
@@ -458,6 +529,7 @@ impl Render for ServiceList {
             "STRIP",
             "ENDPOINTS",
             "HEALTH CHECK",
+            "UPSTREAM TLS",
             "VERSION",
         ]);
         for s in &self.services {
@@ -472,6 +544,7 @@ impl Render for ServiceList {
                 yes_no(s.strip_prefix),
                 or_dash(&s.endpoints.join(",")),
                 s.health_check.short(),
+                verify_label(s.upstream_verify),
                 s.updated_version.to_string(),
             ]);
         }

@@ -41,6 +41,7 @@ pub async fn register(client: &mut AdminClient, endpoints: Vec<String>) -> Resul
         hosts: Vec::new(),
         strip_prefix: true,
         tuning: TuningArgs::default(),
+        https: Default::default(),
     });
     match commands::service::run(add, client, OutputFormat::Table, &mut printed).await {
         Err(e) if e.is_already_exists() => {
@@ -54,6 +55,9 @@ pub async fn register(client: &mut AdminClient, endpoints: Vec<String>) -> Resul
                 strip_prefix: true,
                 no_strip_prefix: false,
                 tuning: TuningArgs::default(),
+                https: Default::default(),
+                no_https_redirect: false,
+                upstream_verify_system: false,
             });
             commands::service::run(update, client, OutputFormat::Table, &mut printed).await?;
         }

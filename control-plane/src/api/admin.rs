@@ -7,7 +7,7 @@ use gw_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use crate::api::status::INTERNAL_MESSAGE;
-use crate::domain::{Policy, Service, validate};
+use crate::domain::{Certificate, Policy, Service, validate};
 use crate::fleet::nodes::NodeRegistry;
 use crate::fleet::view;
 use crate::store::{Store, StoreError};
@@ -236,5 +236,54 @@ impl AdminService for AdminApi {
         let (state, fleet) = (self.store.current(), self.nodes.fleet());
         let stats = off_runtime(move || view::stats(&state, &fleet, &service, &node_id)).await?;
         Ok(Response::new(stats))
+    }
+
+    async fn put_certificate(
+        &self,
+        request: Request<pb::PutCertificateRequest>,
+    ) -> Result<Response<pb::PutCertificateResponse>, Status> {
+        let pb::PutCertificateRequest { certificate } = request.into_inner();
+        let certificate =
+            certificate.ok_or_else(|| Status::invalid_argument("certificate: required"))?;
+        let certificate = Certificate::try_from(certificate)?;
+        let (certificate, created, version) = self
+            .write(move |store| async move { store.put_certificate(certificate).await })
+            .await?;
+        tracing::info!(certificate = %certificate.name, sans = ?certificate.info.sans(),
+            created, version, "certificate written");
+        Ok(Response::new(pb::PutCertificateResponse {
+            certificate: Some(certificate.to_public()),
+            created,
+            config_version: version,
+        }))
+    }
+
+    async fn list_certificates(
+        &self,
+        request: Request<pb::ListCertificatesRequest>,
+    ) -> Result<Response<pb::ListCertificatesResponse>, Status> {
+        let pb::ListCertificatesRequest {} = request.into_inner();
+        let state = self.store.current();
+        Ok(Response::new(pb::ListCertificatesResponse {
+            certificates: state.pb_certificates(),
+            config_version: state.version,
+        }))
+    }
+
+    async fn delete_certificate(
+        &self,
+        request: Request<pb::DeleteCertificateRequest>,
+    ) -> Result<Response<pb::DeleteCertificateResponse>, Status> {
+        let pb::DeleteCertificateRequest { name } = request.into_inner();
+        lookup_name(&name)?;
+        let version = {
+            let name = name.clone();
+            self.write(move |store| async move { store.delete_certificate(&name).await })
+                .await?
+        };
+        tracing::info!(certificate = %name, version, "certificate deleted");
+        Ok(Response::new(pb::DeleteCertificateResponse {
+            config_version: version,
+        }))
     }
 }

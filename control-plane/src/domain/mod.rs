@@ -4,10 +4,14 @@
 //! every default and reports all problems of one request together; from then on the store, the
 //! config state and the stream only ever see valid values.
 
+mod certificate;
 mod policy;
 mod service;
 pub(crate) mod validate;
 
+pub use certificate::Certificate;
 pub use policy::{KeySource, Mode, Policy};
-pub use service::{Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts};
+pub use service::{
+    Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts, UpstreamTls,
+};
 pub use validate::ValidationError;

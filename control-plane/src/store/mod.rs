@@ -12,6 +12,7 @@
 //! The mutex also guards the in-memory state, so versions are published in commit order and
 //! reference checks see exactly what is committed. One control plane per database file.
 
+mod certificates;
 mod error;
 mod policies;
 mod services;
@@ -27,7 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex, watch};
 
-use crate::domain::{Policy, Service};
+use crate::domain::{Certificate, Policy, Service};
 use crate::state::ConfigState;
 
 pub use error::StoreError;
@@ -83,6 +84,9 @@ impl Store {
         };
         let pool = pool.connect_with(options).await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
+        if !in_memory {
+            restrict_permissions(url);
+        }
 
         let mut conn = pool.acquire().await?;
         let state = Arc::new(load(&mut conn).await?);
@@ -202,6 +206,40 @@ impl Store {
         Ok((policy, created, version))
     }
 
+    /// Creates or replaces a certificate; returns it as stored, whether it was created, and
+    /// the version that includes it.
+    pub async fn put_certificate(
+        &self,
+        mut certificate: Certificate,
+    ) -> Result<(Certificate, bool, u64), StoreError> {
+        let mut state = self.writer.lock().await;
+        let created = !state.certificates.contains_key(&certificate.name);
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        certificate.updated_version = version;
+        certificates::upsert(&mut tx, &certificate).await?;
+        let next = state.with_certificate(certificate.clone(), version);
+        self.commit(tx, &mut state, next).await?;
+        Ok((certificate, created, version))
+    }
+
+    /// Removes a certificate; returns the version without it.
+    pub async fn delete_certificate(&self, name: &str) -> Result<u64, StoreError> {
+        let mut state = self.writer.lock().await;
+        if !state.certificates.contains_key(name) {
+            return Err(StoreError::NotFound {
+                kind: "certificate",
+                name: name.to_owned(),
+            });
+        }
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        certificates::delete(&mut tx, name).await?;
+        let next = state.without_certificate(name, version);
+        self.commit(tx, &mut state, next).await?;
+        Ok(version)
+    }
+
     /// Removes a policy; returns the version without it.
     pub async fn delete_policy(&self, name: &str) -> Result<u64, StoreError> {
         let mut state = self.writer.lock().await;
@@ -290,8 +328,38 @@ async fn load(conn: &mut SqliteConnection) -> Result<ConfigState, StoreError> {
         .into_iter()
         .map(|p| (p.name.clone(), Arc::new(p)))
         .collect();
+    let certificates: BTreeMap<String, Arc<Certificate>> = certificates::list(&mut tx)
+        .await?
+        .into_iter()
+        .map(|c| (c.name.clone(), Arc::new(c)))
+        .collect();
     tx.commit().await?;
-    Ok(ConfigState::new(version, services, policies))
+    Ok(ConfigState::new(version, services, policies).with_certificates(certificates))
+}
+
+/// Makes the database file (and SQLite's WAL and shared-memory files beside it) readable by
+/// its owner only: it holds the HTTPS certificates' private keys. Best effort: a failure is
+/// logged, since refusing to start would not protect a file that already exists.
+fn restrict_permissions(url: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = format!("{path}{suffix}");
+            if let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file, error = %e, "cannot make the database readable by its owner only");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = url;
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 
 use sqlx::SqliteConnection;
 
-use crate::domain::{Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts};
+use crate::domain::{
+    Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts, UpstreamTls,
+};
 use crate::store::error::{StoreError, duration, millis, to_i64, to_u64};
 
 /// A `services` row as stored.
@@ -24,6 +26,9 @@ struct ServiceRow {
     load_balancing: String,
     created_version: i64,
     updated_version: i64,
+    https_redirect: bool,
+    upstream_ca_pem: String,
+    upstream_tls_insecure: bool,
 }
 
 impl TryFrom<ServiceRow> for Service {
@@ -68,6 +73,11 @@ impl TryFrom<ServiceRow> for Service {
             load_balancing,
             created_version: to_u64("created_version", row.created_version)?,
             updated_version: to_u64("updated_version", row.updated_version)?,
+            https_redirect: row.https_redirect,
+            upstream_tls: UpstreamTls {
+                ca_bundle_pem: row.upstream_ca_pem,
+                insecure_skip_verify: row.upstream_tls_insecure,
+            },
             name: row.name,
         })
     }
@@ -94,8 +104,9 @@ pub(super) async fn insert(conn: &mut SqliteConnection, s: &Service) -> Result<(
         "INSERT INTO services (path_prefix, hosts, strip_prefix, endpoints, health_path, \
          health_interval_ms, health_timeout_ms, unhealthy_threshold, healthy_threshold, \
          connect_timeout_ms, request_timeout_ms, load_balancing, created_version, \
-         updated_version, health_disabled, name) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         updated_version, health_disabled, https_redirect, upstream_ca_pem, \
+         upstream_tls_insecure, name) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         s,
     )
     .await
@@ -109,7 +120,8 @@ pub(super) async fn update(conn: &mut SqliteConnection, s: &Service) -> Result<(
          health_path = ?, health_interval_ms = ?, health_timeout_ms = ?, \
          unhealthy_threshold = ?, healthy_threshold = ?, connect_timeout_ms = ?, \
          request_timeout_ms = ?, load_balancing = ?, created_version = ?, \
-         updated_version = ?, health_disabled = ? WHERE name = ?",
+         updated_version = ?, health_disabled = ?, https_redirect = ?, upstream_ca_pem = ?, \
+         upstream_tls_insecure = ? WHERE name = ?",
         s,
     )
     .await
@@ -133,6 +145,9 @@ async fn write(conn: &mut SqliteConnection, sql: &str, s: &Service) -> Result<()
         .bind(to_i64("created_version", s.created_version)?)
         .bind(to_i64("updated_version", s.updated_version)?)
         .bind(s.health_check.probe == Probe::Disabled)
+        .bind(s.https_redirect)
+        .bind(&s.upstream_tls.ca_bundle_pem)
+        .bind(s.upstream_tls.insecure_skip_verify)
         .bind(&s.name)
         .execute(conn)
         .await?;

@@ -179,9 +179,14 @@ fn temp_path(path: &Path, dir: &Path) -> PathBuf {
     dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
-/// Writes `bytes` to a new file at `tmp` and flushes it to disk.
+/// Writes `bytes` to a new file at `tmp`, readable by its owner only (it holds the HTTPS
+/// certificates' private keys), and flushes it to disk.
 fn write_synced(tmp: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).open(tmp)?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(tmp)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

@@ -24,6 +24,8 @@ pub struct Gateway {
     pub global: GlobalStats,
     /// Control-plane connection state.
     pub sync: Arc<SyncStatus>,
+    /// The HTTPS listener's certificate resolver; each applied version installs its table.
+    pub certificates: Arc<crate::tls::Resolver>,
     /// Serializes applies, so two versions never compile against the same reuse state at once.
     apply_lock: Mutex<()>,
 }
@@ -37,12 +39,14 @@ impl Gateway {
                 defaults: Default::default(),
                 endpoints: Default::default(),
                 clients: Default::default(),
+                tls_configs: Default::default(),
                 service_stats: Default::default(),
                 policy_stats: Default::default(),
                 limiters: LimiterRegistry::new(rate_limit_max_keys),
             },
             global: GlobalStats::default(),
             sync,
+            certificates: Arc::default(),
             apply_lock: Mutex::new(()),
         }
     }
@@ -61,6 +65,7 @@ impl ConfigSink for Gateway {
             .unwrap_or_else(PoisonError::into_inner);
         match snapshot::compile(version, snapshot, &self.reuse) {
             Ok(compiled) => {
+                self.certificates.install(compiled.certificates.clone());
                 self.current.store(Some(Arc::new(compiled)));
                 self.sync.version.store(version, Ordering::Relaxed);
                 tracing::info!(

@@ -17,8 +17,11 @@ use crate::config::router::{RouteSpec, RouteTable};
 use crate::limiter::policy::ActivePolicy;
 use crate::limiter::{KeySpec, LimiterRegistry, Mode, PolicyDef, PolicyLimiter, RateSpec};
 use crate::stats::{PolicyStats, Registry, ServiceStats};
+use crate::tls::SniTable;
+use crate::tls::sni::Entry as CertEntry;
 use crate::upstream::balancer::{Endpoint, RoundRobin};
 use crate::upstream::client::{Clients, UpstreamClient};
+use crate::upstream::tls::{TlsConfigs, TlsSpec, UpstreamTls};
 
 /// Default connect timeout (proto: `Timeouts.connect`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -54,6 +57,8 @@ pub struct Snapshot {
     pub services: Box<[Service]>,
     /// Policies, in config order (by name), for `/config`.
     pub policies: Box<[PolicyInfo]>,
+    /// The HTTPS listener's certificates, by server name.
+    pub certificates: Arc<SniTable>,
 }
 
 /// A compiled service.
@@ -85,6 +90,10 @@ pub struct Service {
     pub stats: Arc<ServiceStats>,
     /// Active health-check settings (used by health checking).
     pub health: HealthSpec,
+    /// Answer plain-HTTP requests with a 308 to HTTPS.
+    pub https_redirect: bool,
+    /// How its https:// endpoints are verified.
+    pub upstream_tls: Arc<UpstreamTls>,
 }
 
 /// What an active health check does.
@@ -113,6 +122,8 @@ pub struct HealthSpec {
     pub unhealthy_threshold: u32,
     /// Successes to mark healthy.
     pub healthy_threshold: u32,
+    /// TLS for https:// endpoints (the service's); `None` before compilation sets it.
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 /// A policy as shown by `/config`.
@@ -155,8 +166,10 @@ pub struct Reuse {
     pub defaults: NodeDefaults,
     /// Endpoints by (service, URL), so health state survives updates.
     pub endpoints: std::sync::Mutex<EndpointsByKey>,
-    /// Upstream clients by connect timeout.
+    /// Upstream clients by connect timeout and TLS settings.
     pub clients: Clients,
+    /// Upstream TLS configs by settings.
+    pub tls_configs: TlsConfigs,
     /// Service counters.
     pub service_stats: Registry<ServiceStats>,
     /// Policy counters.
@@ -175,6 +188,8 @@ struct Checked {
     connect_timeout: Duration,
     request_timeout: Duration,
     health: HealthSpec,
+    https_redirect: bool,
+    tls: TlsSpec,
 }
 
 /// Validates and compiles `snapshot` as `version`. On error nothing shared has changed.
@@ -183,8 +198,13 @@ pub fn compile(
     snapshot: &pb::ConfigSnapshot,
     reuse: &Reuse,
 ) -> Result<Snapshot, String> {
-    let pb::ConfigSnapshot { services, policies } = snapshot;
+    let pb::ConfigSnapshot {
+        services,
+        policies,
+        certificates,
+    } = snapshot;
 
+    let certificates = Arc::new(compile_certificates(certificates)?);
     let mut checked = Vec::with_capacity(services.len());
     let mut names = HashSet::new();
     for s in services {
@@ -223,6 +243,16 @@ pub fn compile(
         infos.push(info);
     }
 
+    // Upstream TLS configs are cached by settings; building one only parses its CA bundle.
+    let mut upstream_tls = Vec::with_capacity(checked.len());
+    for c in &checked {
+        let tls = reuse
+            .tls_configs
+            .get(&c.tls)
+            .map_err(|e| format!("service '{}': {e}", c.name))?;
+        upstream_tls.push(tls);
+    }
+
     // Everything is valid: from here on, shared state changes.
     let defs: Vec<PolicyDef> = infos.iter().map(|i| i.def.clone()).collect();
     let limiters = reuse.limiters.reconcile(&defs);
@@ -240,7 +270,8 @@ pub fn compile(
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut kept = HashMap::new();
     let mut compiled = Vec::with_capacity(checked.len());
-    for c in checked {
+    for (mut c, tls) in checked.into_iter().zip(upstream_tls) {
+        c.health.tls = Some(tls.clone());
         let endpoints: Arc<[Arc<Endpoint>]> = c
             .endpoints
             .into_iter()
@@ -263,7 +294,7 @@ pub fn compile(
             .collect();
         compiled.push(Service {
             stats: reuse.service_stats.get(&c.name),
-            client: reuse.clients.get(c.connect_timeout),
+            client: reuse.clients.get(c.connect_timeout, &tls),
             name: c.name,
             path_prefix: c.path_prefix,
             hosts: c.hosts,
@@ -275,6 +306,8 @@ pub fn compile(
             response_body_timeout: reuse.defaults.response_body_timeout,
             policies,
             health: c.health,
+            https_redirect: c.https_redirect,
+            upstream_tls: tls,
         });
     }
     *old_endpoints = kept;
@@ -284,7 +317,50 @@ pub fn compile(
         routes,
         services: compiled.into_boxed_slice(),
         policies: infos.into_boxed_slice(),
+        certificates,
     })
+}
+
+/// Checks every certificate (parses, key matches) into the SNI table. An expired one still
+/// loads, with a warning: refusing the whole config would take the gateway's other sites
+/// down with it, and clients say clearly that it expired.
+fn compile_certificates(certificates: &[pb::Certificate]) -> Result<SniTable, String> {
+    let mut entries = Vec::with_capacity(certificates.len());
+    let mut names = HashSet::new();
+    for c in certificates {
+        let pb::Certificate {
+            name,
+            cert_chain_pem,
+            private_key_pem,
+            sans: _,
+            not_after: _,
+            updated_version: _,
+        } = c;
+        if !check_name(name) {
+            return Err(format!(
+                "certificate '{name}': name: must be a DNS label (a-z, 0-9, '-', 1-63 chars)"
+            ));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(format!("certificate '{name}': name: appears twice"));
+        }
+        let key = gw_tls::Secret::new(private_key_pem.clone());
+        let checked = gw_tls::cert::load(name, cert_chain_pem.as_bytes(), &key)
+            .map_err(|e| format!("certificate '{name}': {e}"))?;
+        let now = gw_tls::cert::unix_seconds(std::time::SystemTime::now());
+        if checked.info.not_after < now {
+            tracing::warn!(certificate = %name, not_after = %gw_tls::cert::format_utc(checked.info.not_after),
+                "certificate has expired; still serving it until it is replaced");
+        }
+        entries.push(CertEntry {
+            name: name.as_str().into(),
+            dns_names: checked.info.dns_names,
+            ip_addresses: checked.info.ip_addresses,
+            not_after: checked.info.not_after,
+            key: checked.key,
+        });
+    }
+    Ok(SniTable::build(entries))
 }
 
 fn active_policy(info: &PolicyInfo, limiter: Arc<PolicyLimiter>, reuse: &Reuse) -> ActivePolicy {
@@ -328,6 +404,8 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
         load_balancing,
         created_version: _,
         updated_version: _,
+        https_redirect,
+        upstream_tls,
     } = s;
     if !check_name(name) {
         return Err(format!(
@@ -394,7 +472,19 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
             ));
         }
     }
+    let tls = match upstream_tls {
+        None => TlsSpec::default(),
+        Some(pb::UpstreamTls {
+            ca_bundle_pem,
+            insecure_skip_verify,
+        }) => TlsSpec {
+            ca_bundle_pem: (!ca_bundle_pem.is_empty()).then(|| ca_bundle_pem.as_str().into()),
+            insecure_skip_verify: *insecure_skip_verify,
+        },
+    };
     Ok(Checked {
+        https_redirect: *https_redirect,
+        tls,
         name: name.as_str().into(),
         path_prefix: path_prefix.as_str().into(),
         hosts: checked_hosts.into_boxed_slice(),
@@ -422,6 +512,7 @@ fn check_health(h: Option<&pb::HealthCheck>) -> Result<HealthSpec, (&'static str
             timeout: DEFAULT_HEALTH_TIMEOUT,
             unhealthy_threshold: DEFAULT_UNHEALTHY_THRESHOLD,
             healthy_threshold: DEFAULT_HEALTHY_THRESHOLD,
+            tls: None,
         });
     };
     let probe = match (path.is_empty(), *disabled) {
@@ -460,14 +551,16 @@ fn check_health(h: Option<&pb::HealthCheck>) -> Result<HealthSpec, (&'static str
         timeout,
         unhealthy_threshold: or(*unhealthy_threshold, DEFAULT_UNHEALTHY_THRESHOLD),
         healthy_threshold: or(*healthy_threshold, DEFAULT_HEALTHY_THRESHOLD),
+        tls: None,
     })
 }
 
-/// `http://host:port` -> `host:port`. Rejects other schemes, paths, queries and credentials.
+/// `http://host:port` or `https://host:port` -> `host:port`. Rejects other schemes, paths,
+/// queries and credentials.
 pub fn parse_endpoint(url: &str) -> Result<Authority, String> {
     let uri: Uri = url.parse().map_err(|_| format!("'{url}' is not a URL"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!("'{url}' is not an http:// URL"));
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return Err(format!("'{url}' is not an http:// or https:// URL"));
     }
     let Some(authority) = uri.authority() else {
         return Err(format!("'{url}' has no host"));

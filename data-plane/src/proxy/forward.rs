@@ -32,7 +32,7 @@ use crate::upstream::body::{RequestBody, ResponseBody};
 use crate::upstream::client::UpstreamBody;
 
 /// What the request path holds besides the config: the gateway's shared state, whose
-/// `X-Forwarded-For` to believe, and where request ids come from.
+/// `X-Forwarded-For` to believe, where request ids come from, and where HTTPS is served.
 #[derive(Debug)]
 pub struct Proxy {
     /// The config in force and the counters.
@@ -41,12 +41,17 @@ pub struct Proxy {
     pub trusted: TrustedProxies,
     /// Request id source.
     pub ids: RequestIds,
+    /// The TLS listener's port, where `https_redirect` services send plain-HTTP clients;
+    /// `None`: this node serves no HTTPS, and nothing is redirected.
+    pub https_port: Option<u16>,
 }
 
-/// Handles one client request. Never fails: every problem becomes a response.
+/// Handles one client request that came over TLS (`tls`) or not. Never fails: every problem
+/// becomes a response.
 pub async fn handle(
     proxy: Arc<Proxy>,
     peer: SocketAddr,
+    tls: bool,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
@@ -58,7 +63,7 @@ pub async fn handle(
             id
         }
     };
-    let mut resp = route_and_forward(&proxy, peer, req, start).await;
+    let mut resp = route_and_forward(&proxy, peer, tls, req, start).await;
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
     resp
 }
@@ -66,6 +71,7 @@ pub async fn handle(
 async fn route_and_forward(
     proxy: &Proxy,
     peer: SocketAddr,
+    tls: bool,
     mut req: Request<Incoming>,
     start: Instant,
 ) -> Response<ProxyBody> {
@@ -100,6 +106,14 @@ async fn route_and_forward(
         return responses::NO_ROUTE.response();
     };
     let svc = &snap.services[m.service];
+    if !tls
+        && svc.https_redirect
+        && let Some(port) = proxy.https_port
+    {
+        let resp = responses::https_redirect(host.as_ref(), port, req.uri());
+        svc.stats.record(resp.status().as_u16(), start.elapsed());
+        return resp;
+    }
     // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; they are IPv4 clients.
     let peer_ip = peer.ip().to_canonical();
     let client_ip = proxy.trusted.client_ip(peer_ip, req.headers());
@@ -119,7 +133,7 @@ async fn route_and_forward(
     let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let mut resp = forward(svc, m.prefix_len, req, host, peer_ip, upgrade, start).await;
+    let mut resp = forward(svc, m.prefix_len, req, host, peer_ip, upgrade, tls, start).await;
     if let Some(client_upgrade) = client_upgrade {
         match resp.as_mut() {
             Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -155,6 +169,7 @@ fn is_idempotent(m: &Method) -> bool {
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     svc: &Service,
     prefix_len: usize,
@@ -162,6 +177,7 @@ async fn forward(
     host: Option<HeaderValue>,
     peer_ip: std::net::IpAddr,
     upgrade: bool,
+    tls: bool,
     start: Instant,
 ) -> Result<Response<ResponseBody>, Canned> {
     let Some((mut index, mut endpoint)) = svc.balancer.pick() else {
@@ -183,7 +199,7 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers, upgrade);
     // X-Forwarded-For gets the address that connected to us (as nginx's
     // $proxy_add_x_forwarded_for does): behind a trusted proxy, the client is already listed.
-    set_forwarded(&mut parts.headers, peer_ip, host.as_ref());
+    set_forwarded(&mut parts.headers, peer_ip, host.as_ref(), tls);
     if !parts.headers.contains_key(HOST)
         && let Some(host) = host
     {
@@ -265,7 +281,16 @@ async fn forward(
         };
         svc.stats.upstream_error(kind);
         endpoint.record_failure();
-        tracing::debug!(service = %svc.name, endpoint = %endpoint.url, error = %err, kind = kind.label(), "upstream failed");
+        if endpoint.tls
+            && let Some(why) = tls_failure(&err)
+        {
+            // A certificate the service does not trust is a configuration problem worth
+            // seeing without debug logs; it costs a log line only on this failure.
+            tracing::warn!(service = %svc.name, endpoint = %endpoint.url, error = %why,
+                "upstream TLS handshake failed; answering 502");
+        } else {
+            tracing::debug!(service = %svc.name, endpoint = %endpoint.url, error = %err, kind = kind.label(), "upstream failed");
+        }
         let Some((method, headers)) = retry.as_ref().filter(|_| !retried) else {
             return Err(responses::BAD_GATEWAY);
         };
@@ -287,11 +312,34 @@ async fn forward(
 
 fn upstream_uri(endpoint: &Endpoint, path: PathAndQuery) -> Result<Uri, Canned> {
     Uri::builder()
-        .scheme(Scheme::HTTP)
+        .scheme(if endpoint.tls {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        })
         .authority(endpoint.authority.clone())
         .path_and_query(path)
         .build()
         .map_err(|_| responses::BAD_REQUEST)
+}
+
+/// The TLS error inside a client error, if the failure was the TLS handshake (a certificate
+/// not trusted, a name mismatch).
+fn tls_failure(err: &hyper_util::client::legacy::Error) -> Option<String> {
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+            && let Some(tls) = inner.downcast_ref::<rustls::Error>()
+        {
+            return Some(tls.to_string());
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        source = e.source();
+    }
+    None
 }
 
 /// Joins the client's and the backend's upgraded connections and copies bytes both ways until

@@ -106,8 +106,14 @@ pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
 }
 
 /// Appends `client` to `X-Forwarded-For` (joining any existing values into one header), and
-/// sets `X-Forwarded-Proto: http` and `X-Forwarded-Host` (the client's host, if it sent one).
-pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&HeaderValue>) {
+/// sets `X-Forwarded-Proto` (`https` when the client came over TLS, else `http`) and
+/// `X-Forwarded-Host` (the client's host, if it sent one).
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    host: Option<&HeaderValue>,
+    tls: bool,
+) {
     let mut ip = IpText::default();
     let ip = ip.format(client);
     let mut existing = headers.get_all(&X_FORWARDED_FOR).iter();
@@ -129,7 +135,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, host: Option<&Head
     if let Ok(v) = xff {
         headers.insert(&X_FORWARDED_FOR, v);
     }
-    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let proto = if tls { "https" } else { "http" };
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(&X_FORWARDED_HOST, host.clone());
     }
@@ -332,15 +339,16 @@ mod tests {
             ("x-forwarded-for", "2.2.2.2"),
         ]);
         let host = HeaderValue::from_static("example.com:8080");
-        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), Some(&host));
+        set_forwarded(&mut h, "10.0.0.9".parse().unwrap(), Some(&host), false);
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 2.2.2.2, 10.0.0.9");
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com:8080");
 
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, "::1".parse().unwrap(), None);
+        set_forwarded(&mut h, "::1".parse().unwrap(), None, true);
         assert_eq!(h["x-forwarded-for"], "::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
         assert!(!h.contains_key("x-forwarded-host"));
     }
 

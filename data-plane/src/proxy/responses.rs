@@ -129,6 +129,33 @@ impl Canned {
     }
 }
 
+/// A 308 to the same URL over HTTPS on `port` (omitted when 443), for `https_redirect`
+/// services. Built per request, but only for plain-HTTP requests to such services.
+pub fn https_redirect(
+    host: Option<&http::HeaderValue>,
+    port: u16,
+    uri: &http::Uri,
+) -> Response<ProxyBody> {
+    let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
+    // Without the port the client used for plain HTTP; an IPv6 literal keeps its brackets.
+    let name = match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    };
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = if port == 443 {
+        format!("https://{name}{path}")
+    } else {
+        format!("https://{name}:{port}{path}")
+    };
+    let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(v) = http::HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(http::header::LOCATION, v);
+    }
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

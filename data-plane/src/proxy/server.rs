@@ -22,13 +22,19 @@ use tokio::sync::{Semaphore, oneshot, watch};
 
 use crate::proxy::idle::{self, Activity, Counted, Pressure, Tracked};
 use crate::shutdown::signalled;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 /// Pause after a failed `accept` (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
 /// At most one "accept failed" or "connection cap reached" warning per this period; the rest
 /// are counted into the next one (a flood used to log one line per failed accept).
 const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Time a client has to complete the TLS handshake; like the first-byte timeout, it keeps a
+/// slow or silent client from holding a connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Stop senders kept before the accept loop drops those of finished connections; after each
 /// reap the threshold becomes twice what is left, so reaping costs O(1) per connection.
@@ -114,9 +120,11 @@ fn builder(limits: Limits) -> auto::Builder<TokioExecutor> {
 
 /// Accepts connections on `listener` and serves `handler` on each until `stop` turns true;
 /// then stops accepting, asks every connection to finish its in-flight requests, and waits up
-/// to `grace` before dropping the stragglers.
+/// to `grace` before dropping the stragglers. With `tls`, each connection first completes a
+/// TLS handshake (on its own task, within [`HANDSHAKE_TIMEOUT`]).
 pub async fn run<H, F, B>(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     limits: Limits,
     handler: H,
     stop: watch::Receiver<bool>,
@@ -191,6 +199,7 @@ pub async fn run<H, F, B>(
         }
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         stops.push(stop_tx);
+        let tls = tls.clone();
         conns.spawn(async move {
             // Held for the connection's life: its slot under the cap.
             let _slot = slot;
@@ -201,24 +210,22 @@ pub async fn run<H, F, B>(
                 let fut = handler(peer, req);
                 async move { Ok::<_, Infallible>(fut.await.map(|b| Tracked::new(b, guard))) }
             });
-            let io = TokioIo::new(Counted::new(stream, activity.clone()));
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                biased;
-                result = conn.as_mut() => result,
-                // Resolves (with an error) when the accept loop drops the sender on shutdown.
-                _ = stop_rx => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-                () = idle::watch(activity, pressure, limits.first_byte_timeout, limits.idle_timeout) => {
-                    tracing::debug!(%peer, "idle connection closed");
-                    Ok(())
-                }
+            let io = Counted::new(stream, activity.clone());
+            let Some(acceptor) = tls else {
+                return serve_connection(
+                    &builder, io, service, stop_rx, activity, pressure, limits, peer,
+                )
+                .await;
             };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await {
+                Ok(Ok(io)) => {
+                    serve_connection(
+                        &builder, io, service, stop_rx, activity, pressure, limits, peer,
+                    )
+                    .await
+                }
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
@@ -234,5 +241,47 @@ pub async fn run<H, F, B>(
             "shutdown grace period over; closing remaining connections"
         );
         conns.shutdown().await;
+    }
+}
+
+/// Serves one connection (plain or TLS) until it ends, goes idle, or, once `stop` fires,
+/// until its in-flight requests have finished.
+#[allow(clippy::too_many_arguments)]
+async fn serve_connection<I, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    stop: oneshot::Receiver<()>,
+    activity: Arc<Activity>,
+    pressure: Arc<Pressure>,
+    limits: Limits,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        biased;
+        result = conn.as_mut() => result,
+        // Resolves (with an error) when the accept loop drops the sender on shutdown.
+        _ = stop => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = idle::watch(activity, pressure, limits.first_byte_timeout, limits.idle_timeout) => {
+            tracing::debug!(%peer, "idle connection closed");
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }

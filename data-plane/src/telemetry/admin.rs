@@ -1,6 +1,9 @@
 //! The admin listener: `/healthz`, `/readyz`, `/config` and `/metrics`.
 //!
 //! Everything here runs off the request path; `/metrics` reads atomics the proxy bumps.
+//! With an admin token, `/config` and `/metrics` (which describe the deployment) need
+//! `authorization: Bearer <token>`; the probes stay open. `/config` lists certificates by
+//! name, SANs and expiry, never their keys.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,12 +20,63 @@ use crate::config::snapshot::Snapshot;
 use crate::limiter::{KeySpec, Mode};
 use crate::telemetry::metrics::{self, LimiterGauge, MetricsView};
 
+/// The admin token check for `/config` and `/metrics`.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    /// `Bearer <token>`, when a token is set.
+    expected: Option<Arc<[u8]>>,
+}
+
+impl AdminAuth {
+    /// Requires `token` when it is set and not empty.
+    pub fn new(token: Option<&gw_tls::Secret>) -> Self {
+        Self {
+            expected: token
+                .filter(|t| !t.is_empty())
+                .map(|t| Arc::from(format!("Bearer {}", t.expose()).into_bytes())),
+        }
+    }
+
+    fn allows(&self, req: &Request<Incoming>) -> bool {
+        let Some(expected) = &self.expected else {
+            return true;
+        };
+        let presented = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .map_or(&[][..], |v| v.as_bytes());
+        // Constant-time in the token's length: no early exit on the first differing byte.
+        presented.len() == expected.len()
+            && presented
+                .iter()
+                .zip(expected.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
 /// Answers one admin request.
-pub async fn handle(gw: Arc<Gateway>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    auth: AdminAuth,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
-    match req.uri().path() {
+    let path = req.uri().path();
+    if matches!(path, "/config" | "/metrics") && !auth.allows(&req) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "send 'authorization: Bearer <admin token>'\n",
+        );
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             if gw.is_ready() {
@@ -101,6 +155,8 @@ fn config_json(snap: &Snapshot) -> serde_json::Value {
                     "url": &*e.url,
                     "healthy": e.is_healthy(),
                 })).collect::<Vec<_>>(),
+                "https_redirect": s.https_redirect,
+                "upstream_tls_insecure": s.upstream_tls.is_insecure(),
                 "connect_timeout_ms": s.connect_timeout.as_millis() as u64,
                 "request_timeout_ms": s.request_timeout.as_millis() as u64,
                 "policies": s.policies.iter().map(|p| p.limiter.name().to_owned()).collect::<Vec<_>>(),
@@ -128,5 +184,23 @@ fn config_json(snap: &Snapshot) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "version": snap.version, "services": services, "policies": policies })
+    let certificates: Vec<_> = snap
+        .certificates
+        .entries()
+        .iter()
+        .map(|c| {
+            json!({
+                "name": &*c.name,
+                "dns_names": &c.dns_names,
+                "ip_addresses": &c.ip_addresses,
+                "not_after": gw_tls::cert::format_utc(c.not_after),
+            })
+        })
+        .collect();
+    json!({
+        "version": snap.version,
+        "services": services,
+        "policies": policies,
+        "certificates": certificates,
+    })
 }

@@ -15,6 +15,8 @@ pub struct Endpoint {
     pub url: Arc<str>,
     /// Where to connect (`host:port`).
     pub authority: Authority,
+    /// Whether it is an `https://` endpoint.
+    pub tls: bool,
     /// Whether the endpoint takes traffic. Starts true: a new endpoint takes traffic until a
     /// health check says otherwise.
     healthy: AtomicBool,
@@ -33,6 +35,7 @@ impl Endpoint {
     /// A new endpoint, healthy until told otherwise.
     pub fn new(url: Arc<str>, authority: Authority) -> Self {
         Self {
+            tls: url.starts_with("https://"),
             url,
             authority,
             healthy: AtomicBool::new(true),

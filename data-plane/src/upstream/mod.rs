@@ -1,7 +1,8 @@
 //! The backends' side: endpoints with their health state and round-robin selection over the
 //! healthy ones (`balancer`), the pooled connections to them (`client`), the bodies passing
 //! to and from them with their idle timeouts (`body`), and whose fault a failed attempt is
-//! (`blame`), the caps on open connections (`connect`), and bounded name resolution (`dns`).
+//! (`blame`), the caps on open connections (`connect`), bounded name resolution (`dns`), and
+//! TLS to https:// endpoints (`tls`, the connector seam).
 //!
 //! Layering: `upstream` imports only the bottom of the crate (`stats`, `fds`). Compilation (`config`) builds its
 //! values, the request path (`proxy`) and health checks use them.
@@ -12,3 +13,4 @@ pub mod body;
 pub mod client;
 pub mod connect;
 pub mod dns;
+pub mod tls;

@@ -34,6 +34,8 @@ const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(86_400);
 const MAX_THRESHOLD: u32 = 100;
 /// Most endpoints or hosts one service may list; keeps one config message reasonable.
 const MAX_LIST: usize = 1000;
+/// Largest upstream CA bundle: a few hundred CA certificates, more than any private PKI has.
+const MAX_CA_BUNDLE: usize = 512 * 1024;
 
 /// A backend service that the gateway routes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +56,19 @@ pub struct Service {
     pub created_version: u64,
     /// Config version that last changed the service; set by the store.
     pub updated_version: u64,
+    /// Redirect plain-HTTP requests to HTTPS (308).
+    pub https_redirect: bool,
+    /// How https:// endpoints are verified.
+    pub upstream_tls: UpstreamTls,
+}
+
+/// Verification of a service's https:// endpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTls {
+    /// CA certificates (PEM) instead of the system's trust store; empty: the system's.
+    pub ca_bundle_pem: String,
+    /// Accept any certificate (flagged in `gwctl service list`).
+    pub insecure_skip_verify: bool,
 }
 
 /// Matches requests to a service.
@@ -77,9 +92,11 @@ impl Route {
     }
 }
 
-/// A backend base URL `http://host:port`.
+/// A backend base URL `http://host:port` or `https://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
+    /// Whether it is reached over TLS (`https://`).
+    pub tls: bool,
     /// Host name, IPv4 address or bracketed IPv6 address.
     pub host: String,
     /// TCP port, never 0.
@@ -87,15 +104,20 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Parses and validates `http://host:port`.
+    /// Parses and validates `http://host:port` or `https://host:port`.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        validate::endpoint(raw).map(|(host, port)| Self { host, port })
+        validate::endpoint(raw).map(|(host, port)| Self {
+            tls: raw.starts_with("https://"),
+            host,
+            port,
+        })
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}:{}", self.host, self.port)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
     }
 }
 
@@ -210,6 +232,8 @@ impl TryFrom<pb::Service> for Service {
             load_balancing,
             created_version: _, // output only
             updated_version: _, // output only
+            https_redirect,
+            upstream_tls,
         } = msg;
         let mut p = Problems::default();
         p.check("name", validate::name(&name));
@@ -236,6 +260,7 @@ impl TryFrom<pb::Service> for Service {
                 }
             }
         }
+        let upstream_tls = convert_upstream_tls(upstream_tls.unwrap_or_default(), &mut p);
         let health_check = convert_health_check(health_check.unwrap_or_default(), &mut p);
         let timeouts = convert_timeouts(timeouts.unwrap_or_default(), &mut p);
         let load_balancing = match pb::LoadBalancingPolicy::try_from(load_balancing) {
@@ -258,11 +283,34 @@ impl TryFrom<pb::Service> for Service {
                     load_balancing,
                     created_version: 0,
                     updated_version: 0,
+                    https_redirect,
+                    upstream_tls,
                 })
             }
             _ => None,
         };
         p.finish(value)
+    }
+}
+
+fn convert_upstream_tls(msg: pb::UpstreamTls, p: &mut Problems) -> UpstreamTls {
+    let pb::UpstreamTls {
+        ca_bundle_pem,
+        insecure_skip_verify,
+    } = msg;
+    if ca_bundle_pem.len() > MAX_CA_BUNDLE {
+        p.add(
+            "upstream_tls.ca_bundle_pem",
+            format!("at most {MAX_CA_BUNDLE} bytes"),
+        );
+    } else if !ca_bundle_pem.is_empty()
+        && let Err(e) = gw_tls::pem::certs("CA bundle", ca_bundle_pem.as_bytes())
+    {
+        p.add("upstream_tls.ca_bundle_pem", e.to_string());
+    }
+    UpstreamTls {
+        ca_bundle_pem,
+        insecure_skip_verify,
     }
 }
 
@@ -448,6 +496,12 @@ impl From<&Service> for pb::Service {
             },
             created_version: s.created_version,
             updated_version: s.updated_version,
+            https_redirect: s.https_redirect,
+            // Unset when it says nothing, so a listing stays as short as before.
+            upstream_tls: (s.upstream_tls != UpstreamTls::default()).then(|| pb::UpstreamTls {
+                ca_bundle_pem: s.upstream_tls.ca_bundle_pem.clone(),
+                insecure_skip_verify: s.upstream_tls.insecure_skip_verify,
+            }),
         }
     }
 }

@@ -239,15 +239,11 @@ pub(crate) fn header_name(s: &str) -> Result<String, String> {
 /// A backend base URL, `http://host:port`, as its parts. The port is required so that what
 /// the data plane dials is never a guess; a single trailing '/' is accepted and dropped.
 pub(crate) fn endpoint(raw: &str) -> Result<(String, u16), String> {
-    let Some(rest) = raw.strip_prefix("http://") else {
-        return Err(if raw.starts_with("https://") {
-            format!(
-                "'{}' is not an http:// URL (TLS to backends is not supported yet)",
-                echo(raw)
-            )
-        } else {
-            format!("'{}' is not an http:// URL", echo(raw))
-        });
+    let Some(rest) = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"))
+    else {
+        return Err(format!("'{}' is not an http:// or https:// URL", echo(raw)));
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.contains('@') {

@@ -97,14 +97,15 @@ fn endpoints() {
         ("http://backend:80/", "backend", 80),
         ("http://Backend.Local:1", "backend.local", 1),
         ("http://[::1]:9000", "[::1]", 9000),
+        ("https://api.example.com:443", "api.example.com", 443),
     ];
     for (input, host, port) in good {
         assert_eq!(endpoint(input), Ok(((*host).to_owned(), *port)), "{input}");
     }
     let bad: &[(&str, &str)] = &[
-        ("htp://x", "'htp://x' is not an http:// URL"),
-        ("https://x:443", "TLS"),
-        ("x:80", "is not an http:// URL"),
+        ("htp://x", "'htp://x' is not an http:// or https:// URL"),
+        ("x:80", "is not an http:// or https:// URL"),
+        ("https://x", "needs an explicit port"),
         ("http://x", "needs an explicit port"),
         ("http://x:0", "port '0'"),
         ("http://x:65536", "port '65536'"),

@@ -27,6 +27,12 @@ impl Named for pb::Policy {
     }
 }
 
+impl Named for pb::Certificate {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// `base` with `delta` applied: upserts replace by name (or add), removals drop by name (a
 /// name `base` does not hold is fine), both lists ordered by name.
 ///
@@ -45,6 +51,8 @@ pub fn merge(
         removed_services,
         upserted_policies,
         removed_policies,
+        upserted_certificates,
+        removed_certificates,
     } = delta;
     Ok(pb::ConfigSnapshot {
         services: merge_list(
@@ -58,6 +66,12 @@ pub fn merge(
             upserted_policies,
             &removed_policies,
             "policy",
+        )?,
+        certificates: merge_list(
+            &base.certificates,
+            upserted_certificates,
+            &removed_certificates,
+            "certificate",
         )?,
     })
 }
