@@ -219,6 +219,7 @@ mod tests {
             epoch: 0,
             version: 42,
             kind: Some(pb::discovery_response::Kind::Snapshot(pb::ConfigSnapshot {
+                certificates: vec![],
                 services: vec![service("s"), service("t")],
                 policies: Vec::new(),
             })),

@@ -106,14 +106,14 @@ impl Config {
         }
         let certificates = self.tls.as_ref().is_some_and(|t| !t.client_ca.is_empty());
         if !certificates && self.node_token.as_ref().is_none_or(Secret::is_empty) {
-            missing.push("--client-ca (or --node-token)");
+            missing.push("--client-ca or --node-token");
         }
         if missing.is_empty() {
             return None;
         }
         Some(format!(
-            "refusing to serve on {listen} without TLS and credentials: add {} (or --insecure to run open)",
-            missing.join(", ")
+            "refusing to serve on {listen} without TLS and credentials: add {}; or --insecure to run open",
+            missing.join("; ")
         ))
     }
 }

@@ -195,7 +195,7 @@ fn a_non_loopback_address_without_tls_is_refused_in_one_line() {
         line.contains("refusing to serve on 0.0.0.0:0 without TLS and credentials")
             && line.contains("--tls-cert and --tls-key")
             && line.contains("--admin-token")
-            && line.contains("--client-ca (or --node-token)")
+            && line.contains("--client-ca or --node-token")
             && line.contains("--insecure"),
         "{line}"
     );

@@ -662,6 +662,7 @@ impl Script {
 /// A config of bare services named `names`.
 fn named(names: &[&str]) -> pb::ConfigSnapshot {
     pb::ConfigSnapshot {
+        certificates: vec![],
         services: names.iter().map(|name| bare(name)).collect(),
         policies: Vec::new(),
     }
@@ -913,6 +914,7 @@ async fn the_data_plane_serves_the_config_a_delta_builds() {
     };
     assert_eq!(hello.capabilities, [config_sync::DELTA_CAPABILITY]);
     let snapshot = pb::ConfigSnapshot {
+        certificates: vec![],
         services: vec![
             common::service("alpha", "/a", &[&a]),
             common::service("gone", "/gone", &[&a]),

@@ -65,6 +65,7 @@ fn apply(base: &pb::ConfigSnapshot, delta: &pb::ConfigDelta) -> pb::ConfigSnapsh
         policies.insert(p.name.clone(), p.clone());
     }
     pb::ConfigSnapshot {
+        certificates: vec![],
         services: services.into_values().collect(),
         policies: policies.into_values().collect(),
     }

@@ -138,8 +138,8 @@ pub struct Connector {
 pub enum Conn {
     /// `http://`.
     Plain(CappedStream),
-    /// `https://`.
-    Tls(TokioIo<TlsStream<TokioIo<CappedStream>>>),
+    /// `https://` (boxed: a TLS session is a kilobyte, and this is made once per connection).
+    Tls(Box<TokioIo<TlsStream<TokioIo<CappedStream>>>>),
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -164,7 +164,7 @@ impl tower::Service<Uri> for Connector {
                 return Ok(Conn::Plain(tcp));
             }
             let tls = tls.connect(TokioIo::new(tcp), &host).await?;
-            Ok(Conn::Tls(TokioIo::new(tls)))
+            Ok(Conn::Tls(Box::new(TokioIo::new(tls))))
         })
     }
 }
@@ -186,7 +186,7 @@ impl hyper::rt::Read for Conn {
     ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_read(cx, buf),
-            Conn::Tls(io) => Pin::new(io).poll_read(cx, buf),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_read(cx, buf),
         }
     }
 }
@@ -199,21 +199,21 @@ impl hyper::rt::Write for Conn {
     ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_write(cx, buf),
-            Conn::Tls(io) => Pin::new(io).poll_write(cx, buf),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_flush(cx),
-            Conn::Tls(io) => Pin::new(io).poll_flush(cx),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_shutdown(cx),
-            Conn::Tls(io) => Pin::new(io).poll_shutdown(cx),
+            Conn::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
         }
     }
 }

@@ -114,6 +114,8 @@ impl Drop for ControlPlane {
 pub struct DataPlane {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// The HTTPS listener, if started with one.
+    pub https: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -124,15 +126,30 @@ impl DataPlane {
         control_plane: &str,
         tweak: impl FnOnce(&mut gw_data_plane::Config),
     ) -> Self {
+        Self::start_with_https(control_plane, false, tweak).await
+    }
+
+    /// [`DataPlane::start`], with an HTTPS listener too when `https`.
+    pub async fn start_with_https(
+        control_plane: &str,
+        https: bool,
+        tweak: impl FnOnce(&mut gw_data_plane::Config),
+    ) -> Self {
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tls = match https {
+            true => Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            false => None,
+        };
         let (proxy_addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
+        let https_addr = tls.as_ref().map(|l| l.local_addr().unwrap());
         let mut config =
             gw_data_plane::Config::new(control_plane, format!("test-{}", proxy_addr.port()));
         tweak(&mut config);
         let (tx, rx) = oneshot::channel();
+        let listeners = gw_data_plane::Listeners { proxy, tls, admin };
         let task = tokio::spawn(async move {
-            gw_data_plane::serve(config, proxy, admin, async {
+            gw_data_plane::serve_with(config, listeners, async {
                 let _ = rx.await;
             })
             .await
@@ -141,6 +158,7 @@ impl DataPlane {
         DataPlane {
             proxy: proxy_addr,
             admin: admin_addr,
+            https: https_addr,
             stop: Some(tx),
             task: Some(task),
         }

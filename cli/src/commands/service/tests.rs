@@ -37,6 +37,8 @@ fn stored() -> pb::Service {
         load_balancing: pb::LoadBalancingPolicy::RoundRobin as i32,
         created_version: 3,
         updated_version: 7,
+        https_redirect: false,
+        upstream_tls: None,
     }
 }
 
@@ -51,6 +53,9 @@ fn update_args(name: &str) -> ServiceUpdateArgs {
         strip_prefix: false,
         no_strip_prefix: false,
         tuning: TuningArgs::default(),
+        https: Default::default(),
+        no_https_redirect: false,
+        upstream_verify_system: false,
     }
 }
 
@@ -63,7 +68,9 @@ fn add_leaves_unset_tuning_to_the_server() {
         hosts: vec![],
         strip_prefix: true,
         tuning: TuningArgs::default(),
-    });
+        https: Default::default(),
+    })
+    .unwrap();
     assert_eq!(s.route.as_ref().unwrap().path_prefix, "/api");
     assert!(s.route.as_ref().unwrap().strip_prefix);
     assert_eq!(s.endpoints, vec!["http://a:1"]);
@@ -84,7 +91,9 @@ fn add_sends_only_the_given_tuning() {
             request_timeout: Some(Duration::from_secs(10)),
             ..Default::default()
         },
-    });
+        https: Default::default(),
+    })
+    .unwrap();
     let hc = s.health_check.unwrap();
     assert_eq!(
         hc.interval,
@@ -107,7 +116,7 @@ fn update_replaces_only_flagged_fields() {
     let mut args = update_args("demo");
     args.tuning.unhealthy_threshold = Some(5);
     assert!(args.changes_anything());
-    let s = apply_update(stored(), args);
+    let s = apply_update(stored(), args).unwrap();
     let mut want = stored();
     want.health_check.as_mut().unwrap().unhealthy_threshold = 5;
     want.created_version = 0;
@@ -120,7 +129,7 @@ fn update_replaces_only_flagged_fields() {
     args.hosts = vec!["b.example".into()];
     args.no_strip_prefix = true;
     args.prefix = Some("/v2".into());
-    let s = apply_update(stored(), args);
+    let s = apply_update(stored(), args).unwrap();
     let route = s.route.unwrap();
     assert_eq!(s.endpoints, vec!["http://c:3"]);
     assert_eq!(route.hosts, vec!["b.example"]);
@@ -177,7 +186,7 @@ fn update_can_clear_lists() {
     let mut args = update_args("demo");
     args.clear_endpoints = true;
     args.clear_hosts = true;
-    let s = apply_update(stored(), args);
+    let s = apply_update(stored(), args).unwrap();
     assert!(s.endpoints.is_empty());
     assert!(s.route.unwrap().hosts.is_empty());
 }

@@ -49,6 +49,8 @@ fn minimal_service_gets_every_default() {
 #[test]
 fn full_service_round_trips_through_protobuf() {
     let msg = pb::Service {
+        https_redirect: false,
+        upstream_tls: None,
         name: "api".into(),
         route: Some(pb::Route {
             path_prefix: "/api".into(),

@@ -8,6 +8,7 @@ fn reuse() -> Reuse {
         defaults: Default::default(),
         endpoints: Default::default(),
         clients: Default::default(),
+        tls_configs: Default::default(),
         service_stats: Default::default(),
         policy_stats: Default::default(),
         limiters: LimiterRegistry::new(100),
@@ -44,7 +45,11 @@ fn policy(name: &str, service: &str) -> pb::Policy {
 }
 
 fn snap(services: Vec<pb::Service>, policies: Vec<pb::Policy>) -> pb::ConfigSnapshot {
-    pb::ConfigSnapshot { services, policies }
+    pb::ConfigSnapshot {
+        services,
+        policies,
+        certificates: vec![],
+    }
 }
 
 #[test]

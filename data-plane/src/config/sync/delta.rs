@@ -145,6 +145,7 @@ mod tests {
 
     fn base() -> pb::ConfigSnapshot {
         pb::ConfigSnapshot {
+            certificates: vec![],
             services: vec![service("b", "http://b1"), service("d", "http://d1")],
             policies: vec![policy("p", 1), policy("r", 2)],
         }
@@ -249,6 +250,7 @@ mod tests {
     #[test]
     fn an_unordered_base_comes_out_ordered() {
         let base = pb::ConfigSnapshot {
+            certificates: vec![],
             services: vec![service("d", "http://d1"), service("b", "http://b1")],
             policies: Vec::new(),
         };
@@ -285,6 +287,7 @@ mod tests {
     #[ignore = "a measurement, run by hand"]
     fn merge_cost_with_10k_services() {
         let base = pb::ConfigSnapshot {
+            certificates: vec![],
             services: (0..10_000)
                 .map(|i| pb::Service {
                     name: format!("svc-{i:05}"),

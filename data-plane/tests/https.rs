@@ -1,0 +1,308 @@
+//! HTTPS for clients, end to end: certificates added through the control plane, chosen by SNI
+//! (exact, wildcard, default), ALPN h2, plain HTTP redirected, a certificate replaced while a
+//! connection is open, keys kept out of `/config` and the cache readable by its owner only;
+//! and https:// backends verified against the service's CA (502 when verification fails).
+//! Certificates come from a CA made in the test.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::{Backend, ControlPlane, DataPlane, create, eventually, logs, service};
+use gw_proto::v1 as pb;
+use gw_proto::v1::admin_service_client::AdminServiceClient;
+use gw_testkit::tls::{Ca, Pair};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tonic::transport::Channel;
+
+async fn put_cert(admin: &mut AdminServiceClient<Channel>, name: &str, pair: &Pair) -> u64 {
+    admin
+        .put_certificate(pb::PutCertificateRequest {
+            certificate: Some(pb::Certificate {
+                name: name.into(),
+                cert_chain_pem: pair.cert.clone(),
+                private_key_pem: pair.key.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config_version
+}
+
+/// A TLS connection to `addr` trusting `ca`, asking for `name` (an IP address sends no SNI)
+/// and offering `alpn`.
+async fn tls(addr: SocketAddr, ca: &Ca, name: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            gw_tls::pem::certs("ca", ca.cert_pem().as_bytes()).unwrap()[0].to_vec(),
+        ))
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(gw_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// The DNS names of the certificate the server presented.
+fn served_names(stream: &TlsStream<TcpStream>) -> Vec<String> {
+    let leaf = &stream.get_ref().1.peer_certificates().unwrap()[0];
+    gw_tls::cert::inspect("served", leaf).unwrap().dns_names
+}
+
+/// A GET over an HTTP/1.1 connection; returns the status and body.
+async fn get(
+    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    host: &str,
+    path: &str,
+) -> (StatusCode, String) {
+    let req = Request::get(path)
+        .header("host", host)
+        .body(Empty::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let status = resp.status();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+async fn http1(
+    stream: TlsStream<TcpStream>,
+) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test]
+async fn https_by_sni_alpn_h2_redirect_and_rotation_with_the_connection_open() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).await;
+    let mut admin = cp.admin().await;
+    let ca = Ca::new("site CA");
+    let backend = Backend::start("b1").await;
+    let mut web = service("web", "/", &[&backend]);
+    web.https_redirect = true;
+    create(&mut admin, web).await;
+    put_cert(&mut admin, "a", &ca.server(&["a.test"])).await;
+    put_cert(&mut admin, "b", &ca.server(&["*.b.test"])).await;
+    let version = put_cert(
+        &mut admin,
+        "default",
+        &ca.server(&["fallback.test", "127.0.0.1"]),
+    )
+    .await;
+    let cache = dir.path().join("dp.cache");
+    let dp =
+        DataPlane::start_with_https(&cp.url(), true, |c| c.cache_file = Some(cache.clone())).await;
+    dp.wait_version(version).await;
+    let https = dp.https.unwrap();
+
+    // SNI picks the certificate: exact, wildcard, and the default without SNI.
+    assert_eq!(
+        served_names(&tls(https, &ca, "a.test", &[]).await),
+        ["a.test"]
+    );
+    assert_eq!(
+        served_names(&tls(https, &ca, "x.b.test", &[]).await),
+        ["*.b.test"]
+    );
+    let no_sni = tls(https, &ca, "127.0.0.1", &[]).await;
+    assert_eq!(served_names(&no_sni), ["fallback.test"]);
+
+    // ALPN h2: the request goes through over HTTP/2, and the backend hears https.
+    let h2 = tls(https, &ca, "a.test", &[b"h2", b"http/1.1"]).await;
+    assert_eq!(h2.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(h2))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://a.test/_headers")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let echoed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let proto = echoed["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h[0] == "x-forwarded-proto")
+        .map(|h| h[1].clone());
+    assert_eq!(proto, Some(serde_json::json!("https")), "{echoed}");
+
+    // Plain HTTP to an https_redirect service: 308 to the same URL on the HTTPS port.
+    let plain = common::Call::get(dp.proxy, "/x?y=1")
+        .header("host", "a.test:8080")
+        .send()
+        .await;
+    assert_eq!(plain.status, 308);
+    assert_eq!(
+        plain.header("location"),
+        Some(format!("https://a.test:{}/x?y=1", https.port()).as_str())
+    );
+
+    // Rotation: a connection made with the old certificate keeps working; new handshakes get
+    // the new one. No restart.
+    let old_conn = tls(https, &ca, "a.test", &[b"http/1.1"]).await;
+    let old_leaf = old_conn.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let mut old = http1(old_conn).await;
+    assert_eq!(get(&mut old, "a.test", "/").await.0, StatusCode::OK);
+    let renewed = ca.server(&["a.test"]);
+    let version = put_cert(&mut admin, "a", &renewed).await;
+    dp.wait_version(version).await;
+    let fresh = tls(https, &ca, "a.test", &[]).await;
+    let fresh_leaf = fresh.get_ref().1.peer_certificates().unwrap()[0].clone();
+    assert_ne!(
+        fresh_leaf, old_leaf,
+        "a new handshake sees the new certificate"
+    );
+    assert_eq!(get(&mut old, "a.test", "/").await.0, StatusCode::OK);
+
+    // The private keys are nowhere in /config, and the cache holding them is 0600.
+    let config = dp.admin_get("/config").await.text();
+    assert!(config.contains("\"name\":\"a\""), "{config}");
+    let key_body = renewed.key.lines().nth(1).unwrap();
+    assert!(!config.contains(key_body), "key in /config");
+    assert!(!config.contains("PRIVATE KEY"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "cache file mode {mode:o}");
+    // ...nor in the control plane's listing.
+    let listed = admin
+        .list_certificates(pb::ListCertificatesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.certificates.len(), 3);
+    assert!(
+        listed
+            .certificates
+            .iter()
+            .all(|c| c.private_key_pem.is_empty())
+    );
+    assert_eq!(listed.certificates[0].sans, ["a.test"]);
+}
+
+/// A backend that answers every request with 200 "tls-backend" over TLS with `pair`.
+async fn tls_backend(pair: &Pair) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let checked = gw_tls::cert::check(
+        "backend",
+        pair.cert.as_bytes(),
+        &gw_tls::Secret::new(pair.key.clone()),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(gw_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            checked.key.cert.clone(),
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(pair.key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::Full::new(Bytes::from_static(b"tls-backend")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+use rustls::pki_types::pem::PemObject;
+
+#[tokio::test]
+async fn https_backends_are_verified_against_the_services_ca() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).await;
+    let mut admin = cp.admin().await;
+    let backend_ca = Ca::new("backend CA");
+    let addr = tls_backend(&backend_ca.server(&["localhost"])).await;
+    let endpoint = format!("https://localhost:{}", addr.port());
+
+    let mut trusted = service("trusted", "/trusted", &[]);
+    trusted.endpoints = vec![endpoint.clone()];
+    trusted.upstream_tls = Some(pb::UpstreamTls {
+        ca_bundle_pem: backend_ca.cert_pem(),
+        insecure_skip_verify: false,
+    });
+    create(&mut admin, trusted).await;
+    // Verified against the system's roots, which do not know the test CA: 502.
+    let mut untrusted = service("untrusted", "/untrusted", &[]);
+    untrusted.endpoints = vec![endpoint.clone()];
+    create(&mut admin, untrusted).await;
+    // Another CA's bundle: 502 as well.
+    let mut wrong = service("wrong", "/wrong", &[]);
+    wrong.endpoints = vec![endpoint.clone()];
+    wrong.upstream_tls = Some(pb::UpstreamTls {
+        ca_bundle_pem: Ca::new("other").cert_pem(),
+        insecure_skip_verify: false,
+    });
+    let version = create(&mut admin, wrong).await;
+    let dp = DataPlane::start(&cp.url(), |_| {}).await;
+    dp.wait_version(version).await;
+
+    let ok = common::Call::get(dp.proxy, "/trusted/x").send().await;
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.text(), "tls-backend");
+    for path in ["/untrusted/x", "/wrong/x"] {
+        let failed = common::Call::get(dp.proxy, path).send().await;
+        assert_eq!(failed.status, 502, "{path}: {}", failed.text());
+    }
+    // The health checks reach it over TLS too: the trusted service's endpoint stays healthy.
+    eventually("the trusted endpoint to stay healthy", || async {
+        let r = dp.admin_get("/config").await.json();
+        let svc = r["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "trusted")?
+            .clone();
+        (svc["endpoints"][0]["healthy"] == true).then_some(())
+    })
+    .await;
+}
