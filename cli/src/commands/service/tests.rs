@@ -148,7 +148,7 @@ fn update_switches_between_the_kinds_of_health_check() {
     let mut args = update_args("demo");
     args.tuning.no_health_check = true;
     assert!(args.changes_anything());
-    let off = apply_update(stored(), args);
+    let off = apply_update(stored(), args).unwrap();
     assert_eq!(kind(&off), (String::new(), true));
     // The other settings are kept: they matter for passive ejection and re-admission.
     assert_eq!(
@@ -158,12 +158,15 @@ fn update_switches_between_the_kinds_of_health_check() {
     let mut args = update_args("demo");
     args.tuning.tcp_health_check = true;
     assert_eq!(
-        kind(&apply_update(off.clone(), args)),
+        kind(&apply_update(off.clone(), args).unwrap()),
         (String::new(), false)
     );
     let mut args = update_args("demo");
     args.tuning.health_path = Some("/ready".into());
-    assert_eq!(kind(&apply_update(off, args)), ("/ready".into(), false));
+    assert_eq!(
+        kind(&apply_update(off, args).unwrap()),
+        ("/ready".into(), false)
+    );
     // The flags exclude each other.
     for flags in [
         &["--health-path", "/x", "--no-health-check"][..],
