@@ -76,7 +76,7 @@ async fn invalid_services_get_invalid_argument_naming_the_field() {
     assert_status(
         admin.create(bad).await,
         Code::InvalidArgument,
-        "endpoints[1]: 'htp://x' is not an http:// URL",
+        "endpoints[1]: 'htp://x' is not an http:// or https:// URL",
     );
     assert_status(
         admin.create(service("Foo", "/foo")).await,

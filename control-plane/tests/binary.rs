@@ -240,3 +240,93 @@ async fn with_insecure_it_starts_and_says_so_loudly() {
         "warned {warned}, listening {listening}"
     );
 }
+
+#[tokio::test]
+async fn private_keys_are_in_no_log_line_error_or_answer_and_the_database_is_0600() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db");
+    let db_url = db.display().to_string();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--database", &db_url])
+            .args(["--log-format", "json"])
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let addr = loop {
+        let line = rx
+            .recv()
+            .await
+            .expect("no 'control plane listening' log line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        log.push(line.clone());
+        if v["message"] == "control plane listening" {
+            break v["listen"].as_str().unwrap().to_owned();
+        }
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut admin = gw_proto::v1::admin_service_client::AdminServiceClient::new(channel);
+    let ca = gw_testkit::tls::Ca::new("site CA");
+    let site = ca.server(&["site.test"]);
+    let other = ca.server(&["other.test"]);
+    let put = |cert: &str, key: &str| gw_proto::v1::PutCertificateRequest {
+        certificate: Some(gw_proto::v1::Certificate {
+            name: "site".into(),
+            cert_chain_pem: cert.into(),
+            private_key_pem: key.into(),
+            ..Default::default()
+        }),
+    };
+    let mut seen = String::new();
+    // Refused (the key is another certificate's), then accepted, listed and replaced.
+    let refused = admin
+        .put_certificate(put(&site.cert, &other.key))
+        .await
+        .unwrap_err();
+    seen.push_str(refused.message());
+    let ok = admin
+        .put_certificate(put(&site.cert, &site.key))
+        .await
+        .unwrap();
+    seen.push_str(&format!("{:?}", ok.into_inner()));
+    let listed = admin
+        .list_certificates(gw_proto::v1::ListCertificatesRequest {})
+        .await
+        .unwrap();
+    seen.push_str(&format!("{:?}", listed.into_inner()));
+    // Stop, so every log line is written.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    while let Some(line) = rx.recv().await {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(log.contains("certificate written"), "{log}");
+    for key in [&site.key, &other.key] {
+        let body = key.lines().nth(1).unwrap();
+        assert!(!log.contains(body), "a key in the log");
+        assert!(!seen.contains(body), "a key in an answer or error: {seen}");
+    }
+    assert!(!log.contains("PRIVATE KEY") && !seen.contains("PRIVATE KEY"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&db).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "database mode {mode:o}");
+}

@@ -7,7 +7,8 @@
 //!  "health_check": {"kind": "http", "path": "/health", "interval": "5s", "timeout": "1s",
 //!                   "unhealthy_threshold": 3, "healthy_threshold": 2},
 //!  "timeouts": {"connect": "1s", "request": "30s"},
-//!  "load_balancing": "round_robin", "created_version": 3, "updated_version": 7}
+//!  "load_balancing": "round_robin", "created_version": 3, "updated_version": 7,
+//!  "https_redirect": false, "upstream_verify": "system"}
 //! ```
 //! `health_check.kind` is `http` (GET `path`), `tcp` (connect; `path` is "") or `off`.
 //! `list` prints `{"config_version": N, "services": [...]}`, `get` the service itself,

@@ -253,7 +253,7 @@ async fn server_errors_are_one_readable_line() {
     let line = out.error_line();
     assert!(line.starts_with("error: invalid argument: "), "{line}");
     assert!(
-        line.contains("endpoints[1]: 'htp://x' is not an http:// URL"),
+        line.contains("endpoints[1]: 'htp://x' is not an http:// or https:// URL"),
         "{line}"
     );
 

@@ -30,7 +30,13 @@ async fn migrations_apply_to_an_empty_database() {
     .unwrap();
     assert_eq!(
         tables,
-        ["_sqlx_migrations", "config_version", "policies", "services"]
+        [
+            "_sqlx_migrations",
+            "certificates",
+            "config_version",
+            "policies",
+            "services"
+        ]
     );
     let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success")
         .fetch_one(&store.pool)

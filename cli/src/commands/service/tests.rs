@@ -217,7 +217,9 @@ fn json_shape_is_stable() {
             "timeouts": {"connect": "1s", "request": "30s"},
             "load_balancing": "round_robin",
             "created_version": 3,
-            "updated_version": 7
+            "updated_version": 7,
+            "https_redirect": false,
+            "upstream_verify": "system"
         })
     );
 }
@@ -238,9 +240,9 @@ fn list_table_is_aligned() {
     };
     assert_eq!(
         list.human(),
-        "NAME            PREFIX  HOSTS      STRIP  ENDPOINTS                                    HEALTH CHECK  VERSION\n\
-         demo            /api    a.example  yes    http://127.0.0.1:8001,http://127.0.0.1:8002  /health 5s    7\n\
-         b-service-long  /       *          no     -                                            /health 5s    7\n"
+        "NAME            PREFIX  HOSTS      STRIP  ENDPOINTS                                    HEALTH CHECK  UPSTREAM TLS  VERSION\n\
+         demo            /api    a.example  yes    http://127.0.0.1:8001,http://127.0.0.1:8002  /health 5s    system        7\n\
+         b-service-long  /       *          no     -                                            /health 5s    system        7\n"
     );
 }
 

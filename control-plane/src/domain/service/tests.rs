@@ -108,7 +108,7 @@ fn every_problem_is_reported_with_its_field() {
                 endpoints: vec!["http://ok:1".into(), "htp://x".into()],
                 ..minimal("a", "/a")
             },
-            vec!["endpoints[1]: 'htp://x' is not an http:// URL"],
+            vec!["endpoints[1]: 'htp://x' is not an http:// or https:// URL"],
         ),
         (
             pb::Service {
