@@ -338,6 +338,10 @@ pub struct DevArgs {
         value_parser = parse_backend_ports
     )]
     pub backend_ports: BackendPorts,
+    /// Count the demo policy in this Redis (`redis://host:port`), as a GLOBAL policy: the
+    /// data plane takes it as its --redis-url. Default: none (the policy is per node).
+    #[arg(long, value_name = "URL")]
+    pub redis_url: Option<String>,
 }
 
 /// The three demo backends' ports, as given with `--backend-ports`.
@@ -433,6 +437,43 @@ pub struct PolicySetArgs {
     /// Only count what would be rejected; reject nothing.
     #[arg(long)]
     pub shadow: bool,
+    /// Who counts: `node` (each data plane alone) or `global` (one budget for the whole
+    /// fleet, counted in the data planes' Redis).
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+}
+
+/// The scope flags of `policy set`.
+#[derive(Debug, Clone, Copy, Args, PartialEq, Eq)]
+pub struct ScopeArgs {
+    /// Who counts the requests: `node` (each data plane alone) or `global` (one budget for
+    /// the fleet, counted in Redis).
+    #[arg(long, value_enum, default_value_t = ScopeArg::Node)]
+    pub scope: ScopeArg,
+    /// What a global policy does on a data plane that cannot reach Redis: `local-share`
+    /// (enforce limit / live data planes on each), `allow` (fail open) or `deny` (429).
+    #[arg(long, value_enum, value_name = "ACTION", default_value_t = OnStoreErrorArg::LocalShare)]
+    pub on_store_error: OnStoreErrorArg,
+}
+
+/// `--scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// Each data plane counts alone.
+    Node,
+    /// One budget for the fleet, counted in Redis.
+    Global,
+}
+
+/// `--on-store-error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnStoreErrorArg {
+    /// Each data plane enforces its share: limit / live data planes.
+    LocalShare,
+    /// Let everything through.
+    Allow,
+    /// Reject everything with 429.
+    Deny,
 }
 
 /// A rate-limit key as given with `--key`.

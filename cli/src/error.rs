@@ -71,6 +71,9 @@ pub enum DevError {
         /// Why, e.g. `address already in use`.
         reason: String,
     },
+    /// `--redis-url` is not a Redis URL.
+    #[error("--redis-url: {0}")]
+    RedisUrl(#[source] gw_data_plane::limiter::redis::UrlError),
     /// A bound listener's address could not be read.
     #[error("cannot read a listener's address: {0}")]
     LocalAddr(#[source] std::io::Error),

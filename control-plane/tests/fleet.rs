@@ -87,6 +87,7 @@ async fn report_stats(
         started_at,
         services,
         policies,
+        rate_limit_store: None,
     };
     send(node, Kind::Stats(report)).await;
 }
@@ -480,6 +481,7 @@ fn policy_counters(name: &str, limited: u64, keys: &[(&str, u64)]) -> pb::Policy
                 rejections: *n,
             })
             .collect(),
+        ..Default::default()
     }
 }
 

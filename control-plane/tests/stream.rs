@@ -465,3 +465,47 @@ async fn after_a_restart_an_older_node_gets_a_snapshot() {
     assert_ne!(msg.epoch, epoch);
     assert_eq!(snapshot(&msg).services.len(), 2);
 }
+
+fn live_of(msg: &gw_proto::v1::DiscoveryResponse) -> Option<u32> {
+    match &msg.kind {
+        Some(gw_proto::v1::discovery_response::Kind::Fleet(f)) => Some(f.live_data_planes),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_node_that_asks_is_told_how_many_data_planes_are_live_as_it_changes() {
+    let cp = ControlPlane::start().await;
+    let mut admin = cp.admin().await;
+    let v1 = admin.add("one", "/one").await;
+
+    // Config first, then the fleet size (this node alone).
+    let mut a = cp.node_with("dp-a", 0, 0, &["fleet"]).await;
+    let first = a.next().await;
+    assert_eq!((first.version, live_of(&first)), (v1, None));
+    a.ack(v1).await;
+    let told = a.next().await;
+    assert_eq!(live_of(&told), Some(1));
+    assert_eq!(
+        told.version, v1,
+        "carries the version last sent, not a new one"
+    );
+
+    // A node without the capability is not told, but is counted.
+    let mut plain = cp.node("dp-plain", 0).await;
+    assert_eq!(live_of(&plain.next().await), None);
+    assert_eq!(live_of(&a.next().await), Some(2));
+    let mut b = cp.node_with("dp-b", v1, 0, &["fleet", "delta"]).await;
+    // b already holds the current version: it is sent no config, only the size.
+    assert_eq!(live_of(&b.next().await), Some(3));
+    assert_eq!(live_of(&a.next().await), Some(3));
+
+    // One leaves: both remaining fleet nodes hear of it. The ack of a fleet message is not
+    // expected: a config change still arrives as the next config message.
+    drop(plain);
+    assert_eq!(live_of(&a.next().await), Some(2));
+    assert_eq!(live_of(&b.next().await), Some(2));
+    let v2 = admin.add("two", "/two").await;
+    let pushed = a.next().await;
+    assert_eq!((pushed.version, live_of(&pushed)), (v2, None));
+}

@@ -135,6 +135,8 @@ pub struct Config {
     pub admin_token: Option<gw_tls::Secret>,
     /// Serve the admin listener over TLS with this certificate and key (PEM files).
     pub admin_tls: Option<(PathBuf, PathBuf)>,
+    /// The Redis that counts GLOBAL rate-limit policies; `None`: each node enforces its share.
+    pub rate_limit_store: Option<limiter::redis::StoreConfig>,
 }
 
 impl Config {
@@ -164,6 +166,7 @@ impl Config {
             credentials: Credentials::default(),
             admin_token: None,
             admin_tls: None,
+            rate_limit_store: None,
         }
     }
 }
@@ -265,8 +268,20 @@ pub async fn serve_with(
     let started_at = std::time::SystemTime::now();
     let proxy_addr = proxy.local_addr().map_err(ServeError::Listener)?;
     let admin_addr = admin.local_addr().map_err(ServeError::Listener)?;
+    if let Some(store) = &config.rate_limit_store
+        && let Err(problems) = store.check()
+    {
+        return Err(ServeError::InvalidConfig {
+            setting: "rate_limit_store",
+            reason: problems.join("; "),
+        });
+    }
     let status = Arc::new(SyncStatus::default());
-    let mut gw = Gateway::new(config.rate_limit_max_keys, status.clone());
+    let store = config
+        .rate_limit_store
+        .clone()
+        .map(limiter::redis::RedisStore::new);
+    let mut gw = Gateway::with_store(config.rate_limit_max_keys, status.clone(), store.clone());
     gw.reuse.defaults = NodeDefaults {
         request_body_timeout: config.request_body_timeout,
         response_body_timeout: config.response_body_timeout,
@@ -333,6 +348,10 @@ pub async fn serve_with(
         signalled(stop_rx.clone()),
     ));
     tasks.spawn(sweep(gw.clone(), stop_rx.clone()));
+    if let Some(store) = store {
+        // Connects, probes and recovers the store off the request path.
+        tasks.spawn(store.run(stop_rx.clone()));
+    }
 
     let limits = Limits {
         header_read_timeout: config.header_read_timeout,
@@ -457,6 +476,9 @@ async fn sweep(gw: Arc<Gateway>, stop: watch::Receiver<bool>) {
         let now = Instant::now();
         for limiter in gw.reuse.limiters.all() {
             limiter.sweep(now);
+        }
+        for global in gw.reuse.globals.all() {
+            global.sweep(now);
         }
     }
 }

@@ -7,6 +7,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use gw_data_plane::config::sync::{Credentials, check_control_plane_url};
 use gw_data_plane::fds::{self, FdBudget};
+use gw_data_plane::limiter::redis::{self, RedisUrl, StoreConfig};
 use gw_data_plane::proxy::headers::TrustedProxies;
 use gw_data_plane::upstream::connect::DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT;
 use gw_data_plane::{Config, DEFAULT_RATE_LIMIT_MAX_KEYS};
@@ -122,6 +123,26 @@ struct Args {
     /// Process log format on stderr: `text` (coloured only on a terminal) or `json`.
     #[arg(long, env = "GW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The Redis that counts GLOBAL rate-limit policies: `redis://[:password@]host:port[/db]`
+    /// or `rediss://…` (TLS). For a Redis Cluster, its seed nodes, comma-separated, with
+    /// --redis-cluster. Default: none (GLOBAL policies are enforced with this node's share).
+    #[arg(
+        long,
+        env = "GW_REDIS_URL",
+        value_name = "URL[,URL...]",
+        hide_env_values = true
+    )]
+    redis_url: Option<String>,
+    /// --redis-url names the seed nodes of a Redis Cluster.
+    #[arg(long, env = "GW_REDIS_CLUSTER")]
+    redis_cluster: bool,
+    /// Longest wait for Redis per decision (then the policy's on_store_error decides), e.g.
+    /// `5ms`.
+    #[arg(long, env = "GW_REDIS_TIMEOUT", default_value = "5ms", value_parser = gw_ops::duration::parse_positive)]
+    redis_timeout: std::time::Duration,
+    /// Prefix of every rate-limit key in Redis.
+    #[arg(long, env = "GW_REDIS_PREFIX", default_value = redis::DEFAULT_PREFIX)]
+    redis_prefix: String,
 }
 
 /// Log filter when RUST_LOG is unset: start-up, config versions, health changes and problems.
@@ -187,6 +208,30 @@ fn main() -> anyhow::Result<()> {
             can read the configuration and metrics"
         );
     }
+    let store = match &args.redis_url {
+        None => None,
+        Some(urls) => match RedisUrl::parse_list(urls) {
+            Err(e) => {
+                problems.push(format!("--redis-url: {e}"));
+                None
+            }
+            Ok(urls) => {
+                let store = StoreConfig {
+                    urls,
+                    cluster: args.redis_cluster,
+                    timeout: args.redis_timeout,
+                    prefix: args.redis_prefix.clone(),
+                };
+                if let Err(mut p) = store.check() {
+                    problems.append(&mut p);
+                }
+                Some(store)
+            }
+        },
+    };
+    if args.redis_cluster && args.redis_url.is_none() {
+        problems.push("--redis-cluster: needs --redis-url with the cluster's nodes".to_owned());
+    }
     if !problems.is_empty() {
         anyhow::bail!("invalid settings:\n  {}", problems.join("\n  "));
     }
@@ -227,6 +272,7 @@ fn main() -> anyhow::Result<()> {
     config.credentials = credentials;
     config.admin_token = admin_token;
     config.admin_tls = admin_tls;
+    config.rate_limit_store = store;
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();

@@ -186,6 +186,15 @@ pub struct PolicyStats {
     pub shadow_rejected: AtomicU64,
     /// Keys rejected most in the recent window (enforce and shadow), for stats reports.
     pub top_keys: TopKeys,
+    /// Requests a GLOBAL policy admitted (counted for GLOBAL policies only, for the
+    /// fleet-wide usage in `gwctl stats`).
+    pub allowed: AtomicU64,
+    /// Whether the policy is GLOBAL in the config in force.
+    pub global: std::sync::atomic::AtomicBool,
+    /// Redis round trips made for the policy.
+    pub store_round_trips: AtomicU64,
+    /// Decisions of a GLOBAL policy answered from local state (over-limit cache, leases).
+    pub local_decisions: AtomicU64,
 }
 
 /// Counters not tied to a service.

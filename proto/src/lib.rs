@@ -16,4 +16,8 @@ pub mod v1 {
     /// The `NodeHello.capabilities` entry of a data plane that applies `ConfigDelta`
     /// responses (see `DiscoveryResponse.delta`).
     pub const CAPABILITY_DELTA: &str = "delta";
+
+    /// The `NodeHello.capabilities` entry of a data plane that takes `FleetUpdate` responses
+    /// (see `DiscoveryResponse.fleet`).
+    pub const CAPABILITY_FLEET: &str = "fleet";
 }

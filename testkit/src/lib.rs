@@ -8,6 +8,7 @@
 //! a deadline, never by sleeping a fixed time.
 
 pub mod backend;
+pub mod redis;
 pub mod tls;
 
 use std::future::Future;

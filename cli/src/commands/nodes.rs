@@ -9,16 +9,21 @@
 //!    "admin_address": "127.0.0.1:9901", "peer_address": "127.0.0.1:53122",
 //!    "acked_version": 7, "sent_version": 7, "last_nack_version": 0, "last_nack_error": null,
 //!    "connected_since": "2026-01-01T10:00:00Z", "last_seen": "2026-01-01T10:05:00Z",
-//!    "build_version": "0.1.0", "uptime": "2h", "stats_age": "1500ms"}]}
+//!    "build_version": "0.1.0", "uptime": "2h", "stats_age": "1500ms",
+//!    "rate_limit_store": {"state": "connected", "url": "redis://10.0.0.5:6379",
+//!      "error": null, "state_age_seconds": 3600}}]}
 //! ```
+//! `rate_limit_store` (the node's Redis, from its latest stats report) is null until the node
+//! reports; `state` is `none` (no `--redis-url`), `connected` or `unreachable` (with `error`).
 //!
 //! In the table, disconnected nodes and nodes behind the current version are flagged (see
 //! [`Highlight`]):
 //! ```text
-//! NODE  STATE           LISTEN          ACKED  LAST NACK  CONNECTED  LAST SEEN  UPTIME  STATS AGE
-//! dp-1  in-sync         127.0.0.1:8080  7/7    -          2m ago     2s ago     2h5m    2s
-//! dp-2  ! disconnected  -               5/7    -          -          -          -       -
+//! NODE  STATE           LISTEN          ACKED  LAST NACK  CONNECTED  LAST SEEN  UPTIME  STATS AGE  STORE
+//! dp-1  in-sync         127.0.0.1:8080  7/7    -          2m ago     2s ago     2h5m    2s         redis
+//! dp-2  ! disconnected  -               5/7    -          -          -          -       -          -
 //! ```
+//! A node whose Redis is unreachable shows `! redis: <why>` in STORE.
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
@@ -54,6 +59,52 @@ pub async fn fetch(client: &mut AdminClient) -> Result<pb::ListNodesResponse, Er
         .into_inner())
 }
 
+/// A node's rate-limit store as gwctl shows it.
+#[derive(Debug, Serialize)]
+pub struct StoreView {
+    state: &'static str,
+    url: Option<String>,
+    error: Option<String>,
+    state_age_seconds: u64,
+}
+
+impl From<pb::RateLimitStoreStatus> for StoreView {
+    fn from(s: pb::RateLimitStoreStatus) -> Self {
+        let pb::RateLimitStoreStatus {
+            state,
+            error,
+            url,
+            state_age_seconds,
+        } = s;
+        let state = match pb::RateLimitStoreState::try_from(state) {
+            Ok(pb::RateLimitStoreState::None) => "none",
+            Ok(pb::RateLimitStoreState::Connected) => "connected",
+            Ok(pb::RateLimitStoreState::Unreachable) => "unreachable",
+            Ok(pb::RateLimitStoreState::Unspecified) | Err(_) => "unknown",
+        };
+        StoreView {
+            state,
+            url: (!url.is_empty()).then_some(url),
+            error: (!error.is_empty()).then_some(error),
+            state_age_seconds,
+        }
+    }
+}
+
+impl StoreView {
+    /// The table cell and whether it is a problem.
+    fn cell(&self) -> (String, bool) {
+        match self.state {
+            "connected" => ("redis".to_string(), false),
+            "unreachable" => (
+                format!("redis: {}", self.error.as_deref().unwrap_or("unreachable")),
+                true,
+            ),
+            other => (other.to_string(), false),
+        }
+    }
+}
+
 /// A node as gwctl shows it (the JSON shape in the module docs).
 #[derive(Debug, Serialize)]
 pub struct NodeView {
@@ -73,6 +124,7 @@ pub struct NodeView {
     build_version: String,
     uptime: Option<String>,
     stats_age: Option<String>,
+    rate_limit_store: Option<StoreView>,
     /// `uptime` and `stats_age` as received, for the table's rounder form.
     #[serde(skip)]
     report: (Option<Duration>, Option<Duration>),
@@ -98,6 +150,7 @@ impl NodeView {
             build_version,
             uptime,
             stats_age,
+            rate_limit_store,
         } = node;
         let uptime = duration::from_proto(uptime);
         let stats_age = duration::from_proto(stats_age);
@@ -126,6 +179,7 @@ impl NodeView {
             build_version,
             uptime: json(uptime),
             stats_age: json(stats_age),
+            rate_limit_store: rate_limit_store.map(StoreView::from),
             report: (uptime, stats_age),
         }
     }
@@ -190,6 +244,7 @@ impl Render for NodeList {
             "LAST SEEN",
             "UPTIME",
             "STATS AGE",
+            "STORE",
         ]);
         for n in &self.nodes {
             let nack = match &n.last_nack_error {
@@ -208,6 +263,13 @@ impl Render for NodeList {
                 ago(n.ages.1),
                 approx(n.report.0),
                 approx(n.report.1),
+                match &n.rate_limit_store {
+                    None => "-".to_string(),
+                    Some(store) => {
+                        let (text, bad) = store.cell();
+                        self.highlight.flag(&text, bad)
+                    }
+                },
             ]);
         }
         table.render()
@@ -245,6 +307,11 @@ mod tests {
                         last_seen: ts(1_000_000 - 2),
                         uptime: pd(Duration::from_secs(7_505)),
                         stats_age: pd(Duration::from_micros(1_500_900)),
+                        rate_limit_store: Some(pb::RateLimitStoreStatus {
+                            state: pb::RateLimitStoreState::Connected.into(),
+                            url: "redis://127.0.0.1:6379".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     },
                     pb::Node {
@@ -261,6 +328,11 @@ mod tests {
                         connected: true,
                         acked_version: 6,
                         sent_version: 7,
+                        rate_limit_store: Some(pb::RateLimitStoreStatus {
+                            state: pb::RateLimitStoreState::Unreachable.into(),
+                            error: "connection refused".into(),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     },
                 ],
@@ -275,13 +347,13 @@ mod tests {
         assert_eq!(
             sample(Highlight::Plain).human(),
             "NODE  STATE           LISTEN          ACKED  LAST NACK      CONNECTED  LAST SEEN  \
-             UPTIME  STATS AGE\n\
+             UPTIME  STATS AGE  STORE\n\
              dp-1  in-sync         127.0.0.1:8080  7/7    -              2m ago     2s ago     \
-             2h5m    1s\n\
+             2h5m    1s         redis\n\
              dp-2  ! disconnected  -               5/7    v6: bad route  -          -          \
-             -       -\n\
+             -       -          -\n\
              dp-3  ! behind        -               6/7    -              -          -          \
-             -       -\n"
+             -       -          ! redis: connection refused\n"
         );
     }
 
@@ -312,6 +384,15 @@ mod tests {
         assert_eq!(n["uptime"], "7505s");
         assert_eq!(n["stats_age"], "1500ms");
         assert!(n.get("ages").is_none());
+        assert_eq!(n["rate_limit_store"]["state"], "connected");
+        assert_eq!(
+            json["nodes"][2]["rate_limit_store"]["error"],
+            "connection refused"
+        );
+        assert_eq!(
+            json["nodes"][1]["rate_limit_store"],
+            serde_json::Value::Null
+        );
         assert!(n.get("report").is_none());
         let n = &json["nodes"][1];
         assert_eq!(n["in_sync"], false);

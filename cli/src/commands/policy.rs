@@ -4,7 +4,8 @@
 //! syntax, `service` is null for a policy that applies to every service:
 //! ```json
 //! {"name": "per-ip", "service": "demo", "key": "ip", "limit": 100, "period": "1m",
-//!  "burst": 100, "mode": "enforce", "updated_version": 9}
+//!  "burst": 100, "mode": "enforce", "scope": "global", "on_store_error": "local-share",
+//!  "updated_version": 9}
 //! ```
 //! `list` prints `{"config_version": N, "policies": [...]}`, `set`
 //! `{"action": "created"|"updated", "config_version": N, "policy": {...}}`, `rm`
@@ -15,7 +16,7 @@ use std::io::Write;
 use gw_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::args::{KeyArg, PolicyCommand, PolicySetArgs};
+use crate::args::{KeyArg, OnStoreErrorArg, PolicyCommand, PolicySetArgs, ScopeArg};
 use crate::client::AdminClient;
 use crate::commands::deleted::Deleted;
 use crate::duration;
@@ -95,6 +96,7 @@ fn policy_from(args: PolicySetArgs) -> pb::Policy {
         key,
         service,
         shadow,
+        scope,
     } = args;
     let source = match key {
         KeyArg::ClientIp => pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {}),
@@ -117,6 +119,15 @@ fn policy_from(args: PolicySetArgs) -> pb::Policy {
         burst: burst.unwrap_or(0),
         mode: mode as i32,
         updated_version: 0,
+        scope: match scope.scope {
+            ScopeArg::Node => pb::PolicyScope::Node,
+            ScopeArg::Global => pb::PolicyScope::Global,
+        } as i32,
+        on_store_error: match scope.on_store_error {
+            OnStoreErrorArg::LocalShare => pb::StoreErrorAction::LocalShare,
+            OnStoreErrorArg::Allow => pb::StoreErrorAction::Allow,
+            OnStoreErrorArg::Deny => pb::StoreErrorAction::Deny,
+        } as i32,
     }
 }
 
@@ -130,6 +141,8 @@ pub struct PolicyView {
     period: String,
     burst: u64,
     mode: String,
+    scope: String,
+    on_store_error: String,
     updated_version: u64,
 }
 
@@ -144,6 +157,8 @@ impl From<pb::Policy> for PolicyView {
             burst,
             mode,
             updated_version,
+            scope,
+            on_store_error,
         } = policy;
         let key = match key.and_then(|k| k.source) {
             // Unset means client IP, as for a policy stored before keys had options.
@@ -155,6 +170,19 @@ impl From<pb::Policy> for PolicyView {
             Ok(pb::PolicyMode::Shadow) => "shadow".to_string(),
             Err(_) => format!("unknown({mode})"),
         };
+        let scope = match pb::PolicyScope::try_from(scope) {
+            Ok(pb::PolicyScope::Unspecified | pb::PolicyScope::Node) => "node".to_string(),
+            Ok(pb::PolicyScope::Global) => "global".to_string(),
+            Err(_) => format!("unknown({scope})"),
+        };
+        let on_store_error = match pb::StoreErrorAction::try_from(on_store_error) {
+            Ok(pb::StoreErrorAction::Unspecified | pb::StoreErrorAction::LocalShare) => {
+                "local-share".to_string()
+            }
+            Ok(pb::StoreErrorAction::Allow) => "allow".to_string(),
+            Ok(pb::StoreErrorAction::Deny) => "deny".to_string(),
+            Err(_) => format!("unknown({on_store_error})"),
+        };
         PolicyView {
             name,
             service: (!service.is_empty()).then_some(service),
@@ -163,6 +191,8 @@ impl From<pb::Policy> for PolicyView {
             period: duration::format_proto(period.as_ref()),
             burst,
             mode,
+            scope,
+            on_store_error,
             updated_version,
         }
     }
@@ -178,7 +208,7 @@ pub struct PolicyList {
 impl Render for PolicyList {
     fn human(&self) -> String {
         let mut table = Table::new(&[
-            "NAME", "SERVICE", "KEY", "LIMIT", "BURST", "MODE", "VERSION",
+            "NAME", "SERVICE", "KEY", "LIMIT", "BURST", "MODE", "SCOPE", "VERSION",
         ]);
         for p in &self.policies {
             table.row(vec![
@@ -188,6 +218,12 @@ impl Render for PolicyList {
                 format!("{}/{}", p.limit, p.period),
                 p.burst.to_string(),
                 p.mode.clone(),
+                // What happens without Redis matters only for a global policy.
+                if p.scope == "global" {
+                    format!("global ({})", p.on_store_error)
+                } else {
+                    p.scope.clone()
+                },
                 p.updated_version.to_string(),
             ]);
         }
@@ -227,6 +263,14 @@ mod tests {
             key,
             service: service.map(str::to_string),
             shadow,
+            scope: crate::args::ScopeArgs {
+                scope: if shadow {
+                    ScopeArg::Global
+                } else {
+                    ScopeArg::Node
+                },
+                on_store_error: OnStoreErrorArg::Deny,
+            },
         }
     }
 
@@ -245,6 +289,7 @@ mod tests {
         assert_eq!(p.burst, 0);
         assert_eq!(p.service, "");
         assert_eq!(p.mode, pb::PolicyMode::Enforce as i32);
+        assert_eq!(p.scope, pb::PolicyScope::Node as i32);
         assert!(matches!(
             p.key.unwrap().source,
             Some(pb::rate_limit_key::Source::ClientIp(_))
@@ -259,6 +304,8 @@ mod tests {
         assert_eq!(p.burst, 9);
         assert_eq!(p.service, "demo");
         assert_eq!(p.mode, pb::PolicyMode::Shadow as i32);
+        assert_eq!(p.scope, pb::PolicyScope::Global as i32);
+        assert_eq!(p.on_store_error, pb::StoreErrorAction::Deny as i32);
         assert_eq!(
             p.key.unwrap().source,
             Some(pb::rate_limit_key::Source::Header("x-api-key".into()))
@@ -279,13 +326,18 @@ mod tests {
             json,
             serde_json::json!({
                 "name": "p", "service": "demo", "key": "header:x-api-key", "limit": 5,
-                "period": "1m", "burst": 9, "mode": "shadow", "updated_version": 4
+                "period": "1m", "burst": 9, "mode": "shadow", "scope": "global",
+                "on_store_error": "deny", "updated_version": 4
             })
         );
         let global = PolicyView::from(pb::Policy::default());
         assert_eq!(global.service, None);
         assert_eq!(global.key, "ip");
         assert_eq!(global.mode, "enforce");
+        assert_eq!(
+            (global.scope.as_str(), global.on_store_error.as_str()),
+            ("node", "local-share")
+        );
     }
 
     #[test]
@@ -307,9 +359,9 @@ mod tests {
         };
         assert_eq!(
             list.human(),
-            "NAME      SERVICE  KEY               LIMIT  BURST  MODE     VERSION\n\
-             p         *        ip                5/1m   0      enforce  0\n\
-             api-keys  demo     header:x-api-key  5/1m   20     shadow   0\n"
+            "NAME      SERVICE  KEY               LIMIT  BURST  MODE     SCOPE           VERSION\n\
+             p         *        ip                5/1m   0      enforce  node            0\n\
+             api-keys  demo     header:x-api-key  5/1m   20     shadow   global (deny)   0\n"
         );
         let changed = PolicyChanged {
             action: "updated",

@@ -9,9 +9,12 @@
 //!   dp-1                   20        17   3    0    3        0       2.0ms  3.9ms  9.8ms
 //!   ! dp-2 (disconnected)  10        8    2    0    2        0       2.2ms  4.1ms  5.0ms
 //!
-//! POLICY       LIMITED  SHADOW  TOP KEYS
-//! demo-per-ip  5        0       10.0.0.7 (4), 10.0.0.8 (1)
+//! POLICY       SCOPE   ALLOWED  LIMITED  SHADOW  TOP KEYS
+//! demo-per-ip  global  25       5        0       10.0.0.7 (4), 10.0.0.8 (1)
 //! ```
+//! ALLOWED and LIMITED of a `global` policy are its fleet-wide usage (summed over the nodes);
+//! SCOPE shows `! global (N degraded)` while N connected nodes cannot reach Redis and enforce
+//! the policy through its `on_store_error` instead.
 //!
 //! JSON shape (`-o json`), stable for scripts. Latencies are milliseconds as numbers (null when
 //! there were no requests); every counter is an integer:
@@ -22,6 +25,7 @@
 //!              "latency_p50_ms": 2.1, "latency_p90_ms": 4.0, "latency_p99_ms": 9.8},
 //!    "nodes": [{"node_id": "dp-1", "connected": true, "figures": {…same fields…}}]}],
 //!  "policies": [{"policy": "demo-per-ip", "rate_limited": 5, "shadow_rejected": 0,
+//!    "allowed": 25, "global": true, "degraded_nodes": 0, "store_round_trips": 30,
 //!    "top_keys": [{"key": "10.0.0.7", "rejections": 4}]}]}
 //! ```
 
@@ -105,6 +109,10 @@ struct PolicyView {
     policy: String,
     rate_limited: u64,
     shadow_rejected: u64,
+    allowed: u64,
+    global: bool,
+    degraded_nodes: u32,
+    store_round_trips: u64,
     top_keys: Vec<KeyView>,
 }
 
@@ -154,11 +162,19 @@ impl StatsView {
                     rate_limited,
                     shadow_rejected,
                     top_keys,
+                    allowed,
+                    global,
+                    degraded_nodes,
+                    store_round_trips,
                 } = p;
                 PolicyView {
                     policy,
                     rate_limited,
                     shadow_rejected,
+                    allowed,
+                    global,
+                    degraded_nodes,
+                    store_round_trips,
                     top_keys: top_keys
                         .into_iter()
                         .map(|k| {
@@ -285,10 +301,19 @@ impl Render for StatsView {
                 traffic.row(std::iter::once(first).chain(n.figures.cells()).collect());
             }
         }
-        let mut policies = Table::new(&["POLICY", "LIMITED", "SHADOW", "TOP KEYS"]);
+        let mut policies = Table::new(&[
+            "POLICY", "SCOPE", "ALLOWED", "LIMITED", "SHADOW", "TOP KEYS",
+        ]);
         for p in &self.policies {
+            let scope = match (p.global, p.degraded_nodes) {
+                (false, _) => "node".to_string(),
+                (true, 0) => "global".to_string(),
+                (true, n) => self.highlight.flag(&format!("global ({n} degraded)"), true),
+            };
             policies.row(vec![
                 p.policy.clone(),
+                scope,
+                p.allowed.to_string(),
                 p.rate_limited.to_string(),
                 p.shadow_rejected.to_string(),
                 top_keys(&p.top_keys),

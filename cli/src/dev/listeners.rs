@@ -111,6 +111,7 @@ mod tests {
             admin_listen: any,
             control_plane_listen: any,
             backend_ports: BackendPorts(backend_ports),
+            redis_url: None,
         }
     }
 

@@ -28,6 +28,7 @@ use crate::client::AdminClient;
 use crate::dev::backend::BACKEND_NAMES;
 use crate::error::{DevError, Error};
 use banner::Banner;
+use gw_data_plane::limiter::redis::{RedisUrl, StoreConfig};
 use listeners::{Listeners, dial_address};
 
 /// The data plane's node id, as `gwctl nodes` shows it.
@@ -46,6 +47,13 @@ const DEV_STATS_INTERVAL: Duration = Duration::from_secs(1);
 /// Runs `gwctl dev` until SIGINT or SIGTERM; writes the banner to `out`. `timeout` bounds
 /// each set-up call to the control plane. Needs a multi-threaded runtime.
 pub async fn run(args: DevArgs, timeout: Duration, out: &mut dyn Write) -> Result<(), Error> {
+    // Checked before anything starts: a typo should not cost a launch.
+    let store = match &args.redis_url {
+        Some(url) => Some(StoreConfig::new(
+            RedisUrl::parse(url).map_err(DevError::RedisUrl)?,
+        )),
+        None => None,
+    };
     // Installed before anything starts, so a signal at any moment stops things cleanly.
     let mut signals = Signals::install()?;
     let listeners = Listeners::bind(&args).await?;
@@ -62,14 +70,24 @@ pub async fn run(args: DevArgs, timeout: Duration, out: &mut dyn Write) -> Resul
         .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("gw.db").display()));
 
     let control_plane = format!("http://{}", dial_address(addresses.control_plane));
-    let mut running = Running::start(listeners, control_plane.clone(), &database, dir.path());
+    let redis = store
+        .as_ref()
+        .and_then(|s| s.urls.first())
+        .map(RedisUrl::redacted);
+    let mut running = Running::start(
+        listeners,
+        control_plane.clone(),
+        &database,
+        dir.path(),
+        store,
+    );
     let endpoints = addresses
         .backends
         .iter()
         .map(|a| format!("http://{a}"))
         .collect();
     let started = tokio::select! {
-        result = configure(&control_plane, timeout, endpoints) => result.map(Some),
+        result = configure(&control_plane, timeout, endpoints, redis) => result.map(Some),
         failure = running.failure() => Err(failure.into()),
         () = signals.recv() => Ok(None),
     };
@@ -114,10 +132,17 @@ async fn configure(
     control_plane: &str,
     timeout: Duration,
     endpoints: Vec<String>,
+    redis: Option<String>,
 ) -> Result<String, Error> {
     let mut client =
         AdminClient::connect(control_plane, None, timeout, &Default::default()).await?;
-    let registered = setup::register(&mut client, endpoints).await?;
+    let mut registered = setup::register(&mut client, endpoints, redis.is_some()).await?;
+    if let Some(redis) = redis {
+        registered.push_str(&format!(
+            "policy '{}' is GLOBAL: counted in {redis} (gwctl nodes shows the store)\n",
+            setup::POLICY
+        ));
+    }
     setup::wait_until_served(&mut client, NODE_ID, SERVE_DEADLINE).await?;
     Ok(registered)
 }
@@ -179,7 +204,13 @@ struct Running {
 
 impl Running {
     /// Spawns every component on its listener.
-    fn start(listeners: Listeners, control_plane_url: String, database: &str, dir: &Path) -> Self {
+    fn start(
+        listeners: Listeners,
+        control_plane_url: String,
+        database: &str,
+        dir: &Path,
+        store: Option<StoreConfig>,
+    ) -> Self {
         let Listeners {
             proxy,
             admin,
@@ -210,6 +241,7 @@ impl Running {
         config.cache_file = Some(dir.join("data-plane.cache"));
         config.shutdown_grace = DATA_PLANE_SHUTDOWN_GRACE;
         config.stats_interval = DEV_STATS_INTERVAL;
+        config.rate_limit_store = store;
         let stop = stopped(data_plane_rx);
         running.spawn(Part::DataPlane, async move {
             gw_data_plane::serve(config, proxy, admin, stop)

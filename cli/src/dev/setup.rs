@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::args::{
-    KeyArg, PolicyCommand, PolicySetArgs, ServiceAddArgs, ServiceCommand, ServiceUpdateArgs,
-    TuningArgs,
+    KeyArg, OnStoreErrorArg, PolicyCommand, PolicySetArgs, ScopeArg, ScopeArgs, ServiceAddArgs,
+    ServiceCommand, ServiceUpdateArgs, TuningArgs,
 };
 use crate::client::AdminClient;
 use crate::commands;
@@ -32,7 +32,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 ///
 /// With a `--database` that already holds the demo, the service is updated to the current
 /// backends instead (`policy set` replaces in any case), so relaunching just works.
-pub async fn register(client: &mut AdminClient, endpoints: Vec<String>) -> Result<String, Error> {
+/// With `global`, the policy is GLOBAL (counted in the data plane's Redis).
+pub async fn register(
+    client: &mut AdminClient,
+    endpoints: Vec<String>,
+    global: bool,
+) -> Result<String, Error> {
     let mut printed = Vec::new();
     let add = ServiceCommand::Add(ServiceAddArgs {
         name: SERVICE.to_string(),
@@ -71,6 +76,14 @@ pub async fn register(client: &mut AdminClient, endpoints: Vec<String>) -> Resul
         key: KeyArg::ClientIp,
         service: Some(SERVICE.to_string()),
         shadow: false,
+        scope: ScopeArgs {
+            scope: if global {
+                ScopeArg::Global
+            } else {
+                ScopeArg::Node
+            },
+            on_store_error: OnStoreErrorArg::LocalShare,
+        },
     });
     commands::policy::run(policy, client, OutputFormat::Table, &mut printed).await?;
     Ok(String::from_utf8_lossy(&printed).into_owned())

@@ -449,6 +449,7 @@ async fn dev_help_documents_every_flag() {
         "--admin-listen <ADDR>",
         "--control-plane-listen <ADDR>",
         "--backend-ports <A,B,C>",
+        "--redis-url <URL>",
         "[default: 127.0.0.1:8080]",
         "[default: 127.0.0.1:9901]",
         "[default: 127.0.0.1:50051]",
@@ -457,4 +458,60 @@ async fn dev_help_documents_every_flag() {
     ] {
         assert!(help.contains(flag), "missing {flag:?} in\n{help}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_with_a_redis_url_runs_the_demo_policy_as_global() {
+    let redis = gw_testkit::redis::RedisServer::start().await;
+    let dev = Dev::start_with(&["--redis-url", &redis.url()]).await;
+    assert!(
+        dev.banner
+            .contains("policy 'demo-per-ip' is GLOBAL: counted in redis://127.0.0.1:"),
+        "{}",
+        dev.banner
+    );
+    let control_plane = dev.url("control plane").to_string();
+    let listed = gwctl_env(
+        &[
+            "--control-plane",
+            &control_plane,
+            "-o",
+            "json",
+            "policy",
+            "list",
+        ],
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(listed["policies"][0]["scope"], "global", "{listed}");
+    // The store connects in the background; then the demo limit is counted in Redis.
+    eventually("gwctl nodes shows the store connected", || async {
+        let nodes = gwctl_env(&["--control-plane", &control_plane, "nodes"], &[])
+            .await
+            .ok()
+            .to_string();
+        nodes.contains(" redis\n").then_some(())
+    })
+    .await;
+    let proxy = dev.url("proxy").to_string();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let response = client
+            .get(format!("{proxy}/api/data").parse().unwrap())
+            .await
+            .unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+    assert_eq!(
+        redis
+            .cli(&["exists", "gw:rl:demo-per-ip:5-60-5:ip:127.0.0.1"])
+            .trim(),
+        "1"
+    );
+    dev.signal("INT");
+    let (status, _, stderr, _) = dev.exit().await;
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
 }

@@ -215,6 +215,11 @@ fn stats_report(
             figures: Some(figures),
         }],
         policies: vec![policy],
+        rate_limit_store: Some(pb::RateLimitStoreStatus {
+            state: pb::RateLimitStoreState::Connected.into(),
+            url: "redis://127.0.0.1:6390".into(),
+            ..Default::default()
+        }),
     })
 }
 
@@ -243,6 +248,9 @@ async fn stats_totals_and_node_figures_are_what_the_nodes_reported() {
             rate_limited: 3,
             shadow_rejected: 0,
             top_keys: vec![key("10.0.0.7", 2), key("10.0.0.8", 1)],
+            allowed: 7,
+            global: true,
+            store_round_trips: 9,
         },
     ))
     .await;
@@ -254,6 +262,9 @@ async fn stats_totals_and_node_figures_are_what_the_nodes_reported() {
             rate_limited: 0,
             shadow_rejected: 1,
             top_keys: vec![key("10.0.0.7", 1)],
+            allowed: 5,
+            global: true,
+            store_round_trips: 6,
         },
     ))
     .await;
@@ -297,6 +308,7 @@ async fn stats_totals_and_node_figures_are_what_the_nodes_reported() {
         json["policies"],
         json!([{
             "policy": "per-ip", "rate_limited": 3, "shadow_rejected": 1,
+            "allowed": 12, "global": true, "degraded_nodes": 0, "store_round_trips": 15,
             "top_keys": [{"key": "10.0.0.7", "rejections": 3},
                          {"key": "10.0.0.8", "rejections": 1}],
         }])
@@ -329,7 +341,14 @@ async fn stats_totals_and_node_figures_are_what_the_nodes_reported() {
     );
     assert_eq!(
         cells(row(table, "per-ip ")),
-        ["per-ip", "3", "1", "10.0.0.7 (3), 10.0.0.8 (1)"]
+        [
+            "per-ip",
+            "global",
+            "12",
+            "3",
+            "1",
+            "10.0.0.7 (3), 10.0.0.8 (1)"
+        ]
     );
     assert!(!table.contains('!'), "{table}");
 
@@ -343,6 +362,10 @@ async fn stats_totals_and_node_figures_are_what_the_nodes_reported() {
     };
     assert_eq!(listed["nodes"][0]["node_id"], "dp-1");
     assert!(uptime(0) >= Duration::from_secs(100), "{listed}");
+    assert_eq!(
+        listed["nodes"][0]["rate_limit_store"]["state"], "connected",
+        "{listed}"
+    );
     assert!(uptime(1) >= Duration::from_secs(3_700), "{listed}");
     for i in 0..2 {
         let age = listed["nodes"][i]["stats_age"].as_str().unwrap();

@@ -33,6 +33,8 @@ use crate::store::Store;
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `NodeHello.capabilities` entry of a node that applies `ConfigDelta` responses.
 pub const CAPABILITY_DELTA: &str = gw_proto::v1::CAPABILITY_DELTA;
+/// The `NodeHello.capabilities` entry of a node that takes `FleetUpdate` responses.
+pub const CAPABILITY_FLEET: &str = gw_proto::v1::CAPABILITY_FLEET;
 /// Longest node id, in characters.
 const MAX_NODE_ID: usize = 128;
 /// Longest address or build string kept from a hello; these are for display only.
@@ -124,6 +126,8 @@ struct Holds {
     is_base: bool,
     /// It listed the "delta" capability.
     takes_deltas: bool,
+    /// It listed the "fleet" capability.
+    takes_fleet: bool,
 }
 
 /// Why a stream ended.
@@ -159,6 +163,7 @@ impl DiscoveryApi {
             known_epoch,
         } = hello;
         let takes_deltas = capabilities.iter().any(|c| c == CAPABILITY_DELTA);
+        let takes_fleet = capabilities.iter().any(|c| c == CAPABILITY_FLEET);
         // A version the node announces means our config only if it came from this run.
         let known_is_ours = known_epoch == self.epoch;
         if let Err(problem) = check_node_id(&node_id) {
@@ -197,6 +202,7 @@ impl DiscoveryApi {
                     version: known_version,
                     is_base: known_is_ours,
                     takes_deltas,
+                    takes_fleet,
                 },
                 &mut inbound,
                 &tx,
@@ -254,7 +260,12 @@ impl DiscoveryApi {
             version: known_version,
             is_base,
             takes_deltas,
+            takes_fleet,
         } = holds;
+        // The number of live nodes last told to this node (0: not yet); only nodes that
+        // asked for it are told.
+        let mut live = self.nodes.live();
+        let mut told_live = 0u32;
         let mut node_version = known_version;
         let current = updates.borrow_and_update().version;
         if known_version > current {
@@ -272,6 +283,7 @@ impl DiscoveryApi {
         let mut base_is_known = is_base;
         loop {
             let pending = resync || updates.borrow().version != node_version;
+            let fleet_pending = takes_fleet && *live.borrow() != told_live;
             tokio::select! {
                 biased;
                 _ = shutdown.wait_for(|stop| *stop) => return End::Shutdown,
@@ -288,8 +300,21 @@ impl DiscoveryApi {
                     Ok(None) => return End::NodeClosed,
                     Err(status) => return End::NodeError(status),
                 },
-                permit = tx.reserve(), if pending => {
+                permit = tx.reserve(), if pending || fleet_pending => {
                     let Ok(permit) = permit else { return End::NodeClosed };
+                    if !pending {
+                        // Config first: a node learns the fleet size once it has a config.
+                        told_live = *live.borrow_and_update();
+                        permit.send(Ok(pb::DiscoveryResponse {
+                            version: node_version,
+                            kind: Some(pb::discovery_response::Kind::Fleet(pb::FleetUpdate {
+                                live_data_planes: told_live.max(1),
+                            })),
+                            epoch: self.epoch,
+                        }));
+                        tracing::debug!(node = %conn.node_id, live = told_live, "fleet size sent");
+                        continue;
+                    }
                     // Taken only now that there is room, so it is the latest version.
                     let state = updates.borrow_and_update().clone();
                     let delta = if takes_deltas && base_is_known && !resync {
@@ -320,7 +345,9 @@ impl DiscoveryApi {
                         return End::StoreClosed;
                     }
                 }
-                () = tx.closed(), if !pending => return End::NodeClosed,
+                // The registry outlives every stream, so this never fails.
+                _ = live.changed(), if takes_fleet && !fleet_pending => {}
+                () = tx.closed(), if !pending && !fleet_pending => return End::NodeClosed,
             }
         }
     }

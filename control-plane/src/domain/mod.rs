@@ -10,7 +10,7 @@ mod service;
 pub(crate) mod validate;
 
 pub use certificate::Certificate;
-pub use policy::{KeySource, Mode, Policy};
+pub use policy::{KeySource, Mode, OnStoreError, Policy, Scope};
 pub use service::{
     Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts, UpstreamTls,
 };

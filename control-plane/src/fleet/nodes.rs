@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use gw_proto::v1 as pb;
+use tokio::sync::watch;
 
 use crate::domain::validate::truncate;
 use crate::fleet::report::{HealthUpdate, NodeHealth, NodeStats};
@@ -106,10 +107,23 @@ pub struct NodeView {
 pub struct RegistryFull;
 
 /// Every node seen since start-up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NodeRegistry {
     nodes: Mutex<BTreeMap<String, Record>>,
     generations: AtomicU64,
+    /// How many nodes are connected now, for streams that tell their node (the "fleet"
+    /// capability): a GLOBAL rate-limit policy falls back to its share of the limit.
+    live: watch::Sender<u32>,
+}
+
+impl Default for NodeRegistry {
+    fn default() -> Self {
+        Self {
+            nodes: Mutex::default(),
+            generations: AtomicU64::default(),
+            live: watch::Sender::new(0),
+        }
+    }
 }
 
 impl NodeRegistry {
@@ -160,6 +174,7 @@ impl NodeRegistry {
                 stats,
             },
         );
+        self.count_live(&nodes);
         Ok(Connection {
             node_id,
             generation,
@@ -222,6 +237,21 @@ impl NodeRegistry {
     /// Marks the node disconnected, unless a newer stream of it has taken over.
     pub fn disconnect(&self, conn: &Connection) {
         self.update(conn, false, |r| r.connected = false);
+        self.count_live(&self.lock());
+    }
+
+    /// The number of connected nodes, changing as they come and go.
+    pub fn live(&self) -> watch::Receiver<u32> {
+        self.live.subscribe()
+    }
+
+    /// Publishes the number of connected nodes if it changed (called with the map locked,
+    /// so two updates cannot publish out of order).
+    fn count_live(&self, nodes: &BTreeMap<String, Record>) {
+        let live =
+            u32::try_from(nodes.values().filter(|r| r.connected).count()).unwrap_or(u32::MAX);
+        self.live
+            .send_if_modified(|n| std::mem::replace(n, live) != live);
     }
 
     /// Every node, ordered by id.
@@ -246,6 +276,7 @@ impl NodeRegistry {
                     .stats
                     .as_deref()
                     .and_then(|s| pb_duration(s.received.elapsed())),
+                rate_limit_store: r.stats.as_deref().and_then(|s| s.store.clone()),
             })
             .collect()
     }
@@ -311,9 +342,15 @@ mod tests {
         let nodes = reg.list();
         assert_eq!(nodes.len(), 1);
         assert!(nodes[0].connected);
+        assert_eq!(
+            *reg.live().borrow(),
+            1,
+            "a stale stream's end leaves the node live"
+        );
         assert_eq!(nodes[0].acked_version, 3, "known version counts as acked");
         reg.nacked(&new, 4, "bad config");
         reg.disconnect(&new);
+        assert_eq!(*reg.live().borrow(), 0);
         let n = &reg.list()[0];
         assert!(!n.connected);
         assert_eq!(
@@ -336,6 +373,7 @@ mod tests {
                 }),
             }],
             policies: vec![],
+            rate_limit_store: None,
         };
         let health = pb::HealthReport {
             full: true,

@@ -236,6 +236,12 @@ pub struct PolicyFigures {
     pub shadow_rejected: u64,
     /// `(key, rejections)` in the node's recent window, at most [`MAX_TOP_KEYS`].
     pub top_keys: Vec<(String, u64)>,
+    /// Requests admitted.
+    pub allowed: u64,
+    /// Whether the node enforces the policy as GLOBAL.
+    pub global: bool,
+    /// Redis round trips made for it.
+    pub store_round_trips: u64,
 }
 
 /// A node's latest stats report, whole: counters are cumulative, so the latest report
@@ -251,6 +257,8 @@ pub struct NodeStats {
     pub services: BTreeMap<String, Figures>,
     /// Per policy name.
     pub policies: BTreeMap<String, PolicyFigures>,
+    /// The node's rate-limit store as it reported it (strings bounded), if it did.
+    pub store: Option<pb::RateLimitStoreStatus>,
 }
 
 impl NodeStats {
@@ -262,7 +270,13 @@ impl NodeStats {
             started_at,
             services: service_counters,
             policies: policy_counters,
+            rate_limit_store,
         } = report;
+        let store = rate_limit_store.map(|s| pb::RateLimitStoreStatus {
+            error: clip(s.error, MAX_FAILURE_LEN),
+            url: clip(s.url, MAX_ENDPOINT_LEN),
+            ..s
+        });
         let uptime_at_report = started_at
             .and_then(|t| SystemTime::try_from(t).ok())
             .map(|start| received_wall.duration_since(start).unwrap_or_default());
@@ -284,6 +298,9 @@ impl NodeStats {
                 rate_limited,
                 shadow_rejected,
                 top_keys,
+                allowed,
+                global,
+                store_round_trips,
             } = p;
             if policies.len() >= MAX_ENTRIES_PER_REPORT || validate::name(&policy).is_err() {
                 tracing::debug!(node, "stats for a malformed or excess policy ignored");
@@ -303,6 +320,9 @@ impl NodeStats {
                     rate_limited,
                     shadow_rejected,
                     top_keys,
+                    allowed,
+                    global,
+                    store_round_trips,
                 },
             );
         }
@@ -311,6 +331,7 @@ impl NodeStats {
             received,
             services,
             policies,
+            store,
         }
     }
 }
@@ -442,7 +463,16 @@ mod tests {
                 rate_limited: 7,
                 shadow_rejected: 1,
                 top_keys: keys,
+                allowed: 9,
+                global: true,
+                store_round_trips: 4,
             }],
+            rate_limit_store: Some(pb::RateLimitStoreStatus {
+                state: pb::RateLimitStoreState::Unreachable.into(),
+                error: "e".repeat(5000),
+                url: "redis://h:1".into(),
+                state_age_seconds: 3,
+            }),
         };
         let s = NodeStats::new("n", report);
         let uptime = s.uptime_at_report.unwrap();
@@ -456,6 +486,10 @@ mod tests {
         );
         let p = &s.policies["p"];
         assert_eq!((p.rate_limited, p.shadow_rejected), (7, 1));
+        assert_eq!((p.allowed, p.global, p.store_round_trips), (9, true, 4));
+        let store = s.store.as_ref().unwrap();
+        assert_eq!(store.error.len(), MAX_FAILURE_LEN, "the error is bounded");
+        assert_eq!(store.url, "redis://h:1");
         assert_eq!(p.top_keys.len(), MAX_TOP_KEYS);
         assert_eq!(p.top_keys[0].0.len(), MAX_KEY_LEN);
     }

@@ -152,7 +152,9 @@ pub fn stats(
     let policies = policy_names
         .into_iter()
         .map(|name| {
-            let figures = selected.iter().filter_map(|(_, s)| s.policies.get(name));
+            let figures = selected
+                .iter()
+                .filter_map(|(n, s)| s.policies.get(name).map(|f| (store_down(n, s), f)));
             policy_traffic(name, figures)
         })
         .collect();
@@ -187,16 +189,32 @@ fn service_traffic(name: &str, selected: &[(&NodeView, &NodeStats)]) -> pb::Serv
     }
 }
 
+/// Whether `node` is connected and reported its rate-limit store unreachable.
+fn store_down(node: &NodeView, stats: &NodeStats) -> bool {
+    node.connected
+        && stats
+            .store
+            .as_ref()
+            .is_some_and(|s| s.state == pb::RateLimitStoreState::Unreachable as i32)
+}
+
+/// One policy's figures summed over nodes, each with whether its store is down.
 fn policy_traffic<'a>(
     name: &str,
-    figures: impl Iterator<Item = &'a PolicyFigures>,
+    figures: impl Iterator<Item = (bool, &'a PolicyFigures)>,
 ) -> pb::PolicyTraffic {
     let mut out = pb::PolicyTraffic {
         policy: name.to_owned(),
         ..Default::default()
     };
     let mut lists = Vec::new();
-    for f in figures {
+    for (store_down, f) in figures {
+        out.allowed = out.allowed.saturating_add(f.allowed);
+        out.store_round_trips = out.store_round_trips.saturating_add(f.store_round_trips);
+        out.global |= f.global;
+        if f.global && store_down {
+            out.degraded_nodes += 1;
+        }
         out.rate_limited = out.rate_limited.saturating_add(f.rate_limited);
         out.shadow_rejected = out.shadow_rejected.saturating_add(f.shadow_rejected);
         lists.push(f.top_keys.as_slice());

@@ -2,7 +2,7 @@
 
 use sqlx::SqliteConnection;
 
-use crate::domain::{KeySource, Mode, Policy};
+use crate::domain::{KeySource, Mode, OnStoreError, Policy, Scope};
 use crate::store::error::{StoreError, duration, millis, to_i64, to_u64};
 
 /// `key_kind` of a policy keyed by client IP.
@@ -22,6 +22,8 @@ struct PolicyRow {
     burst: i64,
     mode: String,
     updated_version: i64,
+    scope: String,
+    on_store_error: String,
 }
 
 impl TryFrom<PolicyRow> for Policy {
@@ -41,6 +43,9 @@ impl TryFrom<PolicyRow> for Policy {
             period: duration("period", row.period_ms)?,
             burst: to_u64("burst", row.burst)?,
             mode: Mode::from_name(&row.mode).ok_or_else(|| corrupt("mode"))?,
+            scope: Scope::from_name(&row.scope).ok_or_else(|| corrupt("scope"))?,
+            on_store_error: OnStoreError::from_name(&row.on_store_error)
+                .ok_or_else(|| corrupt("on_store_error"))?,
             updated_version: to_u64("updated_version", row.updated_version)?,
             name: row.name,
         })
@@ -63,12 +68,14 @@ pub(super) async fn upsert(conn: &mut SqliteConnection, p: &Policy) -> Result<()
     };
     sqlx::query(
         "INSERT INTO policies (name, service, key_kind, key_header, rate_limit, period_ms, \
-         burst, mode, updated_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         burst, mode, updated_version, scope, on_store_error) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (name) DO UPDATE SET service = excluded.service, \
          key_kind = excluded.key_kind, key_header = excluded.key_header, \
          rate_limit = excluded.rate_limit, period_ms = excluded.period_ms, \
          burst = excluded.burst, mode = excluded.mode, \
-         updated_version = excluded.updated_version",
+         updated_version = excluded.updated_version, scope = excluded.scope, \
+         on_store_error = excluded.on_store_error",
     )
     .bind(&p.name)
     .bind(p.service.as_deref())
@@ -79,6 +86,8 @@ pub(super) async fn upsert(conn: &mut SqliteConnection, p: &Policy) -> Result<()
     .bind(to_i64("burst", p.burst)?)
     .bind(p.mode.as_str())
     .bind(to_i64("updated_version", p.updated_version)?)
+    .bind(p.scope.as_str())
+    .bind(p.on_store_error.as_str())
     .execute(conn)
     .await?;
     Ok(())

@@ -1,7 +1,7 @@
 //! Store tests against real SQLite files: migrations, publishing, reloading.
 
 use super::*;
-use crate::domain::{KeySource, Mode};
+use crate::domain::{KeySource, Mode, OnStoreError, Scope};
 
 fn service(name: &str, prefix: &str) -> Service {
     let msg = gw_proto::v1::Service {
@@ -83,6 +83,9 @@ async fn every_write_publishes_a_new_version_in_order() {
         period: Duration::from_secs(1),
         burst: 3,
         mode: Mode::Shadow,
+        // Not the defaults, so the new columns are seen to round-trip.
+        scope: Scope::Global,
+        on_store_error: OnStoreError::Deny,
         updated_version: 0,
     };
     let (stored, created, v2) = store.put_policy(policy.clone()).await.unwrap();

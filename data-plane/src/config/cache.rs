@@ -136,9 +136,8 @@ fn decode(bytes: &[u8]) -> Result<(u64, pb::ConfigSnapshot), String> {
     let response = pb::DiscoveryResponse::decode(payload).map_err(|e| e.to_string())?;
     match response.kind {
         Some(pb::discovery_response::Kind::Snapshot(snapshot)) => Ok((response.version, snapshot)),
-        Some(pb::discovery_response::Kind::Delta(_)) | None => {
-            Err("payload holds no snapshot".to_owned())
-        }
+        Some(pb::discovery_response::Kind::Delta(_) | pb::discovery_response::Kind::Fleet(_))
+        | None => Err("payload holds no snapshot".to_owned()),
     }
 }
 

@@ -11,6 +11,8 @@ use gw_proto::v1 as pb;
 use crate::config::snapshot::{self, Reuse, Snapshot};
 use crate::config::sync::{ConfigSink, SyncStatus};
 use crate::limiter::LimiterRegistry;
+use crate::limiter::global::GlobalRegistry;
+use crate::limiter::redis::RedisStore;
 use crate::stats::GlobalStats;
 
 /// State shared by the request path, the admin listener and config sync.
@@ -31,8 +33,17 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Empty state: no config yet.
+    /// Empty state: no config yet, no Redis (GLOBAL policies use their fallback).
     pub fn new(rate_limit_max_keys: usize, sync: Arc<SyncStatus>) -> Self {
+        Self::with_store(rate_limit_max_keys, sync, None)
+    }
+
+    /// Empty state, counting GLOBAL policies in `store`.
+    pub fn with_store(
+        rate_limit_max_keys: usize,
+        sync: Arc<SyncStatus>,
+        store: Option<Arc<RedisStore>>,
+    ) -> Self {
         Self {
             current: ArcSwapOption::empty(),
             reuse: Reuse {
@@ -43,6 +54,8 @@ impl Gateway {
                 service_stats: Default::default(),
                 policy_stats: Default::default(),
                 limiters: LimiterRegistry::new(rate_limit_max_keys),
+                globals: GlobalRegistry::new(store, rate_limit_max_keys),
+                live_data_planes: std::sync::atomic::AtomicU32::new(1),
             },
             global: GlobalStats::default(),
             sync,
@@ -81,6 +94,29 @@ impl ConfigSink for Gateway {
                 tracing::warn!(version, %reason, "config rejected; the previous one stays in force");
                 Err(reason)
             }
+        }
+    }
+
+    fn fleet(&self, live_data_planes: u32) {
+        let _serial = self
+            .apply_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let live = live_data_planes.max(1);
+        let old = self.reuse.live_data_planes.swap(live, Ordering::Relaxed);
+        if old == live {
+            return;
+        }
+        tracing::info!(
+            live_data_planes = live,
+            "fleet size changed; GLOBAL policies' local shares follow"
+        );
+        // The config in force keeps its limiters; only the shares' rates change (in place,
+        // keeping every bucket's level).
+        if let Some(snap) = self.current.load_full() {
+            self.reuse
+                .limiters
+                .reconcile(&self.reuse.limiter_defs(&snap.policies));
         }
     }
 }

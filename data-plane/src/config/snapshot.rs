@@ -14,7 +14,8 @@ use gw_proto::v1 as pb;
 use http::uri::{Authority, Uri};
 
 use crate::config::router::{RouteSpec, RouteTable};
-use crate::limiter::policy::ActivePolicy;
+use crate::limiter::global::{self, GlobalDef, GlobalRegistry, OnStoreError};
+use crate::limiter::policy::{ActivePolicy, Counter};
 use crate::limiter::{KeySpec, LimiterRegistry, Mode, PolicyDef, PolicyLimiter, RateSpec};
 use crate::stats::{PolicyStats, Registry, ServiceStats};
 use crate::tls::SniTable;
@@ -133,8 +134,10 @@ pub struct PolicyInfo {
     pub name: Arc<str>,
     /// The service it applies to; `None`: all.
     pub service: Option<Arc<str>>,
-    /// The compiled definition.
+    /// The compiled definition (for a GLOBAL policy, the fleet's rate).
     pub def: PolicyDef,
+    /// `Some` for a GLOBAL policy: what it does while Redis is away.
+    pub global: Option<OnStoreError>,
 }
 
 /// Endpoints by (service name, URL).
@@ -176,6 +179,31 @@ pub struct Reuse {
     pub policy_stats: Registry<PolicyStats>,
     /// Token buckets.
     pub limiters: LimiterRegistry,
+    /// GLOBAL policies and their Redis store.
+    pub globals: GlobalRegistry,
+    /// Live data planes as the control plane last said (at least 1): a GLOBAL policy's
+    /// local share is its rate divided by this.
+    pub live_data_planes: std::sync::atomic::AtomicU32,
+}
+
+impl Reuse {
+    /// The definitions the in-process buckets are reconciled with: a NODE policy's own, and
+    /// for a GLOBAL policy this node's share of it (its fallback while Redis is away).
+    pub fn limiter_defs(&self, infos: &[PolicyInfo]) -> Vec<PolicyDef> {
+        let live = self
+            .live_data_planes
+            .load(std::sync::atomic::Ordering::Relaxed);
+        infos
+            .iter()
+            .map(|i| {
+                let mut def = i.def.clone();
+                if i.global.is_some() {
+                    def.rate = global::share(&def.rate, live);
+                }
+                def
+            })
+            .collect()
+    }
 }
 
 /// A service after validation, before shared state is touched.
@@ -254,13 +282,36 @@ pub fn compile(
     }
 
     // Everything is valid: from here on, shared state changes.
-    let defs: Vec<PolicyDef> = infos.iter().map(|i| i.def.clone()).collect();
-    let limiters = reuse.limiters.reconcile(&defs);
+    let limiters = reuse.limiters.reconcile(&reuse.limiter_defs(&infos));
+    let global_defs: Vec<GlobalDef> = infos
+        .iter()
+        .filter_map(|i| {
+            i.global.map(|on_error| GlobalDef {
+                name: i.name.clone(),
+                rate: i.def.rate,
+                on_error,
+                stats: reuse.policy_stats.get(&i.name),
+            })
+        })
+        .collect();
+    if !global_defs.is_empty() && reuse.globals.store().is_none() {
+        tracing::warn!(
+            policies = global_defs.len(),
+            "GLOBAL rate-limit policies in the config, but this data plane has no --redis-url: \
+             each is enforced through its on_store_error (by default this node's share)"
+        );
+    }
+    let mut globals = reuse.globals.reconcile(&global_defs).into_iter();
     let mut active: Vec<(Option<Arc<str>>, Arc<ActivePolicy>)> = Vec::with_capacity(infos.len());
     for (info, limiter) in infos.iter().zip(limiters) {
+        let counter = match info.global {
+            // `globals` has one entry per GLOBAL policy, in the same order.
+            Some(_) => globals.next().map_or(Counter::Local, Counter::Global),
+            None => Counter::Local,
+        };
         active.push((
             info.service.clone(),
-            Arc::new(active_policy(info, limiter, reuse)),
+            Arc::new(active_policy(info, limiter, counter, reuse)),
         ));
     }
 
@@ -363,13 +414,28 @@ fn compile_certificates(certificates: &[pb::Certificate]) -> Result<SniTable, St
     Ok(SniTable::build(entries))
 }
 
-fn active_policy(info: &PolicyInfo, limiter: Arc<PolicyLimiter>, reuse: &Reuse) -> ActivePolicy {
+fn active_policy(
+    info: &PolicyInfo,
+    limiter: Arc<PolicyLimiter>,
+    counter: Counter,
+    reuse: &Reuse,
+) -> ActivePolicy {
+    let stats = reuse.policy_stats.get(&info.name);
+    stats.global.store(
+        matches!(counter, Counter::Global(_)),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     ActivePolicy {
-        // Built (and quoted) by the limiter when its rate was set.
-        policy_header: limiter.policy_header_value(),
+        policy_header: match counter {
+            // The fleet's rate, not the local share the limiter holds.
+            Counter::Global(_) => global::policy_header(&info.name, &info.def.rate),
+            // Built (and quoted) by the limiter when its rate was set.
+            Counter::Local => limiter.policy_header_value(),
+        },
         limiter,
+        counter,
         mode: info.def.mode,
-        stats: reuse.policy_stats.get(&info.name),
+        stats,
     }
 }
 
@@ -591,6 +657,8 @@ fn check_policy(p: &pb::Policy) -> Result<PolicyInfo, String> {
         burst,
         mode,
         updated_version: _,
+        scope,
+        on_store_error,
     } = p;
     if !check_name(name) {
         return Err(format!(
@@ -621,6 +689,25 @@ fn check_policy(p: &pb::Policy) -> Result<PolicyInfo, String> {
         Ok(pb::PolicyMode::Shadow) => Mode::Shadow,
         Err(_) => return Err(err("mode", &format!("unknown mode {mode}"))),
     };
+    let global = match pb::PolicyScope::try_from(*scope) {
+        Ok(pb::PolicyScope::Unspecified | pb::PolicyScope::Node) => None,
+        Ok(pb::PolicyScope::Global) => {
+            Some(match pb::StoreErrorAction::try_from(*on_store_error) {
+                Ok(pb::StoreErrorAction::Unspecified | pb::StoreErrorAction::LocalShare) => {
+                    OnStoreError::LocalShare
+                }
+                Ok(pb::StoreErrorAction::Allow) => OnStoreError::Allow,
+                Ok(pb::StoreErrorAction::Deny) => OnStoreError::Deny,
+                Err(_) => {
+                    return Err(err(
+                        "on_store_error",
+                        &format!("unknown action {on_store_error}"),
+                    ));
+                }
+            })
+        }
+        Err(_) => return Err(err("scope", &format!("unknown scope {scope}"))),
+    };
     let name: Arc<str> = name.as_str().into();
     Ok(PolicyInfo {
         service: if service.is_empty() {
@@ -638,6 +725,7 @@ fn check_policy(p: &pb::Policy) -> Result<PolicyInfo, String> {
             },
             mode,
         },
+        global,
         name,
     })
 }

@@ -1,4 +1,7 @@
-//! In-memory token buckets, one set per rate-limit policy.
+//! Rate limiting: in-memory token buckets, one set per rate-limit policy, and for GLOBAL
+//! policies a budget shared by the fleet in Redis (`global`, `redis`; their docs say how,
+//! and what happens when Redis is away). The request path reaches both through
+//! `policy::check`, where a policy's `Counter` picks one.
 //!
 //! SEAM (agreed interface between the limiter and the request path; do not change without
 //! telling the lead): `RateSpec`, `KeySpec`, `LimitKey`, `Decision`, `PolicyLimiter`,
@@ -64,10 +67,12 @@
 //! attempt rather than sleeping in the kernel until woken.
 
 mod bucket;
+pub mod global;
 mod headers;
 mod key;
 mod local;
 pub mod policy;
+pub mod redis;
 mod spec;
 
 pub use local::{LimiterRegistry, PolicyLimiter};

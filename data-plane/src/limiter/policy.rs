@@ -5,6 +5,9 @@
 //! A request passes only if every enforce-mode policy allows it. If a later policy rejects,
 //! tokens taken by earlier ones are refunded, so a rejected request consumes nothing.
 //! Shadow-mode rejections are counted and otherwise ignored.
+//!
+//! A policy is counted by this node alone or by the fleet in Redis; [`Counter`] says which,
+//! and [`check`] is the one place that branches on it. Checking NODE policies never awaits.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -13,6 +16,7 @@ use std::time::Instant;
 
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
+use crate::limiter::global::GlobalPolicy;
 use crate::limiter::local::PolicyLimiter;
 use crate::limiter::spec::{Decision, KeySpec, LimitKey, Mode};
 use crate::stats::PolicyStats;
@@ -22,11 +26,23 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 /// `RateLimit`.
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
+/// Who counts a policy's requests.
+#[derive(Debug, Clone)]
+pub enum Counter {
+    /// This node alone, in `ActivePolicy::limiter`.
+    Local,
+    /// The fleet, in Redis; `ActivePolicy::limiter` holds this node's share for when Redis
+    /// is away.
+    Global(Arc<GlobalPolicy>),
+}
+
 /// A policy as the request path applies it (compiled per config version).
 #[derive(Debug)]
 pub struct ActivePolicy {
     /// The buckets (shared across versions while name and key are unchanged).
     pub limiter: Arc<PolicyLimiter>,
+    /// Who counts.
+    pub counter: Counter,
     /// Enforce or shadow, as of this version.
     pub mode: Mode,
     /// Counters, kept across versions by policy name.
@@ -51,8 +67,34 @@ fn key_for<'a>(spec: &KeySpec, ip: IpAddr, headers: &'a HeaderMap) -> LimitKey<'
     }
 }
 
-/// Checks `policies` in order for a request from `ip` with `headers`.
-pub fn check(
+impl ActivePolicy {
+    async fn take(&self, key: LimitKey<'_>, now: Instant) -> Decision {
+        match &self.counter {
+            Counter::Local => self.limiter.check(key, now),
+            Counter::Global(global) => {
+                let d = global.check(&self.limiter, key, now).await;
+                if d.allowed {
+                    self.stats.allowed.fetch_add(1, Ordering::Relaxed);
+                }
+                d
+            }
+        }
+    }
+
+    fn give_back(&self, key: LimitKey<'_>, now: Instant) {
+        match &self.counter {
+            Counter::Local => self.limiter.refund(key, now),
+            Counter::Global(global) => {
+                self.stats.allowed.fetch_sub(1, Ordering::Relaxed);
+                global.refund(&self.limiter, key, now);
+            }
+        }
+    }
+}
+
+/// Checks `policies` in order for a request from `ip` with `headers`. Awaits only for GLOBAL
+/// policies that ask Redis, and then at most the store's timeout each.
+pub async fn check(
     policies: &[Arc<ActivePolicy>],
     ip: IpAddr,
     headers: &HeaderMap,
@@ -65,7 +107,7 @@ pub fn check(
     let mut took_more: Vec<usize> = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         let key = key_for(p.limiter.key_spec(), ip, headers);
-        let d = p.limiter.check(key, now);
+        let d = p.take(key, now).await;
         if d.allowed {
             if i < 64 {
                 took |= 1 << i;
@@ -85,8 +127,7 @@ pub fn check(
             Mode::Enforce => {
                 for (j, q) in policies.iter().enumerate().take(i) {
                     if (j < 64 && took & (1 << j) != 0) || took_more.contains(&j) {
-                        q.limiter
-                            .refund(key_for(q.limiter.key_spec(), ip, headers), now);
+                        q.give_back(key_for(q.limiter.key_spec(), ip, headers), now);
                     }
                 }
                 p.stats.rate_limited.fetch_add(1, Ordering::Relaxed);

@@ -118,7 +118,7 @@ async fn route_and_forward(
     let peer_ip = peer.ip().to_canonical();
     let client_ip = proxy.trusted.client_ip(peer_ip, req.headers());
 
-    let limit = ratelimit::check(&svc.policies, client_ip, req.headers(), start);
+    let limit = ratelimit::check(&svc.policies, client_ip, req.headers(), start).await;
     let limit_headers = match limit {
         Verdict::Rejected(i, d) => {
             let mut resp = responses::RATE_LIMITED.response();

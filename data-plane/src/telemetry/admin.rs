@@ -17,8 +17,10 @@ use serde_json::json;
 
 use crate::config::gateway::Gateway;
 use crate::config::snapshot::Snapshot;
+use crate::limiter::global::OnStoreError;
 use crate::limiter::{KeySpec, Mode};
 use crate::telemetry::metrics::{self, LimiterGauge, MetricsView};
+use crate::telemetry::store_metrics;
 
 /// The admin token check for `/config` and `/metrics`.
 #[derive(Debug, Clone)]
@@ -116,6 +118,7 @@ pub async fn handle(
                 connected: gw.sync.connected.load(Ordering::Relaxed),
             });
             crate::health::render_gauges(gw.current.load().as_deref(), &mut body);
+            store_metrics::render(&gw, &mut body);
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -181,6 +184,12 @@ fn config_json(snap: &Snapshot) -> serde_json::Value {
                     Mode::Enforce => "enforce",
                     Mode::Shadow => "shadow",
                 },
+                "scope": if p.global.is_some() { "global" } else { "node" },
+                "on_store_error": p.global.map(|a| match a {
+                    OnStoreError::LocalShare => "local-share",
+                    OnStoreError::Allow => "allow",
+                    OnStoreError::Deny => "deny",
+                }),
             })
         })
         .collect();

@@ -1,5 +1,5 @@
 //! What reads the counters and the config in force, off the request path: Prometheus text
-//! rendering (`metrics`), the health and stats reports sent to the control plane (`report`),
+//! rendering (`metrics`, and `store_metrics` for the Redis store of GLOBAL policies), the health and stats reports sent to the control plane (`report`),
 //! and the admin listener (`admin`: `/healthz`, `/readyz`, `/config`, `/metrics`).
 //!
 //! Layering: the top of the crate beside `proxy`; it reads `config`, `health`, `limiter` and
@@ -8,3 +8,4 @@
 pub mod admin;
 pub mod metrics;
 pub mod report;
+pub mod store_metrics;

@@ -124,12 +124,38 @@ pub fn stats_report(gw: &Gateway, started_at: SystemTime, now: Instant) -> pb::S
                 .into_iter()
                 .map(|(key, rejections)| pb::KeyRejections { key, rejections })
                 .collect(),
+            allowed: stats.allowed.load(Ordering::Relaxed),
+            global: stats.global.load(Ordering::Relaxed),
+            store_round_trips: stats.store_round_trips.load(Ordering::Relaxed),
         })
         .collect();
     pb::StatsReport {
         started_at: Some(started_at.into()),
         services,
         policies,
+        rate_limit_store: Some(store_status(gw)),
+    }
+}
+
+/// The node's rate-limit store as `gwctl nodes` shows it.
+pub fn store_status(gw: &Gateway) -> pb::RateLimitStoreStatus {
+    let Some(store) = gw.reuse.globals.store() else {
+        return pb::RateLimitStoreStatus {
+            state: pb::RateLimitStoreState::None.into(),
+            ..Default::default()
+        };
+    };
+    let state = store.state();
+    pb::RateLimitStoreStatus {
+        state: if state.up {
+            pb::RateLimitStoreState::Connected
+        } else {
+            pb::RateLimitStoreState::Unreachable
+        }
+        .into(),
+        error: state.error,
+        url: store.describe(),
+        state_age_seconds: state.since.elapsed().as_secs(),
     }
 }
 

@@ -69,12 +69,17 @@ fn sample(highlight: Highlight) -> StatsView {
                     rate_limited: 5,
                     shadow_rejected: 0,
                     top_keys: keys,
+                    allowed: 25,
+                    global: true,
+                    degraded_nodes: 1,
+                    store_round_trips: 30,
                 },
                 pb::PolicyTraffic {
                     policy: "trial".into(),
                     rate_limited: 0,
                     shadow_rejected: 3,
                     top_keys: vec![],
+                    ..Default::default()
                 },
             ],
         },
@@ -93,10 +98,10 @@ demo                     30        25   5    0    5        1       2.1ms   4.0ms
   ! dp-2 (disconnected)  10        8    2    0    2        0       0.25ms  1.25s  1.25s
 idle                     0         0    0    0    0        0       -       -      -
 
-POLICY       LIMITED  SHADOW  TOP KEYS
-demo-per-ip  5        0       10.0.0.1 (9), 10.0.0.2 (8), 10.0.0.3 (7), 10.0.0.4 (6), \
-10.0.0.5 (5), +2 more
-trial        0        3       -
+POLICY       SCOPE                 ALLOWED  LIMITED  SHADOW  TOP KEYS
+demo-per-ip  ! global (1 degraded)  25       5        0       10.0.0.1 (9), 10.0.0.2 (8), \
+10.0.0.3 (7), 10.0.0.4 (6), 10.0.0.5 (5), +2 more
+trial        node                  0        0        3       -
 "
     );
 }
@@ -158,6 +163,18 @@ fn json_has_every_counter_and_latencies_in_ms() {
     assert_eq!(idle["nodes"], serde_json::json!([]));
     let policy = &json["policies"][0];
     assert_eq!(policy["rate_limited"], 5);
+    assert_eq!(
+        (
+            &policy["allowed"],
+            &policy["global"],
+            &policy["degraded_nodes"]
+        ),
+        (
+            &serde_json::json!(25),
+            &serde_json::json!(true),
+            &serde_json::json!(1)
+        )
+    );
     assert_eq!(policy["top_keys"].as_array().unwrap().len(), 7);
     assert_eq!(
         policy["top_keys"][0],
@@ -173,6 +190,6 @@ fn nothing_reported_is_two_headers() {
     assert_eq!(
         view.human(),
         "SERVICE  REQUESTS  2XX  4XX  5XX  LIMITED  ERRORS  P50  P90  P99\n\n\
-         POLICY  LIMITED  SHADOW  TOP KEYS\n"
+         POLICY  SCOPE  ALLOWED  LIMITED  SHADOW  TOP KEYS\n"
     );
 }

@@ -30,6 +30,10 @@ pub struct Policy {
     pub burst: u64,
     /// Enforce or only count.
     pub mode: Mode,
+    /// Who counts: each data plane alone, or the fleet together in Redis.
+    pub scope: Scope,
+    /// What a global policy does while its data plane cannot reach Redis.
+    pub on_store_error: OnStoreError,
     /// Config version that last wrote the policy; set by the store.
     pub updated_version: u64,
 }
@@ -72,6 +76,68 @@ impl Mode {
     }
 }
 
+/// Who counts a policy's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// Each data plane counts alone.
+    #[default]
+    Node,
+    /// One budget for the fleet, counted in Redis.
+    Global,
+}
+
+impl Scope {
+    /// Stable name used in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::Global => "global",
+        }
+    }
+
+    /// Inverse of [`Scope::as_str`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "node" => Some(Self::Node),
+            "global" => Some(Self::Global),
+            _ => None,
+        }
+    }
+}
+
+/// What a global policy does while its data plane cannot reach Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStoreError {
+    /// Enforce this node's share (limit / live data planes).
+    #[default]
+    LocalShare,
+    /// Fail open.
+    Allow,
+    /// Fail closed.
+    Deny,
+}
+
+impl OnStoreError {
+    /// Stable name used in the database (and by gwctl's flag).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::LocalShare => "local-share",
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+
+    /// Inverse of [`OnStoreError::as_str`].
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "local-share" => Some(Self::LocalShare),
+            "allow" => Some(Self::Allow),
+            "deny" => Some(Self::Deny),
+            _ => None,
+        }
+    }
+}
+
 impl TryFrom<pb::Policy> for Policy {
     type Error = ValidationError;
 
@@ -86,6 +152,8 @@ impl TryFrom<pb::Policy> for Policy {
             burst,
             mode,
             updated_version: _,
+            scope,
+            on_store_error,
         } = msg;
         let mut p = Problems::default();
         p.check("name", validate::name(&name));
@@ -140,8 +208,34 @@ impl TryFrom<pb::Policy> for Policy {
                 None
             }
         };
-        let value = match (service, key, period, mode) {
-            (Some(service), Some(key), Some(period), Some(mode)) => Some(Policy {
+        let scope = match pb::PolicyScope::try_from(scope) {
+            Ok(pb::PolicyScope::Unspecified | pb::PolicyScope::Node) => Some(Scope::Node),
+            Ok(pb::PolicyScope::Global) => Some(Scope::Global),
+            Err(_) => {
+                p.add("scope", format!("unknown value {scope}"));
+                None
+            }
+        };
+        let on_store_error = match pb::StoreErrorAction::try_from(on_store_error) {
+            Ok(pb::StoreErrorAction::Unspecified | pb::StoreErrorAction::LocalShare) => {
+                Some(OnStoreError::LocalShare)
+            }
+            Ok(pb::StoreErrorAction::Allow) => Some(OnStoreError::Allow),
+            Ok(pb::StoreErrorAction::Deny) => Some(OnStoreError::Deny),
+            Err(_) => {
+                p.add("on_store_error", format!("unknown value {on_store_error}"));
+                None
+            }
+        };
+        let value = match (service, key, period, mode, scope, on_store_error) {
+            (
+                Some(service),
+                Some(key),
+                Some(period),
+                Some(mode),
+                Some(scope),
+                Some(on_store_error),
+            ) => Some(Policy {
                 name,
                 service,
                 key,
@@ -149,6 +243,8 @@ impl TryFrom<pb::Policy> for Policy {
                 period,
                 burst,
                 mode,
+                scope,
+                on_store_error,
                 updated_version: 0,
             }),
             _ => None,
@@ -177,6 +273,15 @@ impl From<&Policy> for pb::Policy {
                 Mode::Shadow => pb::PolicyMode::Shadow.into(),
             },
             updated_version: p.updated_version,
+            scope: match p.scope {
+                Scope::Node => pb::PolicyScope::Node.into(),
+                Scope::Global => pb::PolicyScope::Global.into(),
+            },
+            on_store_error: match p.on_store_error {
+                OnStoreError::LocalShare => pb::StoreErrorAction::LocalShare.into(),
+                OnStoreError::Allow => pb::StoreErrorAction::Allow.into(),
+                OnStoreError::Deny => pb::StoreErrorAction::Deny.into(),
+            },
         }
     }
 }

@@ -26,6 +26,12 @@ fn defaults_are_filled() {
     assert_eq!(p.burst, 5, "burst defaults to limit");
     assert_eq!(p.mode, Mode::Enforce);
     assert_eq!(p.period, Duration::from_secs(60));
+    assert_eq!(
+        p.scope,
+        Scope::Node,
+        "existing clients get per-node policies"
+    );
+    assert_eq!(p.on_store_error, OnStoreError::LocalShare);
 }
 
 #[test]
@@ -37,9 +43,15 @@ fn full_policy_round_trips() {
         }),
         burst: 10,
         mode: pb::PolicyMode::Shadow.into(),
+        scope: pb::PolicyScope::Global.into(),
+        on_store_error: pb::StoreErrorAction::Allow.into(),
         ..base()
     };
     let p = Policy::try_from(msg).unwrap();
+    assert_eq!(
+        (p.scope, p.on_store_error),
+        (Scope::Global, OnStoreError::Allow)
+    );
     assert_eq!(p.key, KeySource::Header("x-api-key".into()));
     assert_eq!(p.service.as_deref(), Some("api"));
     assert_eq!(p.mode, Mode::Shadow);
@@ -127,6 +139,14 @@ fn invalid_policies_name_the_field() {
         (
             pb::Policy { mode: 9, ..base() },
             vec!["mode: unknown value 9"],
+        ),
+        (
+            pb::Policy {
+                scope: 7,
+                on_store_error: 8,
+                ..base()
+            },
+            vec!["scope: unknown value 7", "on_store_error: unknown value 8"],
         ),
         (
             pb::Policy {

@@ -12,6 +12,8 @@ fn reuse() -> Reuse {
         service_stats: Default::default(),
         policy_stats: Default::default(),
         limiters: LimiterRegistry::new(100),
+        globals: GlobalRegistry::new(None, 100),
+        live_data_planes: 1.into(),
     }
 }
 
@@ -237,4 +239,55 @@ fn endpoints_stats_and_buckets_survive_new_versions() {
     )
     .unwrap();
     assert!(v5.services[0].balancer.endpoints()[0].is_healthy());
+}
+
+#[test]
+fn a_global_policy_counts_in_the_fleet_and_its_limiter_holds_this_nodes_share() {
+    let reuse = reuse();
+    let mut global = policy("fleet", "a");
+    global.scope = pb::PolicyScope::Global.into();
+    global.on_store_error = pb::StoreErrorAction::Deny.into();
+    let config = snap(
+        vec![svc("a", "/a", &[])],
+        vec![global.clone(), policy("node", "a")],
+    );
+    let compiled = compile(1, &config, &reuse).unwrap();
+    let policies = &compiled.services[0].policies;
+    let (fleet, node) = (&policies[0], &policies[1]);
+    assert!(matches!(fleet.counter, Counter::Global(_)));
+    assert!(matches!(node.counter, Counter::Local));
+    assert_eq!(compiled.policies[0].global, Some(OnStoreError::Deny));
+    assert_eq!(compiled.policies[1].global, None);
+    // Alone, the share is the whole limit; the header always shows the fleet's.
+    assert_eq!(fleet.limiter.rate().limit, 5);
+    assert_eq!(fleet.policy_header, "\"fleet\";q=5;w=60");
+    assert!(
+        fleet
+            .stats
+            .global
+            .load(std::sync::atomic::Ordering::Relaxed)
+    );
+
+    // Four live data planes: 5 / 4, rounded up; the NODE policy keeps its limit.
+    reuse
+        .live_data_planes
+        .store(4, std::sync::atomic::Ordering::Relaxed);
+    let compiled = compile(2, &config, &reuse).unwrap();
+    let policies = &compiled.services[0].policies;
+    assert_eq!(policies[0].limiter.rate().limit, 2);
+    assert_eq!(policies[1].limiter.rate().limit, 5);
+    assert_eq!(policies[0].policy_header, "\"fleet\";q=5;w=60");
+
+    // Unknown scopes and actions are refused, naming the field.
+    global.scope = 9;
+    let err = compile(
+        3,
+        &snap(vec![svc("a", "/a", &[])], vec![global.clone()]),
+        &reuse,
+    );
+    assert!(err.unwrap_err().contains("scope"));
+    global.scope = pb::PolicyScope::Global.into();
+    global.on_store_error = 9;
+    let err = compile(3, &snap(vec![svc("a", "/a", &[])], vec![global]), &reuse);
+    assert!(err.unwrap_err().contains("on_store_error"));
 }

@@ -84,6 +84,9 @@ const UNSUPPORTED_KIND: &str = "unsupported response kind";
 
 /// The `NodeHello.capabilities` entry saying this node applies `ConfigDelta` responses.
 pub const DELTA_CAPABILITY: &str = gw_proto::v1::CAPABILITY_DELTA;
+/// The `NodeHello.capabilities` entry saying this node takes `FleetUpdate` responses (GLOBAL
+/// rate-limit policies need the number of live data planes for their local share).
+pub const FLEET_CAPABILITY: &str = gw_proto::v1::CAPABILITY_FLEET;
 
 /// The loop's timeouts and delays: the constants above in production; tests shrink them to
 /// see a partition detected, or stretch the backoff to catch shutdown in the middle of it.
@@ -116,6 +119,12 @@ pub trait ConfigSink: Send + Sync + 'static {
     /// Compiles and swaps in `snapshot` as `version`. `Err` carries the NACK reason, in words
     /// for operators (e.g. "service 'a': endpoints[0]: 'x' is not an http:// URL").
     fn apply(&self, version: u64, snapshot: &pb::ConfigSnapshot) -> Result<(), String>;
+
+    /// The control plane says `live_data_planes` data planes are connected (this one
+    /// included). Default: ignored.
+    fn fleet(&self, live_data_planes: u32) {
+        let _ = live_data_planes;
+    }
 }
 
 /// What the sync task needs to know.
@@ -390,7 +399,9 @@ impl Task {
                 message = inbound.message() => match message {
                     Ok(Some(response)) => {
                         got_response = true;
-                        let reply = self.handle(response).await;
+                        let Some(reply) = self.handle(response).await else {
+                            continue;
+                        };
                         if outbound.send(reply).await.is_err() {
                             // The request stream was dropped: the call is over.
                             break SyncError::Closed;
@@ -433,24 +444,42 @@ impl Task {
             listen_address: self.config.listen_address.clone(),
             admin_address: self.config.admin_address.clone(),
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
-            capabilities: vec![DELTA_CAPABILITY.to_owned()],
+            capabilities: vec![DELTA_CAPABILITY.to_owned(), FLEET_CAPABILITY.to_owned()],
             known_epoch,
         }))
     }
 
-    /// Applies one response and returns the ACK or NACK to send.
-    async fn handle(&mut self, response: pb::DiscoveryResponse) -> pb::DiscoveryRequest {
+    /// Applies one response and returns the ACK or NACK to send (`None`: no answer, for a
+    /// fleet update).
+    async fn handle(&mut self, response: pb::DiscoveryResponse) -> Option<pb::DiscoveryRequest> {
         use pb::discovery_response::Kind;
         let version = response.version;
-        let epoch = response.epoch;
-        // An unknown oneof field decodes as `None`: a kind this build was not told about.
-        let Some(kind) = response.kind else {
-            tracing::warn!(
-                version,
-                "control plane sent a response kind this node does not support"
-            );
-            return nack(version, UNSUPPORTED_KIND.to_owned());
-        };
+        match response.kind {
+            Some(Kind::Fleet(pb::FleetUpdate { live_data_planes })) => {
+                tracing::debug!(live_data_planes, "fleet update");
+                self.sink.fleet(live_data_planes);
+                None
+            }
+            // An unknown oneof field decodes as `None`: a kind this build was not told about.
+            None => {
+                tracing::warn!(
+                    version,
+                    "control plane sent a response kind this node does not support"
+                );
+                Some(nack(version, UNSUPPORTED_KIND.to_owned()))
+            }
+            Some(kind) => Some(self.apply(version, response.epoch, kind).await),
+        }
+    }
+
+    /// Applies a snapshot or delta and returns the ACK or NACK to send.
+    async fn apply(
+        &mut self,
+        version: u64,
+        epoch: u64,
+        kind: pb::discovery_response::Kind,
+    ) -> pb::DiscoveryRequest {
+        use pb::discovery_response::Kind;
         let in_force = self.status.version.load(Ordering::SeqCst);
         if version == in_force {
             // Already serving it: re-applying would churn state (and the cache) for nothing.
@@ -488,6 +517,8 @@ impl Task {
                     return nack(version, reason);
                 }
             },
+            // Answered by `handle`, never applied.
+            Kind::Fleet(_) => return ack(version),
         };
         let sink = self.sink.clone();
         let status = self.status.clone();

@@ -10,10 +10,20 @@ use tokio::sync::watch;
 
 use super::*;
 
-/// Records every apply; rejects versions listed in `reject`.
+impl Task {
+    /// `handle` for a response that must be answered (every config response).
+    async fn reply(&mut self, response: pb::DiscoveryResponse) -> pb::DiscoveryRequest {
+        self.handle(response)
+            .await
+            .expect("a config response is answered")
+    }
+}
+
+/// Records every apply and fleet update; rejects versions listed in `reject`.
 #[derive(Default)]
 struct Recorder {
     applied: Mutex<Vec<u64>>,
+    fleet: Mutex<Vec<u32>>,
     reject: Vec<u64>,
 }
 
@@ -24,6 +34,10 @@ impl ConfigSink for Recorder {
         }
         self.applied.lock().unwrap().push(version);
         Ok(())
+    }
+
+    fn fleet(&self, live_data_planes: u32) {
+        self.fleet.lock().unwrap().push(live_data_planes);
     }
 }
 
@@ -115,9 +129,9 @@ async fn delta_on_the_held_snapshot_is_merged_applied_cached_whole_and_acked() {
     let path = dir.path().join("node.cache");
     let sink = Arc::new(Keeper::default());
     let mut task = task(sink.clone(), Some(path.clone()), 0);
-    assert_eq!(task.handle(response(1, named(&["a", "c"]))).await, ack(1));
+    assert_eq!(task.reply(response(1, named(&["a", "c"]))).await, ack(1));
 
-    assert_eq!(task.handle(delta(2, 1, &["b"], &["c"])).await, ack(2));
+    assert_eq!(task.reply(delta(2, 1, &["b"], &["c"])).await, ack(2));
     let merged = named(&["a", "b"]);
     assert_eq!(
         sink.applied.lock().unwrap().last().unwrap(),
@@ -127,7 +141,7 @@ async fn delta_on_the_held_snapshot_is_merged_applied_cached_whole_and_acked() {
     assert_eq!(cache::load(&path).unwrap(), Some((2, merged)));
 
     // The merged config is held in turn: a second delta builds on it.
-    assert_eq!(task.handle(delta(3, 2, &["d"], &[])).await, ack(3));
+    assert_eq!(task.reply(delta(3, 2, &["d"], &[])).await, ack(3));
     assert_eq!(
         sink.applied.lock().unwrap().last().unwrap(),
         &(3, named(&["a", "b", "d"]))
@@ -140,10 +154,10 @@ async fn delta_from_another_base_is_nacked_naming_both_versions_and_nothing_chan
     let path = dir.path().join("node.cache");
     let sink = Arc::new(Keeper::default());
     let mut task = task(sink.clone(), Some(path.clone()), 0);
-    assert_eq!(task.handle(response(5, named(&["a"]))).await, ack(5));
+    assert_eq!(task.reply(response(5, named(&["a"]))).await, ack(5));
 
     assert_eq!(
-        task.handle(delta(8, 7, &["b"], &[])).await,
+        task.reply(delta(8, 7, &["b"], &[])).await,
         nack(
             8,
             "delta from version 7 does not apply: this node holds version 5".to_owned()
@@ -154,7 +168,7 @@ async fn delta_from_another_base_is_nacked_naming_both_versions_and_nothing_chan
     assert_eq!(cache::load(&path).unwrap(), Some((5, named(&["a"]))));
 
     // The snapshot the control plane answers a NACK with goes through.
-    assert_eq!(task.handle(response(8, named(&["a", "b"]))).await, ack(8));
+    assert_eq!(task.reply(response(8, named(&["a", "b"]))).await, ack(8));
     assert_eq!(task.status.version.load(Ordering::SeqCst), 8);
 }
 
@@ -164,7 +178,7 @@ async fn delta_without_a_held_snapshot_is_nacked() {
     let sink = Arc::new(Keeper::default());
     let mut task = task(sink.clone(), None, 5);
     assert_eq!(
-        task.handle(delta(6, 5, &["b"], &[])).await,
+        task.reply(delta(6, 5, &["b"], &[])).await,
         nack(
             6,
             "delta from version 5 does not apply: this node serves version 5 but holds no \
@@ -176,9 +190,9 @@ async fn delta_without_a_held_snapshot_is_nacked() {
     assert_eq!(task.status.version.load(Ordering::SeqCst), 5);
 
     // A snapshot of the version in force is ACKed without applying, and held for deltas.
-    assert_eq!(task.handle(response(5, named(&["a"]))).await, ack(5));
+    assert_eq!(task.reply(response(5, named(&["a"]))).await, ack(5));
     assert!(sink.applied.lock().unwrap().is_empty());
-    assert_eq!(task.handle(delta(6, 5, &["b"], &[])).await, ack(6));
+    assert_eq!(task.reply(delta(6, 5, &["b"], &[])).await, ack(6));
     assert_eq!(
         sink.applied.lock().unwrap().last().unwrap(),
         &(6, named(&["a", "b"]))
@@ -189,8 +203,8 @@ async fn delta_without_a_held_snapshot_is_nacked() {
 async fn delta_to_the_version_in_force_is_acked_without_applying() {
     let sink = Arc::new(Keeper::default());
     let mut task = task(sink.clone(), None, 0);
-    assert_eq!(task.handle(response(4, named(&["a"]))).await, ack(4));
-    assert_eq!(task.handle(delta(4, 3, &["x"], &[])).await, ack(4));
+    assert_eq!(task.reply(response(4, named(&["a"]))).await, ack(4));
+    assert_eq!(task.reply(delta(4, 3, &["x"], &[])).await, ack(4));
     assert_eq!(sink.applied.lock().unwrap().len(), 1);
 }
 
@@ -200,10 +214,10 @@ async fn rejected_merge_is_nacked_and_the_held_snapshot_stays_the_base() {
     let path = dir.path().join("node.cache");
     let sink = Arc::new(Keeper::default());
     let mut task = task(sink.clone(), Some(path.clone()), 0);
-    assert_eq!(task.handle(response(1, named(&["a"]))).await, ack(1));
+    assert_eq!(task.reply(response(1, named(&["a"]))).await, ack(1));
 
     assert_eq!(
-        task.handle(delta(2, 1, &["bad"], &[])).await,
+        task.reply(delta(2, 1, &["bad"], &[])).await,
         nack(2, "service 'bad' is refused".to_owned())
     );
     assert_eq!(task.status.version.load(Ordering::SeqCst), 1);
@@ -211,13 +225,13 @@ async fn rejected_merge_is_nacked_and_the_held_snapshot_stays_the_base() {
 
     // A self-contradicting delta is refused before the sink sees it.
     assert_eq!(
-        task.handle(delta(2, 1, &["b"], &["b"])).await,
+        task.reply(delta(2, 1, &["b"], &["b"])).await,
         nack(2, "delta both upserts and removes service 'b'".to_owned())
     );
     assert_eq!(sink.applied.lock().unwrap().len(), 1);
 
     // Version 1 is still what deltas build on.
-    assert_eq!(task.handle(delta(3, 1, &["c"], &[])).await, ack(3));
+    assert_eq!(task.reply(delta(3, 1, &["c"], &[])).await, ack(3));
     assert_eq!(
         sink.applied.lock().unwrap().last().unwrap(),
         &(3, named(&["a", "c"]))
@@ -228,7 +242,7 @@ async fn rejected_merge_is_nacked_and_the_held_snapshot_stays_the_base() {
 fn hello_holds(task: &Task) -> (u64, u64) {
     match task.hello().kind {
         Some(pb::discovery_request::Kind::Hello(h)) => {
-            assert_eq!(h.capabilities, [DELTA_CAPABILITY]);
+            assert_eq!(h.capabilities, [DELTA_CAPABILITY, FLEET_CAPABILITY]);
             (h.known_version, h.known_epoch)
         }
         other => panic!("not a hello: {other:?}"),
@@ -242,11 +256,11 @@ async fn the_hello_echoes_the_epoch_of_the_config_received() {
     assert_eq!(hello_holds(&node), (0, 0));
     let mut first = response(3, named(&["a"]));
     first.epoch = 77;
-    assert_eq!(node.handle(first).await, ack(3));
+    assert_eq!(node.reply(first).await, ack(3));
     assert_eq!(hello_holds(&node), (3, 77));
     let mut next = delta(4, 3, &["b"], &[]);
     next.epoch = 77;
-    assert_eq!(node.handle(next).await, ack(4));
+    assert_eq!(node.reply(next).await, ack(4));
     assert_eq!(hello_holds(&node), (4, 77));
 
     // Serving a version this process did not receive (the cache, after a restart): no
@@ -259,14 +273,14 @@ async fn the_hello_echoes_the_epoch_of_the_config_received() {
 async fn a_delta_that_does_not_move_forward_is_nacked() {
     let sink = Arc::new(Keeper::default());
     let mut task = task(sink.clone(), None, 0);
-    assert_eq!(task.handle(response(3, named(&["a"]))).await, ack(3));
+    assert_eq!(task.reply(response(3, named(&["a"]))).await, ack(3));
     assert_eq!(
-        task.handle(delta(3, 3, &["b"], &[])).await,
+        task.reply(delta(3, 3, &["b"], &[])).await,
         ack(3),
         "the version in force: nothing to do"
     );
     assert_eq!(
-        task.handle(delta(2, 3, &["b"], &[])).await,
+        task.reply(delta(2, 3, &["b"], &[])).await,
         nack(
             2,
             "delta from version 3 to version 2 does not move forward".to_owned()
@@ -282,7 +296,7 @@ async fn newer_version_is_applied_cached_and_acked() {
     let sink = Arc::new(Recorder::default());
     let mut task = task(sink.clone(), Some(path.clone()), 3);
 
-    let reply = task.handle(response(4, snapshot("a"))).await;
+    let reply = task.reply(response(4, snapshot("a"))).await;
 
     assert_eq!(reply, ack(4));
     assert_eq!(*sink.applied.lock().unwrap(), vec![4]);
@@ -294,7 +308,7 @@ async fn newer_version_is_applied_cached_and_acked() {
 async fn version_in_force_is_acked_without_applying() {
     let sink = Arc::new(Recorder::default());
     let mut task = task(sink.clone(), None, 5);
-    assert_eq!(task.handle(response(5, snapshot("a"))).await, ack(5));
+    assert_eq!(task.reply(response(5, snapshot("a"))).await, ack(5));
     assert!(sink.applied.lock().unwrap().is_empty());
     assert_eq!(task.status.version.load(Ordering::SeqCst), 5);
 }
@@ -305,7 +319,7 @@ async fn older_version_from_a_restored_control_plane_is_followed() {
     let path = dir.path().join("node.cache");
     let sink = Arc::new(Recorder::default());
     let mut task = task(sink.clone(), Some(path.clone()), 5);
-    assert_eq!(task.handle(response(3, snapshot("old"))).await, ack(3));
+    assert_eq!(task.reply(response(3, snapshot("old"))).await, ack(3));
     assert_eq!(*sink.applied.lock().unwrap(), vec![3]);
     assert_eq!(task.status.version.load(Ordering::SeqCst), 3);
     assert_eq!(cache::load(&path).unwrap(), Some((3, snapshot("old"))));
@@ -321,7 +335,7 @@ async fn rejected_version_is_nacked_with_the_reason_and_nothing_changes() {
     });
     let mut task = task(sink.clone(), Some(path.clone()), 1);
 
-    let reply = task.handle(response(2, snapshot("bad"))).await;
+    let reply = task.reply(response(2, snapshot("bad"))).await;
 
     assert_eq!(reply, nack(2, "version 2 is bad".to_owned()));
     assert_eq!(task.status.version.load(Ordering::SeqCst), 1);
@@ -333,7 +347,7 @@ async fn response_without_a_known_kind_is_nacked() {
     let sink = Arc::new(Recorder::default());
     let mut task = task(sink.clone(), None, 0);
     let reply = task
-        .handle(pb::DiscoveryResponse {
+        .reply(pb::DiscoveryResponse {
             epoch: 0,
             version: 9,
             kind: None,
@@ -345,13 +359,36 @@ async fn response_without_a_known_kind_is_nacked() {
 }
 
 #[tokio::test]
+async fn a_fleet_update_reaches_the_sink_unanswered_and_changes_no_config() {
+    let sink = Arc::new(Recorder::default());
+    let mut task = task(sink.clone(), None, 0);
+    assert_eq!(task.reply(response(1, snapshot("a"))).await, ack(1));
+    let fleet = pb::DiscoveryResponse {
+        epoch: 0,
+        version: 1,
+        kind: Some(pb::discovery_response::Kind::Fleet(pb::FleetUpdate {
+            live_data_planes: 4,
+        })),
+    };
+    assert_eq!(task.handle(fleet).await, None);
+    assert_eq!(*sink.fleet.lock().unwrap(), [4]);
+    assert_eq!(*sink.applied.lock().unwrap(), [1]);
+    assert_eq!(task.status.version.load(Ordering::SeqCst), 1);
+    let hello = task.hello();
+    let Some(pb::discovery_request::Kind::Hello(hello)) = hello.kind else {
+        panic!("not a hello")
+    };
+    assert!(hello.capabilities.iter().any(|c| c == FLEET_CAPABILITY));
+}
+
+#[tokio::test]
 async fn cache_write_failure_still_acks() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("missing-dir").join("node.cache");
     let sink = Arc::new(Recorder::default());
     let mut task = task(sink.clone(), Some(path), 0);
 
-    assert_eq!(task.handle(response(1, snapshot("a"))).await, ack(1));
+    assert_eq!(task.reply(response(1, snapshot("a"))).await, ack(1));
     assert_eq!(task.status.version.load(Ordering::SeqCst), 1);
 }
 
