@@ -166,6 +166,17 @@ pub fn start_data_plane(
     node_id: &str,
     probe_path: &str,
 ) -> anyhow::Result<DataPlane> {
+    start_data_plane_with(env, cp, node_id, probe_path, &[])
+}
+
+/// [`start_data_plane`] with `extra` flags (e.g. `--redis-url`).
+pub fn start_data_plane_with(
+    env: &Env,
+    cp: &ControlPlane,
+    node_id: &str,
+    probe_path: &str,
+    extra: &[&str],
+) -> anyhow::Result<DataPlane> {
     let listen: SocketAddr = format!("127.0.0.1:{}", procs::free_port()?).parse()?;
     let admin: SocketAddr = format!("127.0.0.1:{}", procs::free_port()?).parse()?;
     let cache = env.dir.join(format!("{node_id}.cache"));
@@ -174,26 +185,28 @@ pub fn start_data_plane(
         admin.to_string(),
         cache.display().to_string(),
     );
+    let mut args = vec![
+        "--control-plane",
+        &cp.url,
+        "--listen",
+        &l,
+        "--admin-listen",
+        &a,
+        "--node-id",
+        node_id,
+        "--cache-file",
+        &c,
+        "--worker-threads",
+        "1",
+        "--trusted-proxies",
+        "127.0.0.0/8",
+    ];
+    args.extend_from_slice(extra);
     let mut proc = Proc::start(
         node_id,
         Some(SUT_CPU),
         &env.binary("gw-data-plane")?,
-        &[
-            "--control-plane",
-            &cp.url,
-            "--listen",
-            &l,
-            "--admin-listen",
-            &a,
-            "--node-id",
-            node_id,
-            "--cache-file",
-            &c,
-            "--worker-threads",
-            "1",
-            "--trusted-proxies",
-            "127.0.0.0/8",
-        ],
+        &args,
         &env.log(node_id),
     )?;
     procs::wait_for(&format!("{node_id} /readyz 200"), START_LIMIT, || {

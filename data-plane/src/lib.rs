@@ -17,8 +17,9 @@
 //! - `stats`: the counters the request path bumps; imports nothing else of the crate.
 //! - `fds`: the file-descriptor limit and its split between client connections, upstream
 //!   connections and health checks; imports nothing else of the crate.
-//! - `limiter`: token buckets per (policy, key) and applying a service's policies to one
-//!   request (`limiter::policy`).
+//! - `limiter`: token buckets per (policy, key), GLOBAL policies counted in Redis
+//!   (`limiter::global`, `limiter::redis`), and applying a service's policies to one request
+//!   (`limiter::policy`).
 //! - `upstream`: endpoints with their health state, round robin, pooled backend connections.
 //! - `config`: the `StreamConfig` client, the on-disk cache, compilation of a version into an
 //!   immutable `Snapshot`, and `Gateway`, the shared state that holds it.

@@ -707,7 +707,10 @@ async fn hello_first_then_nack_of_an_unknown_kind_and_ack_of_the_version_in_forc
             listen_address: "127.0.0.1:8080".to_owned(),
             admin_address: "127.0.0.1:9901".to_owned(),
             build_version: env!("CARGO_PKG_VERSION").to_owned(),
-            capabilities: vec![config_sync::DELTA_CAPABILITY.to_owned()],
+            capabilities: vec![
+                config_sync::DELTA_CAPABILITY.to_owned(),
+                config_sync::FLEET_CAPABILITY.to_owned()
+            ],
         }
     );
     assert_eq!(
@@ -912,7 +915,10 @@ async fn the_data_plane_serves_the_config_a_delta_builds() {
     let pb::discovery_request::Kind::Hello(hello) = script.next_reply().await else {
         panic!("the first message must be hello");
     };
-    assert_eq!(hello.capabilities, [config_sync::DELTA_CAPABILITY]);
+    assert_eq!(
+        hello.capabilities,
+        [config_sync::DELTA_CAPABILITY, config_sync::FLEET_CAPABILITY]
+    );
     let snapshot = pb::ConfigSnapshot {
         certificates: vec![],
         services: vec![

@@ -106,32 +106,34 @@ impl Fleet {
         }
     }
 
-    /// Waits until the control plane counts `n` live data planes (it tells each of them as
-    /// the count changes, for their local shares).
-    async fn wait_live(&mut self, n: usize) {
-        let admin = &mut self.admin;
-        eventually(&format!("{n} live data planes"), || {
-            let mut admin = admin.clone();
-            async move {
-                let nodes = admin
-                    .list_nodes(pb::ListNodesRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .nodes;
-                (nodes.iter().filter(|n| n.connected).count() == n).then_some(())
-            }
-        })
-        .await;
+    /// Waits until every data plane has heard from the control plane that `n` data planes
+    /// are live (their local shares follow).
+    async fn wait_live(&self, n: usize) {
+        for dp in &self.dps {
+            eventually(&format!("{n} live data planes on {}", dp.proxy), || async {
+                (dp.metric("gw_live_data_planes").await == Some(n as f64)).then_some(())
+            })
+            .await;
+        }
     }
 
-    async fn nodes(&mut self) -> Vec<pb::Node> {
-        self.admin
+    async fn nodes(&self) -> Vec<pb::Node> {
+        let mut admin = self.admin.clone();
+        admin
             .list_nodes(pb::ListNodesRequest {})
             .await
             .unwrap()
             .into_inner()
             .nodes
+    }
+
+    /// ListNodes, polled until `check` holds.
+    async fn nodes_when(&self, what: &str, check: impl Fn(&[pb::Node]) -> bool) -> Vec<pb::Node> {
+        eventually(what, || async {
+            let nodes = self.nodes().await;
+            check(&nodes).then_some(nodes)
+        })
+        .await
     }
 }
 
@@ -363,26 +365,15 @@ async fn redis_killed_mid_test_no_5xx_local_share_then_recovery() {
         );
     }
     // Operators see it: gwctl nodes (store unreachable, with why) and gwctl stats.
-    let down = eventually("nodes report the store unreachable", || {
-        let mut admin = fleet.admin.clone();
-        async move {
-            let nodes = admin
-                .list_nodes(pb::ListNodesRequest {})
-                .await
-                .unwrap()
-                .into_inner()
-                .nodes;
-            nodes
-                .iter()
-                .all(|n| {
-                    n.rate_limit_store
-                        .as_ref()
-                        .is_some_and(|s| s.state == pb::RateLimitStoreState::Unreachable as i32)
-                })
-                .then_some(nodes)
-        }
-    })
-    .await;
+    let down = fleet
+        .nodes_when("nodes report the store unreachable", |nodes| {
+            nodes.iter().all(|n| {
+                n.rate_limit_store
+                    .as_ref()
+                    .is_some_and(|s| s.state == pb::RateLimitStoreState::Unreachable as i32)
+            })
+        })
+        .await;
     let why = &down[0].rate_limit_store.as_ref().unwrap().error;
     assert!(!why.is_empty());
     let stats = fleet
@@ -434,23 +425,14 @@ async fn bad_redis_input_is_named_and_traffic_keeps_flowing() {
         let replies = spread(&[&fleet.dps[0]], "127.0.0.10".parse().unwrap(), 5, None).await;
         assert_no_5xx(&replies);
         assert_eq!(admitted(&replies), 3);
-        let nodes = eventually("the node reports why its store is unusable", || {
-            let mut admin = fleet.admin.clone();
-            async move {
-                let nodes = admin
-                    .list_nodes(pb::ListNodesRequest {})
-                    .await
-                    .unwrap()
-                    .into_inner()
-                    .nodes;
+        let nodes = fleet
+            .nodes_when("the node reports why its store is unusable", |nodes| {
                 nodes[0]
                     .rate_limit_store
                     .as_ref()
                     .is_some_and(|s| s.error.contains(why))
-                    .then_some(nodes)
-            }
-        })
-        .await;
+            })
+            .await;
         let status = nodes[0].rate_limit_store.clone().unwrap();
         assert_eq!(status.state, pb::RateLimitStoreState::Unreachable as i32);
         // The password appears nowhere an operator or a scraper looks.

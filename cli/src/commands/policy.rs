@@ -359,9 +359,9 @@ mod tests {
         };
         assert_eq!(
             list.human(),
-            "NAME      SERVICE  KEY               LIMIT  BURST  MODE     SCOPE           VERSION\n\
-             p         *        ip                5/1m   0      enforce  node            0\n\
-             api-keys  demo     header:x-api-key  5/1m   20     shadow   global (deny)   0\n"
+            "NAME      SERVICE  KEY               LIMIT  BURST  MODE     SCOPE          VERSION\n\
+             p         *        ip                5/1m   0      enforce  node           0\n\
+             api-keys  demo     header:x-api-key  5/1m   20     shadow   global (deny)  0\n"
         );
         let changed = PolicyChanged {
             action: "updated",

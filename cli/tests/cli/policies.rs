@@ -41,16 +41,29 @@ async fn policy_set_list_rm_in_json() {
         created["policy"],
         json!({
             "name": "per-key", "service": "demo", "key": "header:x-api-key", "limit": 100,
-            "period": "1m", "burst": 20, "mode": "shadow", "updated_version": v1
+            "period": "1m", "burst": 20, "mode": "shadow", "scope": "node",
+            "on_store_error": "local-share", "updated_version": v1
         })
     );
 
     // set again replaces: flags not given go back to their defaults (burst = limit, ip key,
-    // all services, enforce).
+    // all services, enforce); the scope is given.
     let replaced = gwctl(
         &cp,
         &[
-            "policy", "set", "per-key", "--limit", "5", "--per", "1s", "-o", "json",
+            "policy",
+            "set",
+            "per-key",
+            "--limit",
+            "5",
+            "--per",
+            "1s",
+            "--scope",
+            "global",
+            "--on-store-error",
+            "deny",
+            "-o",
+            "json",
         ],
     )
     .await
@@ -62,9 +75,18 @@ async fn policy_set_list_rm_in_json() {
         replaced["policy"],
         json!({
             "name": "per-key", "service": null, "key": "ip", "limit": 5,
-            "period": "1s", "burst": 5, "mode": "enforce", "updated_version": v2
+            "period": "1s", "burst": 5, "mode": "enforce", "scope": "global",
+            "on_store_error": "deny", "updated_version": v2
         })
     );
+    let bad = gwctl(
+        &cp,
+        &[
+            "policy", "set", "x", "--limit", "1", "--per", "1s", "--scope", "fleet",
+        ],
+    )
+    .await;
+    assert_eq!(bad.code, Some(2), "a usage error");
 
     gwctl(
         &cp,

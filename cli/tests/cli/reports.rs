@@ -378,7 +378,7 @@ async fn stats_totals_and_node_figures_are_what_the_nodes_reported() {
             .lines()
             .next()
             .unwrap()
-            .ends_with("  UPTIME  STATS AGE"),
+            .ends_with("  UPTIME  STATS AGE  STORE"),
         "{table}"
     );
     // dp-2 has been up more than an hour: the table shows hours.

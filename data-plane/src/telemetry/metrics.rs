@@ -249,7 +249,8 @@ pub fn render(view: &MetricsView<'_>) -> String {
     out
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+/// A metric's `# HELP` and `# TYPE` lines.
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 

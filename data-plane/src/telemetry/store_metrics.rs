@@ -7,14 +7,22 @@ use std::sync::atomic::Ordering;
 
 use crate::config::gateway::Gateway;
 use crate::limiter::redis::{ERROR_KINDS, LATENCY_BUCKETS};
-
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+use crate::telemetry::metrics::header;
 
 /// Appends the store's and the GLOBAL policies' series to `out`.
 pub fn render(gw: &Gateway, out: &mut String) {
     let globals = gw.reuse.globals.all();
+    header(
+        out,
+        "gw_live_data_planes",
+        "gauge",
+        "Data planes connected to the control plane, as it last said (GLOBAL policies' local share is limit / this).",
+    );
+    let _ = writeln!(
+        out,
+        "gw_live_data_planes {}",
+        gw.reuse.live_data_planes.load(Ordering::Relaxed)
+    );
     header(
         out,
         "gw_rate_limit_degraded",

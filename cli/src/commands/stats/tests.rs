@@ -98,20 +98,24 @@ demo                     30        25   5    0    5        1       2.1ms   4.0ms
   ! dp-2 (disconnected)  10        8    2    0    2        0       0.25ms  1.25s  1.25s
 idle                     0         0    0    0    0        0       -       -      -
 
-POLICY       SCOPE                 ALLOWED  LIMITED  SHADOW  TOP KEYS
+POLICY       SCOPE                  ALLOWED  LIMITED  SHADOW  TOP KEYS
 demo-per-ip  ! global (1 degraded)  25       5        0       10.0.0.1 (9), 10.0.0.2 (8), \
 10.0.0.3 (7), 10.0.0.4 (6), 10.0.0.5 (5), +2 more
-trial        node                  0        0        3       -
+trial        node                   0        0        3       -
 "
     );
 }
 
 #[test]
-fn on_a_terminal_only_the_disconnected_node_is_red() {
+fn on_a_terminal_only_the_disconnected_node_and_the_degraded_policy_are_red() {
     let text = sample(Highlight::Color).human();
-    assert_eq!(text.matches("\x1b[31m").count(), 1, "{text}");
+    assert_eq!(text.matches("\x1b[31m").count(), 2, "{text}");
     assert!(
         text.contains("\n  \x1b[31m! dp-2 (disconnected)\x1b[0m  10  "),
+        "{text}"
+    );
+    assert!(
+        text.contains("\ndemo-per-ip  \x1b[31m! global (1 degraded)\x1b[0m  25  "),
         "{text}"
     );
 }

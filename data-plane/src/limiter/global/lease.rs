@@ -9,8 +9,9 @@
 //!   [`HORIZON_US`]) and is bounded by [`max_lease`]: 1 % of a second's worth of the limit
 //!   (and an eighth of the burst). Leases never admit more than the fleet's bucket gave out;
 //!   the error is tokens leased and not spent before [`LEASE_TTL_US`], at most one lease per
-//!   node per key when its traffic stops. Keys under 100 requests per second per node never
-//!   lease (the bound rounds down to one), so small limits are exact.
+//!   node per key when its traffic stops. A policy under 200 requests per second never leases
+//!   (the bound rounds down to one), so small limits are exact; nor does a key arriving at a
+//!   node slower than 200 requests per second (it would spend less than two in the horizon).
 //!
 //! Time is microseconds on the policy's own clock; every function takes it as an argument, so
 //! the tests below drive a fake clock.

@@ -1,0 +1,764 @@
+//! `global`: the targets of GLOBAL rate-limit policies counted in Redis (issue 11), side by
+//! side in one table:
+//!
+//! - **exact**: 1, 2 and 4 data planes, 5 per minute per IP as GLOBAL, one client spreading
+//!   40 requests over the nodes: how many are admitted, and the 6th's status and Retry-After.
+//! - **accuracy**: 4 data planes, traffic spread 70/10/10/10 at twice the limit for
+//!   `--accuracy-secs`: one hot key limited to 1,000 req/s, and 100 keys of 10 req/s each.
+//!   Admitted against the ideal bucket (burst + limit x seconds).
+//! - **cheap**: one data plane, closed loop, the same per-IP policy (1,000 client IPs, never
+//!   rejecting) as NODE and as GLOBAL: throughput ratio, Redis round trips per allowed
+//!   request, round trips per request of one key above 1,000 req/s, and p99 at half of the
+//!   NODE maximum.
+//! - **faults**: 2 data planes at a fixed rate while Redis is killed and restarted (and a Redis
+//!   Cluster master stopped and restarted): 5xx answers, the slowest request, time until the
+//!   nodes fall back and until they count in Redis again.
+//!
+//! Redis runs on the load generator's core, the data planes on the other (see `harness`).
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use clap::Parser;
+use gw_bench::harness::{self, ControlPlane, DataPlane, Env, LOAD_CPU, Load, OutputFlags, Started};
+use gw_bench::procs::{self, Proc};
+use http::Request;
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
+
+/// GLOBAL rate limits: exactness, accuracy at rate, cost and faults.
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Args {
+    #[command(flatten)]
+    output: OutputFlags,
+    /// Parts to run, comma-separated: exact, accuracy, cheap, faults.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "exact,accuracy,cheap,faults"
+    )]
+    parts: Vec<String>,
+    /// Seconds of each accuracy run (the target is stated over 30 s).
+    #[arg(long, default_value_t = 30.0)]
+    accuracy_secs: f64,
+    /// Measured seconds of each closed-loop / fixed-rate run.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Warm-up seconds of each closed-loop / fixed-rate run.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Requests per second during the fault runs.
+    #[arg(long, default_value_t = 1000.0)]
+    fault_rate: f64,
+    /// Seconds of each fault run (Redis is killed at 1/3, back at 2/3).
+    #[arg(long, default_value_t = 9.0)]
+    fault_secs: f64,
+    /// `--redis-timeout` of the data planes.
+    #[arg(long, default_value = "5ms")]
+    redis_timeout: String,
+}
+
+/// A `redis-server` (or several, as a cluster) for the run.
+struct Redis {
+    nodes: Vec<(u16, Option<Proc>)>,
+    dir: std::path::PathBuf,
+    cluster: bool,
+}
+
+impl Redis {
+    fn start(env: &Env, cluster: bool) -> anyhow::Result<Self> {
+        let n = if cluster { 3 } else { 1 };
+        let mut redis = Redis {
+            nodes: Vec::new(),
+            dir: env.dir.clone(),
+            cluster,
+        };
+        for _ in 0..n {
+            let port = loop {
+                let p = procs::free_port()?;
+                if p < 55_000 {
+                    break p;
+                }
+            };
+            redis.nodes.push((port, None));
+        }
+        for i in 0..n {
+            redis.spawn(i)?;
+        }
+        if cluster {
+            let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
+            args.extend(redis.nodes.iter().map(|(p, _)| format!("127.0.0.1:{p}")));
+            args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(str::to_owned));
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            procs::run_output(Path::new("redis-cli"), &refs)?;
+            for (port, _) in &redis.nodes {
+                let port = *port;
+                procs::wait_for("cluster_state:ok", Duration::from_secs(30), || {
+                    cli(port, &["cluster", "info"])
+                        .ok()
+                        .filter(|s| s.contains("cluster_state:ok"))
+                })?;
+            }
+        }
+        Ok(redis)
+    }
+
+    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
+        let port = self.nodes[i].0;
+        let p = port.to_string();
+        let dir = self.dir.display().to_string();
+        let conf = format!("nodes-{port}.conf");
+        let mut args = vec![
+            "--port",
+            &p,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            &dir,
+        ];
+        if self.cluster {
+            args.extend([
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &conf,
+                "--cluster-node-timeout",
+                "1000",
+                "--cluster-require-full-coverage",
+                "no",
+            ]);
+        }
+        let proc = Proc::start(
+            &format!("redis-{port}"),
+            Some(LOAD_CPU),
+            Path::new("redis-server"),
+            &args,
+            &self.dir.join(format!("redis-{port}.log")),
+        )
+        .context("redis-server (apt-get install redis-server)")?;
+        procs::wait_for("redis-server to answer", Duration::from_secs(10), || {
+            cli(port, &["ping"]).ok().filter(|s| s.contains("PONG"))
+        })?;
+        self.nodes[i].1 = Some(proc);
+        Ok(())
+    }
+
+    fn kill(&mut self, i: usize) {
+        // Dropping a Proc stops it (SIGTERM, then SIGKILL).
+        self.nodes[i].1 = None;
+    }
+
+    fn flags(&self) -> Vec<String> {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|(p, _)| format!("redis://127.0.0.1:{p}"))
+            .collect();
+        let mut flags = vec!["--redis-url".to_owned(), urls.join(",")];
+        if self.cluster {
+            flags.push("--redis-cluster".to_owned());
+        }
+        flags
+    }
+}
+
+fn cli(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    let p = port.to_string();
+    let mut all = vec!["-p", &p];
+    all.extend_from_slice(args);
+    procs::run_output(Path::new("redis-cli"), &all)
+}
+
+/// Starts `n` data planes counting in `redis`, waits until each routes `probe` and has its
+/// store up.
+fn start_fleet(
+    env: &Env,
+    cp: &ControlPlane,
+    redis: &Redis,
+    n: usize,
+    tag: &str,
+    timeout: &str,
+    probe: &str,
+) -> anyhow::Result<Vec<DataPlane>> {
+    let mut flags = redis.flags();
+    flags.extend(["--redis-timeout".to_owned(), timeout.to_owned()]);
+    let refs: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let mut dps = Vec::new();
+    for i in 0..n {
+        let dp = harness::start_data_plane_with(env, cp, &format!("{tag}-{i}"), probe, &refs)?;
+        dps.push(dp);
+    }
+    for dp in &dps {
+        wait_store(dp, true)?;
+    }
+    Ok(dps)
+}
+
+fn store_up(dp: &DataPlane) -> Option<bool> {
+    let (_, body) = procs::http_get(dp.admin, "/metrics")?;
+    procs::metric(&body, "gw_rate_limit_store_up ").map(|v| v == 1.0)
+}
+
+fn wait_store(dp: &DataPlane, up: bool) -> anyhow::Result<()> {
+    procs::wait_for(
+        "the data plane's store state",
+        Duration::from_secs(30),
+        || (store_up(dp) == Some(up)).then_some(()),
+    )
+}
+
+fn metric(dp: &DataPlane, series: &str) -> f64 {
+    procs::http_get(dp.admin, "/metrics")
+        .and_then(|(_, body)| procs::metric(&body, series))
+        .unwrap_or(0.0)
+}
+
+/// A GET with `headers` on a fresh connection: status and Retry-After.
+fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> anyhow::Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .context("no status")?
+        .parse()?;
+    let retry = text
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    Ok((status, retry.trim().to_owned()))
+}
+
+fn policy(env: &Env, cp: &ControlPlane, args: &[&str]) -> anyhow::Result<()> {
+    let mut all = vec!["policy", "set"];
+    all.extend_from_slice(args);
+    harness::gwctl(env, &cp.url, &all).map(drop)
+}
+
+/// Waits until every data plane applied the control plane's latest version.
+fn settle(env: &Env, cp: &ControlPlane) -> anyhow::Result<()> {
+    procs::wait_for("every node in sync", Duration::from_secs(30), || {
+        let out = harness::gwctl(env, &cp.url, &["-o", "json", "nodes"]).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        let version = v["config_version"].as_u64()?;
+        v["nodes"]
+            .as_array()?
+            .iter()
+            .filter(|n| n["connected"] == true)
+            .all(|n| n["acked_version"].as_u64() == Some(version))
+            .then_some(())
+    })
+}
+
+fn exact(env: &Env, cp: &ControlPlane, dps: &[DataPlane], out: &mut String) -> anyhow::Result<()> {
+    policy(
+        env,
+        cp,
+        &[
+            "exact",
+            "--limit",
+            "5",
+            "--per",
+            "1m",
+            "--service",
+            "exact",
+            "--scope",
+            "global",
+        ],
+    )?;
+    settle(env, cp)?;
+    out.push_str(
+        "\n## Exact for small limits (5 per minute per IP, GLOBAL; 40 requests spread over the nodes)\n\n\
+         | data planes | admitted | 6th request | its Retry-After | target |\n|---|---|---|---|---|\n",
+    );
+    for (n, ip) in [(1, "192.0.2.1"), (2, "192.0.2.2"), (4, "192.0.2.4")] {
+        let mut admitted = 0;
+        let mut sixth = (0, String::new());
+        for i in 0..40 {
+            let dp = &dps[i % n];
+            let r = get(dp.listen, "/exact/x", &[("x-forwarded-for", ip)])?;
+            admitted += usize::from(r.0 == 200);
+            if i == 5 {
+                sixth = r;
+            }
+        }
+        out.push_str(&format!(
+            "| {n} | {admitted} | {} | {}s | 5, then 429 with Retry-After <= 12s |\n",
+            sixth.0, sixth.1
+        ));
+    }
+    Ok(())
+}
+
+/// Counts of one accuracy run.
+#[derive(Default)]
+struct Counts {
+    ok: AtomicU64,
+    limited: AtomicU64,
+    server_errors: AtomicU64,
+    other: AtomicU64,
+}
+
+/// Sends `rate` req/s for `secs` over `dps` weighted 70/10/10/10, the key of request `k`
+/// being `key(k)` in header `header`; counts the answers.
+async fn paced(
+    dps: &[SocketAddr],
+    path: &str,
+    header: &'static str,
+    key: impl Fn(u64) -> String,
+    rate: f64,
+    secs: f64,
+) -> anyhow::Result<Arc<Counts>> {
+    let counts = Arc::new(Counts::default());
+    // Connections per node, in proportion to its share of the traffic.
+    let per_node = [14usize, 2, 2, 2];
+    let mut senders = Vec::new();
+    for (node, &addr) in dps.iter().enumerate() {
+        let mut conns = Vec::new();
+        for _ in 0..per_node[node] {
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(4096);
+            let counts = counts.clone();
+            let path = path.to_owned();
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            tokio::spawn(async move {
+                while let Some(k) = rx.recv().await {
+                    let req = Request::get(path.as_str())
+                        .header("host", "bench")
+                        .header(header, k)
+                        .body(Empty::<Bytes>::new());
+                    let Ok(req) = req else { continue };
+                    let Ok(resp) = send.send_request(req).await else {
+                        counts.other.fetch_add(1, Ordering::Relaxed);
+                        return;
+                    };
+                    let status = resp.status().as_u16();
+                    let _ = resp.into_body().collect().await;
+                    let c = match status {
+                        200 => &counts.ok,
+                        429 => &counts.limited,
+                        500..=599 => &counts.server_errors,
+                        _ => &counts.other,
+                    };
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            conns.push(tx);
+        }
+        senders.push(conns);
+    }
+    let total = (rate * secs) as u64;
+    let start = tokio::time::Instant::now();
+    for k in 0..total {
+        let at = start + Duration::from_secs_f64(k as f64 / rate);
+        tokio::time::sleep_until(at).await;
+        let node = match k % 10 {
+            0..=6 => 0,
+            7 => 1,
+            8 => 2,
+            _ => 3,
+        };
+        let conns = &senders[node];
+        let conn = &conns[(k / 10) as usize % conns.len()];
+        if conn.try_send(key(k)).is_err() {
+            counts.other.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    drop(senders);
+    // Let the last answers arrive.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let done = counts.ok.load(Ordering::Relaxed)
+            + counts.limited.load(Ordering::Relaxed)
+            + counts.server_errors.load(Ordering::Relaxed)
+            + counts.other.load(Ordering::Relaxed);
+        if done >= total || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(counts)
+}
+
+fn accuracy(
+    env: &Env,
+    cp: &ControlPlane,
+    dps: &[DataPlane],
+    secs: f64,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let run = std::process::id();
+    policy(
+        env,
+        cp,
+        &[
+            "hot",
+            "--limit",
+            "1000",
+            "--per",
+            "1s",
+            "--key",
+            "header:x-hot",
+            "--service",
+            "hot",
+            "--scope",
+            "global",
+        ],
+    )?;
+    policy(
+        env,
+        cp,
+        &[
+            "tenants",
+            "--limit",
+            "10",
+            "--per",
+            "1s",
+            "--key",
+            "header:x-tenant",
+            "--service",
+            "tenants",
+            "--scope",
+            "global",
+        ],
+    )?;
+    settle(env, cp)?;
+    let addrs: Vec<SocketAddr> = dps.iter().map(|d| d.listen).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    out.push_str(&format!(
+        "\n## Accurate at rate (4 data planes, traffic 70/10/10/10 at twice the limit, {secs} s)\n\n\
+         | case | offered | admitted | ideal (burst + limit x s) | error | 429 | 5xx | other | target |\n\
+         |---|---|---|---|---|---|---|---|---|\n"
+    ));
+    let trips_before: f64 = dps
+        .iter()
+        .map(|d| metric(d, "gw_rate_limit_store_round_trips_total "))
+        .sum();
+    let hot = rt.block_on(paced(
+        &addrs,
+        "/hot/x",
+        "x-hot",
+        move |_| format!("hot-{run}"),
+        2000.0,
+        secs,
+    ))?;
+    let trips_hot: f64 = dps
+        .iter()
+        .map(|d| metric(d, "gw_rate_limit_store_round_trips_total "))
+        .sum::<f64>()
+        - trips_before;
+    let tenants = rt.block_on(paced(
+        &addrs,
+        "/tenants/x",
+        "x-tenant",
+        move |k| format!("t{}-{run}", k % 100),
+        2000.0,
+        secs,
+    ))?;
+    for (case, counts, ideal) in [
+        ("1 hot key, 1,000/s", &hot, 1000.0 + 1000.0 * secs),
+        ("100 keys x 10/s", &tenants, 100.0 * (10.0 + 10.0 * secs)),
+    ] {
+        let ok = counts.ok.load(Ordering::Relaxed) as f64;
+        out.push_str(&format!(
+            "| {case} | {:.0} | {ok:.0} | {ideal:.0} | {:+.2} % | {} | {} | {} | within +-2 % |\n",
+            2000.0 * secs,
+            (ok - ideal) / ideal * 100.0,
+            counts.limited.load(Ordering::Relaxed),
+            counts.server_errors.load(Ordering::Relaxed),
+            counts.other.load(Ordering::Relaxed),
+        ));
+    }
+    out.push_str(&format!(
+        "\nHot key: {trips_hot:.0} Redis round trips for {:.0} requests ({:.3} per request).\n",
+        2000.0 * secs,
+        trips_hot / (2000.0 * secs)
+    ));
+    Ok(())
+}
+
+fn cheap(
+    env: &Env,
+    cp: &ControlPlane,
+    redis: &Redis,
+    args: &Args,
+    upstream: [SocketAddr; 2],
+    out: &mut String,
+) -> anyhow::Result<()> {
+    for (svc, prefix) in [
+        ("c-node", "/c-node"),
+        ("c-global", "/c-global"),
+        ("c-hot", "/c-hot"),
+    ] {
+        harness::add_service(env, &cp.url, svc, prefix, upstream)?;
+    }
+    // Limits far above any run: nothing is rejected, every request is decided.
+    for (name, svc, scope) in [
+        ("c-node", "c-node", "node"),
+        ("c-global", "c-global", "global"),
+        ("c-hot", "c-hot", "global"),
+    ] {
+        policy(
+            env,
+            cp,
+            &[
+                name,
+                "--limit",
+                "1000000000",
+                "--per",
+                "1h",
+                "--service",
+                svc,
+                "--scope",
+                scope,
+            ],
+        )?;
+    }
+    let dp = start_fleet(env, cp, redis, 1, "cheap", &args.redis_timeout, "/c-node/")?
+        .pop()
+        .context("no data plane")?;
+    settle(env, cp)?;
+    let load = |path: &str, rate: Option<f64>, xff: u32| Load {
+        url: format!("http://{}{path}", dp.listen),
+        connections: args.connections,
+        rate,
+        duration: args.duration,
+        warmup: args.warmup,
+        xff_pool: xff,
+        requests: None,
+    };
+    let trips = |policy: &str| {
+        metric(
+            &dp,
+            &format!("gw_rate_limit_store_round_trips_by_policy_total{{policy=\"{policy}\"}}"),
+        )
+    };
+    let node_max = harness::run_load(env, &load("/c-node/", None, 1000))?;
+    let before = trips("c-global");
+    let global_max = harness::run_load(env, &load("/c-global/", None, 1000))?;
+    let global_trips = trips("c-global") - before;
+    let before = trips("c-hot");
+    let hot_max = harness::run_load(env, &load("/c-hot/", None, 1))?;
+    let hot_trips = trips("c-hot") - before;
+    let half = node_max.rps / 2.0;
+    let node_fixed = harness::run_load(env, &load("/c-node/", Some(half), 1000))?;
+    let global_fixed = harness::run_load(env, &load("/c-global/", Some(half), 1000))?;
+    let per_request = |trips: f64, total: u64| trips / (total.max(1) as f64);
+    out.push_str(&format!(
+        "\n## Cheap (1 data plane on 1 core, Redis on loopback, closed loop, {} connections)\n\n\
+         | figure | NODE | GLOBAL | result | target |\n|---|---|---|---|---|\n\
+         | max req/s (1,000 client IPs) | {:.0} | {:.0} | {:.2} of NODE | >= 0.85 |\n\
+         | Redis round trips per allowed request (1,000 IPs) | 0 | {:.3} | | <= 1 |\n\
+         | round trips per request, one key at {:.0} req/s | | {:.4} | | <= 0.1 above 1,000 req/s |\n\
+         | p99 at {half:.0} req/s (half of NODE max) | {:.0} us | {:.0} us | +{:.0} us | <= +1,000 us |\n",
+        args.connections,
+        node_max.rps,
+        global_max.rps,
+        global_max.rps / node_max.rps.max(1.0),
+        per_request(global_trips, global_max.total),
+        hot_max.rps,
+        per_request(hot_trips, hot_max.total),
+        node_fixed.p99_us,
+        global_fixed.p99_us,
+        global_fixed.p99_us - node_fixed.p99_us,
+    ));
+    Ok(())
+}
+
+fn fault(
+    env: &Env,
+    cp: &ControlPlane,
+    args: &Args,
+    cluster: bool,
+    out: &mut String,
+) -> anyhow::Result<()> {
+    let mut redis = Redis::start(env, cluster)?;
+    let tag = if cluster { "fault-cluster" } else { "fault" };
+    let dps = start_fleet(env, cp, &redis, 2, tag, &args.redis_timeout, "/faults/")?;
+    settle(env, cp)?;
+    let secs = args.fault_secs;
+    let rate = args.fault_rate;
+    // Two load generators, one per node, each at half the rate; never-rejecting limits, so
+    // any non-2xx is a failure.
+    let loads: Vec<_> = dps
+        .iter()
+        .map(|dp| Load {
+            url: format!("http://{}/faults/", dp.listen),
+            connections: 16,
+            rate: Some(rate / 2.0),
+            duration: secs,
+            warmup: 0.0,
+            xff_pool: 100,
+            requests: None,
+        })
+        .collect();
+    let runs: Vec<_> = loads
+        .into_iter()
+        .map(|load| {
+            let env = env.clone();
+            std::thread::spawn(move || harness::run_load(&env, &load))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs_f64(secs / 3.0));
+    let killed = Instant::now();
+    redis.kill(0);
+    let mut down_after = None;
+    while killed.elapsed() < Duration::from_secs_f64(secs / 3.0) {
+        if down_after.is_none() && dps.iter().all(|d| store_up(d) == Some(false)) {
+            down_after = Some(killed.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let restarted = Instant::now();
+    redis.spawn(0)?;
+    let mut up_after = None;
+    while restarted.elapsed() < Duration::from_secs(10) {
+        if dps.iter().all(|d| store_up(d) == Some(true)) {
+            up_after = Some(restarted.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut errors = 0;
+    let mut ok = 0;
+    let mut max_us: f64 = 0.0;
+    let mut p999: f64 = 0.0;
+    for run in runs {
+        let report = run
+            .join()
+            .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        errors += report.errors;
+        ok += report.ok;
+        max_us = max_us.max(report.max_us);
+        p999 = p999.max(report.p999_us);
+    }
+    let fmt =
+        |d: Option<Duration>| d.map_or("not seen".to_owned(), |d| format!("{} ms", d.as_millis()));
+    out.push_str(&format!(
+        "| {} | {ok} | {errors} | {:.1} ms | {:.1} ms | {} | {} |\n",
+        if cluster {
+            "Redis Cluster: 1 of 3 masters stopped, restarted"
+        } else {
+            "Redis killed (SIGTERM), restarted empty"
+        },
+        p999 / 1000.0,
+        max_us / 1000.0,
+        fmt(down_after),
+        fmt(up_after),
+    ));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let started = Started::now();
+    let (_scratch, env) = harness::env(&args.output)?;
+    let result = run(&args, &env, &started);
+    if result.is_err() {
+        env.dump_logs();
+    }
+    let text = result?;
+    harness::write_results(&args.output, "global", &started, &text)
+}
+
+fn run(args: &Args, env: &Env, started: &Started) -> anyhow::Result<String> {
+    if procs::run_output(Path::new("redis-server"), &["--version"]).is_err() {
+        bail!("redis-server not found: apt-get install redis-server");
+    }
+    let (_upstream, upstream) = harness::start_upstream(env)?;
+    let cp = harness::start_control_plane(env, Some(LOAD_CPU))?;
+    for (svc, prefix) in [
+        ("exact", "/exact"),
+        ("hot", "/hot"),
+        ("tenants", "/tenants"),
+        ("faults", "/faults"),
+    ] {
+        harness::add_service(env, &cp.url, svc, prefix, upstream)?;
+    }
+    policy(
+        env,
+        &cp,
+        &[
+            "faults",
+            "--limit",
+            "1000000000",
+            "--per",
+            "1h",
+            "--service",
+            "faults",
+            "--scope",
+            "global",
+        ],
+    )?;
+    let mut out = started.heading("GLOBAL rate limits (Redis)", &args.output.label);
+    out.push_str(&format!(
+        "- Redis: {} on loopback, pinned with the load generator; data planes `--worker-threads 1 --redis-timeout {}` on the other core\n",
+        procs::run_output(Path::new("redis-server"), &["--version"])?
+            .split_whitespace()
+            .nth(2)
+            .unwrap_or("?"),
+        args.redis_timeout
+    ));
+    let want = |p: &str| args.parts.iter().any(|x| x == p);
+    let redis = Redis::start(env, false)?;
+    if want("exact") || want("accuracy") {
+        let dps = start_fleet(env, &cp, &redis, 4, "fleet", &args.redis_timeout, "/exact/")?;
+        if want("exact") {
+            exact(env, &cp, &dps, &mut out)?;
+        }
+        if want("accuracy") {
+            accuracy(env, &cp, &dps, args.accuracy_secs, &mut out)?;
+        }
+    }
+    if want("cheap") {
+        cheap(env, &cp, &redis, args, upstream, &mut out)?;
+    }
+    if want("faults") {
+        out.push_str(&format!(
+            "\n## Faults (2 data planes, {} req/s, {} s; the store fails at 1/3 and returns at 2/3)\n\n\
+             | fault | 2xx | failed (5xx, transport) | p99.9 | slowest | fallback after | counting in Redis again after |\n\
+             |---|---|---|---|---|---|---|\n",
+            args.fault_rate, args.fault_secs
+        ));
+        fault(env, &cp, args, false, &mut out)?;
+        fault(env, &cp, args, true, &mut out)?;
+        out.push_str(
+            "\nTargets: zero 5xx, no request delayed by more than the store timeout (plus the \
+             proxying itself), fallback within 1 s, counting in Redis again within 2 s.\n",
+        );
+    }
+    Ok(out)
+}
