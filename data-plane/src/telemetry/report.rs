@@ -358,8 +358,10 @@ mod tests {
                     rate_limited: 1,
                     shadow_rejected: 0,
                     top_keys: (0..10).map(key).collect(),
+                    ..Default::default()
                 })
                 .collect(),
+            rate_limit_store: None,
         };
         assert!(report.encoded_len() > MAX_STATS_BYTES);
         assert!(bound_stats(&mut report, MAX_STATS_BYTES));
