@@ -410,11 +410,15 @@ async fn bad_redis_input_is_named_and_traffic_keeps_flowing() {
     let protected = RedisServer::with_password(secret).await;
     let wrong_password = format!("redis://:{secret}-wrong@127.0.0.1:{}", protected.port());
 
-    for (url, why) in [
-        (unreachable.as_str(), "refused"),
-        (wrong_password.as_str(), "authentication"),
+    // A standalone Redis given as a cluster.
+    let standalone = RedisServer::start().await;
+    let not_a_cluster = standalone.url();
+    for (url, cluster, why) in [
+        (unreachable.as_str(), false, "refused"),
+        (wrong_password.as_str(), false, "authentication"),
+        (not_a_cluster.as_str(), true, "cluster"),
     ] {
-        let mut fleet = Fleet::start(1, Some(store(url, false))).await;
+        let mut fleet = Fleet::start(1, Some(store(url, cluster))).await;
         fleet
             .put(global(
                 ip_policy("p", "", 3, 60),
