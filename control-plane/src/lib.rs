@@ -36,6 +36,7 @@ use tonic_health::ServingStatus;
 
 use crate::api::admin::AdminApi;
 use crate::api::auth::{AdminAuth, NodeAuth};
+use crate::api::decode::DecodeErrorsLayer;
 use crate::api::discovery::DiscoveryApi;
 use crate::fleet::nodes::NodeRegistry;
 use crate::store::{Store, StoreError};
@@ -229,6 +230,7 @@ pub async fn serve(
     let router = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .layer(DecodeErrorsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -345,3 +345,35 @@ async fn hostile_prefixes_and_huge_values_are_refused_briefly() {
         assert!(status.message().contains("xxx..."), "{}", status.message());
     }
 }
+
+/// Issue 9, item 7: a request whose protobuf does not decode is the caller's mistake:
+/// INVALID_ARGUMENT, not INTERNAL.
+#[tokio::test]
+async fn undecodable_requests_are_invalid_argument() {
+    /// Field 1 of `CreateServiceRequest` is a message; sent as a varint it cannot decode.
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Garbage {
+        #[prost(uint64, tag = "1")]
+        service: u64,
+    }
+    let cp = ControlPlane::start().await;
+    let channel = tonic::transport::Channel::from_shared(cp.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.unwrap();
+    let status = grpc
+        .unary(
+            tonic::Request::new(Garbage { service: 7 }),
+            tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/gateway.v1.AdminService/CreateService",
+            ),
+            tonic_prost::ProstCodec::<Garbage, pb::CreateServiceResponse>::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().contains("failed to decode"), "{status:?}");
+}
