@@ -311,6 +311,14 @@ pub struct TuningArgs {
     /// Time allowed for an endpoint's response headers (default 30s).
     #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
     pub request_timeout: Option<Duration>,
+    /// Longest wait for the next bytes of a client's upload (default: each data plane's
+    /// --request-body-timeout, 10s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub request_body_timeout: Option<Duration>,
+    /// Longest wait for the next bytes of a backend's response body (default: each data
+    /// plane's --response-body-timeout, 60s).
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse)]
+    pub response_body_timeout: Option<Duration>,
 }
 
 /// Flags of `gwctl dev`. Defaults are the addresses the README's quick start uses; all are

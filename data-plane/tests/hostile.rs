@@ -169,9 +169,18 @@ async fn a_stalled_response_body_is_cut_at_its_idle_timeout() {
 /// timeout with 408, and the endpoint is not charged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trickling_upload_is_cut_at_its_idle_timeout() {
-    let mut env = Env::start_with(|c| c.request_body_timeout = Duration::from_millis(300)).await;
+    // Set per service (the node's default stays 10 s).
+    let mut env = Env::start().await;
     let b = Backend::start("b").await;
-    env.add(service("s", "/", &[&b])).await;
+    let mut s = service("s", "/", &[&b]);
+    s.timeouts = Some(pb::Timeouts {
+        request_body: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 300_000_000,
+        }),
+        ..Default::default()
+    });
+    env.add(s).await;
 
     let mut s = TcpStream::connect(env.dp.proxy).await.unwrap();
     s.write_all(b"POST /_upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
@@ -289,6 +298,7 @@ async fn the_per_endpoint_cap_holds_and_is_not_charged_to_the_endpoint() {
             nanos: 200_000_000,
         }),
         request: None,
+        ..Default::default()
     });
     env.add(s).await;
     // Two slow requests hold the endpoint's two connections.

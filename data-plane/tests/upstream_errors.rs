@@ -123,6 +123,7 @@ async fn slow_upstream_is_504() {
             seconds: 1,
             nanos: 0,
         }),
+        ..Default::default()
     });
     env.add(s).await;
     // The backend waits far longer than the timeout (1 s, generous so that the quick request
@@ -156,6 +157,7 @@ async fn request_timeout_counts_from_the_end_of_an_upload() {
             seconds: 1,
             nanos: 0,
         }),
+        ..Default::default()
     });
     env.add(s).await;
     // An upload that takes longer to send than the request timeout (six chunks 300 ms apart).

@@ -245,7 +245,7 @@ fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> Result<pb::Ser
 
 impl TuningArgs {
     fn any(&self) -> bool {
-        self.any_health() || self.connect_timeout.is_some() || self.request_timeout.is_some()
+        self.any_health() || self.any_timeout()
     }
 
     fn any_health(&self) -> bool {
@@ -291,9 +291,16 @@ impl TuningArgs {
         Some(check)
     }
 
+    fn any_timeout(&self) -> bool {
+        self.connect_timeout.is_some()
+            || self.request_timeout.is_some()
+            || self.request_body_timeout.is_some()
+            || self.response_body_timeout.is_some()
+    }
+
     /// `base` with the given timeout flags applied; untouched (even if unset) without any.
     fn apply_timeouts(&self, base: Option<pb::Timeouts>) -> Option<pb::Timeouts> {
-        if self.connect_timeout.is_none() && self.request_timeout.is_none() {
+        if !self.any_timeout() {
             return base;
         }
         let mut timeouts = base.unwrap_or_default();
@@ -302,6 +309,12 @@ impl TuningArgs {
         }
         if let Some(d) = self.request_timeout {
             timeouts.request = Some(duration::to_proto(d));
+        }
+        if let Some(d) = self.request_body_timeout {
+            timeouts.request_body = Some(duration::to_proto(d));
+        }
+        if let Some(d) = self.response_body_timeout {
+            timeouts.response_body = Some(duration::to_proto(d));
         }
         Some(timeouts)
     }
@@ -340,6 +353,12 @@ struct HealthCheckView {
 struct TimeoutsView {
     connect: Option<String>,
     request: Option<String>,
+    /// Unset: the data plane's own default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_body: Option<String>,
+    /// Unset: the data plane's own default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_body: Option<String>,
 }
 
 fn optional_duration(d: Option<prost_types::Duration>) -> Option<String> {
@@ -385,7 +404,12 @@ impl From<pb::Service> for ServiceView {
             (false, true) => "tcp",
             (false, false) => "http",
         };
-        let pb::Timeouts { connect, request } = timeouts.unwrap_or_default();
+        let pb::Timeouts {
+            connect,
+            request,
+            request_body,
+            response_body,
+        } = timeouts.unwrap_or_default();
         let load_balancing = match pb::LoadBalancingPolicy::try_from(load_balancing) {
             Ok(pb::LoadBalancingPolicy::Unspecified | pb::LoadBalancingPolicy::RoundRobin) => {
                 "round_robin".to_string()
@@ -409,6 +433,8 @@ impl From<pb::Service> for ServiceView {
             timeouts: TimeoutsView {
                 connect: optional_duration(connect),
                 request: optional_duration(request),
+                request_body: optional_duration(request_body),
+                response_body: optional_duration(response_body),
             },
             load_balancing,
             created_version,
@@ -492,14 +518,19 @@ impl Render for ServiceView {
             ("strip prefix", yes_no(self.strip_prefix)),
             ("endpoints", endpoints),
             ("health check", hc.describe()),
-            (
-                "timeouts",
-                format!(
-                    "connect {}, request {}",
-                    dash(&self.timeouts.connect),
-                    dash(&self.timeouts.request)
-                ),
-            ),
+            ("timeouts", {
+                let t = &self.timeouts;
+                let mut text =
+                    format!("connect {}, request {}", dash(&t.connect), dash(&t.request));
+                // Shown only when the service sets them; otherwise each data plane's own.
+                if let Some(d) = &t.request_body {
+                    text.push_str(&format!(", request body idle {d}"));
+                }
+                if let Some(d) = &t.response_body {
+                    text.push_str(&format!(", response body idle {d}"));
+                }
+                text
+            }),
             ("load balancing", self.load_balancing.replace('_', " ")),
             ("https redirect", yes_no(self.https_redirect)),
             ("upstream tls", verify_label(self.upstream_verify)),

@@ -23,6 +23,8 @@ struct ServiceRow {
     healthy_threshold: i64,
     connect_timeout_ms: i64,
     request_timeout_ms: i64,
+    request_body_timeout_ms: Option<i64>,
+    response_body_timeout_ms: Option<i64>,
     load_balancing: String,
     created_version: i64,
     updated_version: i64,
@@ -69,6 +71,14 @@ impl TryFrom<ServiceRow> for Service {
             timeouts: Timeouts {
                 connect: duration("connect timeout", row.connect_timeout_ms)?,
                 request: duration("request timeout", row.request_timeout_ms)?,
+                request_body: row
+                    .request_body_timeout_ms
+                    .map(|ms| duration("request body timeout", ms))
+                    .transpose()?,
+                response_body: row
+                    .response_body_timeout_ms
+                    .map(|ms| duration("response body timeout", ms))
+                    .transpose()?,
             },
             load_balancing,
             created_version: to_u64("created_version", row.created_version)?,
@@ -105,8 +115,8 @@ pub(super) async fn insert(conn: &mut SqliteConnection, s: &Service) -> Result<(
          health_interval_ms, health_timeout_ms, unhealthy_threshold, healthy_threshold, \
          connect_timeout_ms, request_timeout_ms, load_balancing, created_version, \
          updated_version, health_disabled, https_redirect, upstream_ca_pem, \
-         upstream_tls_insecure, name) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         upstream_tls_insecure, request_body_timeout_ms, response_body_timeout_ms, name) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         s,
     )
     .await
@@ -121,7 +131,8 @@ pub(super) async fn update(conn: &mut SqliteConnection, s: &Service) -> Result<(
          unhealthy_threshold = ?, healthy_threshold = ?, connect_timeout_ms = ?, \
          request_timeout_ms = ?, load_balancing = ?, created_version = ?, \
          updated_version = ?, health_disabled = ?, https_redirect = ?, upstream_ca_pem = ?, \
-         upstream_tls_insecure = ? WHERE name = ?",
+         upstream_tls_insecure = ?, request_body_timeout_ms = ?, response_body_timeout_ms = ? \
+         WHERE name = ?",
         s,
     )
     .await
@@ -148,6 +159,18 @@ async fn write(conn: &mut SqliteConnection, sql: &str, s: &Service) -> Result<()
         .bind(s.https_redirect)
         .bind(&s.upstream_tls.ca_bundle_pem)
         .bind(s.upstream_tls.insecure_skip_verify)
+        .bind(
+            s.timeouts
+                .request_body
+                .map(|d| millis("request body timeout", d))
+                .transpose()?,
+        )
+        .bind(
+            s.timeouts
+                .response_body
+                .map(|d| millis("response body timeout", d))
+                .transpose()?,
+        )
         .bind(&s.name)
         .execute(conn)
         .await?;

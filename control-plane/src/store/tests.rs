@@ -258,3 +258,23 @@ async fn migration_0004_keeps_existing_services_on_their_http_check() {
     assert_eq!(state.services["tcp"].health_check.probe, Probe::Tcp);
     assert_eq!(state.services["off"].health_check.probe, Probe::Disabled);
 }
+
+#[tokio::test]
+async fn body_timeouts_persist_and_unset_stays_unset() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("t.db").display().to_string();
+    let store = Store::open(&url).await.unwrap();
+    let mut set = service("a", "/a");
+    set.timeouts.request_body = Some(Duration::from_millis(1500));
+    store.create_service(set).await.unwrap();
+    store.create_service(service("b", "/b")).await.unwrap();
+    store.close().await;
+    let reopened = Store::open(&url).await.unwrap();
+    let state = reopened.current();
+    let t = |name: &str| {
+        let s = state.services.get(name).unwrap();
+        (s.timeouts.request_body, s.timeouts.response_body)
+    };
+    assert_eq!(t("a"), (Some(Duration::from_millis(1500)), None));
+    assert_eq!(t("b"), (None, None));
+}

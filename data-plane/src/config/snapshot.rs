@@ -215,6 +215,8 @@ struct Checked {
     endpoints: Vec<(Arc<str>, Authority)>,
     connect_timeout: Duration,
     request_timeout: Duration,
+    request_body_timeout: Option<Duration>,
+    response_body_timeout: Option<Duration>,
     health: HealthSpec,
     https_redirect: bool,
     tls: TlsSpec,
@@ -353,8 +355,12 @@ pub fn compile(
             balancer: RoundRobin::new(endpoints),
             connect_timeout: c.connect_timeout,
             request_timeout: c.request_timeout,
-            request_body_timeout: reuse.defaults.request_body_timeout,
-            response_body_timeout: reuse.defaults.response_body_timeout,
+            request_body_timeout: c
+                .request_body_timeout
+                .unwrap_or(reuse.defaults.request_body_timeout),
+            response_body_timeout: c
+                .response_body_timeout
+                .unwrap_or(reuse.defaults.response_body_timeout),
             policies,
             health: c.health,
             https_redirect: c.https_redirect,
@@ -510,22 +516,41 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
             parse_endpoint(url).map_err(|why| err(&format!("endpoints[{i}]"), &why))?,
         ));
     }
-    let (connect, request) = match timeouts {
-        None => (DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT),
-        Some(pb::Timeouts { connect, request }) => (
-            duration(
-                connect,
-                DEFAULT_CONNECT_TIMEOUT,
-                &err("timeouts.connect", "invalid"),
-            )?,
-            duration(
-                request,
-                DEFAULT_REQUEST_TIMEOUT,
-                &err("timeouts.request", "invalid"),
-            )?,
-        ),
+    let (connect, request, request_body, response_body) = match timeouts {
+        None => (DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, None, None),
+        Some(pb::Timeouts {
+            connect,
+            request,
+            request_body,
+            response_body,
+        }) => {
+            // Unset body timeouts stay unset: the node's own defaults fill them in.
+            let body = |d: &Option<prost_types::Duration>, field: &str| {
+                d.as_ref()
+                    .map(|d| duration(&Some(*d), Duration::ZERO, &err(field, "invalid")))
+                    .transpose()
+            };
+            (
+                duration(
+                    connect,
+                    DEFAULT_CONNECT_TIMEOUT,
+                    &err("timeouts.connect", "invalid"),
+                )?,
+                duration(
+                    request,
+                    DEFAULT_REQUEST_TIMEOUT,
+                    &err("timeouts.request", "invalid"),
+                )?,
+                body(request_body, "timeouts.request_body")?,
+                body(response_body, "timeouts.response_body")?,
+            )
+        }
     };
-    if connect.is_zero() || request.is_zero() {
+    if connect.is_zero()
+        || request.is_zero()
+        || request_body.is_some_and(|d| d.is_zero())
+        || response_body.is_some_and(|d| d.is_zero())
+    {
         return Err(err("timeouts", "must be positive"));
     }
     let health = check_health(health_check.as_ref()).map_err(|(field, why)| err(field, &why))?;
@@ -558,6 +583,8 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
         endpoints: eps,
         connect_timeout: connect,
         request_timeout: request,
+        request_body_timeout: request_body,
+        response_body_timeout: response_body,
         health,
     })
 }

@@ -33,6 +33,8 @@ fn stored() -> pb::Service {
         timeouts: Some(pb::Timeouts {
             connect: pd(1),
             request: pd(30),
+            request_body: None,
+            response_body: None,
         }),
         load_balancing: pb::LoadBalancingPolicy::RoundRobin as i32,
         created_version: 3,

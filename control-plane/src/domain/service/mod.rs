@@ -30,6 +30,9 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(300);
 /// Longest request timeout (until response headers): a day covers any batch job.
 const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Longest body idle timeout: an hour of silence inside one body is a connection held, not a
+/// transfer.
+const MAX_BODY_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Highest health threshold: more would make state changes take absurdly long.
 const MAX_THRESHOLD: u32 = 100;
 /// Most endpoints or hosts one service may list; keeps one config message reasonable.
@@ -182,6 +185,10 @@ pub struct Timeouts {
     pub connect: Duration,
     /// Time until the response headers arrive.
     pub request: Duration,
+    /// Longest wait for the next bytes of a request body; `None`: the data plane's default.
+    pub request_body: Option<Duration>,
+    /// Longest wait for the next bytes of a response body; `None`: the data plane's default.
+    pub response_body: Option<Duration>,
 }
 
 impl Default for Timeouts {
@@ -189,6 +196,8 @@ impl Default for Timeouts {
         Self {
             connect: DEFAULT_CONNECT_TIMEOUT,
             request: DEFAULT_REQUEST_TIMEOUT,
+            request_body: None,
+            response_body: None,
         }
     }
 }
@@ -444,7 +453,24 @@ fn threshold(field: &str, value: u32, default: u32, p: &mut Problems) -> Option<
 }
 
 fn convert_timeouts(msg: pb::Timeouts, p: &mut Problems) -> Option<Timeouts> {
-    let pb::Timeouts { connect, request } = msg;
+    let pb::Timeouts {
+        connect,
+        request,
+        request_body,
+        response_body,
+    } = msg;
+    // Unset stays unset (the data plane's own default); set must be in range.
+    let mut body = |field: &str, d: Option<prost_types::Duration>| match d {
+        None => Some(None),
+        Some(d) => p
+            .check(
+                field,
+                validate::duration(Some(d), MAX_BODY_TIMEOUT, MIN_TIMEOUT, MAX_BODY_TIMEOUT),
+            )
+            .map(Some),
+    };
+    let request_body = body("timeouts.request_body", request_body);
+    let response_body = body("timeouts.response_body", response_body);
     let connect = p.check(
         "timeouts.connect",
         validate::duration(
@@ -466,6 +492,8 @@ fn convert_timeouts(msg: pb::Timeouts, p: &mut Problems) -> Option<Timeouts> {
     Some(Timeouts {
         connect: connect?,
         request: request?,
+        request_body: request_body?,
+        response_body: response_body?,
     })
 }
 
@@ -490,6 +518,8 @@ impl From<&Service> for pb::Service {
             timeouts: Some(pb::Timeouts {
                 connect: Some(validate::to_pb_duration(s.timeouts.connect)),
                 request: Some(validate::to_pb_duration(s.timeouts.request)),
+                request_body: s.timeouts.request_body.map(validate::to_pb_duration),
+                response_body: s.timeouts.response_body.map(validate::to_pb_duration),
             }),
             load_balancing: match s.load_balancing {
                 LoadBalancing::RoundRobin => pb::LoadBalancingPolicy::RoundRobin.into(),

@@ -39,7 +39,9 @@ fn minimal_service_gets_every_default() {
         s.timeouts,
         Timeouts {
             connect: Duration::from_secs(1),
-            request: Duration::from_secs(30)
+            request: Duration::from_secs(30),
+            request_body: None,
+            response_body: None,
         }
     );
     assert_eq!(s.load_balancing, LoadBalancing::RoundRobin);
@@ -69,6 +71,8 @@ fn full_service_round_trips_through_protobuf() {
         timeouts: Some(pb::Timeouts {
             connect: dur(250),
             request: dur(10_000),
+            request_body: dur(3_000),
+            response_body: None,
         }),
         load_balancing: pb::LoadBalancingPolicy::RoundRobin.into(),
         created_version: 99,
@@ -76,6 +80,11 @@ fn full_service_round_trips_through_protobuf() {
     };
     let s = Service::try_from(msg).unwrap();
     assert_eq!(s.route.hosts, ["a.example", "b.example"]);
+    assert_eq!(
+        (s.timeouts.request_body, s.timeouts.response_body),
+        (Some(std::time::Duration::from_secs(3)), None),
+        "an unset body timeout stays unset: the data plane's default applies"
+    );
     assert_eq!(s.created_version, 0, "output-only fields are ignored");
     let back = pb::Service::from(&s);
     assert_eq!(
@@ -168,10 +177,14 @@ fn every_problem_is_reported_with_its_field() {
                 timeouts: Some(pb::Timeouts {
                     connect: dur(0),
                     request: dur(100_000_000),
+                    request_body: dur(0),
+                    response_body: dur(7_200_000),
                 }),
                 ..minimal("a", "/a")
             },
             vec![
+                "timeouts.request_body: must be between 1ms and 1h",
+                "timeouts.response_body: must be between 1ms and 1h",
                 "timeouts.connect: must be between 1ms and 5m",
                 "timeouts.request: must be between 1ms and 24h",
             ],

@@ -95,6 +95,7 @@ fn invalid_inputs_are_rejected_naming_the_field() {
             nanos: 0,
         }),
         request: None,
+        ..Default::default()
     });
     cases.push((snap(vec![s], vec![]), "service 'a': timeouts.connect"));
     let mut s = ok();
