@@ -217,6 +217,13 @@ pub async fn serve(
             stop_tx.send_replace(true);
         }
     };
+    if let Some(tls) = &tls {
+        // Before the start-up line: from then on a SIGHUP reloads rather than ends the process.
+        tokio::spawn(
+            tls.clone()
+                .watch(config.tls_reload_interval, stop_rx.clone()),
+        );
+    }
     tracing::info!(
         listen = %addr,
         database = %config.database_url,
@@ -245,10 +252,6 @@ pub async fn serve(
     let server = async {
         match &tls {
             Some(tls) => {
-                tokio::spawn(
-                    tls.clone()
-                        .watch(config.tls_reload_interval, stop_rx.clone()),
-                );
                 let incoming = tls.incoming(listener, stop_rx.clone());
                 router.serve_with_incoming_shutdown(incoming, signal).await
             }

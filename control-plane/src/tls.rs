@@ -3,11 +3,12 @@
 //! handshakes.
 //!
 //! The rustls config is built once; what rotates lives behind two swappable pointers inside
-//! it (the certificate resolver and the client-certificate verifier). [`ServerTls::watch`]
-//! re-reads the files on SIGHUP and every [`RELOAD_POLL`]; a set that does not load (a
-//! certificate replaced before its key, say) is logged and the previous one stays, so a
-//! rotation in progress never takes the listener down. Connections already open keep the
-//! credentials they were made with; new handshakes see the new ones.
+//! it (the certificate, a [`gw_tls::reload::ServerCert`], and the client-certificate
+//! verifier). [`ServerTls::watch`] re-reads the files on SIGHUP and every [`RELOAD_POLL`]
+//! (through [`gw_tls::reload::Watcher`], as the data plane's admin listener does); a set that
+//! does not load (a certificate replaced before its key, say) is logged and the previous one
+//! stays, so a rotation in progress never takes the listener down. Connections already open
+//! keep the credentials they were made with; new handshakes see the new ones.
 //!
 //! Rotating the client CA without cutting a node off: put the new CA's certificate *beside*
 //! the old one (`--client-ca` takes a bundle and may be repeated), move the nodes to
@@ -20,16 +21,16 @@
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use gw_tls::cert::{self, CertError};
+use gw_tls::cert::CertError;
 use gw_tls::pem::{self, PemError};
+use gw_tls::reload::{ServerCert, Watcher};
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
-use rustls::sign::CertifiedKey;
 use rustls::{
     DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureScheme,
 };
@@ -39,9 +40,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// How often the certificate and CA files are compared with what is loaded. Rotation is rare
-/// and a few seconds' delay is harmless; reading three small files costs nothing.
-pub const RELOAD_POLL: Duration = Duration::from_secs(5);
+pub use gw_tls::reload::RELOAD_POLL;
 /// Time a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; beyond this, new connections are closed at once.
@@ -81,7 +80,7 @@ pub enum TlsError {
 #[derive(Debug)]
 pub struct ServerTls {
     files: TlsFiles,
-    cert: Arc<ArcSwap<CertifiedKey>>,
+    cert: Arc<ServerCert>,
     verifier: Option<Arc<ArcSwap<Arc<dyn ClientCertVerifier>>>>,
     config: Arc<ServerConfig>,
 }
@@ -89,7 +88,7 @@ pub struct ServerTls {
 impl ServerTls {
     /// Loads the files (refusing a certificate that is expired or does not match its key).
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
-        let cert = Arc::new(ArcSwap::new(load_cert(&files)?));
+        let cert = Arc::new(ServerCert::load(files.cert.clone(), files.key.clone())?);
         let verifier = if files.client_ca.is_empty() {
             None
         } else {
@@ -102,7 +101,7 @@ impl ServerTls {
         let mut config = ServerConfig::builder_with_provider(gw_tls::provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
             .with_client_cert_verifier(client_auth)
-            .with_cert_resolver(Arc::new(Resolver(cert.clone())));
+            .with_cert_resolver(cert.clone());
         // gRPC is HTTP/2 only; clients (grpcurl, tonic) insist on ALPN h2.
         config.alpn_protocols = vec![b"h2".to_vec()];
         Ok(Self {
@@ -120,12 +119,12 @@ impl ServerTls {
 
     /// Reads every file again and swaps in what loads; on error nothing changes.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let cert = load_cert(&self.files)?;
         let verifier = match &self.verifier {
             Some(_) => Some(load_verifier(&self.files)?),
             None => None,
         };
-        self.cert.store(cert);
+        // The verifier is stored only once the certificate has loaded too.
+        self.cert.reload()?;
         if let (Some(slot), Some(v)) = (&self.verifier, verifier) {
             slot.store(Arc::new(v));
         }
@@ -133,33 +132,16 @@ impl ServerTls {
     }
 
     /// Reloads on SIGHUP and whenever the files change (checked every `poll`), until `stop`.
-    pub async fn watch(self: Arc<Self>, poll: Duration, mut stop: watch::Receiver<bool>) {
-        let mut paths = vec![self.files.cert.clone(), self.files.key.clone()];
+    /// SIGHUP is listened for from this call on, before the returned future first runs.
+    pub fn watch(
+        self: Arc<Self>,
+        poll: Duration,
+        stop: watch::Receiver<bool>,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let mut paths = self.cert.paths();
         paths.extend(self.files.client_ca.iter().cloned());
-        let mut files = gw_tls::files::FileSet::new(paths);
-        let mut hangup = hangup_signal();
-        let mut tick = tokio::time::interval(poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            let why = tokio::select! {
-                _ = stop.wait_for(|s| *s) => return,
-                _ = tick.tick() => {
-                    if !files.changed() {
-                        continue;
-                    }
-                    "files changed"
-                }
-                () = recv(&mut hangup) => {
-                    files.changed();
-                    "SIGHUP"
-                }
-            };
-            match self.reload() {
-                Ok(()) => tracing::info!(trigger = why, "TLS certificate and client CAs reloaded"),
-                Err(e) => tracing::warn!(trigger = why, error = %e,
-                    "TLS credentials not reloaded; the previous ones stay in use"),
-            }
-        }
+        let watcher = Watcher::new("control plane TLS certificate and client CAs", paths, poll);
+        watcher.run(move || self.reload(), stop)
     }
 
     /// Accepts TCP connections on `listener` and yields those whose TLS handshake succeeded,
@@ -211,18 +193,6 @@ impl ServerTls {
     }
 }
 
-fn load_cert(files: &TlsFiles) -> Result<Arc<CertifiedKey>, TlsError> {
-    let chain = std::fs::read(&files.cert).map_err(|e| {
-        CertError::Pem(PemError::Read {
-            path: files.cert.display().to_string(),
-            reason: e.to_string(),
-        })
-    })?;
-    let key = pem::read_secret(&files.key).map_err(CertError::Pem)?;
-    let what = files.cert.display().to_string();
-    Ok(cert::check(&what, &chain, &key, SystemTime::now())?.key)
-}
-
 fn load_verifier(files: &TlsFiles) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = RootCertStore::empty();
     for path in &files.client_ca {
@@ -238,16 +208,6 @@ fn load_verifier(files: &TlsFiles) -> Result<Arc<dyn ClientCertVerifier>, TlsErr
         .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::Verifier(e.to_string()))
-}
-
-/// Always the currently loaded certificate.
-#[derive(Debug)]
-struct Resolver(Arc<ArcSwap<CertifiedKey>>);
-
-impl ResolvesServerCert for Resolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.load_full())
-    }
 }
 
 /// The currently loaded client-certificate verifier.
@@ -301,23 +261,4 @@ impl ClientCertVerifier for Swapped {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.load().supported_verify_schemes()
     }
-}
-
-fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS files are still re-read when they change");
-            None
-        }
-    }
-}
-
-async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
-    if let Some(s) = signal
-        && s.recv().await.is_some()
-    {
-        return;
-    }
-    std::future::pending().await
 }

@@ -134,8 +134,11 @@ pub struct Config {
     /// When set, `/config` and `/metrics` on the admin listener need
     /// `authorization: Bearer <token>` (`/healthz` and `/readyz` stay open for probes).
     pub admin_token: Option<gw_tls::Secret>,
-    /// Serve the admin listener over TLS with this certificate and key (PEM files).
+    /// Serve the admin listener over TLS with this certificate and key (PEM files), read
+    /// again on SIGHUP and when they change.
     pub admin_tls: Option<(PathBuf, PathBuf)>,
+    /// How often the admin TLS files are compared with what is loaded.
+    pub admin_tls_reload_interval: Duration,
     /// The Redis that counts GLOBAL rate-limit policies; `None`: each node enforces its share.
     pub rate_limit_store: Option<limiter::redis::StoreConfig>,
 }
@@ -167,6 +170,7 @@ impl Config {
             credentials: Credentials::default(),
             admin_token: None,
             admin_tls: None,
+            admin_tls_reload_interval: gw_tls::reload::RELOAD_POLL,
             rate_limit_store: None,
         }
     }
@@ -262,8 +266,19 @@ pub async fn serve_with(
             });
         }
     }
-    let admin_tls = match &config.admin_tls {
-        Some((cert, key)) => Some(admin_acceptor(cert, key)?),
+    let admin_cert = match &config.admin_tls {
+        Some((cert, key)) => Some(Arc::new(
+            gw_tls::reload::ServerCert::load(cert.clone(), key.clone())
+                .map_err(|e| ServeError::Tls(format!("--admin-tls-cert/--admin-tls-key: {e}")))?,
+        )),
+        None => None,
+    };
+    let admin_tls = match &admin_cert {
+        Some(cert) => Some(
+            tls::server_config(cert.clone())
+                .map(tokio_rustls::TlsAcceptor::from)
+                .map_err(|e| ServeError::Tls(format!("admin listener: {e}")))?,
+        ),
         None => None,
     };
     let started_at = std::time::SystemTime::now();
@@ -365,6 +380,15 @@ pub async fn serve_with(
         max_connections: fds::ADMIN_MAX_CONNECTIONS,
         ..limits
     };
+    if let Some(cert) = admin_cert {
+        // Before the start-up line: from then on a SIGHUP reloads rather than ends the process.
+        let watcher = gw_tls::reload::Watcher::new(
+            "admin listener TLS certificate",
+            cert.paths(),
+            config.admin_tls_reload_interval,
+        );
+        tasks.spawn(watcher.run(move || cert.reload(), stop_rx.clone()));
+    }
     let admin_gw = gw.clone();
     let admin_auth = admin::AdminAuth::new(config.admin_token.as_ref());
     tasks.spawn(server::run(
@@ -413,34 +437,6 @@ pub async fn serve_with(
     while tasks.join_next().await.is_some() {}
     tracing::info!("data plane stopped");
     Ok(())
-}
-
-/// The admin listener's TLS from certificate and key files (checked like any certificate).
-fn admin_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, ServeError> {
-    let tls = |e: String| ServeError::Tls(format!("--admin-tls-cert/--admin-tls-key: {e}"));
-    let chain = std::fs::read(cert).map_err(|e| tls(format!("{}: {e}", cert.display())))?;
-    let key = gw_tls::pem::read_secret(key).map_err(|e| tls(e.to_string()))?;
-    let checked = gw_tls::cert::check(
-        &cert.display().to_string(),
-        &chain,
-        &key,
-        std::time::SystemTime::now(),
-    )
-    .map_err(|e| tls(e.to_string()))?;
-    let resolver = tls::Resolver::default();
-    resolver.install(Arc::new(tls::SniTable::build(vec![tls::sni::Entry {
-        name: "admin".into(),
-        dns_names: checked.info.dns_names,
-        ip_addresses: checked.info.ip_addresses,
-        not_after: checked.info.not_after,
-        key: checked.key,
-    }])));
-    tls::server_config(Arc::new(resolver))
-        .map(tokio_rustls::TlsAcceptor::from)
-        .map_err(|e| tls(e.to_string()))
 }
 
 fn load_cache(gw: &Gateway, config: &Config) {

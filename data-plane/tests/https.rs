@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use common::tls::{get, http1, served_names, tls};
 use common::{Backend, ControlPlane, DataPlane, create, eventually, logs, service};
 use gw_proto::v1 as pb;
 use gw_proto::v1::admin_service_client::AdminServiceClient;
@@ -19,10 +20,6 @@ use gw_testkit::tls::{Ca, Pair};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
 use tonic::transport::Channel;
 
 async fn put_cert(admin: &mut AdminServiceClient<Channel>, name: &str, pair: &Pair) -> u64 {
@@ -39,60 +36,6 @@ async fn put_cert(admin: &mut AdminServiceClient<Channel>, name: &str, pair: &Pa
         .unwrap()
         .into_inner()
         .config_version
-}
-
-/// A TLS connection to `addr` trusting `ca`, asking for `name` (an IP address sends no SNI)
-/// and offering `alpn`.
-async fn tls(addr: SocketAddr, ca: &Ca, name: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(rustls::pki_types::CertificateDer::from(
-            gw_tls::pem::certs("ca", ca.cert_pem().as_bytes()).unwrap()[0].to_vec(),
-        ))
-        .unwrap();
-    let mut config = rustls::ClientConfig::builder_with_provider(gw_tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
-        .await
-        .unwrap()
-}
-
-/// The DNS names of the certificate the server presented.
-fn served_names(stream: &TlsStream<TcpStream>) -> Vec<String> {
-    let leaf = &stream.get_ref().1.peer_certificates().unwrap()[0];
-    gw_tls::cert::inspect("served", leaf).unwrap().dns_names
-}
-
-/// A GET over an HTTP/1.1 connection; returns the status and body.
-async fn get(
-    sender: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
-    host: &str,
-    path: &str,
-) -> (StatusCode, String) {
-    let req = Request::get(path)
-        .header("host", host)
-        .body(Empty::new())
-        .unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let status = resp.status();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
-}
-
-async fn http1(
-    stream: TlsStream<TcpStream>,
-) -> hyper::client::conn::http1::SendRequest<Empty<Bytes>> {
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
 }
 
 #[tokio::test]

@@ -8,12 +8,15 @@
 //! - [`cert`]: what a certificate says (SANs, expiry) and the checks `gwctl cert add` makes
 //!   (parses, key matches, not expired), yielding a rustls `CertifiedKey`.
 //! - [`files`]: noticing that a set of files changed, for rotation without a restart.
+//! - [`reload`]: a server certificate read from files that can be swapped, and the watcher
+//!   that reloads credentials on SIGHUP or when their files change.
 //!
 //! Nothing here opens a socket; the crates that do build their rustls configs from these.
 
 pub mod cert;
 pub mod files;
 pub mod pem;
+pub mod reload;
 pub mod secret;
 
 use std::sync::Arc;

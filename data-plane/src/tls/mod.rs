@@ -13,13 +13,17 @@ pub mod sni;
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::server::ResolvesServerCert;
 
 pub use sni::{Resolver, SniTable};
 
-/// The HTTPS listener's rustls config: TLS 1.3 and 1.2 only, ALPN `h2` then `http/1.1`, the
-/// certificate chosen by `resolver`, session resumption by tickets (so returning clients skip
-/// the full handshake).
-pub fn server_config(resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, rustls::Error> {
+/// The HTTPS listener's rustls config (and the admin listener's): TLS 1.3 and 1.2 only, ALPN
+/// `h2` then `http/1.1`, the certificate chosen by `resolver` (a [`Resolver`], or the admin
+/// listener's [`gw_tls::reload::ServerCert`]), session resumption by tickets (so returning
+/// clients skip the full handshake).
+pub fn server_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(gw_tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()

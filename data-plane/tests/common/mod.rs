@@ -4,6 +4,8 @@
 //! 127.0.0.1:0 and stops on drop.
 #![allow(clippy::unwrap_used, dead_code)]
 
+pub mod tls;
+
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
