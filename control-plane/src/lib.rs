@@ -287,3 +287,83 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn off_loopback_every_missing_credential_is_named_in_one_line() {
+        let tls = |client_ca: bool| TlsFiles {
+            cert: "cp.pem".into(),
+            key: "cp-key.pem".into(),
+            client_ca: if client_ca {
+                vec!["ca.pem".into()]
+            } else {
+                vec![]
+            },
+        };
+        let secret = |s: &str| Some(Secret::new(s));
+        // TLS (with a client CA?), admin token, node token, what must be named (none: allowed).
+        type Case = (
+            Option<bool>,
+            Option<Secret>,
+            Option<Secret>,
+            &'static [&'static str],
+        );
+        let cases: [Case; 7] = [
+            (
+                None,
+                None,
+                None,
+                &[
+                    "--tls-cert and --tls-key",
+                    "--admin-token",
+                    "--client-ca or --node-token",
+                ],
+            ),
+            (Some(true), None, None, &["--admin-token"]),
+            (
+                Some(false),
+                secret("a"),
+                None,
+                &["--client-ca or --node-token"],
+            ),
+            (
+                Some(false),
+                secret("a"),
+                secret(""),
+                &["--client-ca or --node-token"],
+            ),
+            (Some(true), secret(""), None, &["--admin-token"]),
+            (Some(true), secret("a"), None, &[]),
+            (Some(false), secret("a"), secret("n"), &[]),
+        ];
+        let listen: SocketAddr = "0.0.0.0:50051".parse().unwrap();
+        for (tls_files, admin, node, missing) in cases {
+            let mut config = Config::new("gw.db");
+            config.tls = tls_files.map(tls);
+            config.admin_token = admin;
+            config.node_token = node;
+            let case = format!("{tls_files:?} {missing:?}");
+            // Loopback is always allowed.
+            assert_eq!(config.exposure("127.0.0.1:50051".parse().unwrap()), None);
+            match config.exposure(listen) {
+                None => assert!(missing.is_empty(), "{case}: allowed"),
+                Some(line) => {
+                    assert!(!missing.is_empty(), "{case}: refused: {line}");
+                    assert!(!line.contains('\n'), "{line}");
+                    assert!(line.contains("--insecure"), "{line}");
+                    for flag in missing {
+                        assert!(line.contains(flag), "{case}: {line}");
+                    }
+                    let named = ["--tls-cert", "--admin-token", "--client-ca"]
+                        .iter()
+                        .filter(|f| line.contains(*f))
+                        .count();
+                    assert_eq!(named, missing.len(), "{case}: only the missing: {line}");
+                }
+            }
+        }
+    }
+}

@@ -153,9 +153,24 @@ async fn peers_without_credentials_get_unauthenticated_and_learn_nothing() {
         );
         assert!(!status.message().contains("secret-svc"), "{status:?}");
     }
-    // A report sent on a refused stream is never recorded.
+    // Reports sent on a refused stream are never recorded: 10^12 requests, and every
+    // endpoint down.
     let (tx, rx) = mpsc::channel(4);
     tx.send(hello("dp-forged", 0)).await.unwrap();
+    tx.send(pb::DiscoveryRequest {
+        kind: Some(pb::discovery_request::Kind::Health(pb::HealthReport {
+            full: true,
+            endpoints: vec![pb::EndpointHealth {
+                service: "secret-svc".into(),
+                endpoint: "http://127.0.0.1:9".into(),
+                healthy: false,
+                last_failure: "forged".into(),
+                ..Default::default()
+            }],
+        })),
+    })
+    .await
+    .unwrap();
     tx.send(pb::DiscoveryRequest {
         kind: Some(pb::discovery_request::Kind::Stats(pb::StatsReport {
             services: vec![pb::ServiceCounters {
@@ -202,6 +217,18 @@ async fn peers_without_credentials_get_unauthenticated_and_learn_nothing() {
     assert_eq!(svc.service, "secret-svc");
     assert!(svc.nodes.is_empty(), "{svc:?}");
     assert_eq!(svc.total.as_ref().map_or(0, |t| t.requests), 0);
+    let health = admin
+        .get_health(with_token(pb::GetHealthRequest::default(), ADMIN))
+        .await
+        .unwrap()
+        .into_inner();
+    let endpoints = &health.services[0].endpoints;
+    assert_eq!(endpoints.len(), 1, "{health:?}");
+    assert_eq!(
+        (endpoints[0].healthy_nodes, endpoints[0].unhealthy_nodes),
+        (0, 0),
+        "{health:?}"
+    );
 
     // The health service stays open for probes.
     let mut health = tonic_health::pb::health_client::HealthClient::new(anonymous.clone());
