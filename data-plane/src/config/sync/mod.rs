@@ -312,6 +312,15 @@ impl Task {
             let end = self.session(&endpoint, &tuning).await;
             self.status.connected.store(false, Ordering::SeqCst);
             let version = self.status.version.load(Ordering::SeqCst);
+            if matches!(end.error, SyncError::CredentialsChanged) {
+                // A rotation, not an outage; if the new credentials are refused, the next
+                // failure is a warning.
+                tracing::info!(control_plane = %url, version,
+                    "credential files changed; reconnecting with the new ones");
+                down_logged = false;
+                backoff.reset();
+                continue;
+            }
             if end.opened {
                 tracing::warn!(control_plane = %url, error = %end.error, version,
                     "config stream lost; serving the config in force and reconnecting");
