@@ -211,6 +211,10 @@ pub struct ServiceAddArgs {
     /// Remove the matched prefix before forwarding (/api/x -> /x).
     #[arg(long)]
     pub strip_prefix: bool,
+    /// Forward CONNECT requests to an endpoint and tunnel them (needs --prefix /; without
+    /// it CONNECT gets 405).
+    #[arg(long)]
+    pub allow_connect: bool,
     /// Health-check and timeout settings.
     #[command(flatten)]
     pub tuning: TuningArgs,
@@ -260,6 +264,12 @@ pub struct ServiceUpdateArgs {
     /// Forward the path unchanged.
     #[arg(long, conflicts_with = "strip_prefix")]
     pub no_strip_prefix: bool,
+    /// Forward CONNECT requests to an endpoint and tunnel them (needs the prefix /).
+    #[arg(long)]
+    pub allow_connect: bool,
+    /// Answer CONNECT with 405 again (the default).
+    #[arg(long, conflicts_with = "allow_connect")]
+    pub no_allow_connect: bool,
     /// Health-check and timeout settings.
     #[command(flatten)]
     pub tuning: TuningArgs,

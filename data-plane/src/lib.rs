@@ -410,6 +410,7 @@ pub async fn serve_with(
         trusted: config.trusted_proxies.clone(),
         ids: RequestIds::default(),
         https_port: tls_addr.map(|a| a.port()),
+        tunnel_idle_timeout: config.idle_timeout,
     });
     if let Some(listener) = tls_listener {
         let acceptor = tls::server_config(gw.certificates.clone())

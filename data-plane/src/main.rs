@@ -107,7 +107,8 @@ struct Args {
     /// Time a new client connection has to send its first byte before it is closed.
     #[arg(long, env = "GW_FIRST_BYTE_TIMEOUT", default_value = "10s", value_parser = gw_ops::duration::parse_positive)]
     first_byte_timeout: std::time::Duration,
-    /// Time a client connection may stay idle between requests before it is closed.
+    /// Time a client connection may stay idle between requests before it is closed; also how
+    /// long a tunnel (CONNECT, WebSocket) may carry nothing either way.
     #[arg(long, env = "GW_IDLE_TIMEOUT", default_value = "75s", value_parser = gw_ops::duration::parse_positive)]
     idle_timeout: std::time::Duration,
     /// Open client connections at most; beyond, new connections wait in the listen backlog.

@@ -206,6 +206,12 @@ pub struct GlobalStats {
     pub no_config: AtomicU64,
     /// Config versions rejected.
     pub config_rejected: AtomicU64,
+    /// Tunnels (CONNECT, and upgraded connections such as WebSocket) open now.
+    pub tunnels_open: AtomicU64,
+    /// Tunnels opened since start.
+    pub tunnels_total: AtomicU64,
+    /// Tunnels closed because no byte crossed them, either way, for the idle timeout.
+    pub tunnels_idle_closed: AtomicU64,
 }
 
 /// Stats objects by name, kept across config versions so counters never reset on an update.

@@ -33,18 +33,11 @@ async fn raw_backend(response: &'static [u8]) -> String {
                 return;
             };
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                if s.write_all(response).await.is_err() {
+                if read_head(&mut s).await.is_none() || s.write_all(response).await.is_err() {
                     return;
                 }
                 // Stall: read (and drop) until the proxy gives up on us.
+                let mut buf = [0u8; 4096];
                 while let Ok(n) = s.read(&mut buf).await {
                     if n == 0 {
                         return;

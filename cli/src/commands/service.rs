@@ -8,7 +8,7 @@
 //!                   "unhealthy_threshold": 3, "healthy_threshold": 2},
 //!  "timeouts": {"connect": "1s", "request": "30s"},
 //!  "load_balancing": "round_robin", "created_version": 3, "updated_version": 7,
-//!  "https_redirect": false, "upstream_verify": "system"}
+//!  "https_redirect": false, "upstream_verify": "system", "allow_connect": false}
 //! ```
 //! `health_check.kind` is `http` (GET `path`), `tcp` (connect; `path` is "") or `off`.
 //! `list` prints `{"config_version": N, "services": [...]}`, `get` the service itself,
@@ -118,6 +118,7 @@ fn new_service(args: ServiceAddArgs) -> Result<pb::Service, Error> {
         endpoints,
         hosts,
         strip_prefix,
+        allow_connect,
         tuning,
         https,
     } = args;
@@ -137,6 +138,7 @@ fn new_service(args: ServiceAddArgs) -> Result<pb::Service, Error> {
         updated_version: 0,
         https_redirect: https.https_redirect,
         upstream_tls,
+        allow_connect,
     })
 }
 
@@ -191,6 +193,8 @@ impl ServiceUpdateArgs {
             || self.clear_hosts
             || self.strip_prefix
             || self.no_strip_prefix
+            || self.allow_connect
+            || self.no_allow_connect
             || self.tuning.any()
             || self.https.any()
             || self.no_https_redirect
@@ -209,6 +213,8 @@ fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> Result<pb::Ser
         clear_hosts,
         strip_prefix,
         no_strip_prefix,
+        allow_connect,
+        no_allow_connect,
         tuning,
         https,
         no_https_redirect,
@@ -227,6 +233,9 @@ fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> Result<pb::Ser
     }
     if clear_endpoints || !endpoints.is_empty() {
         service.endpoints = endpoints;
+    }
+    if allow_connect || no_allow_connect {
+        service.allow_connect = allow_connect;
     }
     service.health_check = tuning.apply_health(service.health_check.take());
     service.timeouts = tuning.apply_timeouts(service.timeouts.take());
@@ -337,6 +346,8 @@ pub struct ServiceView {
     /// How https:// endpoints are verified: "system", "ca" (the service's CA bundle) or
     /// "none" (insecure).
     upstream_verify: &'static str,
+    /// CONNECT is forwarded and tunnelled (false: answered 405).
+    allow_connect: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -380,6 +391,7 @@ impl From<pb::Service> for ServiceView {
             updated_version,
             https_redirect,
             upstream_tls,
+            allow_connect,
         } = service;
         let upstream_verify = match upstream_tls {
             Some(t) if t.insecure_skip_verify => "none",
@@ -441,6 +453,7 @@ impl From<pb::Service> for ServiceView {
             updated_version,
             https_redirect,
             upstream_verify,
+            allow_connect,
         }
     }
 }
@@ -535,6 +548,15 @@ impl Render for ServiceView {
             ("https redirect", yes_no(self.https_redirect)),
             ("upstream tls", verify_label(self.upstream_verify)),
             (
+                "connect",
+                if self.allow_connect {
+                    "tunnelled to an endpoint"
+                } else {
+                    "refused (405)"
+                }
+                .to_string(),
+            ),
+            (
                 "config version",
                 format!(
                     "created at {}, updated at {}",
@@ -559,6 +581,7 @@ impl Render for ServiceList {
             "PREFIX",
             "HOSTS",
             "STRIP",
+            "CONNECT",
             "ENDPOINTS",
             "HEALTH CHECK",
             "UPSTREAM TLS",
@@ -574,6 +597,7 @@ impl Render for ServiceList {
                     s.hosts.join(",")
                 },
                 yes_no(s.strip_prefix),
+                yes_no(s.allow_connect),
                 or_dash(&s.endpoints.join(",")),
                 s.health_check.short(),
                 verify_label(s.upstream_verify),

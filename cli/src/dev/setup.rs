@@ -45,6 +45,7 @@ pub async fn register(
         endpoints: endpoints.clone(),
         hosts: Vec::new(),
         strip_prefix: true,
+        allow_connect: false,
         tuning: TuningArgs::default(),
         https: Default::default(),
     });
@@ -59,6 +60,8 @@ pub async fn register(
                 clear_hosts: true,
                 strip_prefix: true,
                 no_strip_prefix: false,
+                allow_connect: false,
+                no_allow_connect: false,
                 tuning: TuningArgs::default(),
                 https: Default::default(),
                 no_https_redirect: false,

@@ -350,3 +350,70 @@ async fn health_checks_are_tcp_by_default_and_can_be_http_or_off() {
         shown.stdout
     );
 }
+
+/// `--allow-connect` is stored and shown (`-o json`, the CONNECT column), needs the `/`
+/// prefix (the server says so, naming the field), and `--no-allow-connect` turns it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_connect_is_stored_shown_and_turned_off() {
+    let cp = ControlPlane::start().await;
+    let added = gwctl(
+        &cp,
+        &[
+            "-o",
+            "json",
+            "service",
+            "add",
+            "tunnel",
+            "--prefix",
+            "/",
+            "--host",
+            "tunnel.example",
+            "--allow-connect",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(added["service"]["allow_connect"], true);
+    gwctl(&cp, &["service", "add", "web", "--prefix", "/web"])
+        .await
+        .ok();
+    let list = gwctl(&cp, &["-o", "json", "service", "list"]).await.json();
+    let flags: Vec<_> = list["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].clone(), s["allow_connect"].clone()))
+        .collect();
+    assert_eq!(
+        flags,
+        [(json!("tunnel"), json!(true)), (json!("web"), json!(false))]
+    );
+    let table = gwctl(&cp, &["service", "list"]).await;
+    let table = table.ok();
+    let header = table.lines().next().unwrap();
+    assert!(header.contains("CONNECT"), "{table}");
+    let row = table.lines().find(|l| l.starts_with("tunnel")).unwrap();
+    assert!(row.contains(" yes "), "{table}");
+
+    let out = gwctl(&cp, &["service", "update", "web", "--allow-connect"]).await;
+    let line = out.error_line();
+    assert!(
+        line.contains("allow_connect: needs route.path_prefix \"/\""),
+        "{line}"
+    );
+
+    let off = gwctl(
+        &cp,
+        &[
+            "-o",
+            "json",
+            "service",
+            "update",
+            "tunnel",
+            "--no-allow-connect",
+        ],
+    )
+    .await
+    .json();
+    assert_eq!(off["service"]["allow_connect"], false);
+}

@@ -31,6 +31,7 @@ struct ServiceRow {
     https_redirect: bool,
     upstream_ca_pem: String,
     upstream_tls_insecure: bool,
+    allow_connect: bool,
 }
 
 impl TryFrom<ServiceRow> for Service {
@@ -84,6 +85,7 @@ impl TryFrom<ServiceRow> for Service {
             created_version: to_u64("created_version", row.created_version)?,
             updated_version: to_u64("updated_version", row.updated_version)?,
             https_redirect: row.https_redirect,
+            allow_connect: row.allow_connect,
             upstream_tls: UpstreamTls {
                 ca_bundle_pem: row.upstream_ca_pem,
                 insecure_skip_verify: row.upstream_tls_insecure,
@@ -115,8 +117,9 @@ pub(super) async fn insert(conn: &mut SqliteConnection, s: &Service) -> Result<(
          health_interval_ms, health_timeout_ms, unhealthy_threshold, healthy_threshold, \
          connect_timeout_ms, request_timeout_ms, load_balancing, created_version, \
          updated_version, health_disabled, https_redirect, upstream_ca_pem, \
-         upstream_tls_insecure, request_body_timeout_ms, response_body_timeout_ms, name) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         upstream_tls_insecure, request_body_timeout_ms, response_body_timeout_ms, \
+         allow_connect, name) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         s,
     )
     .await
@@ -131,8 +134,8 @@ pub(super) async fn update(conn: &mut SqliteConnection, s: &Service) -> Result<(
          unhealthy_threshold = ?, healthy_threshold = ?, connect_timeout_ms = ?, \
          request_timeout_ms = ?, load_balancing = ?, created_version = ?, \
          updated_version = ?, health_disabled = ?, https_redirect = ?, upstream_ca_pem = ?, \
-         upstream_tls_insecure = ?, request_body_timeout_ms = ?, response_body_timeout_ms = ? \
-         WHERE name = ?",
+         upstream_tls_insecure = ?, request_body_timeout_ms = ?, response_body_timeout_ms = ?, \
+         allow_connect = ? WHERE name = ?",
         s,
     )
     .await
@@ -171,6 +174,7 @@ async fn write(conn: &mut SqliteConnection, sql: &str, s: &Service) -> Result<()
                 .map(|d| millis("response body timeout", d))
                 .transpose()?,
         )
+        .bind(s.allow_connect)
         .bind(&s.name)
         .execute(conn)
         .await?;

@@ -278,3 +278,26 @@ async fn body_timeouts_persist_and_unset_stays_unset() {
     assert_eq!(t("a"), (Some(Duration::from_millis(1500)), None));
     assert_eq!(t("b"), (None, None));
 }
+
+/// `allow_connect` persists across a restart, is off for a service that does not set it, and
+/// an update can turn it off again.
+#[tokio::test]
+async fn allow_connect_persists_and_defaults_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("c.db").display().to_string();
+    let store = Store::open(&url).await.unwrap();
+    let mut on = service("tunnel", "/");
+    on.allow_connect = true;
+    on.route.hosts = vec!["tunnel.example".into()];
+    store.create_service(on).await.unwrap();
+    store.create_service(service("plain", "/p")).await.unwrap();
+    store.close().await;
+    let reopened = Store::open(&url).await.unwrap();
+    let state = reopened.current();
+    assert!(state.services["tunnel"].allow_connect);
+    assert!(!state.services["plain"].allow_connect);
+    let mut off = (*state.services["tunnel"]).clone();
+    off.allow_connect = false;
+    reopened.update_service(off).await.unwrap();
+    assert!(!reopened.current().services["tunnel"].allow_connect);
+}

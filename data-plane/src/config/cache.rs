@@ -229,6 +229,8 @@ mod tests {
                     endpoints: vec!["http://127.0.0.1:9".to_owned()],
                     created_version: 1,
                     updated_version: 2,
+                    // A flag set survives the cache (the round trip below compares all).
+                    allow_connect: *name == "a",
                     ..Default::default()
                 })
                 .collect(),

@@ -21,7 +21,7 @@ use crate::stats::{PolicyStats, Registry, ServiceStats};
 use crate::tls::SniTable;
 use crate::tls::sni::Entry as CertEntry;
 use crate::upstream::balancer::{Endpoint, RoundRobin};
-use crate::upstream::client::{Clients, UpstreamClient};
+use crate::upstream::client::{Clients, Connector, UpstreamClient};
 use crate::upstream::tls::{TlsConfigs, TlsSpec, UpstreamTls};
 
 /// Default connect timeout (proto: `Timeouts.connect`).
@@ -85,6 +85,11 @@ pub struct Service {
     pub response_body_timeout: Duration,
     /// Pooled client for this service's connect timeout.
     pub client: UpstreamClient,
+    /// Forward CONNECT and tunnel it (off: CONNECT gets 405).
+    pub allow_connect: bool,
+    /// Opens the unpooled connections CONNECT tunnels take (same caps, timeout and TLS as
+    /// `client`).
+    pub connector: Connector,
     /// Every policy that applies: the service's own, then the all-services ones.
     pub policies: Box<[Arc<ActivePolicy>]>,
     /// Counters, kept across versions by service name.
@@ -219,6 +224,7 @@ struct Checked {
     response_body_timeout: Option<Duration>,
     health: HealthSpec,
     https_redirect: bool,
+    allow_connect: bool,
     tls: TlsSpec,
 }
 
@@ -348,6 +354,8 @@ pub fn compile(
         compiled.push(Service {
             stats: reuse.service_stats.get(&c.name),
             client: reuse.clients.get(c.connect_timeout, &tls),
+            connector: reuse.clients.connector(c.connect_timeout, &tls),
+            allow_connect: c.allow_connect,
             name: c.name,
             path_prefix: c.path_prefix,
             hosts: c.hosts,
@@ -478,6 +486,7 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
         updated_version: _,
         https_redirect,
         upstream_tls,
+        allow_connect,
     } = s;
     if !check_name(name) {
         return Err(format!(
@@ -498,6 +507,10 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
     }
     if path_prefix.contains(['?', '#']) || path_prefix.parse::<http::uri::PathAndQuery>().is_err() {
         return Err(err("route.path_prefix", "is not a valid URL path"));
+    }
+    if *allow_connect && path_prefix != "/" {
+        // CONNECT has no path: it is routed to a "/" route only, so this would never apply.
+        return Err(err("allow_connect", "needs route.path_prefix \"/\""));
     }
     let mut checked_hosts = Vec::with_capacity(hosts.len());
     for (i, h) in hosts.iter().enumerate() {
@@ -575,6 +588,7 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
     };
     Ok(Checked {
         https_redirect: *https_redirect,
+        allow_connect: *allow_connect,
         tls,
         name: name.as_str().into(),
         path_prefix: path_prefix.as_str().into(),

@@ -6,15 +6,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::header::{ALLOW, HOST, HeaderValue};
-use http::uri::{PathAndQuery, Scheme, Uri};
+use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 
 use crate::config::gateway::Gateway;
 use crate::config::router;
@@ -24,7 +23,7 @@ use crate::proxy::headers::{
     RequestIds, TrustedProxies, X_REQUEST_ID, is_upgrade_request, set_forwarded, strip_hop_by_hop,
 };
 use crate::proxy::responses::{self, Canned, ProxyBody};
-use crate::proxy::{host, path};
+use crate::proxy::{host, path, tunnel};
 use crate::stats::UpstreamError;
 use crate::upstream::balancer::Endpoint;
 use crate::upstream::blame::{self, Blame};
@@ -44,6 +43,8 @@ pub struct Proxy {
     /// The TLS listener's port, where `https_redirect` services send plain-HTTP clients;
     /// `None`: this node serves no HTTPS, and nothing is redirected.
     pub https_port: Option<u16>,
+    /// A tunnel (CONNECT, WebSocket) across which nothing moved for this long is closed.
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// Handles one client request that came over TLS (`tls`) or not. Never fails: every problem
@@ -80,12 +81,7 @@ async fn route_and_forward(
         gw.global.no_config.fetch_add(1, Ordering::Relaxed);
         return responses::NO_CONFIG.response();
     };
-    if req.method() == Method::CONNECT {
-        let mut resp = responses::CONNECT_NOT_ALLOWED.response();
-        resp.headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(responses::ALLOWED_METHODS));
-        return resp;
-    }
+    let connect = req.method() == Method::CONNECT;
     // HTTP/2 carries the host in :authority (the URI); HTTP/1.1 in Host.
     let host = match host::check(req.version(), req.uri(), req.headers()) {
         Ok(host) => host,
@@ -94,19 +90,29 @@ async fn route_and_forward(
             return responses::BAD_HOST.response();
         }
     };
-    // Routed, limited and forwarded as normalised.
-    if path::normalize_uri(req.uri_mut()).is_err() {
+    // Routed, limited and forwarded as normalised. A CONNECT has no path: it can only be the
+    // `/` route's (see `tunnel`).
+    if !connect && path::normalize_uri(req.uri_mut()).is_err() {
         return responses::BAD_PATH.response();
     }
-    let Some(m) = snap.routes.lookup(
-        host.as_ref().and_then(|h| h.to_str().ok()),
-        req.uri().path(),
-    ) else {
+    let path = if connect { "/" } else { req.uri().path() };
+    let route = snap
+        .routes
+        .lookup(host.as_ref().and_then(|h| h.to_str().ok()), path);
+    let Some(m) = route.filter(|m| !connect || snap.services[m.service].allow_connect) else {
+        if connect {
+            let mut resp = responses::CONNECT_NOT_ALLOWED.response();
+            resp.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static(responses::ALLOWED_METHODS));
+            return resp;
+        }
         gw.global.no_route.fetch_add(1, Ordering::Relaxed);
         return responses::NO_ROUTE.response();
     };
     let svc = &snap.services[m.service];
+    // A redirect means nothing to a CONNECT client: tunnels are the service's own choice.
     if !tls
+        && !connect
         && svc.https_redirect
         && let Some(port) = proxy.https_port
     {
@@ -130,15 +136,27 @@ async fn route_and_forward(
         Verdict::Allowed(tightest) => tightest,
     };
 
-    let upgrade = req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
+    let upgrade =
+        !connect && req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
-    let mut resp = forward(svc, m.prefix_len, req, host, peer_ip, upgrade, tls, start).await;
+    let mut resp = if connect {
+        let idle = proxy.tunnel_idle_timeout;
+        tunnel::connect(gw, svc, req, host, peer_ip, tls, idle).await
+    } else {
+        forward(svc, m.prefix_len, req, host, peer_ip, upgrade, tls, start).await
+    };
     if let Some(client_upgrade) = client_upgrade {
         match resp.as_mut() {
             Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream_upgrade = hyper::upgrade::on(r);
-                tokio::spawn(tunnel(client_upgrade, upstream_upgrade));
+                let idle = proxy.tunnel_idle_timeout;
+                tokio::spawn(tunnel::run(
+                    client_upgrade,
+                    upstream_upgrade,
+                    idle,
+                    gw.clone(),
+                ));
             }
             _ => {}
         }
@@ -311,16 +329,7 @@ async fn forward(
 }
 
 fn upstream_uri(endpoint: &Endpoint, path: PathAndQuery) -> Result<Uri, Canned> {
-    Uri::builder()
-        .scheme(if endpoint.tls {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        })
-        .authority(endpoint.authority.clone())
-        .path_and_query(path)
-        .build()
-        .map_err(|_| responses::BAD_REQUEST)
+    endpoint.uri(path).map_err(|_| responses::BAD_REQUEST)
 }
 
 /// The TLS error inside a client error, if the failure was the TLS handshake (a certificate
@@ -340,23 +349,6 @@ fn tls_failure(err: &hyper_util::client::legacy::Error) -> Option<String> {
         source = e.source();
     }
     None
-}
-
-/// Joins the client's and the backend's upgraded connections and copies bytes both ways until
-/// either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade failed");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %e, "upgraded connection closed with an error");
-    }
 }
 
 #[cfg(test)]

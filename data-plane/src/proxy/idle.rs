@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// What a connection's watchdog looks at.
 #[derive(Debug, Default)]
@@ -142,17 +143,24 @@ pub async fn watch(
     }
 }
 
-/// A client stream that counts reads that returned bytes.
+/// A client stream that counts reads that returned bytes, and holds the connection's slot
+/// under the listener's cap for as long as the stream lives: an upgraded connection (a
+/// WebSocket, a CONNECT tunnel) outlives hyper's connection task, and keeps counting.
 #[derive(Debug)]
 pub struct Counted<S> {
     inner: S,
     activity: Arc<Activity>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl<S> Counted<S> {
-    /// Wraps `inner`, counting into `activity`.
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
+    /// Wraps `inner`, counting into `activity`, holding `slot` until dropped.
+    pub fn new(inner: S, activity: Arc<Activity>, slot: OwnedSemaphorePermit) -> Self {
+        Self {
+            inner,
+            activity,
+            _slot: slot,
+        }
     }
 }
 

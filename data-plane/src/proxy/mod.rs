@@ -1,8 +1,9 @@
 //! The request path: the accept loop with its connection limits (`server`, with the idle
 //! timeouts in `idle`), the request's host and path checked and normalised (`host`, `path`),
 //! routing,
-//! rate-limiting and forwarding one request (`forward`), the headers set and removed on the way
-//! (`headers`), and the gateway's own answers (`responses`).
+//! rate-limiting and forwarding one request (`forward`), CONNECT tunnels and the byte copy of
+//! every tunnel (`tunnel`), the headers set and removed on the way (`headers`), and the
+//! gateway's own answers (`responses`).
 //!
 //! Layering: the top of the crate beside `telemetry`; it reads `config` (one immutable
 //! snapshot per request), applies `limiter`, uses `upstream` and bumps `stats`. Nothing below
@@ -15,5 +16,6 @@ pub mod idle;
 pub mod path;
 pub mod responses;
 pub mod server;
+pub mod tunnel;
 
 pub use forward::Proxy;

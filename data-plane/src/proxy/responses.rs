@@ -93,10 +93,15 @@ pub const BAD_PATH: Canned = Canned {
     status: StatusCode::BAD_REQUEST,
     body: r#"{"error":"bad_path","message":"the request path cannot be normalised ('..' above the root, or %00)"}"#,
 };
-/// `CONNECT` to a gateway that tunnels nothing (405).
+/// `CONNECT` to a host whose `/` service does not allow it, or that has none (405).
 pub const CONNECT_NOT_ALLOWED: Canned = Canned {
     status: StatusCode::METHOD_NOT_ALLOWED,
-    body: r#"{"error":"method_not_allowed","message":"CONNECT is not supported"}"#,
+    body: r#"{"error":"method_not_allowed","message":"CONNECT is not allowed for this host"}"#,
+};
+/// `CONNECT` whose target is not `host:port` (400).
+pub const BAD_CONNECT_TARGET: Canned = Canned {
+    status: StatusCode::BAD_REQUEST,
+    body: r#"{"error":"bad_connect_target","message":"a CONNECT target must be host:port"}"#,
 };
 /// What a 405 for CONNECT lists in `Allow` (RFC 9110 §15.5.6 requires the header).
 pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE";

@@ -201,8 +201,6 @@ pub async fn run<H, F, B>(
         stops.push(stop_tx);
         let tls = tls.clone();
         conns.spawn(async move {
-            // Held for the connection's life: its slot under the cap.
-            let _slot = slot;
             let activity = Arc::new(Activity::default());
             let in_flight = activity.clone();
             let service = service_fn(move |req| {
@@ -210,7 +208,8 @@ pub async fn run<H, F, B>(
                 let fut = handler(peer, req);
                 async move { Ok::<_, Infallible>(fut.await.map(|b| Tracked::new(b, guard))) }
             });
-            let io = Counted::new(stream, activity.clone());
+            // The stream holds the connection's slot under the cap, for its whole life.
+            let io = Counted::new(stream, activity.clone(), slot);
             let Some(acceptor) = tls else {
                 return serve_connection(
                     &builder, io, service, stop_rx, activity, pressure, limits, peer,

@@ -159,6 +159,7 @@ fn config_json(snap: &Snapshot) -> serde_json::Value {
                     "healthy": e.is_healthy(),
                 })).collect::<Vec<_>>(),
                 "https_redirect": s.https_redirect,
+                "allow_connect": s.allow_connect,
                 "upstream_tls_insecure": s.upstream_tls.is_insecure(),
                 "connect_timeout_ms": s.connect_timeout.as_millis() as u64,
                 "request_timeout_ms": s.request_timeout.as_millis() as u64,

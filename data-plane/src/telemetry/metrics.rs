@@ -228,6 +228,29 @@ pub fn render(view: &MetricsView<'_>) -> String {
         "gw_config_rejected_total {}",
         view.global.config_rejected.load(Ordering::Relaxed)
     );
+    for (name, help, kind, value) in [
+        (
+            "gw_tunnels_open",
+            "Tunnels (CONNECT, and upgraded connections such as WebSocket) open now.",
+            "gauge",
+            &view.global.tunnels_open,
+        ),
+        (
+            "gw_tunnels_total",
+            "Tunnels opened.",
+            "counter",
+            &view.global.tunnels_total,
+        ),
+        (
+            "gw_tunnels_idle_closed_total",
+            "Tunnels closed because nothing crossed them, either way, for the idle timeout.",
+            "counter",
+            &view.global.tunnels_idle_closed,
+        ),
+    ] {
+        header(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
+    }
     header(
         &mut out,
         "gw_config_version",

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
-use http::uri::Authority;
+use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 /// One backend address of a service.
 #[derive(Debug)]
@@ -32,6 +32,19 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// The absolute URI of `path` on this endpoint (what the upstream client is given).
+    pub fn uri(&self, path: PathAndQuery) -> Result<Uri, http::Error> {
+        Uri::builder()
+            .scheme(if self.tls {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            })
+            .authority(self.authority.clone())
+            .path_and_query(path)
+            .build()
+    }
+
     /// A new endpoint, healthy until told otherwise.
     pub fn new(url: Arc<str>, authority: Authority) -> Self {
         Self {

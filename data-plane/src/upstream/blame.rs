@@ -51,8 +51,19 @@ pub fn blame(err: &hyper_util::client::legacy::Error, client: Option<ClientFault
     if let Some(fault) = client {
         return Blame::Client(fault);
     }
+    sort(std::error::Error::source(err), err.is_connect())
+}
+
+/// Sorts a failed attempt made without the pool (a CONNECT tunnel's own connection):
+/// `err` and its sources are inspected as [`blame`] does; `connecting` says whether it
+/// happened while opening the connection (then, if not local, a connect failure).
+pub fn blame_unpooled(err: &(dyn std::error::Error + 'static), connecting: bool) -> Blame {
+    sort(Some(err), connecting)
+}
+
+fn sort(first: Option<&(dyn std::error::Error + 'static)>, connecting: bool) -> Blame {
     let mut reset = false;
-    let mut source = std::error::Error::source(err);
+    let mut source = first;
     while let Some(e) = source {
         if e.downcast_ref::<CapReached>().is_some() {
             return Blame::Local;
@@ -77,7 +88,7 @@ pub fn blame(err: &hyper_util::client::legacy::Error, client: Option<ClientFault
         }
         source = e.source();
     }
-    if err.is_connect() {
+    if connecting {
         Blame::Backend(UpstreamError::Connect)
     } else if reset {
         Blame::Backend(UpstreamError::Reset)

@@ -46,7 +46,7 @@ const POOL_MAX_IDLE_PER_HOST: usize = 256;
 pub struct Clients {
     caps: Arc<Caps>,
     resolver: Resolver,
-    by_settings: Mutex<HashMap<(Duration, TlsSpec), UpstreamClient>>,
+    by_settings: Mutex<HashMap<(Duration, TlsSpec), (UpstreamClient, Connector)>>,
 }
 
 impl Default for Clients {
@@ -84,6 +84,20 @@ impl Clients {
 
     /// The client for `connect_timeout` and `tls`, created on first use. Off the request path.
     pub fn get(&self, connect_timeout: Duration, tls: &Arc<UpstreamTls>) -> UpstreamClient {
+        self.entry(connect_timeout, tls).0
+    }
+
+    /// The connector under that client: for connections that leave the pool at once (CONNECT
+    /// tunnels), under the same caps.
+    pub fn connector(&self, connect_timeout: Duration, tls: &Arc<UpstreamTls>) -> Connector {
+        self.entry(connect_timeout, tls).1
+    }
+
+    fn entry(
+        &self,
+        connect_timeout: Duration,
+        tls: &Arc<UpstreamTls>,
+    ) -> (UpstreamClient, Connector) {
         let mut map = self
             .by_settings
             .lock()
@@ -106,7 +120,7 @@ fn build(
     caps: Arc<Caps>,
     resolver: Resolver,
     tls: Arc<UpstreamTls>,
-) -> UpstreamClient {
+) -> (UpstreamClient, Connector) {
     let mut http = HttpConnector::new_with_resolver(resolver);
     http.set_connect_timeout(Some(connect_timeout));
     http.set_nodelay(true);
@@ -116,12 +130,13 @@ fn build(
         capped: CappedConnector::new(http, caps, connect_timeout),
         tls,
     };
-    Client::builder(TokioExecutor::new())
+    let client = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_max_idle_per_host(POOL_MAX_IDLE_PER_HOST)
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .build(connector)
+        .build(connector.clone());
+    (client, connector)
 }
 
 /// Connects to `http://` endpoints over (capped) TCP and to `https://` ones over TCP + TLS

@@ -528,3 +528,18 @@ pub async fn read_to_close(s: &mut tokio::net::TcpStream) -> Vec<u8> {
         }
     }
 }
+
+/// Reads a request head (through its blank line) from `s`, or `None` if the peer closes
+/// first (a health check's bare connect).
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}

@@ -41,6 +41,7 @@ fn stored() -> pb::Service {
         updated_version: 7,
         https_redirect: false,
         upstream_tls: None,
+        allow_connect: false,
     }
 }
 
@@ -54,6 +55,8 @@ fn update_args(name: &str) -> ServiceUpdateArgs {
         clear_hosts: false,
         strip_prefix: false,
         no_strip_prefix: false,
+        allow_connect: false,
+        no_allow_connect: false,
         tuning: TuningArgs::default(),
         https: Default::default(),
         no_https_redirect: false,
@@ -69,6 +72,7 @@ fn add_leaves_unset_tuning_to_the_server() {
         endpoints: vec!["http://a:1".into()],
         hosts: vec![],
         strip_prefix: true,
+        allow_connect: false,
         tuning: TuningArgs::default(),
         https: Default::default(),
     })
@@ -88,6 +92,7 @@ fn add_sends_only_the_given_tuning() {
         endpoints: vec![],
         hosts: vec![],
         strip_prefix: false,
+        allow_connect: false,
         tuning: TuningArgs {
             health_interval: Some(Duration::from_millis(500)),
             request_timeout: Some(Duration::from_secs(10)),
@@ -221,7 +226,8 @@ fn json_shape_is_stable() {
             "created_version": 3,
             "updated_version": 7,
             "https_redirect": false,
-            "upstream_verify": "system"
+            "upstream_verify": "system",
+            "allow_connect": false
         })
     );
 }
@@ -236,15 +242,16 @@ fn list_table_is_aligned() {
         strip_prefix: false,
     });
     other.endpoints = vec![];
+    other.allow_connect = true;
     let list = ServiceList {
         config_version: 9,
         services: vec![ServiceView::from(stored()), ServiceView::from(other)],
     };
     assert_eq!(
         list.human(),
-        "NAME            PREFIX  HOSTS      STRIP  ENDPOINTS                                    HEALTH CHECK  UPSTREAM TLS  VERSION\n\
-         demo            /api    a.example  yes    http://127.0.0.1:8001,http://127.0.0.1:8002  /health 5s    system        7\n\
-         b-service-long  /       *          no     -                                            /health 5s    system        7\n"
+        "NAME            PREFIX  HOSTS      STRIP  CONNECT  ENDPOINTS                                    HEALTH CHECK  UPSTREAM TLS  VERSION\n\
+         demo            /api    a.example  yes    no       http://127.0.0.1:8001,http://127.0.0.1:8002  /health 5s    system        7\n\
+         b-service-long  /       *          no     yes      -                                            /health 5s    system        7\n"
     );
 }
 
@@ -276,4 +283,47 @@ fn confirmations_name_the_object_and_version() {
         serde_json::to_value(&d).unwrap(),
         serde_json::json!({"action": "deleted", "config_version": 8, "name": "demo"})
     );
+}
+
+#[test]
+fn allow_connect_is_sent_on_add_and_toggled_by_update() {
+    let cli = <crate::args::Cli as clap::Parser>::try_parse_from([
+        "gwctl",
+        "service",
+        "add",
+        "tunnel",
+        "--prefix",
+        "/",
+        "--allow-connect",
+    ])
+    .unwrap();
+    let crate::args::Command::Service(ServiceCommand::Add(args)) = cli.command else {
+        panic!("parsed as another command");
+    };
+    assert!(new_service(args).unwrap().allow_connect);
+
+    let mut on = stored();
+    on.allow_connect = true;
+    let mut args = update_args("demo");
+    args.no_allow_connect = true;
+    assert!(args.changes_anything());
+    assert!(!apply_update(on.clone(), args).unwrap().allow_connect);
+    // Another flag alone keeps it.
+    let mut args = update_args("demo");
+    args.strip_prefix = true;
+    assert!(apply_update(on, args).unwrap().allow_connect);
+    let mut args = update_args("demo");
+    args.allow_connect = true;
+    assert!(apply_update(stored(), args).unwrap().allow_connect);
+
+    let err = <crate::args::Cli as clap::Parser>::try_parse_from([
+        "gwctl",
+        "service",
+        "update",
+        "demo",
+        "--allow-connect",
+        "--no-allow-connect",
+    ])
+    .unwrap_err();
+    assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
 }

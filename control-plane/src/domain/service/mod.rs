@@ -61,6 +61,9 @@ pub struct Service {
     pub updated_version: u64,
     /// Redirect plain-HTTP requests to HTTPS (308).
     pub https_redirect: bool,
+    /// Forward CONNECT requests and tunnel them (off: CONNECT gets 405). Only with the `/`
+    /// prefix, the one route a CONNECT (which has no path) can match.
+    pub allow_connect: bool,
     /// How https:// endpoints are verified.
     pub upstream_tls: UpstreamTls,
 }
@@ -243,6 +246,7 @@ impl TryFrom<pb::Service> for Service {
             updated_version: _, // output only
             https_redirect,
             upstream_tls,
+            allow_connect,
         } = msg;
         let mut p = Problems::default();
         p.check("name", validate::name(&name));
@@ -253,6 +257,19 @@ impl TryFrom<pb::Service> for Service {
                 None
             }
         };
+        if allow_connect
+            && let Some(r) = &route
+            && r.path_prefix != "/"
+        {
+            p.add(
+                "allow_connect",
+                format!(
+                    "needs route.path_prefix \"/\", not '{}': a CONNECT request has no path, \
+                     so only a / route can take it",
+                    validate::echo(&r.path_prefix)
+                ),
+            );
+        }
         if endpoints.len() > MAX_LIST {
             p.add("endpoints", format!("at most {MAX_LIST} endpoints"));
         }
@@ -293,6 +310,7 @@ impl TryFrom<pb::Service> for Service {
                     created_version: 0,
                     updated_version: 0,
                     https_redirect,
+                    allow_connect,
                     upstream_tls,
                 })
             }
@@ -527,6 +545,7 @@ impl From<&Service> for pb::Service {
             created_version: s.created_version,
             updated_version: s.updated_version,
             https_redirect: s.https_redirect,
+            allow_connect: s.allow_connect,
             // Unset when it says nothing, so a listing stays as short as before.
             upstream_tls: (s.upstream_tls != UpstreamTls::default()).then(|| pb::UpstreamTls {
                 ca_bundle_pem: s.upstream_tls.ca_bundle_pem.clone(),

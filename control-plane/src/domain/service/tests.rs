@@ -53,6 +53,7 @@ fn full_service_round_trips_through_protobuf() {
     let msg = pb::Service {
         https_redirect: false,
         upstream_tls: None,
+        allow_connect: false,
         name: "api".into(),
         route: Some(pb::Route {
             path_prefix: "/api".into(),
@@ -198,6 +199,13 @@ fn every_problem_is_reported_with_its_field() {
         ),
         (
             pb::Service {
+                allow_connect: true,
+                ..minimal("a", "/a")
+            },
+            vec!["allow_connect: needs route.path_prefix \"/\", not '/a'"],
+        ),
+        (
+            pb::Service {
                 endpoints: vec!["http://x".into()],
                 ..minimal("BAD", "nope")
             },
@@ -270,4 +278,18 @@ fn health_check_kinds_from_path_and_disabled() {
         assert_eq!((hc.path.as_str(), hc.disabled), (path, disabled));
         assert_eq!(Service::try_from(back).unwrap(), s);
     }
+}
+
+#[test]
+fn allow_connect_is_off_by_default_and_round_trips_on_a_root_route() {
+    assert!(!Service::try_from(minimal("a", "/")).unwrap().allow_connect);
+    let on = Service::try_from(pb::Service {
+        allow_connect: true,
+        ..minimal("tunnel", "/")
+    })
+    .unwrap();
+    assert!(on.allow_connect);
+    let back = pb::Service::from(&on);
+    assert!(back.allow_connect);
+    assert_eq!(Service::try_from(back).unwrap(), on);
 }

@@ -73,6 +73,9 @@ fn invalid_inputs_are_rejected_naming_the_field() {
         "service 'a': route.path_prefix",
     ));
     let mut s = ok();
+    s.allow_connect = true;
+    cases.push((snap(vec![s], vec![]), "service 'a': allow_connect"));
+    let mut s = ok();
     s.route.as_mut().unwrap().hosts = vec!["bad host".into()];
     cases.push((snap(vec![s], vec![]), "service 'a': route.hosts[0]"));
     for bad in [
@@ -165,6 +168,14 @@ fn defaults_are_applied_and_policies_ordered_service_first() {
     assert_eq!(a.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
     assert_eq!(a.request_timeout, DEFAULT_REQUEST_TIMEOUT);
     assert_eq!(a.health.probe, Probe::Tcp, "no path: a TCP connect check");
+    assert!(
+        !a.allow_connect,
+        "CONNECT is refused unless a service opts in"
+    );
+    let mut root = svc("root", "/", &[]);
+    root.allow_connect = true;
+    let c2 = compile(4, &snap(vec![root], vec![]), &r).unwrap();
+    assert!(c2.services[0].allow_connect);
     let names: Vec<&str> = a.policies.iter().map(|p| p.limiter.name()).collect();
     assert_eq!(names, ["mine", "all"]);
     let names: Vec<&str> = c.services[1]
