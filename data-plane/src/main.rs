@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -153,12 +154,23 @@ const DEFAULT_LOG: &str = "info";
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     // The workspace's one rustls crypto provider; why ring, see gw_tls::install_provider.
     gw_tls::install_provider();
     let args = Args::parse();
     logging::init(args.log_format, DEFAULT_LOG);
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The message alone, its causes on the same line: never a backtrace, even with
+            // RUST_BACKTRACE set, so a refusal stays the one line that names the fix.
+            eprintln!("gw-data-plane: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
+fn run(args: Args) -> anyhow::Result<()> {
     let mut problems = Vec::new();
     let trusted = TrustedProxies::parse(&args.trusted_proxies)
         .map_err(|e| problems.push(format!("--trusted-proxies: {e}")))

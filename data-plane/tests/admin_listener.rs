@@ -34,7 +34,8 @@ fn data_plane() -> Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd.env("NO_COLOR", "1");
+    // As an operator debugging might run it: the refusal must stay one line regardless.
+    cmd.env("NO_COLOR", "1").env("RUST_BACKTRACE", "1");
     cmd
 }
 

@@ -13,30 +13,12 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use common::tls::{get, http1, served_names, tls};
-use common::{Backend, ControlPlane, DataPlane, create, eventually, logs, service};
+use common::{Backend, ControlPlane, DataPlane, create, eventually, logs, put_cert, service};
 use gw_proto::v1 as pb;
-use gw_proto::v1::admin_service_client::AdminServiceClient;
 use gw_testkit::tls::{Ca, Pair};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tonic::transport::Channel;
-
-async fn put_cert(admin: &mut AdminServiceClient<Channel>, name: &str, pair: &Pair) -> u64 {
-    admin
-        .put_certificate(pb::PutCertificateRequest {
-            certificate: Some(pb::Certificate {
-                name: name.into(),
-                cert_chain_pem: pair.cert.clone(),
-                private_key_pem: pair.key.clone(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .config_version
-}
 
 #[tokio::test]
 async fn https_by_sni_alpn_h2_redirect_and_rotation_with_the_connection_open() {

@@ -98,3 +98,62 @@ async fn bad_flags_are_all_reported_at_once() {
     );
     assert!(err.contains("--rate-limit-max-keys"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_key_received_from_the_control_plane_is_in_no_log_line() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).await;
+    let mut admin = cp.admin().await;
+    let b = Backend::start("b").await;
+    create(&mut admin, service("s", "/", &[&b])).await;
+    let ca = gw_testkit::tls::Ca::new("site CA");
+    let site = ca.server(&["site.test"]);
+    put_cert(&mut admin, "site", &site).await;
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gw-data-plane"));
+    cmd.args(["--control-plane", &cp.url(), "--listen", "127.0.0.1:0"])
+        .args([
+            "--tls-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--cache-file")
+        .arg(dir.path().join("proc.cache"))
+        .args(["--node-id", "key-test"])
+        // Everything gw logs, and rustls's own debug lines.
+        .env("RUST_LOG", "trace,h2=info,hyper=info,tower=info,tonic=info");
+    let bin = Binary::spawn(cmd).await;
+    let line = bin.log_lines("data plane listening").remove(0);
+    let https = log_addr(&line, "https").unwrap();
+    eventually("the binary serves the certificate", || async {
+        (Call::get(bin.admin, "/config").send().await.text())
+            .contains("site.test")
+            .then_some(())
+    })
+    .await;
+    // A handshake, a request, and a replaced certificate: the paths that touch the key.
+    let mut sender = common::tls::http1(common::tls::tls(https, &ca, "site.test", &[]).await).await;
+    let (status, _) = common::tls::get(&mut sender, "site.test", "/").await;
+    assert_eq!(status, 200);
+    let renewed = ca.server(&["site.test"]);
+    let version = put_cert(&mut admin, "site", &renewed).await;
+    eventually("the binary applies the renewed certificate", || async {
+        (Call::get(bin.admin, "/readyz").send().await.status == 200
+            && bin
+                .log_lines("config applied")
+                .iter()
+                .any(|l| l.contains(&format!("version={version}"))))
+        .then_some(())
+    })
+    .await;
+    let log = bin.log.lock().unwrap().join("\n");
+    assert!(log.contains("config applied"), "the log was captured");
+    for pair in [&site, &renewed] {
+        for key_line in pair.key.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!log.contains(key_line), "a private key line is in the log");
+        }
+    }
+    assert!(!log.contains("PRIVATE KEY"));
+}

@@ -352,6 +352,27 @@ pub async fn create(admin: &mut AdminServiceClient<Channel>, svc: pb::Service) -
         .config_version
 }
 
+/// Adds or replaces the HTTPS certificate `name`; returns the config version that has it.
+pub async fn put_cert(
+    admin: &mut AdminServiceClient<Channel>,
+    name: &str,
+    pair: &gw_testkit::tls::Pair,
+) -> u64 {
+    admin
+        .put_certificate(pb::PutCertificateRequest {
+            certificate: Some(pb::Certificate {
+                name: name.into(),
+                cert_chain_pem: pair.cert.clone(),
+                private_key_pem: pair.key.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config_version
+}
+
 /// Replaces `svc`; returns the config version that includes it.
 pub async fn update(admin: &mut AdminServiceClient<Channel>, svc: pb::Service) -> u64 {
     admin
@@ -455,9 +476,16 @@ impl Binary {
     /// waits until it logs where it listens.
     pub async fn spawn(mut cmd: tokio::process::Command) -> Self {
         use tokio::io::{AsyncBufReadExt, BufReader};
+        // RUST_LOG is the caller's if it set one, else info.
+        if !cmd
+            .as_std()
+            .get_envs()
+            .any(|(k, v)| k == "RUST_LOG" && v.is_some())
+        {
+            cmd.env("RUST_LOG", "info");
+        }
         let mut child = cmd
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
