@@ -201,3 +201,48 @@ async fn shadow_policies_reject_nothing_and_count() {
         Some(0.0)
     );
 }
+
+/// At the key cap (`--rate-limit-max-keys`), a client sending a new API key on every request
+/// drains only its own /24's overflow bucket: a new client from another network still gets
+/// in (with one shared overflow bucket it was locked out too), and the flood stays limited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_key_cap_a_flood_of_new_keys_does_not_lock_out_another_network() {
+    let mut env = Env::start_with(|c| c.rate_limit_max_keys = 2).await;
+    let b = Backend::start("b").await;
+    env.add(service("api", "/", &[&b])).await;
+    let v = put_policy(
+        &mut env.admin,
+        header_policy("by-key", "api", "x-api-key", 3),
+    )
+    .await;
+    env.dp.wait_version(v).await;
+
+    let flooder = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1));
+    let mut allowed = 0;
+    for n in 0..20 {
+        let r = Call::get(env.dp.proxy, "/x")
+            .from(flooder)
+            .header("x-api-key", &format!("flood-{n}"))
+            .send()
+            .await;
+        allowed += u32::from(r.status == 200);
+    }
+    assert_eq!(
+        allowed,
+        2 + 3,
+        "two keys tracked, then one burst for 127.0.0.0/24"
+    );
+    let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1, 1));
+    let r = Call::get(env.dp.proxy, "/x")
+        .from(elsewhere)
+        .header("x-api-key", "a-new-customer")
+        .send()
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        env.dp
+            .metric("gw_rate_limit_overflow_total{policy=\"by-key\"}")
+            .await,
+        Some(19.0)
+    );
+}

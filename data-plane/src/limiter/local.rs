@@ -8,6 +8,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -21,6 +22,7 @@ use http::HeaderValue;
 use crate::limiter::bucket::{Bucket, Rate};
 use crate::limiter::headers::{self, PolicyItems};
 use crate::limiter::key::{BuildFingerprintHasher, Fingerprinter};
+use crate::limiter::overflow::Overflow;
 use crate::limiter::spec::{Decision, KeySpec, LimitKey, Mode, PolicyDef, RateSpec};
 
 /// Shards per core: enough that two threads rarely want the same lock, few enough that a
@@ -52,12 +54,6 @@ struct Padded<T>(T);
 struct Shard {
     /// Keyed by fingerprint, which is already scrambled: it is its own hash.
     buckets: HashMap<u64, Bucket, BuildFingerprintHasher>,
-    rate: Rate,
-}
-
-/// The bucket shared by keys that arrived while the policy was at its cap.
-struct Overflow {
-    bucket: Bucket,
     rate: Rate,
 }
 
@@ -175,10 +171,7 @@ impl PolicyLimiter {
                 })
                 .collect(),
             shard_mask: shards - 1,
-            overflow: Padded(SpinMutex::new(Overflow {
-                bucket: Bucket::full(&rate, 0),
-                rate,
-            })),
+            overflow: Padded(SpinMutex::new(Overflow::new(rate, 0))),
             tracked: AtomicUsize::new(0),
             overflowed: AtomicU64::new(0),
             mode: AtomicU8::new(def.mode as u8),
@@ -216,8 +209,16 @@ impl PolicyLimiter {
         self.max_keys
     }
 
-    /// Takes one token for `key` if available. A rejected check takes nothing.
+    /// Takes one token for `key` if available. A rejected check takes nothing. At the key
+    /// cap an IP key is charged to its network's overflow bucket, a header key to the shared
+    /// one: [`Self::check_from`] tells where a header key came from.
     pub fn check(&self, key: LimitKey<'_>, now: Instant) -> Decision {
+        self.check_from(key, ip_of(key), now)
+    }
+
+    /// [`Self::check`] for a request from `client`: at the key cap, a key without a bucket is
+    /// charged to `client`'s network's overflow bucket (see `limiter::overflow`).
+    pub fn check_from(&self, key: LimitKey<'_>, client: Option<IpAddr>, now: Instant) -> Decision {
         let fp = self.fingerprinter.fingerprint(key);
         let now_us = self.micros(now);
         {
@@ -236,17 +237,20 @@ impl PolicyLimiter {
             }
         }
         self.overflowed.fetch_add(1, Ordering::Relaxed);
-        let mut overflow = lock_shard(&self.overflow.0);
-        let Overflow { bucket, rate } = &mut *overflow;
-        bucket.take(rate, now_us)
+        lock_shard(&self.overflow.0).take(client, now_us)
     }
 
     /// Gives back a token taken by `check` (a later policy rejected the same request).
+    pub fn refund(&self, key: LimitKey<'_>, now: Instant) {
+        self.refund_from(key, ip_of(key), now)
+    }
+
+    /// Gives back a token taken by [`Self::check_from`] for the same key and client.
     ///
-    /// A key without a bucket of its own is refunded to the overflow bucket while the policy
+    /// A key without a bucket of its own is refunded to its overflow bucket while the policy
     /// is at its cap (that is where its token came from); otherwise its bucket was evicted as
     /// full since the check and there is nothing to give back.
-    pub fn refund(&self, key: LimitKey<'_>, now: Instant) {
+    pub fn refund_from(&self, key: LimitKey<'_>, client: Option<IpAddr>, now: Instant) {
         let fp = self.fingerprinter.fingerprint(key);
         let now_us = self.micros(now);
         {
@@ -258,14 +262,12 @@ impl PolicyLimiter {
             }
         }
         if self.tracked.load(Ordering::Relaxed) >= self.max_keys {
-            let mut overflow = lock_shard(&self.overflow.0);
-            let Overflow { bucket, rate } = &mut *overflow;
-            bucket.give_back(rate, now_us);
+            lock_shard(&self.overflow.0).give_back(client, now_us);
         }
     }
 
-    /// Evicts buckets that are full and idle; returns how many. Called periodically off the
-    /// request path. Holds one shard's lock at a time; a shard left mostly empty after a flood
+    /// Evicts buckets that are full and idle; returns how many (tracked keys; full network
+    /// overflow buckets are forgotten too). Called periodically off the request path. Holds one shard's lock at a time; a shard left mostly empty after a flood
     /// gives its memory back.
     pub fn sweep(&self, now: Instant) -> usize {
         let now_us = self.micros(now);
@@ -283,6 +285,7 @@ impl PolicyLimiter {
             self.tracked.fetch_sub(gone, Ordering::Relaxed);
             evicted += gone;
         }
+        lock_shard(&self.overflow.0).sweep(now_us);
         evicted
     }
 
@@ -292,9 +295,16 @@ impl PolicyLimiter {
     }
 
     /// Checks that could not get a bucket of their own because the policy already tracks
-    /// `max_keys` keys (and a sweep freed none); such keys share one overflow bucket.
+    /// `max_keys` keys (and a sweep freed none); such keys share their network's overflow
+    /// bucket.
     pub fn overflowed(&self) -> u64 {
         self.overflowed.load(Ordering::Relaxed)
+    }
+
+    /// Overflow buckets held for client networks now (at most
+    /// [`crate::limiter::overflow::MAX_PREFIXES`]).
+    pub fn overflow_networks(&self) -> usize {
+        lock_shard(&self.overflow.0).prefixes()
     }
 
     /// Value for the `RateLimit-Policy` header item of this policy, e.g. `"api";q=5;w=60`.
@@ -348,12 +358,7 @@ impl PolicyLimiter {
                 shard.rate = new;
             }
         }
-        {
-            let mut overflow = lock_shard(&self.overflow.0);
-            let Overflow { bucket, rate } = &mut *overflow;
-            bucket.rescale(rate, &new);
-            *rate = new;
-        }
+        lock_shard(&self.overflow.0).rescale(new);
         self.spec.store(Arc::new(*spec));
         let item = self
             .policy_items
@@ -385,6 +390,14 @@ impl PolicyLimiter {
                 (n < self.max_keys).then_some(n + 1)
             })
             .is_ok()
+    }
+}
+
+/// The client address an IP key is; a header key says nothing about its client.
+fn ip_of(key: LimitKey<'_>) -> Option<IpAddr> {
+    match key {
+        LimitKey::Ip(ip) => Some(ip),
+        LimitKey::Header(_) => None,
     }
 }
 

@@ -41,13 +41,15 @@
 //! 1,000,000; a tracked key costs about 40 to 55 bytes, measured by `benches/limiter.rs`).
 //! When a request arrives with a key the policy does not track and the policy is at its cap,
 //! no bucket is created and no other client's bucket is evicted: the request is charged
-//! against one **overflow bucket** shared by all such keys, with the policy's own limit and
-//! burst. A flood of distinct IPs is thus limited together as if it came from one
-//! client, while the clients already tracked keep their own buckets and are not affected.
-//! Each such check is counted (`PolicyLimiter::overflowed`, exported as the metric
-//! `gw_rate_limit_overflow_total`); once a sweep has evicted full buckets, new keys get buckets
-//! of their own again. A refund for a key without a bucket goes to the overflow bucket while
-//! the policy is at its cap.
+//! against an **overflow bucket**, with the policy's own limit and burst: the one of its
+//! client's network (IPv4 /24, IPv6 /64; at most 1,024 of them, then one shared by the rest;
+//! see `overflow` for the trade-off and its numbers). A flood of distinct keys from one
+//! network is thus limited together as if it came from one client, a newcomer from another
+//! network is not locked out by it, and the clients already tracked keep their own buckets
+//! and are not affected. Each such check is counted (`PolicyLimiter::overflowed`, exported as
+//! the metric `gw_rate_limit_overflow_total`); once a sweep has evicted full buckets, new keys
+//! get buckets of their own again (and full network buckets are forgotten). A refund for a key
+//! without a bucket goes to its overflow bucket while the policy is at its cap.
 //!
 //! # Concurrency
 //!
@@ -71,6 +73,7 @@ pub mod global;
 mod headers;
 mod key;
 mod local;
+mod overflow;
 pub mod policy;
 pub mod redis;
 mod spec;

@@ -68,11 +68,11 @@ fn key_for<'a>(spec: &KeySpec, ip: IpAddr, headers: &'a HeaderMap) -> LimitKey<'
 }
 
 impl ActivePolicy {
-    async fn take(&self, key: LimitKey<'_>, now: Instant) -> Decision {
+    async fn take(&self, key: LimitKey<'_>, client: IpAddr, now: Instant) -> Decision {
         match &self.counter {
-            Counter::Local => self.limiter.check(key, now),
+            Counter::Local => self.limiter.check_from(key, Some(client), now),
             Counter::Global(global) => {
-                let d = global.check(&self.limiter, key, now).await;
+                let d = global.check(&self.limiter, key, client, now).await;
                 if d.allowed {
                     self.stats.allowed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -81,12 +81,12 @@ impl ActivePolicy {
         }
     }
 
-    fn give_back(&self, key: LimitKey<'_>, now: Instant) {
+    fn give_back(&self, key: LimitKey<'_>, client: IpAddr, now: Instant) {
         match &self.counter {
-            Counter::Local => self.limiter.refund(key, now),
+            Counter::Local => self.limiter.refund_from(key, Some(client), now),
             Counter::Global(global) => {
                 self.stats.allowed.fetch_sub(1, Ordering::Relaxed);
-                global.refund(&self.limiter, key, now);
+                global.refund(&self.limiter, key, client, now);
             }
         }
     }
@@ -107,7 +107,7 @@ pub async fn check(
     let mut took_more: Vec<usize> = Vec::new();
     for (i, p) in policies.iter().enumerate() {
         let key = key_for(p.limiter.key_spec(), ip, headers);
-        let d = p.take(key, now).await;
+        let d = p.take(key, ip, now).await;
         if d.allowed {
             if i < 64 {
                 took |= 1 << i;
@@ -127,7 +127,7 @@ pub async fn check(
             Mode::Enforce => {
                 for (j, q) in policies.iter().enumerate().take(i) {
                     if (j < 64 && took & (1 << j) != 0) || took_more.contains(&j) {
-                        q.give_back(key_for(q.limiter.key_spec(), ip, headers), now);
+                        q.give_back(key_for(q.limiter.key_spec(), ip, headers), ip, now);
                     }
                 }
                 p.stats.rate_limited.fetch_add(1, Ordering::Relaxed);

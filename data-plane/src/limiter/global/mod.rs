@@ -25,6 +25,7 @@ pub mod lease;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -148,11 +149,17 @@ impl GlobalPolicy {
         self.store.as_ref().is_none_or(|s| !s.is_up())
     }
 
-    /// Takes one token for `key` from the fleet's budget, or from the fallback while the
-    /// store is away (`share` holds this node's share of the limit).
-    pub async fn check(&self, share: &PolicyLimiter, key: LimitKey<'_>, now: Instant) -> Decision {
+    /// Takes one token for `key` (a request from `client`) from the fleet's budget, or from
+    /// the fallback while the store is away (`share` holds this node's share of the limit).
+    pub async fn check(
+        &self,
+        share: &PolicyLimiter,
+        key: LimitKey<'_>,
+        client: IpAddr,
+        now: Instant,
+    ) -> Decision {
         let Some(store) = self.store.as_deref().filter(|s| s.is_up()) else {
-            return self.fallback(share, key, now);
+            return self.fallback(share, key, client, now);
         };
         let fp = self.fingerprinter.fingerprint(key);
         let want = {
@@ -187,15 +194,15 @@ impl GlobalPolicy {
                 }
             }
             // Counted and logged by the store; this request is decided as if it were down.
-            Err(_) => self.fallback(share, key, now),
+            Err(_) => self.fallback(share, key, client, now),
         }
     }
 
     /// Gives back a token a later policy made useless (see `limiter::policy`).
-    pub fn refund(&self, share: &PolicyLimiter, key: LimitKey<'_>, now: Instant) {
+    pub fn refund(&self, share: &PolicyLimiter, key: LimitKey<'_>, client: IpAddr, now: Instant) {
         if self.degraded() {
             if self.on_error == OnStoreError::LocalShare {
-                share.refund(key, now);
+                share.refund_from(key, Some(client), now);
             }
             return;
         }
@@ -206,9 +213,15 @@ impl GlobalPolicy {
         }
     }
 
-    fn fallback(&self, share: &PolicyLimiter, key: LimitKey<'_>, now: Instant) -> Decision {
+    fn fallback(
+        &self,
+        share: &PolicyLimiter,
+        key: LimitKey<'_>,
+        client: IpAddr,
+        now: Instant,
+    ) -> Decision {
         match self.on_error {
-            OnStoreError::LocalShare => share.check(key, now),
+            OnStoreError::LocalShare => share.check_from(key, Some(client), now),
             OnStoreError::Allow => Decision {
                 allowed: true,
                 remaining: self.spec.burst,

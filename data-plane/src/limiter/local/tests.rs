@@ -31,8 +31,11 @@ fn ip(s: &str) -> LimitKey<'static> {
     LimitKey::Ip(s.parse::<IpAddr>().unwrap())
 }
 
-fn v4(n: u32) -> LimitKey<'static> {
-    LimitKey::Ip(IpAddr::from(n.to_be_bytes()))
+/// Address `n` of the IPv6 /64 number `net` under 2001:db8::/32: one network, as many
+/// addresses as a flood wants.
+fn v6(net: u32, n: u64) -> LimitKey<'static> {
+    let bits = (0x2001_0db8_u128 << 96) | (u128::from(net) << 64) | u128::from(n);
+    LimitKey::Ip(IpAddr::V6(bits.into()))
 }
 
 /// Allowed checks for `key` at `at`, checking until the first rejection.
@@ -244,28 +247,41 @@ fn cap_holds_under_a_flood_and_overflow_is_shared_and_counted() {
     let base = Instant::now();
     let tracked_client = ip("2001:db8::1");
     assert!(l.check(tracked_client, base).allowed);
+    // The flood: 10,000 addresses of one /64.
     let mut allowed = 0;
     for n in 0..10_000 {
-        allowed += u32::from(l.check(v4(0x0a00_0000 + n), base).allowed);
+        allowed += u32::from(l.check(v6(1, n), base).allowed);
     }
     assert_eq!((l.tracked_keys(), held(&l)), (100, 100));
-    // 99 keys got buckets of their own; the other 9,901 shared one bucket of burst 5.
+    // 99 keys got buckets of their own; the other 9,901 shared their /64's bucket of burst 5.
     assert_eq!(l.overflowed(), 9_901);
     assert_eq!(allowed, 99 + 5);
+    assert_eq!(l.overflow_networks(), 1);
     // Clients tracked before the flood keep their own buckets.
     assert_eq!(drain(&l, tracked_client, base), 4);
     // A key that got a bucket during the flood has its own 4 left, not the empty overflow.
-    assert_eq!(l.check(v4(0x0a00_0001), base).remaining, 3);
+    assert_eq!(l.check(v6(1, 1), base).remaining, 3);
     // The overflow bucket refills like any bucket and takes refunds.
-    let late = v4(0x0b00_0000);
+    let late = v6(1, 20_000);
     assert!(!l.check(late, base).allowed);
     l.refund(late, base);
-    assert!(l.check(v4(0x0b00_0001), base).allowed);
+    assert!(l.check(v6(1, 20_001), base).allowed);
     assert!(l.check(late, base + secs(12)).allowed);
     // Once a sweep frees full buckets, new keys get their own again.
     assert_eq!(l.sweep(base + secs(60)), 100);
+    assert_eq!(
+        l.overflow_networks(),
+        1,
+        "still refilling: it carries information"
+    );
     assert_eq!(drain(&l, late, base + secs(60)), 5);
     assert_eq!(l.tracked_keys(), 1);
+    l.sweep(base + secs(200));
+    assert_eq!(
+        l.overflow_networks(),
+        0,
+        "full again, the network bucket is forgotten"
+    );
 }
 
 #[test]
@@ -279,7 +295,7 @@ fn cap_holds_under_a_flood_from_two_threads() {
                 s.spawn(move || {
                     let mut allowed = 0;
                     for n in 0..20_000 {
-                        allowed += u32::from(l.check(v4((t << 24) + n), base).allowed);
+                        allowed += u32::from(l.check(v6(t, n), base).allowed);
                     }
                     allowed
                 })
@@ -289,7 +305,67 @@ fn cap_holds_under_a_flood_from_two_threads() {
     });
     assert_eq!((l.tracked_keys(), held(&l)), (100, 100));
     assert_eq!(l.overflowed(), 40_000 - 100);
-    assert_eq!(allowed, 100 + 5);
+    // Each thread's /64 drained its own overflow bucket.
+    assert_eq!(allowed, 100 + 5 + 5);
+}
+
+/// The issue-9 case: a policy keyed by an API key header, at its key cap, and one client
+/// sending a new key on every request. Only its own network's overflow bucket drains: a new
+/// client from another network still gets in, over IPv4 and IPv6, while the flood stays
+/// limited and the memory bound holds (the keys, plus at most `MAX_PREFIXES` network
+/// buckets, plus the shared one).
+#[test]
+fn a_flood_of_new_header_keys_from_one_network_does_not_lock_out_another() {
+    let key = HeaderName::from_static("x-api-key");
+    let l = PolicyLimiter::new(&def("keys", KeySpec::Header(key), 3, 60, 3), 50);
+    let base = Instant::now();
+    let flooder: IpAddr = "198.51.100.7".parse().unwrap();
+    let mut allowed = 0;
+    let values: Vec<String> = (0..5_000).map(|n| format!("k{n}")).collect();
+    for v in &values {
+        let k = LimitKey::Header(Some(v.as_bytes()));
+        allowed += u32::from(l.check_from(k, Some(flooder), base).allowed);
+    }
+    assert_eq!(l.tracked_keys(), 50);
+    assert_eq!(
+        allowed,
+        50 + 3,
+        "50 own buckets, then one burst for the flooder's /24"
+    );
+    // A neighbour in the same /24 shares the drained bucket: the documented trade-off.
+    let neighbour: IpAddr = "198.51.100.200".parse().unwrap();
+    let fresh = LimitKey::Header(Some(b"new-key-1"));
+    assert!(!l.check_from(fresh, Some(neighbour), base).allowed);
+    // Clients elsewhere are not locked out.
+    for other in ["203.0.113.9", "2001:db8:aa::1"] {
+        let other: IpAddr = other.parse().unwrap();
+        let fresh = LimitKey::Header(Some(b"new-key-2"));
+        assert!(l.check_from(fresh, Some(other), base).allowed, "{other}");
+    }
+    // Without the client's address (the old interface), keys share the last bucket.
+    assert!(l.check(LimitKey::Header(Some(b"new-key-3")), base).allowed);
+
+    // A flood from many networks: at most MAX_PREFIXES buckets, then the shared one.
+    for n in 0..(crate::limiter::overflow::MAX_PREFIXES as u32 + 200) {
+        let ip = IpAddr::from((0x0a00_0000 + (n << 8)).to_be_bytes());
+        l.check_from(LimitKey::Header(Some(b"spread")), Some(ip), base);
+    }
+    assert_eq!(
+        l.overflow_networks(),
+        crate::limiter::overflow::MAX_PREFIXES
+    );
+    assert_eq!((l.tracked_keys(), held(&l)), (50, 50));
+    // Refunds go back to the network bucket the token came from.
+    let back = LimitKey::Header(Some(b"new-key-4"));
+    let far: IpAddr = "203.0.113.10".parse().unwrap();
+    assert!(l.check_from(back, Some(far), base).allowed);
+    assert!(l.check_from(back, Some(far), base).allowed);
+    assert!(
+        !l.check_from(back, Some(far), base).allowed,
+        "203.0.113/24 spent its 3"
+    );
+    l.refund_from(back, Some(far), base);
+    assert!(l.check_from(back, Some(far), base).allowed);
 }
 
 #[test]
