@@ -138,6 +138,13 @@ pub enum Command {
     /// Add, list and remove the certificates data planes serve HTTPS with.
     #[command(subcommand, visible_alias = "certs")]
     Cert(CertCommand),
+    /// Make the configuration match a file (YAML or JSON) of services, policies and
+    /// certificates, as one config version. Exit status: 0 done (or, with --dry-run, nothing
+    /// would change), 2 with --dry-run when something would change, 1 on any error.
+    Apply(ApplyArgs),
+    /// Print the configuration in force as a file for `apply` (YAML; `-o json` for JSON).
+    /// Certificates are not exported (their private keys never leave the control plane).
+    Export,
     /// Run a whole local gateway in this process: control plane, data plane, three demo
     /// backends, a demo service and rate-limit policy. Ctrl-C stops it.
     ///
@@ -159,6 +166,22 @@ impl Command {
             _ => Ok(()),
         }
     }
+}
+
+/// Flags of `gwctl apply`.
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// The configuration file, YAML or JSON (see README's "Declarative configuration").
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: std::path::PathBuf,
+    /// Print what would change and change nothing; exit 0 if nothing would, 2 if something
+    /// would.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Remove the services and policies (and, if the file has a `certificates:` list,
+    /// certificates) that the file does not name. Without it nothing is removed.
+    #[arg(long)]
+    pub prune: bool,
 }
 
 /// Flags of `gwctl stats`.

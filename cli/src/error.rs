@@ -50,6 +50,10 @@ pub enum Error {
     /// The flags make sense to clap but not together (e.g. `update` with nothing to change).
     #[error("{0}")]
     Usage(String),
+    /// A configuration file (`apply -f`) is unreadable or invalid: each problem with its
+    /// file, line and field.
+    #[error("{0}")]
+    File(String),
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),

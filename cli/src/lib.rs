@@ -11,6 +11,7 @@
 //! - [`output`]: aligned tables, JSON documents, and flagging problems (marker, colour).
 //! - [`duration`]: `500ms`/`5s`/`1m`/`1h`, parsed and printed the same way.
 //! - [`commands`]: one module per command group.
+//! - [`document`]: the declarative configuration file of `apply` and `export`.
 //! - [`dev`]: `gwctl dev`, a whole local gateway in one process (the one place gwctl links
 //!   the servers' crates rather than speaking gRPC only).
 //!
@@ -25,6 +26,7 @@ pub mod client;
 pub mod commands;
 pub mod defaults;
 pub mod dev;
+pub mod document;
 pub mod duration;
 pub mod error;
 pub mod output;
@@ -35,8 +37,17 @@ use args::{Cli, Command};
 use client::AdminClient;
 pub use error::Error;
 
+/// How a successful invocation ended, for the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done (exit 0).
+    Done,
+    /// `apply --dry-run` found changes (exit 2, like `terraform plan -detailed-exitcode`).
+    Changes,
+}
+
 /// Runs one parsed gwctl invocation, writing its result to `out`.
-pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, Error> {
     let Cli {
         control_plane,
         token,
@@ -75,11 +86,15 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), Error> {
         Command::Cert(cmd) => {
             commands::cert::run(cmd, &mut connect().await?, output, highlight, out).await?
         }
+        Command::Apply(args) => {
+            return commands::apply::apply(args, &mut connect().await?, output, out).await;
+        }
+        Command::Export => commands::apply::export(&mut connect().await?, output, out).await?,
         Command::Stats(args) => {
             commands::stats::run(args, &mut connect().await?, output, highlight, out).await?
         }
         // Runs its own control plane; --control-plane and --token do not apply.
         Command::Dev(args) => dev::run(args, timeout, out).await?,
     }
-    Ok(())
+    Ok(Outcome::Done)
 }

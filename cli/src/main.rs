@@ -14,6 +14,10 @@ use gwctl::args::{Cli, Command};
 const DEV_LOG: &str =
     "warn,gw_data_plane=error,gw_data_plane::=warn,gw_control_plane::api::auth=error";
 
+/// Exit status of `apply --dry-run` when something would change (terraform's
+/// `-detailed-exitcode`); nothing to change is 0, an error 1.
+const CHANGES: u8 = 2;
+
 fn main() -> ExitCode {
     // The workspace's one rustls crypto provider; why ring, see gw_tls::install_provider.
     gw_tls::install_provider();
@@ -42,7 +46,8 @@ fn main() -> ExitCode {
     };
     let mut stdout = std::io::stdout().lock();
     match runtime.block_on(gwctl::run(cli, &mut stdout)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(gwctl::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(gwctl::Outcome::Changes) => ExitCode::from(CHANGES),
         // A closed pipe (`gwctl service list | head -1`) is the reader's choice, not a failure
         // worth a message.
         Err(gwctl::Error::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {

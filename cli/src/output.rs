@@ -21,6 +21,8 @@ pub enum OutputFormat {
     Table,
     /// One pretty-printed JSON document, for scripts.
     Json,
+    /// One YAML document (the same shape as JSON); the default of `export`.
+    Yaml,
 }
 
 /// A command result that can be shown either way.
@@ -37,8 +39,15 @@ pub fn emit(format: OutputFormat, value: &impl Render, out: &mut dyn Write) -> s
             serde_json::to_writer_pretty(&mut *out, value)?;
             out.write_all(b"\n")?;
         }
+        OutputFormat::Yaml => out.write_all(yaml(value).as_bytes())?,
     }
     out.flush()
+}
+
+/// `value` as a YAML document. Every value gwctl prints is plain data (strings, numbers,
+/// lists, maps), which always serialises; an error would be a bug, shown rather than hidden.
+pub fn yaml(value: &impl Serialize) -> String {
+    serde_saphyr::to_string(value).unwrap_or_else(|e| format!("# cannot write YAML: {e}\n"))
 }
 
 /// Whether flagged cells are also coloured. Decided once per invocation, for stdout.

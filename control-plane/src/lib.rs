@@ -4,13 +4,15 @@
 //! Code map: [`domain`] (plain types, validation at the gRPC boundary), [`store`] (SQLite and
 //! the config version), [`state`] (the immutable snapshot per version), [`fleet`] (the data
 //! plane registry, node reports and the health/stats views), [`api`] (the gRPC services and
-//! who may call them), [`tls`] (the listener's TLS, its rotation and handshakes).
+//! who may call them), [`tls`] (the listener's TLS, its rotation and handshakes), [`apply`]
+//! (a whole declarative document: validated, compared, planned as one write).
 //! [`serve`] wires them onto one port. Imports flow one way: `api` → `fleet`, `store` →
-//! `state` → `domain`; `tls` stands alone.
+//! `apply` → `state` → `domain`; `tls` stands alone.
 
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod apply;
 pub mod domain;
 pub mod fleet;
 pub mod state;

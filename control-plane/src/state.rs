@@ -51,16 +51,18 @@ pub struct ConfigState {
     snapshot: OnceLock<Arc<pb::DiscoveryResponse>>,
 }
 
-/// What one version changed: one service or one policy, created, replaced or removed.
+/// What one version changed: services, policies and certificates created, replaced or
+/// removed (one object for a single-object RPC, any number for `ApplyConfig`).
 #[derive(Debug)]
 struct Change {
     /// The version this change produced.
     version: u64,
-    what: Changed,
+    what: Vec<Changed>,
 }
 
+/// One object written or removed.
 #[derive(Debug)]
-enum Changed {
+pub(crate) enum Changed {
     /// The service of this name is now the given one, or gone (`None`).
     Service(String, Option<Arc<Service>>),
     /// The policy of this name is now the given one, or gone (`None`).
@@ -170,8 +172,9 @@ impl ConfigState {
         let mut services: BTreeMap<&str, Option<&Arc<Service>>> = BTreeMap::new();
         let mut policies: BTreeMap<&str, Option<&Arc<Policy>>> = BTreeMap::new();
         let mut certificates: BTreeMap<&str, Option<&Arc<Certificate>>> = BTreeMap::new();
-        for change in self.changes.iter().filter(|c| c.version > base) {
-            match &change.what {
+        let changed = self.changes.iter().filter(|c| c.version > base);
+        for what in changed.flat_map(|c| &c.what) {
+            match what {
                 Changed::Certificate(name, now) => {
                     certificates.insert(name, now.as_ref());
                 }
@@ -231,72 +234,32 @@ impl ConfigState {
 
     /// This state with `service` inserted or replaced, at `version`.
     pub fn with_service(&self, service: Service, version: u64) -> Self {
-        let name = service.name.clone();
-        let service = Arc::new(service);
-        let mut services = self.services.clone();
-        let old = services.insert(name.clone(), service.clone());
-        let config_len =
-            self.config_len + service_len(&service) - old.as_deref().map_or(0, service_len);
-        let change = Changed::Service(name, Some(service));
-        self.next(version, services, self.policies.clone(), config_len, change)
+        self.with_changes(version, vec![Changed::service(service)])
     }
 
     /// This state without service `name`, at `version`.
     pub fn without_service(&self, name: &str, version: u64) -> Self {
-        let mut services = self.services.clone();
-        let old = services.remove(name);
-        let config_len = self.config_len - old.as_deref().map_or(0, service_len);
-        let change = Changed::Service(name.to_owned(), None);
-        self.next(version, services, self.policies.clone(), config_len, change)
+        self.with_changes(version, vec![Changed::Service(name.to_owned(), None)])
     }
 
     /// This state with `policy` inserted or replaced, at `version`.
     pub fn with_policy(&self, policy: Policy, version: u64) -> Self {
-        let name = policy.name.clone();
-        let policy = Arc::new(policy);
-        let mut policies = self.policies.clone();
-        let old = policies.insert(name.clone(), policy.clone());
-        let config_len =
-            self.config_len + policy_len(&policy) - old.as_deref().map_or(0, policy_len);
-        let change = Changed::Policy(name, Some(policy));
-        self.next(version, self.services.clone(), policies, config_len, change)
+        self.with_changes(version, vec![Changed::policy(policy)])
+    }
+
+    /// This state without policy `name`, at `version`.
+    pub fn without_policy(&self, name: &str, version: u64) -> Self {
+        self.with_changes(version, vec![Changed::Policy(name.to_owned(), None)])
     }
 
     /// This state with `certificate` inserted or replaced, at `version`.
     pub fn with_certificate(&self, certificate: Certificate, version: u64) -> Self {
-        let name = certificate.name.clone();
-        let certificate = Arc::new(certificate);
-        let mut certificates = self.certificates.clone();
-        let old = certificates.insert(name.clone(), certificate.clone());
-        let config_len = self.config_len + certificate_len(&certificate)
-            - old.as_deref().map_or(0, certificate_len);
-        let change = Changed::Certificate(name, Some(certificate));
-        let mut next = self.next(
-            version,
-            self.services.clone(),
-            self.policies.clone(),
-            config_len,
-            change,
-        );
-        next.certificates = certificates;
-        next
+        self.with_changes(version, vec![Changed::certificate(certificate)])
     }
 
     /// This state without certificate `name`, at `version`.
     pub fn without_certificate(&self, name: &str, version: u64) -> Self {
-        let mut certificates = self.certificates.clone();
-        let old = certificates.remove(name);
-        let config_len = self.config_len - old.as_deref().map_or(0, certificate_len);
-        let change = Changed::Certificate(name.to_owned(), None);
-        let mut next = self.next(
-            version,
-            self.services.clone(),
-            self.policies.clone(),
-            config_len,
-            change,
-        );
-        next.certificates = certificates;
-        next
+        self.with_changes(version, vec![Changed::Certificate(name.to_owned(), None)])
     }
 
     /// The certificates as AdminService shows them (no private keys), ordered by name.
@@ -304,26 +267,34 @@ impl ConfigState {
         self.certificates.values().map(|c| c.to_public()).collect()
     }
 
-    /// This state without policy `name`, at `version`.
-    pub fn without_policy(&self, name: &str, version: u64) -> Self {
+    /// The state after `what`, all of which produced the one `version` (a single-object RPC
+    /// changes one thing; `ApplyConfig` many, still as one version). The history stays
+    /// contiguous: a version that does not follow this one (which the store never produces)
+    /// starts it afresh, so no delta can skip a change.
+    pub(crate) fn with_changes(&self, version: u64, what: Vec<Changed>) -> Self {
+        let mut services = self.services.clone();
         let mut policies = self.policies.clone();
-        let old = policies.remove(name);
-        let config_len = self.config_len - old.as_deref().map_or(0, policy_len);
-        let change = Changed::Policy(name.to_owned(), None);
-        self.next(version, self.services.clone(), policies, config_len, change)
-    }
-
-    /// The state after one change, which produced `version`. The history stays contiguous:
-    /// a version that does not follow this one (which the store never produces) starts it
-    /// afresh, so no delta can skip a change.
-    fn next(
-        &self,
-        version: u64,
-        services: BTreeMap<String, Arc<Service>>,
-        policies: BTreeMap<String, Arc<Policy>>,
-        config_len: usize,
-        what: Changed,
-    ) -> Self {
+        let mut certificates = self.certificates.clone();
+        let mut config_len = self.config_len;
+        for change in &what {
+            match change {
+                Changed::Service(name, now) => {
+                    replace(&mut services, name, now, service_len, &mut config_len);
+                }
+                Changed::Policy(name, now) => {
+                    replace(&mut policies, name, now, policy_len, &mut config_len);
+                }
+                Changed::Certificate(name, now) => {
+                    replace(
+                        &mut certificates,
+                        name,
+                        now,
+                        certificate_len,
+                        &mut config_len,
+                    );
+                }
+            }
+        }
         let mut changes = if Some(version) == self.version.checked_add(1) {
             self.changes.clone()
         } else {
@@ -337,12 +308,47 @@ impl ConfigState {
             version,
             services,
             policies,
-            certificates: self.certificates.clone(),
+            certificates,
             config_len,
             changes,
             snapshot: OnceLock::new(),
         }
     }
+}
+
+impl Changed {
+    /// `service` written.
+    pub(crate) fn service(service: Service) -> Self {
+        Self::Service(service.name.clone(), Some(Arc::new(service)))
+    }
+
+    /// `policy` written.
+    pub(crate) fn policy(policy: Policy) -> Self {
+        Self::Policy(policy.name.clone(), Some(Arc::new(policy)))
+    }
+
+    /// `certificate` written.
+    pub(crate) fn certificate(certificate: Certificate) -> Self {
+        Self::Certificate(certificate.name.clone(), Some(Arc::new(certificate)))
+    }
+}
+
+/// Puts `now` (or nothing) under `name` in `map`, keeping `config_len` (the encoded size)
+/// in step; `len` is what one object adds to it.
+fn replace<T>(
+    map: &mut BTreeMap<String, Arc<T>>,
+    name: &str,
+    now: &Option<Arc<T>>,
+    len: fn(&T) -> usize,
+    config_len: &mut usize,
+) {
+    // Add the new object's bytes before taking the old one's away: no underflow.
+    *config_len += now.as_deref().map_or(0, len);
+    let old = match now {
+        Some(object) => map.insert(name.to_owned(), object.clone()),
+        None => map.remove(name),
+    };
+    *config_len -= old.as_deref().map_or(0, len);
 }
 
 /// Bytes one service adds to an encoded `ConfigSnapshot` (key, length, message).

@@ -124,7 +124,7 @@ fn read_pair(name: &str, cert: &Path, key: &Path) -> Result<(String, Secret), Er
 }
 
 /// Whether a private key may be sent to `address`: over TLS, or to loopback.
-fn private_ok(address: &str) -> bool {
+pub(crate) fn private_ok(address: &str) -> bool {
     if address.starts_with("https://") {
         return true;
     }

@@ -2,6 +2,7 @@
 //! into a [`Render`] value.
 //! (`gwctl dev` is not here: it runs servers rather than calling them; see the `dev` module.)
 
+pub mod apply;
 pub mod cert;
 pub mod completions;
 mod deleted;

@@ -1,6 +1,7 @@
 //! gwctl end to end: the built binary against a live in-process control plane.
 #![allow(clippy::unwrap_used)]
 
+mod apply;
 mod certs;
 mod connection;
 mod dev;

@@ -7,10 +7,11 @@ use gw_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
 use crate::api::status::INTERNAL_MESSAGE;
+use crate::apply::Document;
 use crate::domain::{Certificate, Policy, Service, validate};
 use crate::fleet::nodes::NodeRegistry;
 use crate::fleet::view;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// The AdminService implementation.
 #[derive(Debug, Clone)]
@@ -31,14 +32,16 @@ impl AdminApi {
     /// dropped between SQLite's COMMIT and publishing the new state would leave the database
     /// ahead of what the control plane serves and streams, so the write is never dropped
     /// half-way: the caller may go, the write finishes.
-    async fn write<T, F, Fut>(&self, write: F) -> Result<T, Status>
+    async fn write<T, E, F, Fut>(&self, write: F) -> Result<T, Status>
     where
         T: Send + 'static,
+        E: Send + 'static,
         F: FnOnce(Arc<Store>) -> Fut,
-        Fut: std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+        E: Into<Status>,
+        Fut: std::future::Future<Output = Result<T, E>> + Send + 'static,
     {
         match tokio::spawn(write(self.store.clone())).await {
-            Ok(result) => result.map_err(Status::from),
+            Ok(result) => result.map_err(Into::into),
             Err(e) => {
                 tracing::error!(error = %e, "store write task failed");
                 Err(Status::internal(INTERNAL_MESSAGE))
@@ -285,5 +288,42 @@ impl AdminService for AdminApi {
         Ok(Response::new(pb::DeleteCertificateResponse {
             config_version: version,
         }))
+    }
+
+    async fn apply_config(
+        &self,
+        request: Request<pb::ApplyConfigRequest>,
+    ) -> Result<Response<pb::ApplyConfigResponse>, Status> {
+        let (document, dry_run) = Document::try_from_request(request.into_inner())?;
+        let applied = self
+            .write(move |store| async move { store.apply(document, dry_run).await })
+            .await?;
+        if applied.applied {
+            log_applied(&applied.diff, applied.version);
+        }
+        Ok(Response::new(pb::ApplyConfigResponse {
+            diff: Some((&applied.diff).into()),
+            config_version: applied.version,
+            applied: applied.applied,
+        }))
+    }
+}
+
+/// One log line per object an apply changed, like the single-object RPCs write.
+pub(crate) fn log_applied(diff: &crate::apply::Diff, version: u64) {
+    for (kind, d) in [
+        ("service", &diff.services),
+        ("policy", &diff.policies),
+        ("certificate", &diff.certificates),
+    ] {
+        for name in &d.added {
+            tracing::info!(kind, name = %name, version, "applied: added");
+        }
+        for (name, fields) in &d.changed {
+            tracing::info!(kind, name = %name, ?fields, version, "applied: changed");
+        }
+        for name in &d.removed {
+            tracing::info!(kind, name = %name, version, "applied: removed");
+        }
     }
 }

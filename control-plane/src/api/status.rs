@@ -1,11 +1,13 @@
 //! The one place where store, view and validation errors become gRPC statuses: what a client
 //! may learn (the field and the fix) and what stays in the log (database text).
 
-use tonic::Status;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
+use crate::apply::DocumentError;
 use crate::domain::ValidationError;
 use crate::fleet::view::ViewError;
-use crate::store::StoreError;
+use crate::store::{ApplyError, StoreError};
 
 /// What a client sees when the store fails: the details are in the log, not on the wire.
 pub const INTERNAL_MESSAGE: &str = "internal storage error; see the control plane's log";
@@ -35,6 +37,28 @@ impl From<ViewError> for Status {
             ViewError::UnknownService(_) | ViewError::UnknownNode(_) => {
                 Status::not_found(e.to_string())
             }
+        }
+    }
+}
+
+impl From<DocumentError> for Status {
+    /// INVALID_ARGUMENT whose message lists the problems and whose details carry them as
+    /// google.rpc.BadRequest field violations, so a client can map each field path back to
+    /// where it read the object from (a line of a file).
+    fn from(e: DocumentError) -> Self {
+        let mut details = ErrorDetails::new();
+        for p in &e.0 {
+            details.add_bad_request_violation(p.field.clone(), p.description.clone());
+        }
+        Status::with_error_details(Code::InvalidArgument, e.to_string(), details)
+    }
+}
+
+impl From<ApplyError> for Status {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Invalid(e) => e.into(),
+            ApplyError::Store(e) => e.into(),
         }
     }
 }

@@ -28,6 +28,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex, watch};
 
+use crate::apply::{self, Diff, Document, DocumentError, Write};
 use crate::domain::{Certificate, Policy, Service};
 use crate::state::ConfigState;
 
@@ -257,6 +258,61 @@ impl Store {
         Ok(version)
     }
 
+    /// Makes the configuration match `document` (see [`crate::apply`]): validates it against
+    /// the committed state and, unless `dry_run` or nothing differs, writes every change in one
+    /// transaction that advances the version once. Returns the diff, the version in force
+    /// afterwards, and whether anything was written.
+    pub async fn apply(&self, document: Document, dry_run: bool) -> Result<Applied, ApplyError> {
+        let mut state = self.writer.lock().await;
+        let plan = apply::plan(&state, document)?;
+        if dry_run || plan.diff.is_empty() {
+            return Ok(Applied {
+                diff: plan.diff,
+                version: state.version,
+                applied: false,
+            });
+        }
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        let mut changes = Vec::with_capacity(plan.writes.len());
+        for mut write in plan.writes {
+            match &mut write {
+                Write::Service { service, created } => {
+                    service.updated_version = version;
+                    if *created {
+                        service.created_version = version;
+                        services::insert(&mut tx, service).await?;
+                    } else {
+                        service.created_version = state
+                            .services
+                            .get(&service.name)
+                            .map_or(version, |old| old.created_version);
+                        services::update(&mut tx, service).await?;
+                    }
+                }
+                Write::RemoveService(name) => services::delete(&mut tx, name).await?,
+                Write::Policy(policy) => {
+                    policy.updated_version = version;
+                    policies::upsert(&mut tx, policy).await?;
+                }
+                Write::RemovePolicy(name) => policies::delete(&mut tx, name).await?,
+                Write::Certificate(certificate) => {
+                    certificate.updated_version = version;
+                    certificates::upsert(&mut tx, certificate).await?;
+                }
+                Write::RemoveCertificate(name) => certificates::delete(&mut tx, name).await?,
+            }
+            changes.push(write.change());
+        }
+        let next = state.with_changes(version, changes);
+        self.commit(tx, &mut state, next).await?;
+        Ok(Applied {
+            diff: plan.diff,
+            version,
+            applied: true,
+        })
+    }
+
     /// Starts a write transaction. IMMEDIATE takes the write lock up front, so contention with
     /// another process waits out the busy timeout instead of failing at the first write.
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StoreError> {
@@ -286,6 +342,34 @@ impl Store {
         *state = next.clone();
         self.published.send_replace(next);
         Ok(())
+    }
+}
+
+/// What [`Store::apply`] did.
+#[derive(Debug)]
+pub struct Applied {
+    /// What differed (and, if `applied`, now is as the document says).
+    pub diff: Diff,
+    /// The config version in force afterwards.
+    pub version: u64,
+    /// Whether anything was written (false for a dry run or a document that changes nothing).
+    pub applied: bool,
+}
+
+/// Why [`Store::apply`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The document is invalid, or would make an invalid config.
+    #[error(transparent)]
+    Invalid(#[from] DocumentError),
+    /// The store failed (or the result is too large); nothing was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Store(e.into())
     }
 }
 
