@@ -11,7 +11,6 @@ use bytes::Bytes;
 use common::*;
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -33,12 +32,7 @@ async fn h2c_prior_knowledge_clients_are_served() {
     let mut env = Env::start().await;
     let b = Backend::start("b").await;
     env.add(service("s", "/", &[&b])).await;
-    let stream = TcpStream::connect(env.dp.proxy).await.unwrap();
-    let (mut send, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_client(env.dp.proxy).await;
     for _ in 0..3 {
         let req = http::Request::builder()
             .uri("http://h2.example:1234/_headers")

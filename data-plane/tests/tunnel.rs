@@ -278,3 +278,58 @@ async fn a_refused_or_failed_connect_is_answered_and_opens_no_tunnel() {
         Some(1.0)
     );
 }
+
+/// An HTTP/2 client's CONNECT (`:authority` only, no `:path`) is routed and forwarded the
+/// same way: the endpoint gets an HTTP/1.1 CONNECT with the target in the request line and
+/// in `Host`, and the stream becomes the tunnel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_connect_is_tunnelled_too() {
+    use bytes::Bytes;
+    use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
+
+    let mut env = Env::start().await;
+    let (url, mut seen) = tunnel_backend(b"HTTP/1.1 200 OK\r\n\r\n").await;
+    env.add(tunnel_service("tunnel", "tunnel.example", url))
+        .await;
+    let mut send = h2_client(env.dp.proxy).await;
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri("tunnel.example:443")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let head = next_head(&mut seen).await;
+    assert!(
+        head.starts_with("CONNECT tunnel.example:443 HTTP/1.1\r\n"),
+        "{head:?}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("\r\nhost: tunnel.example:443\r\n"),
+        "{head:?}"
+    );
+    let mut tunnel = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    tunnel.write_all(b"over-h2").await.unwrap();
+    let done = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, async {
+        while !String::from_utf8_lossy(&got).contains("echo:over-h2") {
+            let n = tunnel.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "{:?}", String::from_utf8_lossy(&got));
+    assert!(String::from_utf8_lossy(&got).starts_with("hello from backend"));
+    assert_eq!(open_tunnels(&env.dp).await, Some(1.0));
+    drop(tunnel);
+    drop(send);
+    next_close(&mut seen).await;
+    eventually("the HTTP/2 tunnel is no longer counted", || async {
+        (open_tunnels(&env.dp).await == Some(0.0)).then_some(())
+    })
+    .await;
+}

@@ -571,3 +571,18 @@ pub async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
     }
     Some(head)
 }
+
+/// An HTTP/2 client (prior knowledge, h2c) on a new connection to `to`.
+pub async fn h2_client(
+    to: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(to).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
