@@ -104,6 +104,7 @@ impl ConfigSink for Gateway {
             .unwrap_or_else(PoisonError::into_inner);
         let live = live_data_planes.max(1);
         let old = self.reuse.live_data_planes.swap(live, Ordering::Relaxed);
+        self.reuse.globals.set_live(live);
         if old == live {
             return;
         }

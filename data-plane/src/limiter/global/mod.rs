@@ -26,14 +26,16 @@ pub mod lease;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use spin::mutex::SpinMutex;
+use tokio::sync::Notify;
 
-use crate::limiter::global::lease::{KeyState, Local};
+use crate::limiter::global::lease::{KeyState, Local, Sizing};
 use crate::limiter::headers;
 use crate::limiter::key::{BuildFingerprintHasher, Fingerprinter};
 use crate::limiter::local::PolicyLimiter;
@@ -64,7 +66,9 @@ pub struct GlobalPolicy {
     name: Arc<str>,
     spec: RateSpec,
     rate: ScriptRate,
-    max_lease: u64,
+    sizing: Sizing,
+    /// Live data planes as the control plane last said (shared by the registry's policies).
+    live: Arc<AtomicU32>,
     on_error: OnStoreError,
     store: Option<Arc<RedisStore>>,
     stats: Arc<PolicyStats>,
@@ -73,6 +77,8 @@ pub struct GlobalPolicy {
     epoch: Instant,
     fingerprinter: Fingerprinter,
     shards: Box<[SpinMutex<HashMap<u64, KeyState, BuildFingerprintHasher>>]>,
+    /// Per shard: woken when a round trip for one of its keys ends (see `lease`).
+    answered: Box<[Notify]>,
     tracked: AtomicUsize,
     max_keys: usize,
 }
@@ -90,7 +96,7 @@ impl fmt::Debug for GlobalPolicy {
 
 impl GlobalPolicy {
     /// A policy `name` at `spec`, counted in `store` (`None`: always the fallback), keeping
-    /// local state for at most `max_keys` keys.
+    /// local state for at most `max_keys` keys; `live` is the fleet's size.
     pub fn new(
         name: Arc<str>,
         spec: RateSpec,
@@ -98,6 +104,7 @@ impl GlobalPolicy {
         store: Option<Arc<RedisStore>>,
         stats: Arc<PolicyStats>,
         max_keys: usize,
+        live: Arc<AtomicU32>,
     ) -> Self {
         let period_us = u64::try_from(spec.period.as_micros()).unwrap_or(u64::MAX);
         let token = period_us.max(1);
@@ -116,7 +123,8 @@ impl GlobalPolicy {
                 token,
                 cap: burst * token,
             },
-            max_lease: lease::max_lease(&spec),
+            sizing: Sizing::new(&spec),
+            live,
             key_prefix: key_prefix.into_bytes().into_boxed_slice(),
             name,
             spec,
@@ -128,6 +136,7 @@ impl GlobalPolicy {
             shards: (0..SHARDS)
                 .map(|_| SpinMutex::new(HashMap::default()))
                 .collect(),
+            answered: (0..SHARDS).map(|_| Notify::new()).collect(),
             tracked: AtomicUsize::new(0),
             max_keys,
         }
@@ -151,6 +160,8 @@ impl GlobalPolicy {
 
     /// Takes one token for `key` (a request from `client`) from the fleet's budget, or from
     /// the fallback while the store is away (`share` holds this node's share of the limit).
+    /// Waits at most the store's timeout from `now`, the request's start, whether for its
+    /// own round trip or for one in flight for the same key.
     pub async fn check(
         &self,
         share: &PolicyLimiter,
@@ -162,39 +173,79 @@ impl GlobalPolicy {
             return self.fallback(share, key, client, now);
         };
         let fp = self.fingerprinter.fingerprint(key);
-        let want = {
-            let mut shard = self.shard(fp).lock();
-            let now_us = self.micros(now);
-            let state = match shard.get_mut(&fp) {
-                Some(state) => Some(state),
-                None if self.reserve_key() => {
-                    Some(shard.entry(fp).or_insert(KeyState::new(now_us)))
+        let deadline = tokio::time::Instant::from_std(now + store.timeout());
+        let mut first = true;
+        let want = loop {
+            let answered = &self.answered[Self::shard_index(fp)];
+            let mut waiting = pin!(answered.notified());
+            {
+                let mut shard = self.shard(fp).lock();
+                let now_us = self.micros(if first { now } else { Instant::now() });
+                let state = match shard.get_mut(&fp) {
+                    Some(state) => Some(state),
+                    None if self.reserve_key() => {
+                        Some(shard.entry(fp).or_insert(KeyState::new(now_us)))
+                    }
+                    // At the cap: every request of a new key goes to Redis (correct, costlier).
+                    None => None,
+                };
+                let Some(state) = state else { break None };
+                if first {
+                    state.arrive(now_us);
+                    first = false;
                 }
-                // At the cap: every request of a new key goes to Redis (correct, costlier).
-                None => None,
-            };
-            match state.map(|s| s.local(now_us, self.max_lease)) {
-                Some(Local::Decided(d)) => {
-                    self.stats.local_decisions.fetch_add(1, Ordering::Relaxed);
-                    return d;
-                }
-                Some(Local::Ask(want)) => want,
-                None => 1,
+                match state.local(now_us, self.sizing.max_lease) {
+                    Local::Decided(d) => {
+                        self.stats.local_decisions.fetch_add(1, Ordering::Relaxed);
+                        return d;
+                    }
+                    Local::Ask(want) => break Some(want),
+                    // Registered under the shard's lock, so the answer, which is written
+                    // under it too, cannot be missed.
+                    Local::Wait => waiting.as_mut().enable(),
+                };
+            }
+            if tokio::time::timeout_at(deadline, waiting).await.is_err() {
+                // The round trip in flight took the whole timeout: it is failing.
+                return self.fallback(share, key, client, now);
             }
         };
         let redis_key = self.redis_key(key);
         self.stats.store_round_trips.fetch_add(1, Ordering::Relaxed);
-        match store.decide(&redis_key, self.rate, want).await {
+        // Clears the key's round trip in flight however this ends (even if the request is
+        // dropped mid-way), so that its waiters move on.
+        let mut asking = want.map(|_| Asking {
+            policy: self,
+            fp,
+            pending: true,
+        });
+        let result = store
+            .decide_until(&redis_key, self.rate, want.unwrap_or(1), deadline)
+            .await;
+        match result {
             Ok(reply) => {
                 let now_us = self.micros(Instant::now());
                 let mut shard = self.shard(fp).lock();
-                match shard.get_mut(&fp) {
-                    Some(state) => state.answer(now_us, &reply),
-                    None => lease::decision(&reply),
+                let d = match (want, shard.get_mut(&fp)) {
+                    (Some(want), Some(state)) => {
+                        let live = self.live.load(Ordering::Relaxed);
+                        let hold = lease::hold_us(&self.sizing, &reply, want, live);
+                        state.answer(now_us, &reply, want, hold)
+                    }
+                    _ => lease::decision(&reply),
+                };
+                drop(shard);
+                if let Some(a) = &mut asking {
+                    a.pending = false;
                 }
+                drop(asking);
+                d
             }
             // Counted and logged by the store; this request is decided as if it were down.
-            Err(_) => self.fallback(share, key, client, now),
+            Err(_) => {
+                drop(asking);
+                self.fallback(share, key, client, now)
+            }
         }
     }
 
@@ -276,8 +327,12 @@ impl GlobalPolicy {
     }
 
     fn shard(&self, fp: u64) -> &SpinMutex<HashMap<u64, KeyState, BuildFingerprintHasher>> {
+        &self.shards[Self::shard_index(fp)]
+    }
+
+    fn shard_index(fp: u64) -> usize {
         // The top bits: the maps use the low ones.
-        &self.shards[(fp >> 58) as usize & (SHARDS - 1)]
+        (fp >> 58) as usize & (SHARDS - 1)
     }
 
     fn micros(&self, now: Instant) -> u64 {
@@ -290,6 +345,27 @@ impl GlobalPolicy {
                 (n < self.max_keys).then_some(n + 1)
             })
             .is_ok()
+    }
+}
+
+/// A key's round trip in flight; dropped without an answer (an error, or the request
+/// dropped), it lets the key's next request ask and wakes the waiters.
+struct Asking<'a> {
+    policy: &'a GlobalPolicy,
+    fp: u64,
+    /// No answer was written (cleared once one is).
+    pending: bool,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        let p = self.policy;
+        if self.pending
+            && let Some(state) = p.shard(self.fp).lock().get_mut(&self.fp)
+        {
+            state.failed();
+        }
+        p.answered[GlobalPolicy::shard_index(self.fp)].notify_waiters();
     }
 }
 
@@ -311,6 +387,7 @@ pub struct GlobalDef {
 pub struct GlobalRegistry {
     store: Option<Arc<RedisStore>>,
     max_keys: usize,
+    live: Arc<AtomicU32>,
     policies: Mutex<HashMap<Arc<str>, Arc<GlobalPolicy>>>,
 }
 
@@ -320,8 +397,15 @@ impl GlobalRegistry {
         Self {
             store,
             max_keys,
+            live: Arc::new(AtomicU32::new(1)),
             policies: Mutex::default(),
         }
+    }
+
+    /// Records how many data planes are live (the over-limit cache spreads the fleet's
+    /// retries over them; see `lease`).
+    pub fn set_live(&self, live: u32) {
+        self.live.store(live.max(1), Ordering::Relaxed);
     }
 
     /// The store, if this node has one.
@@ -350,6 +434,7 @@ impl GlobalRegistry {
                             self.store.clone(),
                             d.stats.clone(),
                             self.max_keys,
+                            self.live.clone(),
                         ))
                     });
                 next.insert(d.name.clone(), policy.clone());
@@ -427,6 +512,7 @@ mod tests {
             None,
             Arc::default(),
             10,
+            Arc::default(),
         );
         let ip: IpAddr = "10.0.0.7".parse().unwrap();
         assert_eq!(p.redis_key(LimitKey::Ip(ip)), b"api:5-60-5:ip:10.0.0.7");

@@ -340,6 +340,11 @@ impl RedisStore {
         }
     }
 
+    /// The longest a decision waits for Redis.
+    pub fn timeout(&self) -> Duration {
+        self.config.timeout
+    }
+
     /// Takes up to `want` tokens from the bucket `key`. Waits at most the configured timeout;
     /// fails at once while the breaker is open.
     pub async fn decide(
@@ -347,6 +352,19 @@ impl RedisStore {
         key: &[u8],
         rate: ScriptRate,
         want: u64,
+    ) -> Result<Reply, StoreError> {
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        self.decide_until(key, rate, want, deadline).await
+    }
+
+    /// [`RedisStore::decide`], waiting at most until `deadline` (a request that already
+    /// waited for another round trip has less than the whole timeout left).
+    pub async fn decide_until(
+        &self,
+        key: &[u8],
+        rate: ScriptRate,
+        want: u64,
+        deadline: tokio::time::Instant,
     ) -> Result<Reply, StoreError> {
         if !self.is_up() {
             return Err(StoreError::Unavailable);
@@ -367,12 +385,16 @@ impl RedisStore {
                 Conn::Cluster(c) => invocation.invoke_async::<Vec<u64>>(&mut c.clone()).await,
             }
         };
-        let result = match tokio::time::timeout(self.config.timeout, call).await {
+        let result = match tokio::time::timeout_at(deadline, call).await {
             Ok(Ok(v)) => parse_reply(&v),
             Ok(Err(e)) => Err(self.classify(&e)),
             Err(_) => Err(StoreError::Timeout(self.config.timeout)),
         };
-        self.record(started.elapsed(), &result);
+        let took = started.elapsed();
+        // A call cut short by a deadline the request brought (it waited for another round
+        // trip first) says nothing about Redis: it does not count towards the breaker.
+        let cut_short = took < self.config.timeout;
+        self.record(took, &result, cut_short);
         result
     }
 
@@ -401,7 +423,7 @@ impl RedisStore {
             .and_then(|v| parse_reply(&v))
     }
 
-    fn record(&self, took: Duration, result: &Result<Reply, StoreError>) {
+    fn record(&self, took: Duration, result: &Result<Reply, StoreError>, cut_short: bool) {
         let c = &self.counters;
         c.round_trips.fetch_add(1, Ordering::Relaxed);
         let secs = took.as_secs_f64();
@@ -426,7 +448,7 @@ impl RedisStore {
                 if let Some(i) = ERROR_KINDS.iter().position(|k| *k == e.kind()) {
                     c.errors[i].fetch_add(1, Ordering::Relaxed);
                 }
-                if e.is_outage() {
+                if e.is_outage() && !(cut_short && matches!(e, StoreError::Timeout(_))) {
                     let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
                     if n >= FAILURES_TO_OPEN {
                         self.go_down(&e.to_string());
