@@ -269,6 +269,52 @@ async fn an_over_limit_key_is_answered_locally_and_a_hot_key_leases_tokens() {
             .await,
         Some(9.0)
     );
+    // The round trips by policy, and the latency histogram: one observation per decision's
+    // round trip, cumulative buckets, a positive sum.
+    assert_eq!(
+        dp.metric("gw_rate_limit_store_round_trips_by_policy_total{policy=\"slow\"}")
+            .await,
+        Some(3.0)
+    );
+    let total = trips(dp).await;
+    assert_eq!(
+        dp.metric("gw_rate_limit_store_round_trip_seconds_count")
+            .await,
+        Some(total)
+    );
+    assert_eq!(
+        dp.metric("gw_rate_limit_store_round_trip_seconds_bucket{le=\"+Inf\"}")
+            .await,
+        Some(total)
+    );
+    let metrics = Call::get(dp.admin, "/metrics").send().await.text();
+    let buckets: Vec<f64> = metrics
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("gw_rate_limit_store_round_trip_seconds_bucket{")?
+                .split_once("} ")?
+                .1
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(buckets.len(), 11, "{metrics}");
+    assert!(buckets.windows(2).all(|w| w[0] <= w[1]), "{buckets:?}");
+    assert!(
+        dp.metric("gw_rate_limit_store_round_trip_seconds_sum")
+            .await
+            .is_some_and(|s| s > 0.0)
+    );
+    for kind in ["timeout", "connection", "auth", "bad_key", "other"] {
+        assert_eq!(
+            dp.metric(&format!(
+                "gw_rate_limit_store_errors_total{{kind=\"{kind}\"}}"
+            ))
+            .await,
+            Some(0.0),
+            "{kind}"
+        );
+    }
     assert_eq!(
         redis
             .cli(&["exists", "gw:rl:slow:2-60-2:ip:127.0.0.5"])

@@ -463,10 +463,19 @@ fn accuracy(
          | case | offered | admitted | ideal (burst + limit x s) | error | 429 | 5xx | other | target |\n\
          |---|---|---|---|---|---|---|---|---|\n"
     ));
-    let trips_before: f64 = dps
-        .iter()
-        .map(|d| metric(d, "gw_rate_limit_store_round_trips_total "))
-        .sum();
+    // Fleet-wide counters around each case: what it cost in Redis, and whether the store
+    // failed meanwhile (a timeout or an open breaker moves decisions to the local share).
+    let fleet = |series: &str| -> f64 { dps.iter().map(|d| metric(d, series)).sum() };
+    let watched = |policy: &str| {
+        [
+            format!("gw_rate_limit_store_round_trips_by_policy_total{{policy=\"{policy}\"}}"),
+            format!("gw_rate_limit_local_decisions_total{{policy=\"{policy}\"}}"),
+            "gw_rate_limit_store_errors_total{kind=\"timeout\"}".to_owned(),
+            "gw_rate_limit_store_transitions_total{to=\"down\"}".to_owned(),
+        ]
+    };
+    let snapshot = |policy: &str| watched(policy).map(|m| fleet(&m));
+    let before = snapshot("hot");
     let hot = rt.block_on(paced(
         &addrs,
         "/hot/x",
@@ -475,11 +484,9 @@ fn accuracy(
         2000.0,
         secs,
     ))?;
-    let trips_hot: f64 = dps
-        .iter()
-        .map(|d| metric(d, "gw_rate_limit_store_round_trips_total "))
-        .sum::<f64>()
-        - trips_before;
+    let after = snapshot("hot");
+    let hot_cost: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    let before = snapshot("tenants");
     let tenants = rt.block_on(paced(
         &addrs,
         "/tenants/x",
@@ -488,6 +495,8 @@ fn accuracy(
         2000.0,
         secs,
     ))?;
+    let after = snapshot("tenants");
+    let tenants_cost: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     for (case, counts, ideal) in [
         ("1 hot key, 1,000/s", &hot, 1000.0 + 1000.0 * secs),
         ("100 keys x 10/s", &tenants, 100.0 * (10.0 + 10.0 * secs)),
@@ -502,11 +511,25 @@ fn accuracy(
             counts.other.load(Ordering::Relaxed),
         ));
     }
-    out.push_str(&format!(
-        "\nHot key: {trips_hot:.0} Redis round trips for {:.0} requests ({:.3} per request).\n",
-        2000.0 * secs,
-        trips_hot / (2000.0 * secs)
-    ));
+    out.push_str(
+        "\n| case | Redis round trips | per request | per allowed request | answered locally | \
+         store timeouts | breaker openings |\n|---|---|---|---|---|---|---|\n",
+    );
+    for (case, counts, cost) in [
+        ("1 hot key, 1,000/s", &hot, &hot_cost),
+        ("100 keys x 10/s", &tenants, &tenants_cost),
+    ] {
+        let ok = counts.ok.load(Ordering::Relaxed) as f64;
+        out.push_str(&format!(
+            "| {case} | {:.0} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} |\n",
+            cost[0],
+            cost[0] / (2000.0 * secs),
+            cost[0] / ok.max(1.0),
+            cost[1],
+            cost[2],
+            cost[3],
+        ));
+    }
     Ok(())
 }
 
