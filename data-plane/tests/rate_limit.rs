@@ -245,4 +245,10 @@ async fn at_the_key_cap_a_flood_of_new_keys_does_not_lock_out_another_network() 
             .await,
         Some(19.0)
     );
+    assert_eq!(
+        env.dp
+            .metric("gw_rate_limit_overflow_networks{policy=\"by-key\"}")
+            .await,
+        Some(2.0)
+    );
 }

@@ -183,6 +183,21 @@ async fn an_allowed_connect_tunnels_bytes_both_ways_and_is_counted_until_closed(
     }
     assert_eq!(open_tunnels(&env.dp).await, Some(1.0));
     assert_eq!(env.dp.metric("gw_tunnels_total").await, Some(1.0));
+    // The flag reached the data plane's config as sent.
+    let config = env.dp.admin_get("/config").await.json();
+    let flags: Vec<(String, bool)> = config["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap().to_owned();
+            (name, s["allow_connect"].as_bool().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [("plain".to_owned(), false), ("tunnel".to_owned(), true)]
+    );
     assert_eq!(
         env.dp
             .metric("gw_requests_total{service=\"tunnel\",code=\"200\"}")

@@ -107,6 +107,7 @@ pub async fn handle(
                     name: l.name().into(),
                     tracked_keys: l.tracked_keys(),
                     overflowed: l.overflowed(),
+                    overflow_networks: l.overflow_networks(),
                 })
                 .collect();
             let mut body = metrics::render(&MetricsView {

@@ -16,6 +16,8 @@ pub struct LimiterGauge {
     pub tracked_keys: usize,
     /// Checks that hit the key cap.
     pub overflowed: u64,
+    /// Overflow buckets held for client networks (at the key cap).
+    pub overflow_networks: usize,
 }
 
 /// Everything `/metrics` shows, gathered off the request path.
@@ -194,6 +196,19 @@ pub fn render(view: &MetricsView<'_>) -> String {
             l.name, l.overflowed
         );
     }
+    header(
+        &mut out,
+        "gw_rate_limit_overflow_networks",
+        "gauge",
+        "Overflow buckets held for client networks (IPv4 /24, IPv6 /64) at the key cap, by policy.",
+    );
+    for l in &view.limiters {
+        let _ = writeln!(
+            out,
+            "gw_rate_limit_overflow_networks{{policy=\"{}\"}} {}",
+            l.name, l.overflow_networks
+        );
+    }
 
     header(
         &mut out,
@@ -306,6 +321,7 @@ mod tests {
                 name: "p".into(),
                 tracked_keys: 7,
                 overflowed: 2,
+                overflow_networks: 1,
             }],
             global: &global,
             config_version: 9,
@@ -324,6 +340,7 @@ mod tests {
             "gw_rate_limited_total{policy=\"p\"} 3",
             "gw_rate_limit_tracked_keys{policy=\"p\"} 7",
             "gw_rate_limit_overflow_total{policy=\"p\"} 2",
+            "gw_rate_limit_overflow_networks{policy=\"p\"} 1",
             "gw_config_version 9",
             "gw_control_plane_connected 1",
         ] {
