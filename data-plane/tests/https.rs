@@ -180,9 +180,46 @@ async fn tls_backend(pair: &Pair) -> SocketAddr {
 
 use rustls::pki_types::pem::PemObject;
 
+/// Log output of the current thread (a `#[tokio::test]` runs the data plane on it), warnings
+/// and up, as text.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 #[tokio::test]
 async fn https_backends_are_verified_against_the_services_ca() {
-    logs();
+    let log = Captured::default();
+    let _log = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .finish(),
+    );
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path()).await;
     let mut admin = cp.admin().await;
@@ -218,6 +255,17 @@ async fn https_backends_are_verified_against_the_services_ca() {
     for path in ["/untrusted/x", "/wrong/x"] {
         let failed = common::Call::get(dp.proxy, path).send().await;
         assert_eq!(failed.status, 502, "{path}: {}", failed.text());
+    }
+    // The log says why, per service.
+    let text = log.text();
+    for name in ["untrusted", "wrong"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("upstream TLS handshake failed")
+                    && l.contains(&format!("service={name}"))
+                    && l.contains("invalid peer certificate")),
+            "{name}: {text}"
+        );
     }
     // The health checks reach it over TLS too: the trusted service's endpoint stays healthy.
     eventually("the trusted endpoint to stay healthy", || async {

@@ -327,3 +327,41 @@ fn allow_connect_is_sent_on_add_and_toggled_by_update() {
     .unwrap_err();
     assert_eq!(err.kind(), clap::error::ErrorKind::ArgumentConflict);
 }
+
+#[test]
+fn a_service_whose_upstream_is_not_verified_stands_out_in_list_and_get() {
+    let mut off = stored();
+    off.name = "unverified".into();
+    off.upstream_tls = Some(pb::UpstreamTls {
+        ca_bundle_pem: String::new(),
+        insecure_skip_verify: true,
+    });
+    let mut bundle = stored();
+    bundle.name = "with-ca".into();
+    bundle.upstream_tls = Some(pb::UpstreamTls {
+        ca_bundle_pem: "-----BEGIN CERTIFICATE-----\n".into(),
+        insecure_skip_verify: false,
+    });
+    let list = ServiceList {
+        config_version: 9,
+        services: [stored(), off.clone(), bundle]
+            .into_iter()
+            .map(ServiceView::from)
+            .collect(),
+    };
+    let table = list.human();
+    let row = |name: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no row {name} in\n{table}"))
+            .to_owned()
+    };
+    assert!(row("unverified").contains("! NOT VERIFIED"), "{table}");
+    assert!(row("with-ca").contains("ca bundle"), "{table}");
+    assert!(!row("demo").contains("NOT VERIFIED"), "{table}");
+    let get = ServiceView::from(off.clone()).human();
+    assert!(get.contains("! NOT VERIFIED"), "{get}");
+    let json = serde_json::to_value(ServiceView::from(off)).unwrap();
+    assert_eq!(json["upstream_verify"], "none");
+}
