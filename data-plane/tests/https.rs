@@ -180,46 +180,10 @@ async fn tls_backend(pair: &Pair) -> SocketAddr {
 
 use rustls::pki_types::pem::PemObject;
 
-/// Log output of the current thread (a `#[tokio::test]` runs the data plane on it), warnings
-/// and up, as text.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 #[tokio::test]
 async fn https_backends_are_verified_against_the_services_ca() {
-    let log = Captured::default();
-    let _log = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_writer(log.clone())
-            .with_max_level(tracing::Level::WARN)
-            .with_ansi(false)
-            .finish(),
-    );
+    // The data plane runs on this test's thread: its warnings land here.
+    let (log, _guard) = gw_testkit::log::CapturedLog::on_this_thread(tracing::Level::WARN);
     let dir = tempfile::tempdir().unwrap();
     let cp = ControlPlane::start(dir.path()).await;
     let mut admin = cp.admin().await;

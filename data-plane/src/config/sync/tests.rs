@@ -581,49 +581,10 @@ async fn keepalive_notices_a_silent_partition_and_the_node_reconnects_after_it()
     cp.await.unwrap().unwrap();
 }
 
-/// Collects formatted log output, to count what the loop logged.
-#[derive(Clone, Default)]
-struct CapturedLog(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for CapturedLog {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for CapturedLog {
-    type Writer = CapturedLog;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
-impl CapturedLog {
-    fn lines_with(&self, needle: &str) -> usize {
-        let bytes = self.0.lock().unwrap();
-        String::from_utf8_lossy(&bytes)
-            .lines()
-            .filter(|line| line.contains(needle))
-            .count()
-    }
-}
-
 #[tokio::test]
 async fn a_long_outage_is_one_warning_not_one_per_attempt() {
-    let log = CapturedLog::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(log.clone())
-        .with_max_level(tracing::Level::DEBUG)
-        .with_ansi(false)
-        .finish();
     // The test runtime is single-threaded, so every task the loop spawns logs through this.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let (log, _guard) = gw_testkit::log::CapturedLog::on_this_thread(tracing::Level::DEBUG);
 
     let (addr, _, server) = hang_up_server().await;
     let tuning = Tuning {
