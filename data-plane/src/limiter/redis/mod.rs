@@ -688,6 +688,86 @@ mod tests {
         assert!(parse_reply(&[1, 2]).is_err());
     }
 
+    /// Log lines written while `f` runs.
+    fn logs_of(f: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::INFO)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        String::from_utf8(buf.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_change_of_mode_is_logged_and_counted_once_each_way_not_per_request() {
+        let store = RedisStore::new(StoreConfig::new(
+            RedisUrl::parse("redis://:hunter2@127.0.0.1:1").unwrap(),
+        ));
+        let failed: Result<Reply, StoreError> =
+            Err(StoreError::Connection("Connection refused".into()));
+        let ok = Ok(Reply {
+            granted: 1,
+            remaining: 0,
+            until_one_us: 0,
+            until_want_us: 0,
+            until_full_us: 0,
+        });
+        let took = Duration::from_millis(1);
+        let logs = logs_of(|| {
+            store.go_up();
+            store.go_up();
+            // Two failures are not an outage; the third opens the breaker, the rest of the
+            // failing requests say nothing more.
+            store.record(took, &failed, false);
+            store.record(took, &failed, false);
+            assert!(store.is_up());
+            for _ in 0..50 {
+                store.record(took, &failed, false);
+            }
+            assert!(!store.is_up());
+            store.go_up();
+            store.go_up();
+            for _ in 0..50 {
+                store.record(took, &ok, false);
+            }
+            // Timeouts cut short by a waiter's own deadline never open it.
+            for _ in 0..10 {
+                store.record(took, &Err(StoreError::Timeout(DEFAULT_TIMEOUT)), true);
+            }
+            assert!(store.is_up());
+        });
+        let count = |needle: &str| logs.lines().filter(|l| l.contains(needle)).count();
+        assert_eq!(count("rate-limit store connected"), 1, "{logs}");
+        assert_eq!(count("rate-limit store unreachable"), 1, "{logs}");
+        assert_eq!(count("rate-limit store reachable again"), 1, "{logs}");
+        assert_eq!(logs.lines().count(), 3, "{logs}");
+        assert!(logs.contains("WARN") && !logs.contains("hunter2"), "{logs}");
+        let c = &store.counters;
+        assert_eq!(
+            (
+                c.went_down.load(Ordering::Relaxed),
+                c.came_up.load(Ordering::Relaxed)
+            ),
+            (1, 2)
+        );
+        assert_eq!(c.errors[1].load(Ordering::Relaxed), 52);
+        assert_eq!(c.errors[0].load(Ordering::Relaxed), 10);
+    }
+
     #[tokio::test]
     async fn a_store_that_never_connected_fails_at_once_and_hides_its_password() {
         let store = RedisStore::new(StoreConfig::new(
