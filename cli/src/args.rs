@@ -526,17 +526,13 @@ pub enum KeyArg {
     Header(String),
 }
 
-/// Parses `--key`: `ip` (or `client_ip`) or `header:NAME`.
+/// Parses `--key`: `ip` (or `client_ip`) or `header:NAME`, the grammar of a configuration
+/// file's `key:`.
 pub fn parse_key(text: &str) -> Result<KeyArg, String> {
-    match text.trim() {
-        "ip" | "client_ip" | "client-ip" => Ok(KeyArg::ClientIp),
-        other => match other.split_once(':') {
-            Some(("header", name)) if !name.trim().is_empty() => {
-                Ok(KeyArg::Header(name.trim().to_string()))
-            }
-            Some(("header", _)) => Err("header name missing; use e.g. header:x-api-key".into()),
-            _ => Err("use ip or header:NAME, e.g. header:x-api-key".into()),
-        },
+    use gw_proto::v1::rate_limit_key::Source;
+    match gw_config_file::parse_key(text)? {
+        Source::ClientIp(_) => Ok(KeyArg::ClientIp),
+        Source::Header(name) => Ok(KeyArg::Header(name)),
     }
 }
 

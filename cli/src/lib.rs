@@ -11,7 +11,6 @@
 //! - [`output`]: aligned tables, JSON documents, and flagging problems (marker, colour).
 //! - [`duration`]: `500ms`/`5s`/`1m`/`1h`, parsed and printed the same way.
 //! - [`commands`]: one module per command group.
-//! - [`document`]: the declarative configuration file of `apply` and `export`.
 //! - [`dev`]: `gwctl dev`, a whole local gateway in one process (the one place gwctl links
 //!   the servers' crates rather than speaking gRPC only).
 //!
@@ -26,7 +25,6 @@ pub mod client;
 pub mod commands;
 pub mod defaults;
 pub mod dev;
-pub mod document;
 pub mod duration;
 pub mod error;
 pub mod output;

@@ -465,6 +465,26 @@ pub fn plan(state: &ConfigState, document: Document) -> Result<Plan, DocumentErr
     p.finish(Plan { diff, writes })
 }
 
+/// One log line per object a committed apply changed (as the single-object RPCs log theirs);
+/// `source` says where the document came from (`ApplyConfig`, the config file's path).
+pub fn log_changes(diff: &Diff, version: u64, source: &str) {
+    for (kind, d) in [
+        ("service", &diff.services),
+        ("policy", &diff.policies),
+        ("certificate", &diff.certificates),
+    ] {
+        for name in &d.added {
+            tracing::info!(source, kind, name = %name, version, "applied: added");
+        }
+        for (name, fields) in &d.changed {
+            tracing::info!(source, kind, name = %name, ?fields, version, "applied: changed");
+        }
+        for name in &d.removed {
+            tracing::info!(source, kind, name = %name, version, "applied: removed");
+        }
+    }
+}
+
 /// Index of `s` in `services` (it is one of them).
 fn index_of(services: &[Service], s: &Service) -> usize {
     services

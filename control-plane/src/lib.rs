@@ -5,14 +5,16 @@
 //! the config version), [`state`] (the immutable snapshot per version), [`fleet`] (the data
 //! plane registry, node reports and the health/stats views), [`api`] (the gRPC services and
 //! who may call them), [`tls`] (the listener's TLS, its rotation and handshakes), [`apply`]
-//! (a whole declarative document: validated, compared, planned as one write).
-//! [`serve`] wires them onto one port. Imports flow one way: `api` → `fleet`, `store` →
+//! (a whole declarative document: validated, compared, planned as one write), [`config_file`]
+//! (`--config-file`: such a document read from a file and applied at start).
+//! [`serve`] wires them onto one port. Imports flow one way: `api` → `fleet`, `config_file` → `store` →
 //! `apply` → `state` → `domain`; `tls` stands alone.
 
 #![warn(missing_docs)]
 
 pub mod api;
 pub mod apply;
+pub mod config_file;
 pub mod domain;
 pub mod fleet;
 pub mod state;
@@ -79,6 +81,9 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// How often the TLS files are checked for changes (SIGHUP reloads at once too).
     pub tls_reload_interval: Duration,
+    /// A declarative configuration file applied at start, before anything is served: what
+    /// it says wins over the database (see [`config_file`]).
+    pub config_file: Option<config_file::ConfigFile>,
 }
 
 impl Config {
@@ -90,6 +95,7 @@ impl Config {
             node_token: None,
             tls: None,
             tls_reload_interval: tls::RELOAD_POLL,
+            config_file: None,
         }
     }
 
@@ -138,6 +144,10 @@ pub enum ServeError {
     /// A setting is unusable.
     #[error("{0}")]
     InvalidConfig(String),
+    /// The configuration file (`--config-file`) is unreadable or invalid, or could not be
+    /// written: each problem with its file, line and field.
+    #[error("--config-file: {0}")]
+    ConfigFile(String),
     /// The reflection service could not be built from the descriptors.
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -180,6 +190,11 @@ pub async fn serve(
             url: config.database_url.clone(),
             source,
         })?;
+    if let Some(file) = &config.config_file {
+        file.apply(&store)
+            .await
+            .map_err(|e| ServeError::ConfigFile(e.to_string()))?;
+    }
     let store = Arc::new(store);
     let nodes = Arc::new(NodeRegistry::default());
     let (stop_tx, stop_rx) = watch::channel(false);

@@ -57,6 +57,15 @@ struct Args {
     /// port can then read and change the configuration; logged loudly at every start.
     #[arg(long, env = "GW_CP_INSECURE")]
     insecure: bool,
+    /// A declarative configuration file (YAML or JSON, the format of `gwctl apply -f`)
+    /// applied at start, before serving: what it says wins over the database, one log line
+    /// per change. An invalid file stops the start, naming its line and field.
+    #[arg(long, env = "GW_CONFIG_FILE", value_name = "PATH")]
+    config_file: Option<PathBuf>,
+    /// With --config-file: also remove the services and policies it does not name, so the
+    /// file is the whole configuration.
+    #[arg(long, env = "GW_CONFIG_FILE_PRUNE", requires = "config_file")]
+    config_file_prune: bool,
 }
 
 #[tokio::main]
@@ -93,6 +102,12 @@ async fn main() -> ExitCode {
             _ => None,
         },
         tls_reload_interval: gw_control_plane::tls::RELOAD_POLL,
+        config_file: args
+            .config_file
+            .map(|path| gw_control_plane::config_file::ConfigFile {
+                path,
+                prune: args.config_file_prune,
+            }),
     };
     if let Some(problem) = config.exposure(args.listen) {
         if !args.insecure {

@@ -1,5 +1,5 @@
 //! `gwctl apply -f FILE [--dry-run] [--prune]` and `gwctl export`: the configuration as a
-//! file under version control (see [`crate::document`] for the format).
+//! file under version control (see [`gw_config_file`] for the format).
 //!
 //! `apply` sends the whole file in one `ApplyConfig` call: the control plane validates all of
 //! it and writes it as one config version, or writes nothing. Problems are reported at the line
@@ -25,9 +25,9 @@ use tonic_types::StatusExt;
 
 use crate::args::ApplyArgs;
 use crate::client::AdminClient;
-use crate::document::{File, Loaded, PolicyDoc, ServiceDoc};
 use crate::error::Error;
 use crate::output::{OutputFormat, Render, emit};
+use gw_config_file::{File, Loaded, PolicyDoc, ServiceDoc};
 
 /// Runs `apply`; returns whether a dry run found changes.
 pub async fn apply(

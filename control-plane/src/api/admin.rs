@@ -299,31 +299,12 @@ impl AdminService for AdminApi {
             .write(move |store| async move { store.apply(document, dry_run).await })
             .await?;
         if applied.applied {
-            log_applied(&applied.diff, applied.version);
+            crate::apply::log_changes(&applied.diff, applied.version, "ApplyConfig");
         }
         Ok(Response::new(pb::ApplyConfigResponse {
             diff: Some((&applied.diff).into()),
             config_version: applied.version,
             applied: applied.applied,
         }))
-    }
-}
-
-/// One log line per object an apply changed, like the single-object RPCs write.
-pub(crate) fn log_applied(diff: &crate::apply::Diff, version: u64) {
-    for (kind, d) in [
-        ("service", &diff.services),
-        ("policy", &diff.policies),
-        ("certificate", &diff.certificates),
-    ] {
-        for name in &d.added {
-            tracing::info!(kind, name = %name, version, "applied: added");
-        }
-        for (name, fields) in &d.changed {
-            tracing::info!(kind, name = %name, ?fields, version, "applied: changed");
-        }
-        for name in &d.removed {
-            tracing::info!(kind, name = %name, version, "applied: removed");
-        }
     }
 }

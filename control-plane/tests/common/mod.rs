@@ -54,6 +54,13 @@ impl ControlPlane {
         Self::launch(dir, listener, token.map(str::to_owned), config)
     }
 
+    /// Starts with `config` (whose database may already hold data, e.g. in `dir`) on a new
+    /// port, without an admin token.
+    pub async fn start_in(dir: Arc<TempDir>, config: Config) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::launch(dir, listener, None, config)
+    }
+
     fn launch(
         dir: Arc<TempDir>,
         listener: TcpListener,

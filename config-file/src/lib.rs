@@ -1,5 +1,6 @@
-//! The declarative configuration file of `gwctl apply` and `gwctl export`: services, policies
-//! and certificates in YAML or JSON.
+//! The declarative configuration file of `gwctl apply`, `gwctl export` and the control plane's
+//! `--config-file`: services, policies and certificates in YAML or JSON, as the
+//! `AdminService.ApplyConfig` request they become.
 //!
 //! The file follows the protobuf messages field for field (`route.path_prefix`,
 //! `health_check.interval`, …), so a field path in the control plane's answer is a path in
@@ -20,7 +21,7 @@ use std::time::Duration;
 use gw_proto::v1 as pb;
 use serde::{Deserialize, Serialize};
 
-use crate::duration;
+use gw_ops::duration;
 
 /// A whole configuration file.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -314,7 +315,7 @@ impl Problems {
     fn duration(&mut self, field: String, text: Option<&str>) -> Option<prost_types::Duration> {
         let text = text?;
         match duration::parse(text) {
-            Ok(d) => Some(duration::to_proto(d)),
+            Ok(d) => Some(to_proto(d)),
             Err(e) => {
                 self.add(field, e);
                 None
@@ -333,6 +334,36 @@ impl Problems {
             }
         }
     }
+}
+
+/// Parses a rate-limit key as operators write it (a file's `key:`, gwctl's `--key`): `ip`
+/// (or `client_ip`) or `header:NAME`.
+pub fn parse_key(text: &str) -> Result<pb::rate_limit_key::Source, String> {
+    match text.trim() {
+        "ip" | "client_ip" | "client-ip" => {
+            Ok(pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {}))
+        }
+        other => match other.split_once(':') {
+            Some(("header", name)) if !name.trim().is_empty() => {
+                Ok(pb::rate_limit_key::Source::Header(name.trim().to_string()))
+            }
+            Some(("header", _)) => Err("header name missing; use e.g. header:x-api-key".into()),
+            _ => Err("use ip or header:NAME, e.g. header:x-api-key".into()),
+        },
+    }
+}
+
+/// A duration in the protobuf form; saturates (the grammar caps input far below that).
+fn to_proto(d: Duration) -> prost_types::Duration {
+    prost_types::Duration::try_from(d).unwrap_or(prost_types::Duration {
+        seconds: i64::MAX,
+        nanos: 0,
+    })
+}
+
+/// A protobuf duration as a std one; unset or negative: `None`.
+fn from_proto(d: Option<prost_types::Duration>) -> Option<Duration> {
+    d.and_then(|d| Duration::try_from(d).ok())
 }
 
 /// An I/O error without the OS's "(os error 2)" suffix.
@@ -506,7 +537,7 @@ impl ServiceDoc {
             request_body,
             response_body,
         } = timeouts.unwrap_or_default();
-        let text = |d: Option<prost_types::Duration>| duration::from_proto(d).map(duration::format);
+        let text = |d: Option<prost_types::Duration>| from_proto(d).map(duration::format);
         ServiceDoc {
             name,
             route: RouteDoc {
@@ -554,11 +585,9 @@ impl PolicyDoc {
             scope,
             on_store_error,
         } = self;
-        let key = match key.as_deref().map(crate::args::parse_key) {
-            None | Some(Ok(crate::args::KeyArg::ClientIp)) => {
-                pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {})
-            }
-            Some(Ok(crate::args::KeyArg::Header(h))) => pb::rate_limit_key::Source::Header(h),
+        let key = match key.as_deref().map(parse_key) {
+            None => pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {}),
+            Some(Ok(source)) => source,
             Some(Err(e)) => {
                 p.add(format!("{at}.key"), e);
                 pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {})
@@ -605,7 +634,7 @@ impl PolicyDoc {
             service: (!x.service.is_empty()).then_some(x.service),
             key: Some(key),
             limit: x.limit,
-            period: duration::from_proto(x.period)
+            period: from_proto(x.period)
                 .map(duration::format)
                 .unwrap_or_else(|| duration::format(Duration::ZERO)),
             burst: Some(x.burst),
