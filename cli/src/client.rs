@@ -246,7 +246,7 @@ fn connect_reason(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// The deepest message in an error chain, which is usually the specific one.
-fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     let mut current = e;
     while let Some(next) = current.source() {
         current = next;

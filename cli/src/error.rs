@@ -120,6 +120,9 @@ pub enum DevError {
     Forced,
 }
 
+/// tonic's message for its own client-side timeout (`tonic::TimeoutExpired`).
+const TIMEOUT_EXPIRED: &str = "Timeout expired";
+
 /// [`Error::Rejected`]'s kind for `ALREADY_EXISTS`.
 const ALREADY_EXISTS: &str = "already exists";
 
@@ -146,7 +149,16 @@ impl Error {
                 address: address.to_string(),
                 reason: or_default(message, "unavailable"),
             },
-            // tonic reports its own client-side timeout as Cancelled.
+            // A connection that broke under the call is Cancelled too ("operation was canceled:
+            // connection closed"), e.g. a control plane refusing the client certificate once
+            // the TLS 1.3 handshake had finished: say so rather than blame the clock.
+            Code::Cancelled if !message.is_empty() && message != TIMEOUT_EXPIRED => {
+                Error::Unreachable {
+                    address: address.to_string(),
+                    reason: message,
+                }
+            }
+            // tonic reports its own client-side timeout as Cancelled ("Timeout expired").
             Code::DeadlineExceeded | Code::Cancelled => Error::Unreachable {
                 address: address.to_string(),
                 reason: format!(
@@ -165,6 +177,15 @@ impl Error {
                 "control plane internal error",
                 or_default(message, "see the control plane's log"),
             ),
+            // The connection broke under the call (tonic says only "transport error"): the
+            // cause is in the source chain, e.g. the TLS alert of a control plane that refused
+            // the client certificate once the handshake had finished (TLS 1.3).
+            Code::Unknown if std::error::Error::source(status).is_some() => Error::Unreachable {
+                address: address.to_string(),
+                reason: std::error::Error::source(status)
+                    .map(crate::client::innermost)
+                    .unwrap_or_default(),
+            },
             other => rejected("request failed", format!("{other:?}: {message}")),
         }
     }
@@ -265,6 +286,11 @@ mod tests {
                 Status::cancelled("Timeout expired"),
                 "cannot reach the control plane at http://127.0.0.1:50051 (no answer within \
                  30s; raise --timeout if it is just slow)",
+            ),
+            (
+                Status::cancelled("operation was canceled: connection closed"),
+                "cannot reach the control plane at http://127.0.0.1:50051 (operation was \
+                 canceled: connection closed)",
             ),
             (
                 Status::unimplemented(""),

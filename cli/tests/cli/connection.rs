@@ -180,29 +180,42 @@ async fn completions_need_no_control_plane() {
     assert_eq!(out.code, Some(2), "unknown shell is a usage error");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn https_control_plane_with_a_ca_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = gw_testkit::tls::Ca::new("test CA");
-    let (cert, key) = ca.server(&["localhost"]).write(dir.path(), "cp");
-    let ca_path = ca.write(dir.path(), "ca");
+/// A control plane over TLS with a certificate from `ca` and the admin token `s3cret`;
+/// client certificates from `ca` are verified when `client_ca`. Returns its URL.
+async fn tls_control_plane(
+    dir: &std::path::Path,
+    ca: &gw_testkit::tls::Ca,
+    client_ca: bool,
+) -> String {
+    let (cert, key) = ca.server(&["localhost"]).write(dir, "cp");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let mut config =
-        gw_control_plane::Config::new(format!("sqlite://{}", dir.path().join("gw.db").display()));
+        gw_control_plane::Config::new(format!("sqlite://{}", dir.join("gw.db").display()));
     config.admin_token = Some(gw_control_plane::Secret::new("s3cret"));
     config.tls = Some(gw_control_plane::tls::TlsFiles {
         cert,
         key,
-        client_ca: vec![],
+        client_ca: if client_ca {
+            vec![ca.write(dir, "client-ca")]
+        } else {
+            vec![]
+        },
     });
     tokio::spawn(gw_control_plane::serve(
         config,
         listener,
         std::future::pending(),
     ));
-    let url = format!("https://localhost:{port}");
-    let ca_arg = ca_path.display().to_string();
+    format!("https://localhost:{port}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_control_plane_with_a_ca_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = gw_testkit::tls::Ca::new("test CA");
+    let url = tls_control_plane(dir.path(), &ca, false).await;
+    let ca_arg = ca.write(dir.path(), "ca").display().to_string();
 
     let out = gwctl_env(
         &[
@@ -256,4 +269,63 @@ async fn https_control_plane_with_a_ca_certificate() {
         out.error_line(),
         "error: invalid --ca-cert: /dev/null: not PEM: expected a '-----BEGIN CERTIFICATE-----' block"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_is_presented_for_mtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = gw_testkit::tls::Ca::new("fleet CA");
+    let url = tls_control_plane(dir.path(), &ca, true).await;
+    let ca_path = ca.write(dir.path(), "ca").display().to_string();
+    let (cert, key) = ca.client("ops").write(dir.path(), "ops");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let (stranger_cert, stranger_key) = gw_testkit::tls::Ca::new("someone else")
+        .client("ops")
+        .write(dir.path(), "stranger");
+    let (stranger_cert, stranger_key) = (
+        stranger_cert.display().to_string(),
+        stranger_key.display().to_string(),
+    );
+    let list = ["--token", "s3cret", "-o", "json", "service", "list"];
+    let env = |cert: &str, key: &str| {
+        [
+            ("GW_CONTROL_PLANE", url.clone()),
+            ("GW_CA_CERT", ca_path.clone()),
+            ("GW_CLIENT_CERT", cert.to_owned()),
+            ("GW_CLIENT_KEY", key.to_owned()),
+        ]
+    };
+
+    // A certificate from the control plane's client CA (through the environment): let in.
+    let vars = env(&cert, &key);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = gwctl_env(&list, &vars).await;
+    assert_eq!(out.json()["services"], serde_json::json!([]));
+
+    // Another CA's certificate: the handshake is refused, so gwctl really presented it.
+    let vars = env(&stranger_cert, &stranger_key);
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let line = gwctl_env(&list, &vars).await.error_line().to_owned();
+    assert!(line.contains("cannot reach the control plane"), "{line}");
+    // The connection broke under the call (TLS 1.3 delivers the refusal after the
+    // handshake): said as such, not as a timeout.
+    assert!(!line.contains("no answer within"), "{line}");
+
+    // Half a pair, or a key that is not the certificate's: named before connecting.
+    let half: &[&str] = &["--client-cert", &cert];
+    let mismatched: &[&str] = &["--client-cert", &cert, "--client-key", &stranger_key];
+    for (flags, want) in [
+        (half, "--client-cert and --client-key go together"),
+        (mismatched, "the private key does not match"),
+    ] {
+        let args: Vec<&str> = ["--control-plane", &url, "--ca-cert", &ca_path]
+            .into_iter()
+            .chain(flags.iter().copied())
+            .chain(list)
+            .collect();
+        let out = gwctl_env(&args, &[]).await;
+        let line = out.error_line();
+        assert!(line.contains(want), "{line}");
+        assert!(!line.contains("PRIVATE KEY"), "{line}");
+    }
 }
