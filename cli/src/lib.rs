@@ -34,15 +34,7 @@ use std::io::Write;
 use args::{Cli, Command};
 use client::AdminClient;
 pub use error::Error;
-
-/// How a successful invocation ended, for the exit status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Done (exit 0).
-    Done,
-    /// `apply --dry-run` found changes (exit 2, like `terraform plan -detailed-exitcode`).
-    Changes,
-}
+pub use output::Outcome;
 
 /// Runs one parsed gwctl invocation, writing its result to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, Error> {

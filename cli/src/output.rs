@@ -25,6 +25,15 @@ pub enum OutputFormat {
     Yaml,
 }
 
+/// How a successful invocation ended, for the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done (exit 0).
+    Done,
+    /// `apply --dry-run` found changes (exit 2, like `terraform plan -detailed-exitcode`).
+    Changes,
+}
+
 /// A command result that can be shown either way.
 pub trait Render: Serialize {
     /// The human form, ending with a newline.

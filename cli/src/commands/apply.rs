@@ -5,7 +5,7 @@
 //! it and writes it as one config version, or writes nothing. Problems are reported at the line
 //! of the file they come from. With `--dry-run` it prints the diff and writes nothing; the
 //! process then exits 0 when nothing would change and 2 when something would (as
-//! `terraform plan -detailed-exitcode`), see [`crate::Outcome`].
+//! `terraform plan -detailed-exitcode`), see [`Outcome`].
 //!
 //! JSON shape of `apply` (`-o json`):
 //! ```json
@@ -26,7 +26,7 @@ use tonic_types::StatusExt;
 use crate::args::ApplyArgs;
 use crate::client::AdminClient;
 use crate::error::Error;
-use crate::output::{OutputFormat, Render, emit};
+use crate::output::{Outcome, OutputFormat, Render, emit};
 use gw_config_file::{File, Loaded, PolicyDoc, ServiceDoc};
 
 /// Runs `apply`; returns whether a dry run found changes.
@@ -35,7 +35,7 @@ pub async fn apply(
     client: &mut AdminClient,
     format: OutputFormat,
     out: &mut dyn Write,
-) -> Result<crate::Outcome, Error> {
+) -> Result<Outcome, Error> {
     let ApplyArgs {
         file,
         dry_run,
@@ -63,9 +63,9 @@ pub async fn apply(
     let result = Applied::new(dry_run, response);
     emit(format, &result, out)?;
     Ok(if dry_run && result.changes > 0 {
-        crate::Outcome::Changes
+        Outcome::Changes
     } else {
-        crate::Outcome::Done
+        Outcome::Done
     })
 }
 

@@ -85,7 +85,15 @@ fn names<T>(items: &[T], name: impl Fn(&T) -> &str) -> Vec<&str> {
 async fn apply_on_an_empty_control_plane_then_export_then_dry_run_reports_no_changes() {
     let cp = ControlPlane::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let file = write(dir.path(), "gateway.yaml", GATEWAY);
+    // Plus a service with the rarer fields: a CA bundle by file (exported as PEM text),
+    // checks off, body timeouts, CONNECT.
+    gw_testkit::tls::Ca::new("upstream CA").write(dir.path(), "ca");
+    let rare = "  - name: tunnel\n    route: {path_prefix: /, hosts: [t.example.com]}\n    \
+                endpoints: [https://127.0.0.1:9443]\n    upstream_tls: {ca_bundle_file: ca.pem}\n    \
+                health_check: {disabled: true}\n    \
+                timeouts: {request_body: 5s, response_body: 2m}\n    allow_connect: true\n";
+    let text = GATEWAY.replace("policies:\n", &format!("{rare}policies:\n"));
+    let file = write(dir.path(), "gateway.yaml", &text);
 
     // A dry run on the empty control plane: every object would be added; exit 2, no write.
     let dry = apply(&cp, &file, &["--dry-run"]).await;
@@ -98,11 +106,18 @@ async fn apply_on_an_empty_control_plane_then_export_then_dry_run_reports_no_cha
     let out = apply(&cp, &file, &["-o", "json"]).await.json();
     assert_eq!(out["applied"], true);
     assert_eq!(out["config_version"], 1);
-    assert_eq!(out["changes"], 4);
-    assert_eq!(out["services"]["added"], serde_json::json!(["api", "web"]));
+    assert_eq!(out["changes"], 5);
+    assert_eq!(
+        out["services"]["added"],
+        serde_json::json!(["api", "tunnel", "web"])
+    );
     let (version, services, policies) = config(&cp).await;
     assert_eq!(version, 1);
-    assert_eq!(names(&services, |s| &s.name), ["api", "web"]);
+    assert_eq!(names(&services, |s| &s.name), ["api", "tunnel", "web"]);
+    let tunnel = &services[1];
+    assert!(tunnel.allow_connect && tunnel.health_check.as_ref().unwrap().disabled);
+    let ca = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    assert_eq!(tunnel.upstream_tls.as_ref().unwrap().ca_bundle_pem, ca);
     assert_eq!(names(&policies, |p| &p.name), ["api-keys", "web-per-ip"]);
     let api = &services[0];
     assert_eq!(api.endpoints, ["http://127.0.0.1:9001"]);
@@ -138,7 +153,7 @@ async fn apply_on_an_empty_control_plane_then_export_then_dry_run_reports_no_cha
     let changed = write(
         dir.path(),
         "changed.yaml",
-        &GATEWAY.replace("limit: 100", "limit: 50"),
+        &text.replace("limit: 100", "limit: 50"),
     );
     let dry = apply(&cp, &changed, &["--dry-run"]).await;
     assert_eq!(dry.code, Some(2), "stderr: {}", dry.stderr);

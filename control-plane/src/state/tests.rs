@@ -215,3 +215,52 @@ fn history_is_bounded_and_stays_contiguous() {
     assert!(jumped.delta_since(state.version).is_none());
     assert!(jumped.delta_since(state.version + 1).is_some());
 }
+
+#[test]
+fn versions_of_many_changes_give_exact_sizes_and_deltas() {
+    // As ApplyConfig writes them: several objects, one version each time.
+    let mut states = vec![ConfigState::new(4, BTreeMap::new(), BTreeMap::new())];
+    let batches: Vec<Vec<Changed>> = vec![
+        vec![
+            Changed::service(service("a", "/a", &["http://127.0.0.1:1"])),
+            Changed::service(service("b", "/b", &[])),
+            Changed::policy(policy("p", 5)),
+        ],
+        vec![
+            Changed::Service("a".into(), None),
+            Changed::policy(policy("p", 9)),
+            Changed::service(service("c", "/c", &["http://127.0.0.1:3"])),
+        ],
+        vec![Changed::service(service(
+            "b",
+            "/b",
+            &["http://127.0.0.1:2"],
+        ))],
+        vec![
+            Changed::Service("c".into(), None),
+            Changed::Policy("p".into(), None),
+        ],
+    ];
+    for batch in batches {
+        let last = states.last().unwrap();
+        let next = last.with_changes(last.version + 1, batch);
+        states.push(next);
+    }
+    for (i, base) in states.iter().enumerate() {
+        assert_eq!(
+            base.snapshot_len(),
+            prost::Message::encoded_len(&**base.snapshot()),
+            "version {}",
+            base.version
+        );
+        for later in &states[i + 1..] {
+            let d = delta(later, base.version);
+            assert_eq!(apply(&snapshot_of(base), &d), snapshot_of(later));
+        }
+    }
+    // One version back carries the whole batch of that version.
+    let d = delta(&states[2], states[1].version);
+    assert_eq!(d.removed_services, ["a"]);
+    assert_eq!(d.upserted_services.len(), 1);
+    assert_eq!(d.upserted_policies[0].limit, 9);
+}
