@@ -129,7 +129,8 @@ pub struct TimeoutsDoc {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoadBalancingDoc {
-    /// Each request to the next healthy endpoint.
+    /// Each request to the next healthy endpoint (also written `round-robin`).
+    #[serde(alias = "round-robin")]
     RoundRobin,
 }
 
@@ -202,7 +203,8 @@ pub enum ScopeDoc {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnStoreErrorDoc {
-    /// This node's share.
+    /// This node's share (also written `local-share`, as gwctl's flag and listing spell it).
+    #[serde(alias = "local-share")]
     LocalShare,
     /// Fail open.
     Allow,

@@ -43,6 +43,7 @@ policies:
     period: 1s
     burst: 20
     mode: shadow
+    on_store_error: local-share
 ";
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -377,7 +378,7 @@ async fn certificates_apply_by_file_reference_and_are_left_alone_by_files_withou
     );
     let line = apply(&cp, &missing, &[]).await.error_line().to_owned();
     assert!(
-        line.contains("missing.yaml:37:23: certificates[0].private_key_file: "),
+        line.contains("missing.yaml:38:23: certificates[0].private_key_file: "),
         "{line}"
     );
     assert!(
