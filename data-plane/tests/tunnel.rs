@@ -3,6 +3,9 @@
 //! the client's target, a 2xx turns the connection into a tunnel carrying bytes both ways,
 //! and the tunnel is counted while open, closed with either side, and closed when idle.
 //! `hostile.rs::connect_is_405` keeps the default (no service allows CONNECT).
+//!
+//! Nothing here sleeps to let time pass: where a test needs the idle timeout to have gone by,
+//! it waits until the proxy's own idle timer has closed a connection ([`two_idle_timeouts`]).
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -12,8 +15,8 @@ use std::time::Duration;
 
 use common::*;
 use gw_proto::v1 as pb;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 
 /// What the raw backend reports.
@@ -25,11 +28,31 @@ enum Seen {
     Closed,
 }
 
+/// The idle timeout of the tests that wait for it. The tunnel's idle timer closes a tunnel
+/// after two half periods without a byte, so traffic paced far more often than every second
+/// keeps it open even on a loaded machine.
+const IDLE: Duration = Duration::from_secs(2);
+/// How often a ticking backend sends, and how traffic is paced: a small fraction of `IDLE`.
+const PACE: Duration = Duration::from_millis(50);
+
 /// A backend that reads a request head and answers `answer`; if `answer` is a 200, it then
 /// greets with `hello from backend` and answers each chunk it reads with `echo:<chunk>`
 /// until the proxy closes the connection. Connections that send no head (health checks) are
 /// ignored.
 async fn tunnel_backend(answer: &'static [u8]) -> (String, mpsc::UnboundedReceiver<Seen>) {
+    backend_that(answer, false).await
+}
+
+/// [`tunnel_backend`] answering 200 that also sends `tick;` every [`PACE`] on its own, until
+/// it reads `stop`.
+async fn ticking_tunnel_backend() -> (String, mpsc::UnboundedReceiver<Seen>) {
+    backend_that(b"HTTP/1.1 200 OK\r\n\r\n", true).await
+}
+
+async fn backend_that(
+    answer: &'static [u8],
+    tick: bool,
+) -> (String, mpsc::UnboundedReceiver<Seen>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", l.local_addr().unwrap());
     let (tx, rx) = mpsc::unbounded_channel();
@@ -48,13 +71,23 @@ async fn tunnel_backend(answer: &'static [u8]) -> (String, mpsc::UnboundedReceiv
                 if s.write_all(b"hello from backend").await.is_err() {
                     return;
                 }
+                let mut ticking = tick;
+                let mut ticks = tokio::time::interval(PACE);
                 loop {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => {
-                            let mut reply = b"echo:".to_vec();
-                            reply.extend_from_slice(&buf[..n]);
-                            if s.write_all(&reply).await.is_err() {
+                    tokio::select! {
+                        read = s.read(&mut buf) => match read {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                ticking &= &buf[..n] != b"stop";
+                                let mut reply = b"echo:".to_vec();
+                                reply.extend_from_slice(&buf[..n]);
+                                if s.write_all(&reply).await.is_err() {
+                                    break;
+                                }
+                            }
+                        },
+                        _ = ticks.tick(), if ticking => {
+                            if s.write_all(b"tick;").await.is_err() {
                                 break;
                             }
                         }
@@ -83,7 +116,7 @@ fn tunnel_service(name: &str, host: &str, url: String) -> pb::Service {
 }
 
 /// Reads from `s` until what was read contains `want`; returns everything read.
-async fn read_until(s: &mut TcpStream, want: &str) -> String {
+async fn read_until(s: &mut (impl AsyncRead + Unpin), want: &str) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     let found = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, async {
@@ -104,13 +137,61 @@ async fn read_until(s: &mut TcpStream, want: &str) -> String {
     text
 }
 
-/// Sends `CONNECT target` (with the same `Host`) to `proxy` on a new connection.
+/// The credentials clients send the proxy; they are for this hop only.
+const PROXY_CREDENTIALS: &str = "Basic Y2xpZW50OnNlY3JldA==";
+
+/// Sends `CONNECT target` (with the same `Host`, and `Proxy-Authorization`) to `proxy` on a
+/// new connection.
 async fn send_connect(proxy: SocketAddr, target: &str) -> TcpStream {
     let mut s = TcpStream::connect(proxy).await.unwrap();
-    s.write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!(
+            "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\
+             Proxy-Authorization: {PROXY_CREDENTIALS}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
     s
+}
+
+/// Asserts that a request head the endpoint received carries no proxy credentials.
+fn assert_no_proxy_credentials(head: &str) {
+    assert!(
+        !head.to_ascii_lowercase().contains("proxy-authorization")
+            && !head.contains(PROXY_CREDENTIALS),
+        "Proxy-Authorization is for the proxy, not the endpoint: {head:?}"
+    );
+}
+
+/// An HTTP/2 CONNECT to `target`, with `Proxy-Authorization`.
+fn h2_connect(target: &str) -> http::Request<http_body_util::Empty<bytes::Bytes>> {
+    http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(target)
+        .header("proxy-authorization", PROXY_CREDENTIALS)
+        .body(http_body_util::Empty::new())
+        .unwrap()
+}
+
+/// Returns once the proxy's idle timer has closed two connections, opened one after the
+/// other from now: at least twice the idle timeout has passed by the proxy's own clock,
+/// more than the one and a half times its timers take to close what went quiet before now.
+async fn two_idle_timeouts(proxy: SocketAddr) {
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(proxy).await.unwrap();
+        s.write_all(b"GET /clock HTTP/1.1\r\nHost: clock.invalid\r\n\r\n")
+            .await
+            .unwrap();
+        let got = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
+        // A 404 that keeps the connection open: what closed it is the idle timer.
+        assert!(got.starts_with("HTTP/1.1 404"), "{got:?}");
+        assert!(
+            !got.to_ascii_lowercase().contains("connection: close"),
+            "{got:?}"
+        );
+    }
 }
 
 /// Opens a CONNECT tunnel through `proxy` to `target`; returns the client's socket after the
@@ -151,6 +232,19 @@ async fn open_tunnels(dp: &DataPlane) -> Option<f64> {
     dp.metric("gw_tunnels_open").await
 }
 
+/// Waits for the backend to see its tunnel closed; checks that the proxy counted it as
+/// closed for idleness and, once the tunnel has let go of everything, no longer as open.
+async fn closed_as_idle(dp: &DataPlane, seen: &mut mpsc::UnboundedReceiver<Seen>) {
+    next_close(seen).await;
+    // Counted before the tunnel lets go of its sockets.
+    assert_eq!(dp.metric("gw_tunnels_idle_closed_total").await, Some(1.0));
+    // The gauge drops after them.
+    eventually("the closed tunnel is no longer counted as open", || async {
+        (open_tunnels(dp).await == Some(0.0)).then_some(())
+    })
+    .await;
+}
+
 /// A service that allows CONNECT gets the CONNECT with the client's target; its 200 opens a
 /// tunnel that carries bytes both ways, counts while open, and closes on both sides when the
 /// client goes. CONNECT to a host whose `/` service does not allow it still gets 405 and
@@ -176,6 +270,7 @@ async fn an_allowed_connect_tunnels_bytes_both_ways_and_is_counted_until_closed(
         "{head:?}"
     );
     assert!(lower.contains("\r\nx-forwarded-for: 127.0.0.1"), "{head:?}");
+    assert_no_proxy_credentials(&head);
 
     for msg in ["ping", "second"] {
         s.write_all(msg.as_bytes()).await.unwrap();
@@ -224,32 +319,74 @@ async fn an_allowed_connect_tunnels_bytes_both_ways_and_is_counted_until_closed(
 }
 
 /// A tunnel across which nothing moves is closed at the idle timeout, on both sides, and
-/// counted as such; while bytes move it stays open.
+/// counted as such; while bytes move it stays open, however long that lasts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_tunnel_is_closed() {
-    let mut env = Env::start_with(|c| c.idle_timeout = Duration::from_secs(1)).await;
+    let mut env = Env::start_with(|c| c.idle_timeout = IDLE).await;
     let (url, mut seen) = tunnel_backend(b"HTTP/1.1 200 OK\r\n\r\n").await;
     env.add(tunnel_service("tunnel", "tunnel.example", url))
         .await;
     let mut s = open_tunnel(env.dp.proxy, "tunnel.example:8443").await;
     next_head(&mut seen).await;
-    // Traffic spread over more than the idle timeout keeps it open (the timeout bounds gaps,
-    // not the tunnel's life): each chunk is answered.
-    for i in 0..8 {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // Traffic for longer than the idle timeout keeps it open (the timeout bounds gaps, not
+    // the tunnel's life): round trips, paced, until the proxy's own idle timer says that
+    // twice the timeout has passed.
+    let clock = tokio::spawn(two_idle_timeouts(env.dp.proxy));
+    tokio::pin!(clock);
+    for i in 0.. {
         let msg = format!("chunk{i}");
         s.write_all(msg.as_bytes()).await.unwrap();
         read_until(&mut s, &format!("echo:{msg}")).await;
+        if let Ok(done) = tokio::time::timeout(PACE, &mut clock).await {
+            done.unwrap();
+            break;
+        }
     }
+    assert_eq!(
+        env.dp.metric("gw_tunnels_idle_closed_total").await,
+        Some(0.0)
+    );
     // Then silence: the proxy closes it.
     let rest = read_to_close(&mut s).await;
     assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
-    next_close(&mut seen).await;
+    closed_as_idle(&env.dp, &mut seen).await;
+}
+
+/// An HTTP/2 tunnel whose client is silent while its backend talks outlives the client
+/// connection's idle timeout: the connection carries a tunnel in use, so it is not idle.
+/// Once nothing moves either way, the tunnel's own idle timeout closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_tunnel_with_a_silent_client_lives_while_the_backend_talks() {
+    let mut env = Env::start_with(|c| c.idle_timeout = IDLE).await;
+    let (url, mut seen) = ticking_tunnel_backend().await;
+    env.add(tunnel_service("tunnel", "tunnel.example", url))
+        .await;
+    let mut send = h2_client(env.dp.proxy).await;
+    let resp = send
+        .send_request(h2_connect("tunnel.example:443"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    next_head(&mut seen).await;
+    let mut tunnel = hyper_util::rt::TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    read_until(&mut tunnel, "tick;").await;
+    // The client says nothing while the proxy's idle timer closes two other connections.
+    two_idle_timeouts(env.dp.proxy).await;
+    tunnel.write_all(b"stop").await.unwrap();
+    read_until(&mut tunnel, "echo:stop").await;
     assert_eq!(
         env.dp.metric("gw_tunnels_idle_closed_total").await,
-        Some(1.0)
+        Some(0.0)
     );
-    assert_eq!(open_tunnels(&env.dp).await, Some(0.0));
+    // Silent both ways now: the tunnel's idle timeout ends the stream and the backend's
+    // connection.
+    let mut buf = [0u8; 1024];
+    let ended = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, async {
+        while matches!(tunnel.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the silent tunnel was never closed");
+    closed_as_idle(&env.dp, &mut seen).await;
 }
 
 /// An endpoint that refuses the CONNECT (here 403) has its answer passed on, body included,
@@ -273,10 +410,12 @@ async fn a_refused_or_failed_connect_is_answered_and_opens_no_tunnel() {
     let out = String::from_utf8_lossy(&read_to_close(&mut s).await).into_owned();
     assert!(out.starts_with("HTTP/1.1 400"), "{out:?}");
 
-    // Nothing listens at the endpoint: 502, charged to it.
-    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Nothing listens at the endpoint: 502, charged to it. The port stays bound (without
+    // listening) to the end of the test, so no other test can take it and every connect to
+    // it is refused.
+    let dead = TcpSocket::new_v4().unwrap();
+    dead.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let dead_url = format!("http://{}", dead.local_addr().unwrap());
-    drop(dead);
     let mut svc = tunnel_service("dead", "dead.example", dead_url);
     svc.health_check = Some(pb::HealthCheck {
         disabled: true,
@@ -299,8 +438,6 @@ async fn a_refused_or_failed_connect_is_answered_and_opens_no_tunnel() {
 /// in `Host`, and the stream becomes the tunnel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_connect_is_tunnelled_too() {
-    use bytes::Bytes;
-    use http_body_util::Empty;
     use hyper_util::rt::TokioIo;
 
     let mut env = Env::start().await;
@@ -308,12 +445,10 @@ async fn an_http2_connect_is_tunnelled_too() {
     env.add(tunnel_service("tunnel", "tunnel.example", url))
         .await;
     let mut send = h2_client(env.dp.proxy).await;
-    let req = http::Request::builder()
-        .method(http::Method::CONNECT)
-        .uri("tunnel.example:443")
-        .body(Empty::<Bytes>::new())
+    let resp = send
+        .send_request(h2_connect("tunnel.example:443"))
+        .await
         .unwrap();
-    let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     let head = next_head(&mut seen).await;
     assert!(
@@ -325,20 +460,11 @@ async fn an_http2_connect_is_tunnelled_too() {
             .contains("\r\nhost: tunnel.example:443\r\n"),
         "{head:?}"
     );
+    assert_no_proxy_credentials(&head);
     let mut tunnel = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1024];
     tunnel.write_all(b"over-h2").await.unwrap();
-    let done = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, async {
-        while !String::from_utf8_lossy(&got).contains("echo:over-h2") {
-            let n = tunnel.read(&mut buf).await.unwrap();
-            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
-            got.extend_from_slice(&buf[..n]);
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "{:?}", String::from_utf8_lossy(&got));
-    assert!(String::from_utf8_lossy(&got).starts_with("hello from backend"));
+    let got = read_until(&mut tunnel, "echo:over-h2").await;
+    assert!(got.starts_with("hello from backend"), "{got:?}");
     assert_eq!(open_tunnels(&env.dp).await, Some(1.0));
     drop(tunnel);
     drop(send);

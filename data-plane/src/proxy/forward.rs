@@ -156,6 +156,9 @@ async fn route_and_forward(
                     upstream_upgrade,
                     idle,
                     gw.clone(),
+                    // An HTTP/1.1 upgrade takes the socket away from hyper, and the
+                    // connection's idle timer ends with hyper's connection task.
+                    None,
                 ));
             }
             _ => {}

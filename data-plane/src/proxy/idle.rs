@@ -52,6 +52,15 @@ impl Activity {
 #[derive(Debug)]
 pub struct InFlight(Arc<Activity>);
 
+/// A clone is one more request in flight: the server puts a clone in a CONNECT request's
+/// extensions so that the tunnel it may open can hold its connection busy (see
+/// `tunnel::run`). (`http::Extensions` only takes `Clone` values.)
+impl Clone for InFlight {
+    fn clone(&self) -> Self {
+        self.0.begin()
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.events.fetch_add(1, Ordering::Relaxed);
@@ -279,6 +288,19 @@ mod tests {
         )
         .await;
         assert_eq!(start.elapsed(), FIRST_BYTE_UNDER_PRESSURE);
+    }
+
+    #[test]
+    fn a_cloned_guard_is_one_more_request_in_flight() {
+        let a = Arc::new(Activity::default());
+        let first = a.begin();
+        let second = first.clone();
+        assert_eq!(a.in_flight.load(Ordering::Relaxed), 2);
+        drop(first);
+        assert_eq!(a.in_flight.load(Ordering::Relaxed), 1);
+        drop(second);
+        assert_eq!(a.in_flight.load(Ordering::Relaxed), 0);
+        assert_eq!(a.events.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Method, Request, Response};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -203,8 +203,15 @@ pub async fn run<H, F, B>(
         conns.spawn(async move {
             let activity = Arc::new(Activity::default());
             let in_flight = activity.clone();
-            let service = service_fn(move |req| {
+            let service = service_fn(move |mut req: Request<Incoming>| {
                 let guard = in_flight.begin();
+                if req.method() == Method::CONNECT {
+                    // On HTTP/2 the tunnel is one stream of a connection that lives on, and the
+                    // client may stay silent while only the backend talks: the tunnel holds
+                    // this guard so the connection's idle timer leaves it alone (the tunnel
+                    // has its own). Only CONNECT pays for the extension.
+                    req.extensions_mut().insert(guard.clone());
+                }
                 let fut = handler(peer, req);
                 async move { Ok::<_, Infallible>(fut.await.map(|b| Tracked::new(b, guard))) }
             });

@@ -17,7 +17,8 @@
 //! between one and one and a half times that after going quiet). Until then it holds its
 //! client connection's slot under `--max-connections` (the client stream carries it) and its
 //! upstream connection's permits under the upstream caps (the upstream stream carries them),
-//! and it counts in `gw_tunnels_open`.
+//! and it counts in `gw_tunnels_open`. An HTTP/2 client connection also counts it as a request
+//! in flight, so the connection's own idle timeout never cuts a tunnel that is in use.
 
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -40,6 +41,7 @@ use tower::ServiceExt;
 use crate::config::gateway::Gateway;
 use crate::config::snapshot::Service;
 use crate::proxy::headers::{set_forwarded, strip_hop_by_hop};
+use crate::proxy::idle::InFlight;
 use crate::proxy::responses::{self, Canned};
 use crate::stats::{GlobalStats, UpstreamError};
 use crate::upstream::blame::{self, Blame};
@@ -71,6 +73,7 @@ pub async fn connect(
     };
     let endpoint = endpoint.clone();
     let client_side = hyper::upgrade::on(&mut req);
+    let busy = req.extensions_mut().remove::<InFlight>();
     let (mut parts, _empty) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, false);
     set_forwarded(&mut parts.headers, peer_ip, host.as_ref(), tls);
@@ -147,7 +150,7 @@ pub async fn connect(
         resp.headers_mut().remove(CONTENT_LENGTH);
         resp.headers_mut().remove(TRANSFER_ENCODING);
         let upstream_side = hyper::upgrade::on(&mut resp);
-        tokio::spawn(run(client_side, upstream_side, idle, gw.clone()));
+        tokio::spawn(run(client_side, upstream_side, idle, gw.clone(), busy));
     }
     let body_idle = svc.response_body_timeout;
     Ok(resp.map(|b| ResponseBody::new(b, body_idle, endpoint, svc.stats.clone())))
@@ -163,7 +166,19 @@ fn authority_form(target: Authority) -> Uri {
 
 /// Joins the client's and the backend's upgraded connections once both are ready and copies
 /// bytes both ways until either side closes or nothing crosses for `idle`.
-pub async fn run(client: OnUpgrade, upstream: OnUpgrade, idle: Duration, gw: Arc<Gateway>) {
+///
+/// `busy`, when given, is held until the tunnel ends: it keeps the client connection's idle
+/// timer from closing a connection that still carries a tunnel. That matters on HTTP/2, where
+/// the connection outlives the CONNECT stream's response and sees no read while only the
+/// backend sends (an HTTP/1.1 connection hands its socket over to the tunnel instead).
+pub async fn run(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    idle: Duration,
+    gw: Arc<Gateway>,
+    busy: Option<InFlight>,
+) {
+    let _busy = busy;
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(e) => {
