@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use common::*;
-use gw_data_plane::limiter::redis::{RedisStore, RedisUrl, ScriptRate, StoreConfig};
+use gw_data_plane::limiter::redis::{RedisStore, RedisUrl, ScriptRate, StoreConfig, StoreError};
 use gw_proto::v1 as pb;
 use gw_testkit::redis::{RedisCluster, RedisServer};
 
@@ -18,12 +18,25 @@ use gw_testkit::redis::{RedisCluster, RedisServer};
 /// loaded CI machine does not trip the breaker, and still short enough to keep tests quick.
 const TEST_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// The wait for tests whose Redis stays up and that count exact outcomes: a decision that
+/// timed out would fall back (a 429 under `deny`, the local share otherwise) and change the
+/// count, so the wait is one that no loopback round trip reaches however loaded the machine.
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(30);
+
 fn store(urls: &str, cluster: bool) -> StoreConfig {
     StoreConfig {
         urls: RedisUrl::parse_list(urls).unwrap(),
         cluster,
         timeout: TEST_TIMEOUT,
         prefix: "gw:rl:".into(),
+    }
+}
+
+/// [`store`] with [`HEALTHY_TIMEOUT`].
+fn healthy_store(url: &str) -> StoreConfig {
+    StoreConfig {
+        timeout: HEALTHY_TIMEOUT,
+        ..store(url, false)
     }
 }
 
@@ -166,7 +179,7 @@ fn assert_no_5xx(replies: &[Reply]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_per_minute_per_ip_admits_exactly_five_across_one_two_and_four_data_planes() {
     let redis = RedisServer::start().await;
-    let mut fleet = Fleet::start(4, Some(store(&redis.url(), false))).await;
+    let mut fleet = Fleet::start(4, Some(healthy_store(&redis.url()))).await;
     fleet
         .put(global(
             ip_policy("per-ip", "", 5, 60),
@@ -234,7 +247,9 @@ async fn five_per_minute_per_ip_admits_exactly_five_across_one_two_and_four_data
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_over_limit_key_is_answered_locally_and_a_hot_key_leases_tokens() {
     let redis = RedisServer::start().await;
-    let mut fleet = Fleet::start(1, Some(store(&redis.url(), false))).await;
+    // Exact counts under `deny` and zero store errors of every kind, timeouts included: with
+    // this wait, a timeout would mean a stalled machine, not a slow one.
+    let mut fleet = Fleet::start(1, Some(healthy_store(&redis.url()))).await;
     fleet
         .put(global(
             ip_policy("slow", "", 2, 60),
@@ -444,6 +459,70 @@ async fn redis_killed_mid_test_no_5xx_local_share_then_recovery() {
             "one state change each way, however many requests failed"
         );
     }
+}
+
+/// A Redis that hangs (stopped: its connections open, no answers) is what the timeout is for.
+/// Its timeouts open the breaker, also when each call had a little less than the whole timeout
+/// because its request spent some before reaching the store; calls cut short by a waiter's
+/// own deadline (less than half the timeout left) never do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_opens_the_breaker_and_calls_cut_short_never_do() {
+    const TIMEOUT: Duration = Duration::from_millis(200);
+    let redis = RedisServer::start().await;
+    let store = RedisStore::new(StoreConfig {
+        timeout: TIMEOUT,
+        ..store(&redis.url(), false)
+    });
+    // Connected by its probe task, which is then stopped so that only decisions move the
+    // breaker (its PING would notice the hang too).
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let probing = tokio::spawn(store.clone().run(stopped));
+    eventually("the store connected", || async {
+        store.is_up().then_some(())
+    })
+    .await;
+    stop.send_replace(true);
+    probing.await.unwrap();
+    let rate = ScriptRate {
+        per_us: 1,
+        token: 1_000_000,
+        cap: 1_000_000,
+    };
+
+    redis.pause();
+    let timeouts = || store.counters.errors[0].load(std::sync::atomic::Ordering::Relaxed);
+    for _ in 0..10 {
+        let deadline = tokio::time::Instant::now() + TIMEOUT / 4;
+        let r = store.decide_until(b"k", rate, 1, deadline).await;
+        assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
+    }
+    assert_eq!(timeouts(), 10);
+    assert!(
+        store.is_up(),
+        "timeouts cut short by a waiter's deadline opened the breaker"
+    );
+
+    // Requests that spent a quarter of the timeout before reaching the store.
+    let mut calls = 0;
+    while store.is_up() && calls < 10 {
+        let deadline = tokio::time::Instant::now() + TIMEOUT * 3 / 4;
+        let r = store.decide_until(b"k", rate, 1, deadline).await;
+        assert!(matches!(r, Err(StoreError::Timeout(_))), "{r:?}");
+        calls += 1;
+    }
+    assert!(
+        !store.is_up(),
+        "{calls} real timeouts left the breaker closed"
+    );
+    assert_eq!(timeouts(), 10 + calls);
+    assert_eq!(
+        store.decide(b"k", rate, 1).await,
+        Err(StoreError::Unavailable),
+        "an open breaker answers at once"
+    );
+    let state = store.state();
+    assert!(state.error.contains("no answer"), "{}", state.error);
+    redis.resume();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use rustix::process::{Pid, Signal, kill_process};
+
 use crate::DEFAULT_DEADLINE;
 
 const INSTALL: &str = "install the Debian package redis-server (apt-get install redis-server)";
@@ -149,6 +151,23 @@ impl RedisServer {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops the process (SIGSTOP) without killing it: its connections stay open and nothing
+    /// answers on them, as with a hung server or a black-holed network. Drop still kills it.
+    pub fn pause(&self) {
+        self.signal(Signal::STOP);
+    }
+
+    /// Lets a [`RedisServer::pause`]d server run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(Signal::CONT);
+    }
+
+    fn signal(&self, signal: Signal) {
+        let child = self.child.as_ref().expect("redis-server is not running");
+        kill_process(Pid::from_child(child), signal)
+            .unwrap_or_else(|e| panic!("signalling redis-server: {e}"));
     }
 
     /// Starts it again on the same port (empty: nothing is saved) and waits until it answers.

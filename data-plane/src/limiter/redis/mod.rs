@@ -54,8 +54,9 @@ pub const FAILURES_TO_OPEN: u32 = 3;
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 /// How often an up store is pinged, so an idle node notices a dead store too.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(1);
-/// Time a probe may take: longer than a decision's timeout, since a probe waits on no
-/// request and a reconnect (TCP + TLS + AUTH) takes several round trips.
+/// Time a probe may take (or a decision's timeout, if longer): longer than a decision's
+/// timeout, since a probe waits on no request and a reconnect (TCP + TLS + AUTH) takes
+/// several round trips.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Time allowed to establish a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -281,7 +282,7 @@ impl RedisStore {
         let client = redis::Client::open(url.expose()).map_err(|e| e.to_string())?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(PROBE_TIMEOUT))
+            .set_response_timeout(Some(self.probe_timeout()))
             // Reconnects are driven by our probes; the manager's own retries are kept short
             // so that a probe's answer reflects the store now.
             .set_number_of_retries(1)
@@ -294,7 +295,7 @@ impl RedisStore {
         let urls: Vec<&str> = self.config.urls.iter().map(RedisUrl::expose).collect();
         let client = redis::cluster::ClusterClientBuilder::new(urls)
             .connection_timeout(CONNECT_TIMEOUT)
-            .response_timeout(PROBE_TIMEOUT)
+            .response_timeout(self.probe_timeout())
             .retries(1)
             .build()
             .map_err(|e| e.to_string())?;
@@ -302,6 +303,13 @@ impl RedisStore {
             .get_async_connection()
             .await
             .map_err(|e| e.to_string())
+    }
+
+    /// The longest a probe (or the client library, for any call) waits for an answer: at
+    /// least a decision's timeout, so that a store configured to wait long for decisions is
+    /// not declared down by a quicker PING.
+    fn probe_timeout(&self) -> Duration {
+        PROBE_TIMEOUT.max(self.config.timeout)
     }
 
     /// Where the store is, without credentials (for logs, reports and `/config`).
@@ -379,6 +387,9 @@ impl RedisStore {
             .arg(rate.cap)
             .arg(want.max(1));
         let started = Instant::now();
+        // What this call was allowed: the whole timeout, or less when the request brought an
+        // earlier deadline (it waited for another round trip for the same key first).
+        let budget = deadline.saturating_duration_since(tokio::time::Instant::from_std(started));
         let call = async {
             match &*conn {
                 Conn::Single(c) => invocation.invoke_async::<Vec<u64>>(&mut c.clone()).await,
@@ -391,10 +402,7 @@ impl RedisStore {
             Err(_) => Err(StoreError::Timeout(self.config.timeout)),
         };
         let took = started.elapsed();
-        // A call cut short by a deadline the request brought (it waited for another round
-        // trip first) says nothing about Redis: it does not count towards the breaker.
-        let cut_short = took < self.config.timeout;
-        self.record(took, &result, cut_short);
+        self.record(took, &result, cut_short(budget, self.config.timeout));
         result
     }
 
@@ -553,13 +561,14 @@ impl RedisStore {
 
     /// One health check: connect if needed, PING, and move the breaker.
     async fn probe(&self) {
+        let probe_timeout = self.probe_timeout();
         if self.conn.load().is_none() && self.config.cluster {
-            match tokio::time::timeout(PROBE_TIMEOUT, self.cluster()).await {
+            match tokio::time::timeout(probe_timeout, self.cluster()).await {
                 Ok(Ok(c)) => self.conn.store(Some(Arc::new(Conn::Cluster(c)))),
                 Ok(Err(e)) => return self.probe_failed(self.scrub(&e)),
                 Err(_) => {
                     return self.probe_failed(format!(
-                        "connecting to {}: no answer within {PROBE_TIMEOUT:?}",
+                        "connecting to {}: no answer within {probe_timeout:?}",
                         self.describe()
                     ));
                 }
@@ -575,13 +584,13 @@ impl RedisStore {
                 Conn::Cluster(c) => cmd.query_async::<String>(&mut c.clone()).await,
             }
         };
-        match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
+        match tokio::time::timeout(probe_timeout, ping).await {
             Ok(Ok(_)) => self.go_up(),
             Ok(Err(e)) => {
                 let why = self.classify(&e).to_string();
                 self.probe_failed(why);
             }
-            Err(_) => self.probe_failed(format!("no answer to PING within {PROBE_TIMEOUT:?}")),
+            Err(_) => self.probe_failed(format!("no answer to PING within {probe_timeout:?}")),
         }
     }
 
@@ -621,6 +630,25 @@ impl RedisStore {
         }
         out
     }
+}
+
+/// Whether a call allowed only `budget` of the store's `timeout` was cut short by the
+/// request's own deadline, so that its timeout says nothing about Redis and must not count
+/// towards the breaker.
+///
+/// Judged from the budget the call was given, not from how long it took. The deadline runs
+/// from the request's start, and a request spends some of its timeout before it reaches the
+/// store (parsing, other policies, a scheduler delay on a loaded machine); a timer fires
+/// less than a millisecond after its deadline. So "took less than the timeout" holds for
+/// many real timeouts too, and a store that hangs (rather than refusing connections) might
+/// never open the breaker: every request would wait the whole timeout. A call with
+/// at least half the timeout had many times a healthy round trip (the timeout is set far
+/// above one) and still got no answer: that is the store's fault. Less than half means the
+/// request had already waited for another round trip for the same key, which either
+/// answered (and this call's short wait is the request's business) or timed out itself (and
+/// was counted then).
+fn cut_short(budget: Duration, timeout: Duration) -> bool {
+    budget < timeout / 2
 }
 
 fn parse_reply(v: &[u64]) -> Result<Reply, StoreError> {
@@ -744,9 +772,15 @@ mod tests {
             for _ in 0..50 {
                 store.record(took, &ok, false);
             }
-            // Timeouts cut short by a waiter's own deadline never open it.
+            // Timeouts cut short by a waiter's own deadline (it had waited for another round
+            // trip for the key first) never open it.
+            let waiter = DEFAULT_TIMEOUT / 4;
             for _ in 0..10 {
-                store.record(took, &Err(StoreError::Timeout(DEFAULT_TIMEOUT)), true);
+                store.record(
+                    waiter,
+                    &Err(StoreError::Timeout(DEFAULT_TIMEOUT)),
+                    cut_short(waiter, DEFAULT_TIMEOUT),
+                );
             }
             assert!(store.is_up());
         });
@@ -766,6 +800,57 @@ mod tests {
         );
         assert_eq!(c.errors[1].load(Ordering::Relaxed), 52);
         assert_eq!(c.errors[0].load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn a_timeout_is_cut_short_only_when_the_call_was_given_less_than_half_the_timeout() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        for (budget, timeout, cut) in [
+            // The whole timeout, or most of it (the request spent some before the store).
+            (ms(5), ms(5), false),
+            (ms(4), ms(5), false),
+            (us(2_500), ms(5), false),
+            (ms(250), ms(500), false),
+            // It waited for another round trip for the same key first.
+            (us(2_499), ms(5), true),
+            (ms(1), ms(5), true),
+            (Duration::ZERO, ms(5), true),
+            (ms(100), ms(500), true),
+        ] {
+            assert_eq!(
+                cut_short(budget, timeout),
+                cut,
+                "{budget:?} of a {timeout:?} timeout"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn real_timeouts_open_the_breaker_even_when_the_call_had_less_than_the_whole_timeout() {
+        let store = RedisStore::new(StoreConfig::new(
+            RedisUrl::parse("redis://127.0.0.1:1").unwrap(),
+        ));
+        store.go_up();
+        let timeout = Err(StoreError::Timeout(DEFAULT_TIMEOUT));
+        // Each call got its request's remaining budget and used all of it: the request had
+        // spent 1 ms, 2 ms and 2.5 ms before reaching the store, so each call took less than
+        // the configured timeout, and still Redis did not answer in time.
+        let budgets = [ms(4), ms(3), Duration::from_micros(2_500)];
+        for (i, budget) in budgets.into_iter().enumerate() {
+            assert!(store.is_up(), "opened after {i} timeouts");
+            store.record(budget, &timeout, cut_short(budget, DEFAULT_TIMEOUT));
+        }
+        assert!(
+            !store.is_up(),
+            "{FAILURES_TO_OPEN} real timeouts open the breaker"
+        );
+        assert_eq!(store.counters.went_down.load(Ordering::Relaxed), 1);
+        assert_eq!(store.counters.errors[0].load(Ordering::Relaxed), 3);
+
+        fn ms(n: u64) -> Duration {
+            Duration::from_millis(n)
+        }
     }
 
     #[tokio::test]
