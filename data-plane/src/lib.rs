@@ -15,6 +15,7 @@
 //! ```
 //!
 //! - `stats`: the counters the request path bumps; imports nothing else of the crate.
+//! - `auth`: JWT verification and JWKS fetching; imports nothing else of the crate.
 //! - `fds`: the file-descriptor limit and its split between client connections, upstream
 //!   connections and health checks; imports nothing else of the crate.
 //! - `limiter`: token buckets per (policy, key), GLOBAL policies counted in Redis
@@ -33,6 +34,7 @@
 //! per-key synchronization aside) and never waits for config application: it loads one
 //! immutable `Snapshot` per request.
 
+pub mod auth;
 pub mod config;
 pub mod fds;
 pub mod health;
