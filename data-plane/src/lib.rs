@@ -15,6 +15,8 @@
 //! ```
 //!
 //! - `stats`: the counters the request path bumps; imports nothing else of the crate.
+//! - `access_log`: one line per request, queued raw by the request path and formatted and
+//!   written by its own thread; imports nothing else of the crate.
 //! - `auth`: JWT verification and JWKS fetching; imports nothing else of the crate.
 //! - `fds`: the file-descriptor limit and its split between client connections, upstream
 //!   connections and health checks; imports nothing else of the crate.
@@ -34,6 +36,7 @@
 //! per-key synchronization aside) and never waits for config application: it loads one
 //! immutable `Snapshot` per request.
 
+pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod fds;
@@ -89,6 +92,8 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// Reports queued while the control plane is unreachable; beyond this they are dropped, which
 /// loses nothing (full health is resent on connect; counters are cumulative).
 const REPORTS_CAPACITY: usize = 64;
+/// Longest wait at shutdown for the access log to write what is queued.
+const ACCESS_LOG_FINISH: Duration = Duration::from_secs(5);
 /// How often idle, full token buckets are swept.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -143,6 +148,8 @@ pub struct Config {
     pub admin_tls_reload_interval: Duration,
     /// The Redis that counts GLOBAL rate-limit policies; `None`: each node enforces its share.
     pub rate_limit_store: Option<limiter::redis::StoreConfig>,
+    /// The access log: where, in which format, how many lines may wait for the writer.
+    pub access_log: access_log::Settings,
 }
 
 impl Config {
@@ -174,6 +181,7 @@ impl Config {
             admin_tls: None,
             admin_tls_reload_interval: gw_tls::reload::RELOAD_POLL,
             rate_limit_store: None,
+            access_log: access_log::Settings::default(),
         }
     }
 }
@@ -268,6 +276,11 @@ pub async fn serve_with(
             });
         }
     }
+    let (log, log_writer) =
+        access_log::start(&config.access_log).map_err(|reason| ServeError::InvalidConfig {
+            setting: "access_log",
+            reason,
+        })?;
     let admin_cert = match &config.admin_tls {
         Some((cert, key)) => Some(Arc::new(
             gw_tls::reload::ServerCert::load(cert.clone(), key.clone())
@@ -391,13 +404,27 @@ pub async fn serve_with(
         );
         tasks.spawn(watcher.run(move || cert.reload(), stop_rx.clone()));
     }
+    if let Some(writer) = &log_writer
+        && matches!(config.access_log.target, access_log::Target::File(_))
+        && let Some(reopen) = writer.reopener().on_signals(signalled(stop_rx.clone()))
+    {
+        tasks.spawn(reopen);
+    }
     let admin_gw = gw.clone();
     let admin_auth = admin::AdminAuth::new(config.admin_token.as_ref());
+    let log_counters = log.counters().clone();
     tasks.spawn(server::run(
         admin,
         admin_tls,
         admin_limits,
-        move |_peer, req| admin::handle(admin_gw.clone(), admin_auth.clone(), req),
+        move |_peer, req| {
+            admin::handle(
+                admin_gw.clone(),
+                admin_auth.clone(),
+                log_counters.clone(),
+                req,
+            )
+        },
         stop_rx.clone(),
         config.shutdown_grace,
     ));
@@ -413,6 +440,7 @@ pub async fn serve_with(
         ids: RequestIds::default(),
         https_port: tls_addr.map(|a| a.port()),
         tunnel_idle_timeout: config.idle_timeout,
+        log,
     });
     if let Some(listener) = tls_listener {
         let acceptor = tls::server_config(gw.certificates.clone())
@@ -438,6 +466,10 @@ pub async fn serve_with(
     )
     .await;
     while tasks.join_next().await.is_some() {}
+    if let Some(writer) = log_writer {
+        // Every request has ended; write what they logged.
+        writer.finish(ACCESS_LOG_FINISH).await;
+    }
     tracing::info!("data plane stopped");
     Ok(())
 }

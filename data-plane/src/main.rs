@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
+use gw_data_plane::access_log::{self, Target};
 use gw_data_plane::config::sync::{Credentials, check_control_plane_url};
 use gw_data_plane::fds::{self, FdBudget};
 use gw_data_plane::limiter::redis::{self, RedisUrl, StoreConfig};
@@ -21,6 +22,19 @@ const DEFAULT_CONTROL_PLANE: &str = "http://127.0.0.1:50051";
 const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// Admin endpoints: loopback only, since /config and /metrics describe the deployment.
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+
+/// Access log when not told otherwise: standard output, apart from the process logs on
+/// stderr, where containers and systemd collect it; `off` or a file path are one flag away.
+const DEFAULT_ACCESS_LOG: &str = "stdout";
+
+/// The access log's line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AccessLogFormat {
+    /// One JSON object per line, every field.
+    Json,
+    /// Apache/nginx combined log format.
+    Combined,
+}
 
 /// The gateway's data plane: a reverse proxy fed live by the control plane.
 #[derive(Debug, Parser)]
@@ -142,6 +156,18 @@ struct Args {
     /// `5ms`.
     #[arg(long, env = "GW_REDIS_TIMEOUT", default_value = "5ms", value_parser = gw_ops::duration::parse_positive)]
     redis_timeout: std::time::Duration,
+    /// Access log, one line per request: `stdout`, `stderr`, a file path (appended to,
+    /// created 0640, reopened on SIGHUP or SIGUSR1) or `off`.
+    #[arg(long, env = "GW_ACCESS_LOG", default_value = DEFAULT_ACCESS_LOG,
+        value_name = "stdout|stderr|PATH|off")]
+    access_log: Target,
+    /// Access-log line format.
+    #[arg(long, env = "GW_ACCESS_LOG_FORMAT", value_enum, default_value_t = AccessLogFormat::Json)]
+    access_log_format: AccessLogFormat,
+    /// Access-log lines that may wait for the writer; beyond, lines are dropped (and counted
+    /// in gw_access_log_dropped_total) rather than slow requests down.
+    #[arg(long, env = "GW_ACCESS_LOG_BUFFER", default_value_t = access_log::DEFAULT_CAPACITY)]
+    access_log_buffer: usize,
     /// Prefix of every rate-limit key in Redis.
     #[arg(long, env = "GW_REDIS_PREFIX", default_value = redis::DEFAULT_PREFIX)]
     redis_prefix: String,
@@ -177,6 +203,9 @@ fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_default();
     if args.rate_limit_max_keys == 0 {
         problems.push("--rate-limit-max-keys: must be at least 1".to_owned());
+    }
+    if args.access_log_buffer == 0 {
+        problems.push("--access-log-buffer: must be at least 1".to_owned());
     }
     if args.worker_threads == Some(0) {
         problems.push("--worker-threads: must be at least 1".to_owned());
@@ -286,6 +315,14 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.admin_token = admin_token;
     config.admin_tls = admin_tls;
     config.rate_limit_store = store;
+    config.access_log = access_log::Settings {
+        target: args.access_log,
+        format: match args.access_log_format {
+            AccessLogFormat::Json => access_log::Format::Json,
+            AccessLogFormat::Combined => access_log::Format::Combined,
+        },
+        capacity: args.access_log_buffer,
+    };
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
@@ -360,6 +397,27 @@ mod tests {
         for bad in ["", "5", "s", "0s", "-1s", "1.5s"] {
             assert!(parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn access_log_flags() {
+        let args = Args::try_parse_from(["gw-data-plane"]).unwrap();
+        assert_eq!(args.access_log, Target::Stdout);
+        assert_eq!(args.access_log_format, AccessLogFormat::Json);
+        let args = Args::try_parse_from([
+            "gw-data-plane",
+            "--access-log",
+            "/var/log/gw/access.log",
+            "--access-log-format",
+            "combined",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.access_log,
+            Target::File("/var/log/gw/access.log".into())
+        );
+        assert_eq!(args.access_log_format, AccessLogFormat::Combined);
+        assert!(Args::try_parse_from(["gw-data-plane", "--access-log", ""]).is_err());
     }
 
     #[test]

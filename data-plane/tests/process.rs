@@ -16,18 +16,7 @@ async fn sigterm_lets_the_in_flight_request_finish_and_exits_zero() {
     let b = Backend::start("b").await;
     create(&mut admin, service("s", "/", &[&b])).await;
 
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gw-data-plane"));
-    cmd.args([
-        "--control-plane",
-        &cp.url(),
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-    ])
-    .arg("--cache-file")
-    .arg(dir.path().join("proc.cache"))
-    .args(["--node-id", "proc-test", "--worker-threads", "2"]);
+    let cmd = data_plane_command(&cp, dir.path(), "proc-test");
     let bin = Binary::spawn(cmd).await;
     let (proxy, admin_addr) = (bin.proxy, bin.admin);
     let mut child = bin.child;

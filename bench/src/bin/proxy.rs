@@ -39,7 +39,7 @@ struct Args {
     /// Fixed rate for the latency phase (default: half of nginx's median maximum).
     #[arg(long)]
     rate: Option<f64>,
-    /// Leave out targets by name (comma-separated: direct,nginx,haproxy,gw,gw-limiter).
+    /// Leave out targets by name (comma-separated: direct,nginx,haproxy,gw,gw-log,gw-limiter).
     #[arg(long, default_value = "")]
     skip: String,
     /// Also measure each target's closed-loop maximum with wrk once (a cross-check of
@@ -111,8 +111,19 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
     let haproxy = start_haproxy(env, up1, up2)?;
     let cp = harness::start_control_plane(env, Some(LOAD_CPU))?;
     register(env, &cp.url, up1, up2)?;
-    let dp_plain = harness::start_data_plane(env, &cp, "bench-plain", "/plain")?;
-    let dp_limited = harness::start_data_plane(env, &cp, "bench-limited", "/limited")?;
+    // The access log is off except on `gw-log`, which writes it (JSON) to a file, to measure
+    // what it costs (issue 13's target: on / off >= 0.9).
+    let off = ["--access-log", "off"];
+    let dp_plain = harness::start_data_plane_with(env, &cp, "bench-plain", "/plain", &off)?;
+    let dp_limited = harness::start_data_plane_with(env, &cp, "bench-limited", "/limited", &off)?;
+    let access_log = env.dir.join("access.log").display().to_string();
+    let dp_logged = harness::start_data_plane_with(
+        env,
+        &cp,
+        "bench-log",
+        "/plain",
+        &["--access-log", &access_log],
+    )?;
 
     eprintln!("proxy: pre-populating {} limiter keys", args.keys);
     let pre = harness::run_load(
@@ -150,6 +161,12 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
             "gw",
             format!("http://{}/plain", dp_plain.listen),
             Some(dp_plain.proc.pid()),
+            0,
+        ),
+        Target::new(
+            "gw-log",
+            format!("http://{}/plain", dp_logged.listen),
+            Some(dp_logged.proc.pid()),
             0,
         ),
         Target::new(
@@ -518,10 +535,18 @@ fn render(targets: &[Target], heading: &str, settings: &str) -> String {
             on.max_rps() / off.max_rps()
         );
     }
+    if let (Some(on), Some(off)) = (find("gw-log"), find("gw")) {
+        let _ = writeln!(
+            s,
+            "- Throughput gw with the access log (JSON, to a file) / gw without: {:.2} (target \
+             >= 0.9, issue 13)",
+            on.max_rps() / off.max_rps()
+        );
+    }
     if let Some(direct) = find("direct") {
         let base = direct.fixed_median(|r| r.p99_us);
         let added = |t: &Target| t.fixed_median(|r| r.p99_us) - base;
-        for name in ["nginx", "haproxy", "gw", "gw-limiter"] {
+        for name in ["nginx", "haproxy", "gw", "gw-log", "gw-limiter"] {
             if let Some(t) = find(name) {
                 let _ = writeln!(s, "- Added p99 over direct, {name}: {:.0} us", added(t));
             }

@@ -189,6 +189,11 @@ impl PolicyLimiter {
         &self.name
     }
 
+    /// The policy name, shared (for an access-log record).
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// The key source.
     pub fn key_spec(&self) -> &KeySpec {
         &self.key

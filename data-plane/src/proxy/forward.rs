@@ -3,18 +3,20 @@
 //! Everything here reads the immutable [`Snapshot`] loaded once per request, so a request sees
 //! one config version from start to end, and a config update never waits for requests.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{ALLOW, HOST, HeaderValue};
+use http::header::{ALLOW, HOST, HeaderValue, REFERER, USER_AGENT};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
+use crate::access_log::body::{BytesIn, Logged, Pending, Sink};
+use crate::access_log::{AccessLog, RateLimit, Record};
 use crate::config::gateway::Gateway;
 use crate::config::router;
 use crate::config::snapshot::Service;
@@ -27,7 +29,7 @@ use crate::proxy::{host, path, tunnel};
 use crate::stats::UpstreamError;
 use crate::upstream::balancer::Endpoint;
 use crate::upstream::blame::{self, Blame};
-use crate::upstream::body::{RequestBody, ResponseBody};
+use crate::upstream::body::{BodyWatch, RequestBody, ResponseBody};
 use crate::upstream::client::UpstreamBody;
 
 /// What the request path holds besides the config: the gateway's shared state, whose
@@ -45,6 +47,36 @@ pub struct Proxy {
     pub https_port: Option<u16>,
     /// A tunnel (CONNECT, WebSocket) across which nothing moved for this long is closed.
     pub tunnel_idle_timeout: Duration,
+    /// Where finished requests are logged (or not).
+    pub log: AccessLog,
+}
+
+impl Sink for Proxy {
+    fn access_log(&self) -> &AccessLog {
+        &self.log
+    }
+}
+
+/// What the access log wants to know that only routing and forwarding learn. Filled only
+/// when `wanted`, so a gateway without an access log pays nothing for it.
+#[derive(Default)]
+struct Seen {
+    wanted: bool,
+    service: Option<Arc<str>>,
+    limit: RateLimit,
+    policy: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    upstream_status: Option<u16>,
+    upstream_time: Option<Duration>,
+    body: Option<Arc<BodyWatch>>,
+}
+
+impl Seen {
+    fn endpoint(&mut self, endpoint: &Endpoint) {
+        if self.wanted {
+            self.upstream = Some(endpoint.url.clone());
+        }
+    }
 }
 
 /// Handles one client request that came over TLS (`tls`) or not. Never fails: every problem
@@ -54,7 +86,7 @@ pub async fn handle(
     peer: SocketAddr,
     tls: bool,
     mut req: Request<Incoming>,
-) -> Response<ProxyBody> {
+) -> Response<Logged<ProxyBody>> {
     let start = Instant::now();
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(id) => id.clone(),
@@ -64,17 +96,53 @@ pub async fn handle(
             id
         }
     };
-    let mut resp = route_and_forward(&proxy, peer, tls, req, start).await;
+    // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; they are IPv4 clients.
+    let peer_ip = peer.ip().to_canonical();
+    let client_ip = proxy.trusted.client_ip(peer_ip, req.headers());
+    // Raw values only; the writer thread formats them.
+    let record = proxy.log.enabled().then(|| Record {
+        time: SystemTime::now(),
+        client_ip,
+        method: req.method().clone(),
+        path: req.uri().path_and_query().cloned(),
+        version: req.version(),
+        request_id: Some(request_id.clone()),
+        user_agent: req.headers().get(USER_AGENT).cloned(),
+        referer: req.headers().get(REFERER).cloned(),
+        ..Record::default()
+    });
+    let mut seen = Seen {
+        wanted: record.is_some(),
+        ..Seen::default()
+    };
+    let mut resp = route_and_forward(&proxy, peer_ip, client_ip, tls, req, start, &mut seen).await;
     resp.headers_mut().insert(&X_REQUEST_ID, request_id);
-    resp
+    let pending = record.map(|mut record| {
+        record.status = resp.status().as_u16();
+        record.service = seen.service;
+        record.rate_limit = seen.limit;
+        record.rate_limit_policy = seen.policy;
+        record.upstream = seen.upstream;
+        record.upstream_status = seen.upstream_status;
+        record.upstream_time = seen.upstream_time;
+        Box::new(Pending {
+            record,
+            start,
+            bytes_in: seen.body.map(|b| b as Arc<dyn BytesIn>),
+            sink: proxy as Arc<dyn Sink>,
+        })
+    });
+    resp.map(|body| Logged::new(body, pending))
 }
 
 async fn route_and_forward(
     proxy: &Proxy,
-    peer: SocketAddr,
+    peer_ip: IpAddr,
+    client_ip: IpAddr,
     tls: bool,
     mut req: Request<Incoming>,
     start: Instant,
+    seen: &mut Seen,
 ) -> Response<ProxyBody> {
     let gw = &proxy.gw;
     let Some(snap) = gw.current.load_full() else {
@@ -110,6 +178,9 @@ async fn route_and_forward(
         return responses::NO_ROUTE.response();
     };
     let svc = &snap.services[m.service];
+    if seen.wanted {
+        seen.service = Some(svc.name.clone());
+    }
     // A redirect means nothing to a CONNECT client: tunnels are the service's own choice.
     if !tls
         && !connect
@@ -120,20 +191,28 @@ async fn route_and_forward(
         svc.stats.record(resp.status().as_u16(), start.elapsed());
         return resp;
     }
-    // IPv4 clients of a dual-stack listener appear as ::ffff:a.b.c.d; they are IPv4 clients.
-    let peer_ip = peer.ip().to_canonical();
-    let client_ip = proxy.trusted.client_ip(peer_ip, req.headers());
-
     let limit = ratelimit::check(&svc.policies, client_ip, req.headers(), start).await;
     let limit_headers = match limit {
         Verdict::Rejected(i, d) => {
+            if seen.wanted {
+                seen.limit = RateLimit::Rejected;
+                seen.policy = Some(svc.policies[i].limiter.shared_name().clone());
+            }
             let mut resp = responses::RATE_LIMITED.response();
             ratelimit::add_headers(resp.headers_mut(), &svc.policies[i], &d);
             svc.stats.rate_limited();
             svc.stats.record(resp.status().as_u16(), start.elapsed());
             return resp;
         }
-        Verdict::Allowed(tightest) => tightest,
+        Verdict::Allowed(tightest) => {
+            if seen.wanted
+                && let Some((i, _)) = tightest
+            {
+                seen.limit = RateLimit::Allowed;
+                seen.policy = Some(svc.policies[i].limiter.shared_name().clone());
+            }
+            tightest
+        }
     };
 
     let upgrade =
@@ -144,8 +223,23 @@ async fn route_and_forward(
         let idle = proxy.tunnel_idle_timeout;
         tunnel::connect(gw, svc, req, host, peer_ip, tls, idle).await
     } else {
-        forward(svc, m.prefix_len, req, host, peer_ip, upgrade, tls, start).await
+        forward(
+            svc,
+            m.prefix_len,
+            req,
+            host,
+            peer_ip,
+            upgrade,
+            tls,
+            start,
+            seen,
+        )
+        .await
     };
+    if seen.upstream.is_some() && seen.upstream_time.is_none() {
+        // The attempt failed: the upstream time is how long it took to fail.
+        seen.upstream_time = Some(start.elapsed());
+    }
     if let Some(client_upgrade) = client_upgrade {
         match resp.as_mut() {
             Ok(r) if r.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -200,10 +294,12 @@ async fn forward(
     upgrade: bool,
     tls: bool,
     start: Instant,
+    seen: &mut Seen,
 ) -> Result<Response<ResponseBody>, Canned> {
     let Some((mut index, mut endpoint)) = svc.balancer.pick() else {
         return Err(responses::NO_ENDPOINT);
     };
+    seen.endpoint(endpoint);
     let (mut parts, body) = req.into_parts();
     let path: PathAndQuery = if svc.strip_prefix && prefix_len > 0 {
         match parts.uri.path_and_query() {
@@ -236,6 +332,9 @@ async fn forward(
         (Either::Right(Empty::new()), None)
     } else {
         let (body, watch) = RequestBody::new(body, svc.request_body_timeout);
+        if seen.wanted {
+            seen.body = Some(watch.clone());
+        }
         (Either::Left(body), Some(watch))
     };
     // Keeping a copy to retry costs a header-map clone, so only retryable requests pay it.
@@ -269,6 +368,10 @@ async fn forward(
                         endpoint.record_failure();
                         tracing::debug!(service = %svc.name, endpoint = %endpoint.url, why, "malformed upstream response");
                         return Err(responses::BAD_GATEWAY);
+                    }
+                    if seen.wanted {
+                        seen.upstream_status = Some(resp.status().as_u16());
+                        seen.upstream_time = Some(start.elapsed());
                     }
                     if resp.status().is_server_error() {
                         endpoint.record_failure();
@@ -322,6 +425,7 @@ async fn forward(
         svc.stats.retried();
         index = next;
         endpoint = ep;
+        seen.endpoint(endpoint);
         let mut again = Request::new(Either::Right(Empty::new()));
         *again.method_mut() = method.clone();
         *again.headers_mut() = headers.clone();

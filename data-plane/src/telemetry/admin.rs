@@ -15,6 +15,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::json;
 
+use crate::access_log;
 use crate::config::gateway::Gateway;
 use crate::config::snapshot::Snapshot;
 use crate::limiter::global::OnStoreError;
@@ -61,6 +62,7 @@ impl AdminAuth {
 pub async fn handle(
     gw: Arc<Gateway>,
     auth: AdminAuth,
+    access_log: Arc<access_log::Counters>,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -120,6 +122,7 @@ pub async fn handle(
             });
             crate::health::render_gauges(gw.current.load().as_deref(), &mut body);
             store_metrics::render(&gw, &mut body);
+            metrics::render_access_log(&access_log, &mut body);
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,

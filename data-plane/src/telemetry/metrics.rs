@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::access_log;
 use crate::stats::{GlobalStats, LATENCY_BUCKETS, PolicyStats, Registry, ServiceStats};
 
 /// What a limiter reports about one policy at render time.
@@ -285,6 +286,31 @@ pub fn render(view: &MetricsView<'_>) -> String {
         u8::from(view.connected)
     );
     out
+}
+
+/// The access log's counters.
+pub fn render_access_log(c: &access_log::Counters, out: &mut String) {
+    for (name, help, v) in [
+        (
+            "gw_access_log_lines_total",
+            "Access-log lines written.",
+            &c.written,
+        ),
+        (
+            "gw_access_log_dropped_total",
+            "Access-log lines dropped because the writer could not keep up (requests never \
+             wait for the log).",
+            &c.dropped,
+        ),
+        (
+            "gw_access_log_write_errors_total",
+            "Access-log lines lost because writing them failed.",
+            &c.write_errors,
+        ),
+    ] {
+        header(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+    }
 }
 
 /// A metric's `# HELP` and `# TYPE` lines.

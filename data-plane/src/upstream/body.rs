@@ -14,16 +14,17 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::body::BytesIn;
 use crate::stats::{ServiceStats, UpstreamError};
 use crate::upstream::balancer::Endpoint;
 
@@ -50,6 +51,14 @@ const IDLE: u8 = 4;
 pub struct BodyWatch {
     state: AtomicU8,
     ended: Notify,
+    /// Body bytes read from the client so far (for the access log).
+    received: AtomicU64,
+}
+
+impl BytesIn for BodyWatch {
+    fn bytes_in(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
 }
 
 impl BodyWatch {
@@ -196,6 +205,11 @@ impl Body for RequestBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.timer.disarm();
+                if let Some(data) = frame.data_ref() {
+                    this.watch
+                        .received
+                        .fetch_add(data.remaining() as u64, Ordering::Relaxed);
+                }
                 // hyper stops polling once a sized body reports its end, so check after each
                 // frame.
                 if this.inner.is_end_stream() {

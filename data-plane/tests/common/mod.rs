@@ -462,6 +462,18 @@ pub fn log_addr(line: &str, key: &str) -> Option<SocketAddr> {
     rest[..end].parse().ok()
 }
 
+/// The real `gw-data-plane` binary against `cp`, on loopback port 0, its cache in `dir`, as
+/// node `node_id`, with two worker threads; the caller adds flags and spawns it.
+pub fn data_plane_command(cp: &ControlPlane, dir: &Path, node_id: &str) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gw-data-plane"));
+    cmd.args(["--control-plane", &cp.url()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .arg("--cache-file")
+        .arg(dir.join(format!("{node_id}.cache")))
+        .args(["--node-id", node_id, "--worker-threads", "2"]);
+    cmd
+}
+
 /// The real `gw-data-plane` binary, started by a test, with its log collected.
 pub struct Binary {
     pub child: tokio::process::Child,
