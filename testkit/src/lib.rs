@@ -1,7 +1,8 @@
 //! Test support shared by the gateway's crates.
 //!
 //! `backend`: plain HTTP backends that say who answered; `tls`: a test CA (rcgen) issuing
-//! server and client certificates; `log`: what a server under test logged.
+//! server and client certificates; `log`: what a server under test logged; `promtool`:
+//! Prometheus's own check of a `/metrics` page.
 //!
 //! Nothing here depends on the control plane or the data plane, so any crate's tests can use
 //! it without pulling in the others. Everything binds `127.0.0.1:0` and waits by polling with
@@ -9,6 +10,7 @@
 
 pub mod backend;
 pub mod log;
+pub mod promtool;
 pub mod redis;
 pub mod tls;
 

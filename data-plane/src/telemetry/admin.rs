@@ -123,6 +123,12 @@ pub async fn handle(
             crate::health::render_gauges(gw.current.load().as_deref(), &mut body);
             store_metrics::render(&gw, &mut body);
             metrics::render_access_log(&access_log, &mut body);
+            gw_ops::metrics::render_build_info(
+                &mut body,
+                "gw-data-plane",
+                env!("CARGO_PKG_VERSION"),
+            );
+            gw_ops::metrics::render_process(&mut body);
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 CONTENT_TYPE,

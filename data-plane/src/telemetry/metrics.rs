@@ -67,7 +67,11 @@ pub fn render(view: &MetricsView<'_>) -> String {
         &mut out,
         "gw_request_duration_seconds",
         "histogram",
-        "Time from request to upstream response headers, by service.",
+        "Time from a request's arrival to its response head, by service. It holds the \
+         gateway's own answers too (429 rate-limited, 503 no healthy endpoint or overloaded, \
+         502/504 failed attempts, redirects), which take far less than a backend's: \
+         gw_requests_total by code says how many there are. Requests with no route (404) are \
+         not in it.",
     );
     for (name, f) in &services {
         let mut cumulative = 0;
@@ -314,9 +318,7 @@ pub fn render_access_log(c: &access_log::Counters, out: &mut String) {
 }
 
 /// A metric's `# HELP` and `# TYPE` lines.
-pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-}
+pub(crate) use gw_ops::metrics::header;
 
 #[cfg(test)]
 mod tests {
