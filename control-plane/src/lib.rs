@@ -6,9 +6,10 @@
 //! plane registry, node reports and the health/stats views), [`api`] (the gRPC services and
 //! who may call them), [`tls`] (the listener's TLS, its rotation and handshakes), [`apply`]
 //! (a whole declarative document: validated, compared, planned as one write), [`config_file`]
-//! (`--config-file`: such a document read from a file and applied at start).
+//! (`--config-file`: such a document read from a file and applied at start), [`telemetry`]
+//! (Prometheus metrics on `--metrics-listen`).
 //! [`serve`] wires them onto one port. Imports flow one way: `api` → `fleet`, `config_file` → `store` →
-//! `apply` → `state` → `domain`; `tls` stands alone.
+//! `apply` → `state` → `domain`; `tls` stands alone; `telemetry` reads `store` and `fleet`.
 
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod domain;
 pub mod fleet;
 pub mod state;
 pub mod store;
+pub mod telemetry;
 pub mod tls;
 
 use std::future::Future;
@@ -165,6 +167,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with_metrics(config, listener, None, shutdown).await
+}
+
+/// [`serve`], with Prometheus metrics (`GET /metrics`) on `metrics` when given.
+pub async fn serve_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     gw_tls::install_provider();
     if let (Some(admin), Some(node)) = (&config.admin_token, &config.node_token)
         && !admin.is_empty()
@@ -251,9 +263,27 @@ pub async fn serve(
         "control plane listening"
     );
 
+    let rpcs = Arc::new(telemetry::RpcMetrics::default());
+    if let Some(metrics) = metrics {
+        let metrics_addr = metrics
+            .local_addr()
+            .map_err(|e| ServeError::InvalidConfig(format!("metrics listener: {e}")))?;
+        tracing::info!(%metrics_addr, "metrics listening");
+        tokio::spawn(telemetry::serve(
+            metrics,
+            telemetry::Sources {
+                rpcs: rpcs.clone(),
+                store: store.clone(),
+                nodes: nodes.clone(),
+            },
+            stop_rx.clone(),
+        ));
+    }
     let router = Server::builder()
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        // Outside the decode layer, so calls are counted with the status clients see.
+        .layer(telemetry::RpcMetricsLayer(rpcs))
         .layer(DecodeErrorsLayer)
         .add_service(health_service)
         .add_service(reflection_v1)

@@ -66,6 +66,10 @@ struct Args {
     /// file is the whole configuration.
     #[arg(long, env = "GW_CONFIG_FILE_PRUNE", requires = "config_file")]
     config_file_prune: bool,
+    /// Serve Prometheus metrics (`GET /metrics`, no authentication) on this address. Default:
+    /// none. Off loopback it needs --insecure, like the gRPC listener without credentials.
+    #[arg(long, env = "GW_METRICS_LISTEN", value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
 }
 
 #[tokio::main]
@@ -120,6 +124,26 @@ async fn main() -> ExitCode {
              address can read the configuration, change it and pose as a data plane"
         );
     }
+    let metrics = match args.metrics_listen {
+        None => None,
+        Some(addr) => {
+            if !addr.ip().is_loopback() && !args.insecure {
+                eprintln!(
+                    "gw-control-plane: refusing to serve metrics on {addr} without \
+                     authentication: use a loopback address (e.g. 127.0.0.1:9902), or add \
+                     --insecure to expose them"
+                );
+                return ExitCode::FAILURE;
+            }
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    eprintln!("gw-control-plane: --metrics-listen {addr}: cannot listen: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -127,7 +151,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match gw_control_plane::serve(config, listener, shutdown).await {
+    match gw_control_plane::serve_with_metrics(config, listener, metrics, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gw-control-plane: {e}");

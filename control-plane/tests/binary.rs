@@ -415,3 +415,85 @@ async fn sighup_reloads_the_tls_certificate_and_the_process_keeps_serving() {
     let mut child = child;
     assert!(child.0.try_wait().unwrap().is_none(), "SIGHUP ended it");
 }
+
+#[test]
+fn metrics_off_loopback_without_insecure_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db").display().to_string();
+    let out = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        &db,
+        "--metrics-listen",
+        "0.0.0.0:0",
+    ]);
+    assert!(!out.status.success());
+    let line = stderr_line(&out);
+    assert!(
+        line.contains("refusing to serve metrics on 0.0.0.0:0 without authentication")
+            && line.contains("--insecure"),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("gw.db").exists(),
+        "refused before touching anything"
+    );
+}
+
+#[tokio::test]
+async fn metrics_listen_serves_the_metrics_page() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db").display().to_string();
+    let (_child, mut rx) = start_json(
+        Command::new(BIN).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &db,
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ]),
+        "info",
+    );
+    let addr = loop {
+        let line = rx.recv().await.expect("no 'metrics listening' log line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["message"] == "metrics listening" {
+            break v["metrics_addr"].as_str().unwrap().to_owned();
+        }
+    };
+    let get = |path: &'static str| {
+        let addr = addr.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nhost: cp\r\nconnection: close\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut raw = String::new();
+            s.read_to_string(&mut raw).await.unwrap();
+            raw
+        }
+    };
+    let page = get("/metrics").await;
+    let (head, body) = page.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    assert!(
+        body.contains(&format!(
+            "gw_build_info{{program=\"gw-control-plane\",version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{body}"
+    );
+    assert!(body.contains("gw_cp_config_version 0\n"), "{body}");
+    gw_testkit::promtool::check_metrics(body);
+    assert!(get("/other").await.starts_with("HTTP/1.1 404"));
+}

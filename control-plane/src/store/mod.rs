@@ -52,6 +52,8 @@ pub struct Store {
     writer: Mutex<Arc<ConfigState>>,
     published: watch::Sender<Arc<ConfigState>>,
     max_snapshot_bytes: usize,
+    /// Time each change's commit took (for `/metrics`).
+    commit_latency: gw_ops::metrics::Histogram,
 }
 
 impl Store {
@@ -98,6 +100,7 @@ impl Store {
             writer: Mutex::new(state),
             published,
             max_snapshot_bytes: MAX_SNAPSHOT_BYTES,
+            commit_latency: gw_ops::metrics::Histogram::default(),
         })
     }
 
@@ -117,6 +120,11 @@ impl Store {
     /// skipped by a slow receiver, which is what config streams want).
     pub fn subscribe(&self) -> watch::Receiver<Arc<ConfigState>> {
         self.published.subscribe()
+    }
+
+    /// How long commits took so far.
+    pub fn commit_latency(&self) -> &gw_ops::metrics::Histogram {
+        &self.commit_latency
     }
 
     /// Closes the connection pool, waiting for connections to finish.
@@ -337,7 +345,9 @@ impl Store {
                 limit: self.max_snapshot_bytes,
             });
         }
+        let started = std::time::Instant::now();
         tx.commit().await?;
+        self.commit_latency.observe(started.elapsed());
         let next = Arc::new(next);
         *state = next.clone();
         self.published.send_replace(next);

@@ -22,6 +22,8 @@ use tonic::{Request, Streaming};
 /// A running control plane. Dropping it signals shutdown; [`ControlPlane::stop`] also waits.
 pub struct ControlPlane {
     pub addr: SocketAddr,
+    /// Where `GET /metrics` is served.
+    pub metrics: SocketAddr,
     pub dir: Arc<TempDir>,
     pub token: Option<String>,
     pub config: Config,
@@ -68,16 +70,22 @@ impl ControlPlane {
         config: Config,
     ) -> Self {
         let addr = listener.local_addr().unwrap();
+        let metrics = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        metrics.set_nonblocking(true).unwrap();
+        let metrics = TcpListener::from_std(metrics).unwrap();
+        let metrics_addr = metrics.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(gw_control_plane::serve(
+        let task = tokio::spawn(gw_control_plane::serve_with_metrics(
             config.clone(),
             listener,
+            Some(metrics),
             async move {
                 let _ = stopped.await;
             },
         ));
         Self {
             addr,
+            metrics: metrics_addr,
             dir,
             token,
             config,
@@ -108,6 +116,21 @@ impl ControlPlane {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The `/metrics` page (HTTP/1.1 over a plain socket: the harness needs no HTTP client).
+    pub async fn metrics_page(&self) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nhost: cp\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await.unwrap();
+        let raw = String::from_utf8(raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        body.to_owned()
     }
 
     pub async fn channel(&self) -> Channel {
