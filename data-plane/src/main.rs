@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 use gw_data_plane::access_log::{self, Target};
+use gw_data_plane::config::state_dir;
 use gw_data_plane::config::sync::{Credentials, check_control_plane_url};
 use gw_data_plane::fds::{self, FdBudget};
 use gw_data_plane::limiter::redis::{self, RedisUrl, StoreConfig};
@@ -80,7 +81,8 @@ struct Args {
     #[arg(long, env = "GW_NODE_ID")]
     node_id: Option<String>,
     /// Where the last applied config is cached. Default: `gw-config-<node id>.cache` in the
-    /// working directory.
+    /// state directory: $STATE_DIRECTORY (systemd's StateDirectory=), else
+    /// $XDG_STATE_HOME/gw, else ~/.local/state/gw, else /var/lib/gw (created 0700).
     #[arg(long, env = "GW_CACHE_FILE")]
     cache_file: Option<PathBuf>,
     /// Proxies whose X-Forwarded-For is believed, as CIDRs or addresses (comma-separated).
@@ -280,9 +282,20 @@ fn run(args: Args) -> anyhow::Result<()> {
     let node_id = args
         .node_id
         .unwrap_or_else(|| format!("{}-{}", hostname(), args.listen.port()));
-    let cache_file = args
-        .cache_file
-        .unwrap_or_else(|| PathBuf::from(format!("gw-config-{node_id}.cache")));
+    let cache_file = match args.cache_file {
+        Some(path) => path,
+        None => {
+            let dir = state_dir::default_dir(|name| std::env::var_os(name));
+            state_dir::create(&dir).with_context(|| {
+                format!(
+                    "cannot create the state directory {} for the config cache (or give \
+                     --cache-file)",
+                    dir.display()
+                )
+            })?;
+            state_dir::cache_file(&dir, &node_id)
+        }
+    };
     // Before the budget is split: the room to split is the raised limit.
     let limit = fds::raise_nofile_limit().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot raise the file-descriptor limit; keeping it");

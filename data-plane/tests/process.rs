@@ -1,8 +1,10 @@
-//! The real `gw-data-plane` binary: flags, start-up, and SIGTERM (in-flight request finishes,
-//! exit status 0).
+//! The real `gw-data-plane` binary: flags, start-up, SIGTERM (in-flight request finishes,
+//! exit status 0), and where it caches its config when not told.
 #![allow(clippy::unwrap_used)]
 
 mod common;
+
+use std::path::Path;
 
 use common::*;
 use tokio::process::Command;
@@ -145,4 +147,58 @@ async fn a_private_key_received_from_the_control_plane_is_in_no_log_line() {
         }
     }
     assert!(!log.contains("PRIVATE KEY"));
+}
+
+/// Without `--cache-file`, the binary caches its config in the state directory: never in the
+/// working directory, `$STATE_DIRECTORY` first (systemd), else `$XDG_STATE_HOME/gw`, created
+/// owner-only with the file 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_cache_file_goes_to_the_state_directory_not_the_working_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).await;
+    let mut admin = cp.admin().await;
+    let b = Backend::start("b").await;
+    create(&mut admin, service("s", "/", &[&b])).await;
+
+    let cwd = dir.path().join("checkout");
+    let xdg = dir.path().join("xdg-state");
+    let systemd = dir.path().join("var-lib-gw");
+    std::fs::create_dir(&cwd).unwrap();
+    for (node, state_directory, want_dir) in [
+        ("state-xdg", None, xdg.join("gw")),
+        ("state-systemd", Some(&systemd), systemd.clone()),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gw-data-plane"));
+        cmd.args(["--control-plane", &cp.url()])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(["--node-id", node, "--worker-threads", "2"])
+            .current_dir(&cwd)
+            .env_remove("GW_CACHE_FILE")
+            .env("XDG_STATE_HOME", &xdg)
+            .env("HOME", dir.path().join("home"));
+        match state_directory {
+            Some(d) => cmd.env("STATE_DIRECTORY", d),
+            None => cmd.env_remove("STATE_DIRECTORY"),
+        };
+        let bin = Binary::spawn(cmd).await;
+        let cache = want_dir.join(format!("gw-config-{node}.cache"));
+        eventually("the config cached in the state directory", || async {
+            let cached = std::fs::metadata(&cache).is_ok_and(|m| m.len() > 0);
+            let ready = Call::get(bin.admin, "/readyz").send().await.status == 200;
+            (cached && ready).then_some(())
+        })
+        .await;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o600, "{}", cache.display());
+        assert_eq!(mode(&want_dir), 0o700, "{}", want_dir.display());
+        let in_cwd: Vec<_> = std::fs::read_dir(&cwd).unwrap().collect();
+        assert!(in_cwd.is_empty(), "the working directory got {in_cwd:?}");
+        drop(bin);
+    }
+    assert!(
+        !dir.path().join("home").exists(),
+        "HOME is not used when XDG_STATE_HOME is set"
+    );
 }

@@ -3,7 +3,8 @@
 //! - `sync`: the `StreamConfig` client (hello, apply, ACK/NACK, reconnect with backoff;
 //!   `sync::delta` merges a delta into the config held; `sync::credentials`: TLS and node
 //!   credentials towards the control plane).
-//! - `cache`: the on-disk copy of the last applied config.
+//! - `cache`: the on-disk copy of the last applied config; `state_dir`: where it goes when
+//!   no path is given.
 //! - `snapshot`: validation and compilation of one config version into an immutable
 //!   [`snapshot::Snapshot`]; `router`: the compiled route table inside it.
 //! - `gateway`: the shared state that holds the snapshot in force and applies new versions
@@ -16,4 +17,5 @@ pub mod cache;
 pub mod gateway;
 pub mod router;
 pub mod snapshot;
+pub mod state_dir;
 pub mod sync;
