@@ -47,6 +47,17 @@ async fn sixth_request_in_a_minute_gets_429_with_headers_and_another_ip_passes()
         (1..=12).contains(&retry_after),
         "one token per 12 s: {retry_after}"
     );
+    // The body says the same wait in words a person reads.
+    assert_eq!(r.json()["retry_after"], retry_after);
+    let unit = if retry_after == 1 {
+        "second"
+    } else {
+        "seconds"
+    };
+    assert_eq!(
+        r.json()["message"],
+        format!("too many requests; retry in {retry_after} {unit}")
+    );
     assert_eq!(r.header("ratelimit-policy"), Some(r#""per-ip";q=5;w=60"#));
     let rl = r.header("ratelimit").unwrap();
     assert!(rl.starts_with(r#""per-ip";r=0;t="#), "{rl}");

@@ -198,7 +198,7 @@ async fn route_and_forward(
                 seen.limit = RateLimit::Rejected;
                 seen.policy = Some(svc.policies[i].limiter.shared_name().clone());
             }
-            let mut resp = responses::RATE_LIMITED.response();
+            let mut resp = responses::rate_limited(d.retry_after_secs);
             ratelimit::add_headers(resp.headers_mut(), &svc.policies[i], &d);
             svc.stats.rate_limited();
             svc.stats.record(resp.status().as_u16(), start.elapsed());

@@ -44,11 +44,25 @@ pub const GATEWAY_TIMEOUT: Canned = Canned {
     status: StatusCode::GATEWAY_TIMEOUT,
     body: r#"{"error":"upstream_timeout","message":"the upstream did not respond within the service's request timeout"}"#,
 };
-/// Over a rate limit (429).
+/// Over a rate limit (429); the body is [`rate_limited`]'s.
 pub const RATE_LIMITED: Canned = Canned {
     status: StatusCode::TOO_MANY_REQUESTS,
-    body: r#"{"error":"rate_limited","message":"too many requests; retry after Retry-After seconds"}"#,
+    body: r#"{"error":"rate_limited","message":"too many requests; retry later"}"#,
 };
+
+/// A 429 whose body says how many seconds to wait (the `Retry-After` value), e.g.
+/// `{"error":"rate_limited","message":"too many requests; retry in 12 seconds","retry_after":12}`.
+/// Built per rejection: a few bytes, on the path that does no forwarding.
+pub fn rate_limited(retry_after_secs: u64) -> Response<ProxyBody> {
+    let n = retry_after_secs.max(1);
+    let unit = if n == 1 { "second" } else { "seconds" };
+    let body = format!(
+        r#"{{"error":"rate_limited","message":"too many requests; retry in {n} {unit}","retry_after":{n}}}"#
+    );
+    let mut r = RATE_LIMITED.response();
+    *r.body_mut() = Either::Right(Full::new(Bytes::from(body)));
+    r
+}
 /// The request cannot be forwarded as sent (400).
 pub const BAD_REQUEST: Canned = Canned {
     status: StatusCode::BAD_REQUEST,
@@ -164,6 +178,28 @@ pub fn https_redirect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_429_body_says_how_long_to_wait() {
+        for (secs, message) in [
+            (0, "too many requests; retry in 1 second"),
+            (1, "too many requests; retry in 1 second"),
+            (12, "too many requests; retry in 12 seconds"),
+        ] {
+            let r = rate_limited(secs);
+            assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+            let Either::Right(body) = r.into_body() else {
+                panic!("a canned body")
+            };
+            let bytes = futures::executor::block_on(http_body_util::BodyExt::collect(body))
+                .unwrap()
+                .to_bytes();
+            let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(v["error"], "rate_limited");
+            assert_eq!(v["message"], message, "{secs}");
+            assert_eq!(v["retry_after"], secs.max(1), "{secs}");
+        }
+    }
 
     #[test]
     fn bodies_are_json_with_an_error_field() {
