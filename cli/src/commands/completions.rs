@@ -11,7 +11,12 @@ use crate::args::Cli;
 pub fn run(shell: clap_complete::Shell, out: &mut dyn Write) -> std::io::Result<()> {
     let mut command = Cli::command();
     let name = command.get_name().to_string();
-    clap_complete::generate(shell, &mut command, name, out);
+    // clap_complete panics when a write fails (`gwctl completions zsh | head -1` closes the
+    // pipe early), so the script is made in memory and written here, where a closed pipe is
+    // an error like any other output's.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    out.write_all(&script)?;
     out.flush()
 }
 

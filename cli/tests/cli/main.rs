@@ -3,6 +3,7 @@
 
 mod apply;
 mod certs;
+mod completions;
 mod connection;
 mod dev;
 mod nodes;
