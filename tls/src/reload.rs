@@ -5,8 +5,10 @@
 //!   checks them, and swappable; it is also the rustls resolver, so a config built once with it
 //!   hands every new handshake the certificate loaded last.
 //! - [`Watcher`]: runs a reload on SIGHUP and whenever the files change (checked every
-//!   [`RELOAD_POLL`]). A set that does not load (a certificate replaced before its key, say) is
-//!   logged and the previous one stays, so a rotation in progress never takes a listener down.
+//!   [`RELOAD_POLL`]). A set that does not load (a certificate replaced before its key, say, or
+//!   a file read while it was being written in place) is logged and the previous one stays,
+//!   so a rotation in progress never takes a listener down; the rest of the rotation changes
+//!   the files again, and that change is loaded.
 //!
 //! Connections already open keep the credentials they were made with.
 
@@ -164,6 +166,14 @@ mod tests {
         (c.cert.pem(), c.signing_key.serialize_pem())
     }
 
+    /// Replaces `path` with `contents` as a careful rotation does: written beside it, then
+    /// renamed over it, so a reader sees the old file or the new one, never half of one.
+    fn replace(path: &Path, contents: &str) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, contents).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
     /// The outcome of the next reload (with a generous deadline, so a bug fails rather than
     /// hangs).
     async fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<bool>) -> Option<bool> {
@@ -203,13 +213,25 @@ mod tests {
 
         // A certificate without its key: refused, the old one stays.
         let (c2, k2) = pair(&["two.test"]);
-        std::fs::write(&cert, &c2).unwrap();
+        replace(&cert, &c2);
         assert_eq!(next(&mut done_rx).await, Some(false));
         assert_eq!(names(&loaded), ["one.test"]);
         // Then the key: the pair is loaded.
-        std::fs::write(&key, &k2).unwrap();
+        replace(&key, &k2);
         assert_eq!(next(&mut done_rx).await, Some(true));
         assert_eq!(names(&loaded), ["two.test"]);
+
+        // A rotation that writes in place can be read half-written: refused, the old pair
+        // stays; the rest of the write is a change, so it is loaded then.
+        let (c3, k3) = pair(&["three.test"]);
+        replace(&key, &k3);
+        assert_eq!(next(&mut done_rx).await, Some(false));
+        replace(&cert, &c3[..c3.len() / 2]);
+        assert_eq!(next(&mut done_rx).await, Some(false));
+        assert_eq!(names(&loaded), ["two.test"]);
+        replace(&cert, &c3);
+        assert_eq!(next(&mut done_rx).await, Some(true));
+        assert_eq!(names(&loaded), ["three.test"]);
 
         stop_tx.send(true).unwrap();
         task.await.unwrap();
