@@ -285,19 +285,21 @@ impl Loaded {
         }
     }
 
-    /// Each `(field path, what)` as `FILE:LINE:COLUMN: field path: what`.
+    /// Each `(field path, what)` as `FILE:LINE:COLUMN: field path: what` (`FILE:LINE:COLUMN:
+    /// what` when the field path is empty: a problem of the whole file).
     pub fn at_lines(&self, problems: Vec<(String, String)>) -> FileError {
         FileError(
             problems
                 .into_iter()
                 .map(|(field, what)| {
                     let node = self.root.locate(&field);
-                    format!(
-                        "{}:{}:{}: {field}: {what}",
-                        self.path.display(),
-                        node.line,
-                        node.column
-                    )
+                    let at = format!("{}:{}:{}", self.path.display(), node.line, node.column);
+                    // A problem without a field (e.g. "and 12 more problems") is the file's.
+                    if field.is_empty() {
+                        format!("{at}: {what}")
+                    } else {
+                        format!("{at}: {field}: {what}")
+                    }
                 })
                 .collect(),
         )
@@ -657,5 +659,43 @@ impl PolicyDoc {
             }),
             name: x.name,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str =
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0IGtleSBtYXRlcmlhbA==\n-----END PRIVATE KEY-----\n";
+
+    /// `text` parsed as `gw.yaml` in a fresh directory named for `test`, beside a certificate
+    /// and its key.
+    fn loaded(test: &str, text: &str) -> Loaded {
+        let dir =
+            std::env::temp_dir().join(format!("gw-config-file-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("site.pem"), "CHAIN").unwrap();
+        std::fs::write(dir.join("site-key.pem"), KEY).unwrap();
+        let l = Loaded::parse(&dir.join("gw.yaml"), text).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        l
+    }
+
+    #[test]
+    fn a_problem_without_a_field_is_the_file_s() {
+        let l = loaded("no-field", "services: []\n");
+        let e = l.at_lines(vec![
+            ("services".into(), "bad".into()),
+            (String::new(), "and 3 more problems".into()),
+        ]);
+        let gw = l.path.display();
+        assert_eq!(
+            e.0,
+            [
+                format!("{gw}:1:11: services: bad"),
+                format!("{gw}:1:1: and 3 more problems")
+            ]
+        );
     }
 }

@@ -47,9 +47,9 @@ pub struct FieldProblem {
 #[error("{}", render(.0))]
 pub struct DocumentError(pub Vec<FieldProblem>);
 
-/// Most problems listed in one error (the message travels in an HTTP/2 header); the rest are
-/// counted.
-const MAX_PROBLEMS: usize = 20;
+/// Most problems listed in one error, in its message and in its details alike (both travel
+/// in HTTP/2 headers); the rest are counted.
+pub(crate) const MAX_PROBLEMS: usize = 20;
 
 fn render(problems: &[FieldProblem]) -> String {
     let mut parts: Vec<String> = problems

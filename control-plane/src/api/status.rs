@@ -4,7 +4,7 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::apply::DocumentError;
+use crate::apply::{DocumentError, MAX_PROBLEMS};
 use crate::domain::ValidationError;
 use crate::fleet::view::ViewError;
 use crate::store::{ApplyError, StoreError};
@@ -44,11 +44,17 @@ impl From<ViewError> for Status {
 impl From<DocumentError> for Status {
     /// INVALID_ARGUMENT whose message lists the problems and whose details carry them as
     /// google.rpc.BadRequest field violations, so a client can map each field path back to
-    /// where it read the object from (a line of a file).
+    /// where it read the object from (a line of a file). At most [`MAX_PROBLEMS`] violations,
+    /// then one without a field that counts the rest, as the message does: the details
+    /// travel in a header, so a huge bad file must not make them unbounded.
     fn from(e: DocumentError) -> Self {
         let mut details = ErrorDetails::new();
-        for p in &e.0 {
+        for p in e.0.iter().take(MAX_PROBLEMS) {
             details.add_bad_request_violation(p.field.clone(), p.description.clone());
+        }
+        if e.0.len() > MAX_PROBLEMS {
+            let more = e.0.len() - MAX_PROBLEMS;
+            details.add_bad_request_violation("", format!("and {more} more problems"));
         }
         Status::with_error_details(Code::InvalidArgument, e.to_string(), details)
     }
@@ -131,5 +137,57 @@ mod tests {
             let s = Status::from(err);
             assert_eq!((s.code(), s.message()), (code, msg));
         }
+    }
+
+    /// `n` problems, one per service.
+    fn problems(n: usize) -> DocumentError {
+        DocumentError(
+            (0..n)
+                .map(|i| crate::apply::FieldProblem {
+                    field: format!("services[{i}].name"),
+                    description: "must not be empty".into(),
+                })
+                .collect(),
+        )
+    }
+
+    fn violations(s: &Status) -> Vec<(String, String)> {
+        s.get_details_bad_request()
+            .unwrap()
+            .field_violations
+            .into_iter()
+            .map(|v| (v.field, v.description))
+            .collect()
+    }
+
+    #[test]
+    fn field_violations_are_capped_like_the_message() {
+        let few = Status::from(problems(MAX_PROBLEMS));
+        assert_eq!(few.code(), Code::InvalidArgument);
+        let listed = violations(&few);
+        assert_eq!(listed.len(), MAX_PROBLEMS);
+        assert_eq!(
+            listed[MAX_PROBLEMS - 1],
+            (
+                format!("services[{}].name", MAX_PROBLEMS - 1),
+                "must not be empty".to_owned()
+            )
+        );
+
+        // A huge bad file: the first MAX_PROBLEMS, then the rest counted.
+        let many = Status::from(problems(100_000));
+        let listed = violations(&many);
+        assert_eq!(listed.len(), MAX_PROBLEMS + 1);
+        assert_eq!(listed[0].0, "services[0].name");
+        assert_eq!(
+            listed[MAX_PROBLEMS],
+            (
+                String::new(),
+                format!("and {} more problems", 100_000 - MAX_PROBLEMS)
+            )
+        );
+        assert!(many.message().ends_with(&listed[MAX_PROBLEMS].1));
+        // Bounded on the wire too: a few kilobytes, not megabytes.
+        assert!(many.details().len() < 4096, "{}", many.details().len());
     }
 }
