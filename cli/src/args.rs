@@ -42,7 +42,7 @@ pub struct Cli {
         display_order = GLOBAL_ORDER,
         value_name = "T"
     )]
-    pub token: Option<String>,
+    pub token: Option<gw_tls::Secret>,
 
     /// How long to wait for the control plane's answer to each call (more than 0).
     /// CA certificates (PEM) the control plane's certificate must chain to, for https://.
@@ -544,6 +544,18 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn debug_output_hides_the_token() {
+        let cli =
+            Cli::try_parse_from(["gwctl", "--token", "admin-s3cret", "service", "list"]).unwrap();
+        let shown = format!("{cli:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(
+            cli.token.as_ref().map(gw_tls::Secret::expose),
+            Some("admin-s3cret")
+        );
     }
 
     #[test]

@@ -58,7 +58,14 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, Error> {
     command.check()?;
     // Output goes to stdout (see `main`), so stdout decides whether flags are coloured.
     let highlight = output::Highlight::for_stdout();
-    let connect = || AdminClient::connect(&control_plane, token.as_deref(), timeout, &tls);
+    let connect = || {
+        AdminClient::connect(
+            &control_plane,
+            token.as_ref().map(gw_tls::Secret::expose),
+            timeout,
+            &tls,
+        )
+    };
     match command {
         Command::Completions { shell } => commands::completions::run(shell, out)?,
         Command::Service(cmd) => {

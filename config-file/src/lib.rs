@@ -226,7 +226,7 @@ pub struct CertificateDoc {
 }
 
 /// A configuration file read and turned into a request, with the positions of its nodes.
-#[derive(Debug)]
+/// Its `Debug` leaves out the certificates' private keys.
 pub struct Loaded {
     /// The file as named on the command line.
     pub path: PathBuf,
@@ -234,6 +234,57 @@ pub struct Loaded {
     pub root: spans::Node,
     /// The services, policies and certificates of the request.
     pub request: pb::ApplyConfigRequest,
+}
+
+/// By hand: the request holds the certificates' private keys, read from their files, and a
+/// derived `Debug` would print them.
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Destructured, so that a field added to the request is a decision here.
+        let pb::ApplyConfigRequest {
+            services,
+            policies,
+            certificates,
+            manage_certificates,
+            dry_run,
+            prune,
+        } = &self.request;
+        let certificates: Vec<RedactedCertificate<'_>> =
+            certificates.iter().map(RedactedCertificate).collect();
+        f.debug_struct("Loaded")
+            .field("path", &self.path)
+            .field("services", services)
+            .field("policies", policies)
+            .field("certificates", &certificates)
+            .field("manage_certificates", manage_certificates)
+            .field("dry_run", dry_run)
+            .field("prune", prune)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A certificate whose `Debug` shows `***` for the private key.
+struct RedactedCertificate<'a>(&'a pb::Certificate);
+
+impl std::fmt::Debug for RedactedCertificate<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pb::Certificate {
+            name,
+            cert_chain_pem,
+            private_key_pem: _,
+            sans,
+            not_after,
+            updated_version,
+        } = self.0;
+        f.debug_struct("Certificate")
+            .field("name", name)
+            .field("cert_chain_pem", cert_chain_pem)
+            .field("private_key_pem", &"***")
+            .field("sans", sans)
+            .field("not_after", not_after)
+            .field("updated_version", updated_version)
+            .finish()
+    }
 }
 
 /// Problems with a file, each at a line; displayed on one line.
@@ -680,6 +731,24 @@ mod tests {
         let l = Loaded::parse(&dir.join("gw.yaml"), text).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         l
+    }
+
+    #[test]
+    fn debug_output_never_holds_a_private_key() {
+        let l = loaded(
+            "debug",
+            "certificates:\n- name: site\n  cert_chain_file: site.pem\n  private_key_file: site-key.pem\n",
+        );
+        assert_eq!(l.request.certificates[0].private_key_pem, KEY);
+        for shown in [format!("{l:?}"), format!("{l:#?}")] {
+            assert!(!shown.contains("c2VjcmV0"), "{shown}");
+            assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+            assert!(
+                shown.contains("\"site\"") && shown.contains("CHAIN"),
+                "{shown}"
+            );
+            assert!(shown.contains("***"), "{shown}");
+        }
     }
 
     #[test]

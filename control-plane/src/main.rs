@@ -27,7 +27,7 @@ struct Args {
     database: String,
     /// Require `authorization: Bearer <token>` on every admin call.
     #[arg(long, env = "GW_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    admin_token: Option<gw_control_plane::Secret>,
     /// Process log format on stderr: `text` (coloured only on a terminal) or `json`.
     #[arg(long, env = "GW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -52,7 +52,7 @@ struct Args {
     /// A shared token data planes may send instead of a client certificate (only over TLS;
     /// it lets a node use any node id). Must differ from --admin-token.
     #[arg(long, env = "GW_NODE_TOKEN", hide_env_values = true)]
-    node_token: Option<String>,
+    node_token: Option<gw_control_plane::Secret>,
     /// Serve on a non-loopback address without TLS or credentials. Anyone who can reach the
     /// port can then read and change the configuration; logged loudly at every start.
     #[arg(long, env = "GW_CP_INSECURE")]
@@ -89,14 +89,8 @@ async fn main() -> ExitCode {
     };
     let config = gw_control_plane::Config {
         database_url: args.database,
-        admin_token: args
-            .admin_token
-            .filter(|t| !t.is_empty())
-            .map(gw_control_plane::Secret::new),
-        node_token: args
-            .node_token
-            .filter(|t| !t.is_empty())
-            .map(gw_control_plane::Secret::new),
+        admin_token: args.admin_token.filter(|t| !t.is_empty()),
+        node_token: args.node_token.filter(|t| !t.is_empty()),
         tls: match (args.tls_cert, args.tls_key) {
             (Some(cert), Some(key)) => Some(gw_control_plane::tls::TlsFiles {
                 cert,
@@ -185,4 +179,27 @@ fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()> + 
             std::future::pending::<()>().await;
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_tokens() {
+        let args = Args::try_parse_from([
+            "gw-control-plane",
+            "--admin-token",
+            "admin-s3cret",
+            "--node-token",
+            "node-s3cret",
+        ])
+        .unwrap();
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(
+            args.admin_token.as_ref().map(|t| t.expose()),
+            Some("admin-s3cret")
+        );
+    }
 }

@@ -56,7 +56,7 @@ struct Args {
     admin_listen: SocketAddr,
     /// Require `authorization: Bearer <token>` for /config and /metrics (the probes stay open).
     #[arg(long, env = "GW_DP_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
+    admin_token: Option<Secret>,
     /// Serve the admin listener over TLS with this certificate chain (PEM).
     #[arg(
         long,
@@ -108,7 +108,7 @@ struct Args {
     client_key: Option<PathBuf>,
     /// The control plane's node token, instead of a client certificate (sent over TLS only).
     #[arg(long, env = "GW_NODE_TOKEN", hide_env_values = true)]
-    node_token: Option<String>,
+    node_token: Option<Secret>,
     /// Time between stats reports to the control plane, e.g. `5s` or `500ms`.
     #[arg(long, env = "GW_STATS_INTERVAL", default_value = "5s",
         value_parser = gw_ops::duration::parse_positive)]
@@ -150,7 +150,7 @@ struct Args {
         value_name = "URL[,URL...]",
         hide_env_values = true
     )]
-    redis_url: Option<String>,
+    redis_url: Option<Secret>,
     /// --redis-url names the seed nodes of a Redis Cluster.
     #[arg(long, env = "GW_REDIS_CLUSTER")]
     redis_cluster: bool,
@@ -228,13 +228,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         ca_cert: args.ca_cert,
         client_cert: args.client_cert,
         client_key: args.client_key,
-        node_token: args.node_token.filter(|t| !t.is_empty()).map(Secret::new),
+        node_token: args.node_token.filter(|t| !t.is_empty()),
     };
     match check_control_plane_url(&args.control_plane) {
         Ok(tls) => problems.extend(credentials.problems(tls)),
         Err(e) => problems.push(format!("--control-plane: {e}")),
     }
-    let admin_token = args.admin_token.filter(|t| !t.is_empty()).map(Secret::new);
+    let admin_token = args.admin_token.filter(|t| !t.is_empty());
     let admin_tls = args.admin_tls_cert.zip(args.admin_tls_key);
     // The admin listener describes the deployment (/config, /metrics): off loopback it needs
     // TLS and a token, like the control plane.
@@ -254,7 +254,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let store = match &args.redis_url {
         None => None,
-        Some(urls) => match RedisUrl::parse_list(urls) {
+        Some(urls) => match RedisUrl::parse_list(urls.expose()) {
             Err(e) => {
                 problems.push(format!("--redis-url: {e}"));
                 None
@@ -431,6 +431,26 @@ mod tests {
         );
         assert_eq!(args.access_log_format, AccessLogFormat::Combined);
         assert!(Args::try_parse_from(["gw-data-plane", "--access-log", ""]).is_err());
+    }
+
+    #[test]
+    fn debug_output_hides_tokens_and_the_redis_password() {
+        let args = Args::try_parse_from([
+            "gw-data-plane",
+            "--admin-token",
+            "admin-s3cret",
+            "--node-token",
+            "node-s3cret",
+            "--redis-url",
+            "redis://:pw-s3cret@127.0.0.1:6379",
+        ])
+        .unwrap();
+        let shown = format!("{args:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert_eq!(
+            args.redis_url.as_ref().map(Secret::expose),
+            Some("redis://:pw-s3cret@127.0.0.1:6379")
+        );
     }
 
     #[test]
