@@ -121,11 +121,7 @@ async fn sigterm_shuts_down_cleanly() {
         .unwrap();
 
     // ...and exits 0 after it.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gw_testkit::send_signal(child.id(), gw_testkit::Signal::Term);
     let exit = gw_testkit::eventually("the control plane to exit after SIGTERM", || {
         let exited = child.try_wait().unwrap();
         async move { exited }
@@ -321,11 +317,7 @@ async fn private_keys_are_in_no_log_line_error_or_answer_and_the_database_is_060
         .unwrap();
     seen.push_str(&format!("{:?}", listed.into_inner()));
     // Stop, so every log line is written.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    gw_testkit::send_signal(child.0.id(), gw_testkit::Signal::Term);
     while let Some(line) = rx.recv().await {
         log.push(line);
     }
@@ -396,9 +388,7 @@ async fn sighup_reloads_the_tls_certificate_and_the_process_keeps_serving() {
     let renewed = new_ca.server(&["localhost"]);
     std::fs::write(&key, &renewed.key).unwrap();
     std::fs::write(&cert, &renewed.cert).unwrap();
-    let pid = child.0.id().to_string();
-    let hup = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    assert!(hup.success());
+    gw_testkit::send_signal(child.0.id(), gw_testkit::Signal::Hup);
     // Reloaded because of the signal (the file poll may have seen the change first; the
     // signal still reloads and says so).
     loop {

@@ -166,12 +166,7 @@ async fn off_loopback_with_tls_and_token_it_guards_config_and_metrics_and_reload
     let renewed = new_ca.server(&["localhost", "renewed.test"]);
     std::fs::write(&key, &renewed.key).unwrap();
     std::fs::write(&cert, &renewed.cert).unwrap();
-    let hup = Command::new("kill")
-        .args(["-HUP", &bin.child.id().unwrap().to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(hup.success());
+    gw_testkit::send_signal(bin.child.id().unwrap(), gw_testkit::Signal::Hup);
     eventually("the SIGHUP to reload the admin certificate", || async {
         bin.log_lines("TLS credentials reloaded")
             .iter()

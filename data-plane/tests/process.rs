@@ -38,12 +38,7 @@ async fn sigterm_lets_the_in_flight_request_finish_and_exits_zero() {
         (b.hits() == 1).then_some(())
     })
     .await;
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().unwrap().to_string()])
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
+    gw_testkit::send_signal(child.id().unwrap(), gw_testkit::Signal::Term);
     let r = in_flight.await.unwrap();
     assert_eq!((r.status.as_u16(), r.text()), (200, "b".to_owned()));
     let status = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, child.wait())

@@ -17,6 +17,34 @@ pub mod tls;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+/// A signal a test sends to a process it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// SIGHUP: reload.
+    Hup,
+    /// SIGINT: Ctrl-C.
+    Int,
+    /// SIGTERM: stop.
+    Term,
+}
+
+/// Sends `signal` to the process `pid` with the kill(2) system call, so tests need no `kill`
+/// binary; panics if it cannot be sent.
+pub fn send_signal(pid: u32, signal: Signal) {
+    use rustix::process::{Pid, Signal as Raw, kill_process};
+    let raw = match signal {
+        Signal::Hup => Raw::HUP,
+        Signal::Int => Raw::INT,
+        Signal::Term => Raw::TERM,
+    };
+    let Some(target) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
+        panic!("{pid} is not a process id");
+    };
+    if let Err(e) = kill_process(target, raw) {
+        panic!("cannot send {signal:?} to process {pid}: {e}");
+    }
+}
+
 /// How long [`eventually`] waits by default. Generous, because the suite must pass on a loaded
 /// 2-core machine; a passing check returns as soon as it holds.
 pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(20);

@@ -101,14 +101,9 @@ impl Dev {
             .unwrap_or_else(|| panic!("no {component:?} line in the banner:\n{}", self.banner))
     }
 
-    /// Sends `signal` (`INT`, `TERM`) to the process, as Ctrl-C or a service manager would.
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().unwrap().to_string();
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{signal} {pid}");
+    /// Sends `signal` (`Int`, `Term`) to the process, as Ctrl-C or a service manager would.
+    fn signal(&self, signal: gw_testkit::Signal) {
+        gw_testkit::send_signal(self.child.id().unwrap(), signal);
     }
 
     /// Waits for the process to exit; returns its status, the rest of stdout, and stderr.
@@ -270,7 +265,7 @@ async fn dev_balances_across_the_demo_backends_then_limits_and_stops_on_sigint()
     .await;
 
     drop(client);
-    dev.signal("INT");
+    dev.signal(gw_testkit::Signal::Int);
     let (status, rest, stderr, tmp) = dev.exit().await;
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert_eq!(rest, "", "stdout after the banner");
@@ -285,7 +280,7 @@ async fn dev_balances_across_the_demo_backends_then_limits_and_stops_on_sigint()
 async fn dev_stops_cleanly_on_sigterm() {
     let dev = Dev::start().await;
     let proxy = dev.url("proxy").to_string();
-    dev.signal("TERM");
+    dev.signal(gw_testkit::Signal::Term);
     let (status, rest, stderr, tmp) = dev.exit().await;
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert_eq!(rest, "");
@@ -326,7 +321,7 @@ async fn dev_relaunched_on_the_same_database_points_the_demo_at_the_new_backends
         assert!(BACKENDS.contains(&name.as_str()), "run {run}: {name}");
         seen_endpoints.push(dev.url("service-a").to_string());
         drop(client);
-        dev.signal("INT");
+        dev.signal(gw_testkit::Signal::Int);
         let (status, _, stderr, _tmp) = dev.exit().await;
         assert_eq!(status.code(), Some(0), "run {run}: {stderr}");
         // A database the operator named is theirs: it stays.
@@ -511,7 +506,7 @@ async fn dev_with_a_redis_url_runs_the_demo_policy_as_global() {
             .trim(),
         "1"
     );
-    dev.signal("INT");
+    dev.signal(gw_testkit::Signal::Int);
     let (status, _, stderr, _) = dev.exit().await;
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
 }
