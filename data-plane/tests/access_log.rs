@@ -276,10 +276,14 @@ async fn the_binary_reopens_its_access_log_on_sighup_and_sigusr1() {
         (Call::get(admin_addr, "/readyz").send().await.status == 200).then_some(())
     })
     .await;
-    let pid = bin.child.id().unwrap().to_string();
+    let pid = bin.child.id().unwrap();
 
     let mut rotated = Vec::new();
-    for (n, signal) in ["HUP", "USR1"].into_iter().enumerate() {
+    let signals = [
+        ("HUP", gw_testkit::Signal::Hup),
+        ("USR1", gw_testkit::Signal::Usr1),
+    ];
+    for (n, (signal, raw)) in signals.into_iter().enumerate() {
         let id = format!("before-{signal}");
         let r = Call::get(bin.proxy, "/x")
             .header("x-request-id", &id)
@@ -296,12 +300,7 @@ async fn the_binary_reopens_its_access_log_on_sighup_and_sigusr1() {
         // What logrotate does: move the file away, then signal.
         let moved = dir.path().join(format!("access.log.{}", n + 1));
         std::fs::rename(&log, &moved).unwrap();
-        let kill = tokio::process::Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(kill.success());
+        gw_testkit::send_signal(pid, raw);
         // Lines may still reach the old file until the signal is handled; then a new file.
         eventually(&format!("a new access.log after SIG{signal}"), || async {
             let r = Call::get(bin.proxy, "/x")

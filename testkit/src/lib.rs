@@ -26,6 +26,8 @@ pub enum Signal {
     Int,
     /// SIGTERM: stop.
     Term,
+    /// SIGUSR1: reopen log files.
+    Usr1,
 }
 
 /// Sends `signal` to the process `pid` with the kill(2) system call, so tests need no `kill`
@@ -36,6 +38,7 @@ pub fn send_signal(pid: u32, signal: Signal) {
         Signal::Hup => Raw::HUP,
         Signal::Int => Raw::INT,
         Signal::Term => Raw::TERM,
+        Signal::Usr1 => Raw::USR1,
     };
     let Some(target) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         panic!("{pid} is not a process id");
