@@ -28,6 +28,10 @@ pub enum Signal {
     Term,
     /// SIGUSR1: reopen log files.
     Usr1,
+    /// SIGSTOP: freeze (a hung server).
+    Stop,
+    /// SIGCONT: run again after `Stop`.
+    Cont,
 }
 
 /// Sends `signal` to the process `pid` with the kill(2) system call, so tests need no `kill`
@@ -39,6 +43,8 @@ pub fn send_signal(pid: u32, signal: Signal) {
         Signal::Int => Raw::INT,
         Signal::Term => Raw::TERM,
         Signal::Usr1 => Raw::USR1,
+        Signal::Stop => Raw::STOP,
+        Signal::Cont => Raw::CONT,
     };
     let Some(target) = i32::try_from(pid).ok().and_then(Pid::from_raw) else {
         panic!("{pid} is not a process id");

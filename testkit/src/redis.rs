@@ -11,9 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rustix::process::{Pid, Signal, kill_process};
-
-use crate::DEFAULT_DEADLINE;
+use crate::{DEFAULT_DEADLINE, Signal, send_signal};
 
 const INSTALL: &str = "install the Debian package redis-server (apt-get install redis-server)";
 
@@ -156,18 +154,17 @@ impl RedisServer {
     /// Stops the process (SIGSTOP) without killing it: its connections stay open and nothing
     /// answers on them, as with a hung server or a black-holed network. Drop still kills it.
     pub fn pause(&self) {
-        self.signal(Signal::STOP);
+        self.signal(Signal::Stop);
     }
 
     /// Lets a [`RedisServer::pause`]d server run again (SIGCONT).
     pub fn resume(&self) {
-        self.signal(Signal::CONT);
+        self.signal(Signal::Cont);
     }
 
     fn signal(&self, signal: Signal) {
         let child = self.child.as_ref().expect("redis-server is not running");
-        kill_process(Pid::from_child(child), signal)
-            .unwrap_or_else(|e| panic!("signalling redis-server: {e}"));
+        send_signal(child.id(), signal);
     }
 
     /// Starts it again on the same port (empty: nothing is saved) and waits until it answers.
