@@ -220,6 +220,7 @@ mod tests {
             version: 42,
             kind: Some(pb::discovery_response::Kind::Snapshot(pb::ConfigSnapshot {
                 certificates: vec![],
+                consumers: vec![],
                 services: vec![service("s"), service("t")],
                 policies: Vec::new(),
             })),

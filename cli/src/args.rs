@@ -138,6 +138,13 @@ pub enum Command {
     /// Add, list and remove the certificates data planes serve HTTPS with.
     #[command(subcommand, visible_alias = "certs")]
     Cert(CertCommand),
+    /// Register, change, list and remove consumers (who calls services), and give them API
+    /// keys (`consumer key add NAME`).
+    #[command(subcommand, visible_alias = "consumers")]
+    Consumer(ConsumerCommand),
+    /// List and revoke API keys.
+    #[command(subcommand, visible_alias = "keys")]
+    Key(KeyCommand),
     /// Make the configuration match a file (YAML or JSON) of services, policies and
     /// certificates, as one config version. Exit status: 0 done (or, with --dry-run, nothing
     /// would change), 2 with --dry-run when something would change, 1 on any error.
@@ -244,6 +251,130 @@ pub struct ServiceAddArgs {
     /// HTTPS settings.
     #[command(flatten)]
     pub https: HttpsArgs,
+    /// Authentication settings.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// Authentication flags shared by `service add` and `service update`.
+#[derive(Debug, Args, Default)]
+pub struct AuthArgs {
+    /// Credentials callers must present: `key` (an API key of a consumer), or `none` (anyone
+    /// may call: the default; on update, turns authentication off). `jwt` is reserved.
+    #[arg(long, value_name = "METHODS", value_parser = parse_auth)]
+    pub auth: Option<AuthArg>,
+    /// Admit only consumers in this group (repeat for several; default: every consumer with a
+    /// valid key; on update, the list replaces the current one).
+    #[arg(long = "allow-group", value_name = "GROUP")]
+    pub allow_groups: Vec<String>,
+    /// Admit every authenticated consumer again (update only).
+    #[arg(long, conflicts_with = "allow_groups")]
+    pub any_group: bool,
+    /// Where API keys are accepted: `bearer` (Authorization: Bearer), `header` (X-API-Key),
+    /// `query` (?apikey=); repeat or comma-separate. Default: bearer,header.
+    #[arg(long = "key-source", value_name = "SOURCE", value_delimiter = ',',
+        value_parser = parse_key_source)]
+    pub key_sources: Vec<KeySourceArg>,
+}
+
+/// `--auth`: the methods, or none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthArg(pub Vec<gw_proto::v1::AuthMethod>);
+
+/// A `--key-source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeySourceArg(pub gw_proto::v1::ApiKeySource);
+
+/// Parses `--auth`: `none`, or methods separated by commas (`key`, `key,jwt`).
+pub fn parse_auth(text: &str) -> Result<AuthArg, String> {
+    if text.trim() == "none" {
+        return Ok(AuthArg(Vec::new()));
+    }
+    text.split(',')
+        .map(gw_config_file::parse_auth_method)
+        .collect::<Result<Vec<_>, _>>()
+        .map(AuthArg)
+}
+
+/// Parses one `--key-source`.
+pub fn parse_key_source(text: &str) -> Result<KeySourceArg, String> {
+    gw_config_file::parse_key_source(text).map(KeySourceArg)
+}
+
+/// `gwctl consumer …`
+#[derive(Debug, Subcommand)]
+pub enum ConsumerCommand {
+    /// Register a consumer.
+    Add {
+        /// Consumer name: lowercase letters, digits and '-', up to 63 characters.
+        name: String,
+        /// A group it belongs to (repeat for several).
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+    },
+    /// Replace a consumer's groups (its keys stay).
+    Update {
+        /// Consumer name.
+        name: String,
+        /// A group it belongs to (repeat for several); the list replaces the current one.
+        #[arg(
+            long = "group",
+            value_name = "GROUP",
+            required_unless_present = "clear_groups"
+        )]
+        groups: Vec<String>,
+        /// Remove it from every group.
+        #[arg(long, conflicts_with = "groups")]
+        clear_groups: bool,
+    },
+    /// List consumers.
+    #[command(visible_alias = "ls")]
+    List,
+    /// Show one consumer and its keys (id, creation, expiry, last 4 characters).
+    Get {
+        /// Consumer name.
+        name: String,
+    },
+    /// Remove a consumer and revoke all its keys.
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// Consumer name.
+        name: String,
+    },
+    /// Give a consumer an API key.
+    #[command(subcommand)]
+    Key(ConsumerKeyCommand),
+}
+
+/// `gwctl consumer key …`
+#[derive(Debug, Subcommand)]
+pub enum ConsumerKeyCommand {
+    /// Generate a new API key for a consumer and print it, once: only its hash is kept.
+    Add {
+        /// Consumer name.
+        name: String,
+        /// The key stops working after this long (e.g. 720h); default: when revoked.
+        #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_positive)]
+        expires: Option<Duration>,
+    },
+}
+
+/// `gwctl key …`
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// List API keys: id, consumer, creation, expiry, last 4 characters (never the key).
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this consumer's keys.
+        #[arg(long, value_name = "NAME")]
+        consumer: Option<String>,
+    },
+    /// Revoke an API key (data planes refuse it once they have the new config version).
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// The key's id (as `key list` shows it).
+        id: String,
+    },
 }
 
 /// HTTPS flags shared by `service add` and `service update`.
@@ -306,6 +437,9 @@ pub struct ServiceUpdateArgs {
     /// and the insecure setting).
     #[arg(long, conflicts_with_all = ["upstream_ca", "upstream_insecure"])]
     pub upstream_verify_system: bool,
+    /// Authentication settings.
+    #[command(flatten)]
+    pub auth: AuthArgs,
 }
 
 /// Health-check and timeout flags shared by `service add` and `service update`.
@@ -469,12 +603,20 @@ pub struct PolicySetArgs {
     /// How many requests may arrive at once (default: the limit).
     #[arg(long, value_name = "N")]
     pub burst: Option<u64>,
-    /// What identifies a client: `ip`, or `header:NAME` (e.g. header:x-api-key).
+    /// What identifies a client: `ip`, `consumer` (the authenticated consumer), or
+    /// `header:NAME` (e.g. header:x-api-key).
     #[arg(long, value_name = "KEY", default_value = "ip", value_parser = parse_key)]
     pub key: KeyArg,
     /// Apply to this service only (default: every service).
     #[arg(long, value_name = "NAME")]
     pub service: Option<String>,
+    /// Apply to this consumer's requests only. Where a --consumer or --group policy applies,
+    /// the unscoped `--key consumer` policies do not (they are the default tier).
+    #[arg(long, value_name = "NAME")]
+    pub consumer: Option<String>,
+    /// Apply to requests of consumers in this group only (see --consumer).
+    #[arg(long, value_name = "GROUP", conflicts_with = "consumer")]
+    pub group: Option<String>,
     /// Only count what would be rejected; reject nothing.
     #[arg(long)]
     pub shadow: bool,
@@ -524,6 +666,8 @@ pub enum KeyArg {
     ClientIp,
     /// The value of this request header.
     Header(String),
+    /// The authenticated consumer.
+    Consumer,
 }
 
 /// Parses `--key`: `ip` (or `client_ip`) or `header:NAME`, the grammar of a configuration
@@ -533,6 +677,7 @@ pub fn parse_key(text: &str) -> Result<KeyArg, String> {
     match gw_config_file::parse_key(text)? {
         Source::ClientIp(_) => Ok(KeyArg::ClientIp),
         Source::Header(name) => Ok(KeyArg::Header(name)),
+        Source::Consumer(_) => Ok(KeyArg::Consumer),
     }
 }
 
@@ -565,8 +710,9 @@ mod tests {
             ("client_ip", Ok(KeyArg::ClientIp)),
             ("header:x-api-key", Ok(KeyArg::Header("x-api-key".into()))),
             ("header:", Err("header name missing")),
-            ("cookie:x", Err("use ip or header:NAME")),
-            ("", Err("use ip or header:NAME")),
+            ("consumer", Ok(KeyArg::Consumer)),
+            ("cookie:x", Err("use ip, consumer or header:NAME")),
+            ("", Err("use ip, consumer or header:NAME")),
         ];
         for (input, want) in cases {
             match (parse_key(input), want) {

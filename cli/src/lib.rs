@@ -83,6 +83,12 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<Outcome, Error> {
         Command::Cert(cmd) => {
             commands::cert::run(cmd, &mut connect().await?, output, highlight, out).await?
         }
+        Command::Consumer(cmd) => {
+            commands::consumer::run(cmd, &mut connect().await?, output, out).await?
+        }
+        Command::Key(cmd) => {
+            commands::consumer::run_key(cmd, &mut connect().await?, output, out).await?
+        }
         Command::Apply(args) => {
             return commands::apply::apply(args, &mut connect().await?, output, out).await;
         }

@@ -67,6 +67,63 @@ pub struct ServiceDoc {
     /// Accept CONNECT requests (tunnels) for this service.
     #[serde(default)]
     pub allow_connect: bool,
+    /// Who may call it; absent: anyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthDoc>,
+}
+
+/// `gateway.v1.ServiceAuth`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthDoc {
+    /// Credentials accepted: `key`.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Groups admitted; empty: every consumer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_groups: Vec<String>,
+    /// Where keys are read: `bearer`, `header` (X-API-Key), `query` (apikey); empty: bearer
+    /// and header.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_sources: Vec<String>,
+}
+
+/// Parses an auth method as operators write it (`key`; `jwt` is reserved).
+pub fn parse_auth_method(text: &str) -> Result<pb::AuthMethod, String> {
+    match text.trim() {
+        "key" | "api_key" | "api-key" => Ok(pb::AuthMethod::ApiKey),
+        "jwt" => Ok(pb::AuthMethod::Jwt),
+        other => Err(format!("'{other}' is not an auth method; use key")),
+    }
+}
+
+/// Parses a key source as operators write it: `bearer`, `header` or `query`.
+pub fn parse_key_source(text: &str) -> Result<pb::ApiKeySource, String> {
+    match text.trim() {
+        "bearer" => Ok(pb::ApiKeySource::Bearer),
+        "header" | "x-api-key" => Ok(pb::ApiKeySource::Header),
+        "query" | "apikey" => Ok(pb::ApiKeySource::Query),
+        other => Err(format!(
+            "'{other}' is not a key source; use bearer, header or query"
+        )),
+    }
+}
+
+fn auth_method_name(m: i32) -> String {
+    match pb::AuthMethod::try_from(m) {
+        Ok(pb::AuthMethod::ApiKey) => "key".to_owned(),
+        Ok(pb::AuthMethod::Jwt) => "jwt".to_owned(),
+        _ => m.to_string(),
+    }
+}
+
+fn key_source_name(s: i32) -> String {
+    match pb::ApiKeySource::try_from(s) {
+        Ok(pb::ApiKeySource::Bearer) => "bearer".to_owned(),
+        Ok(pb::ApiKeySource::Header) => "header".to_owned(),
+        Ok(pb::ApiKeySource::Query) => "query".to_owned(),
+        _ => s.to_string(),
+    }
 }
 
 /// `gateway.v1.Route`.
@@ -158,9 +215,15 @@ pub struct PolicyDoc {
     /// The service it applies to; absent: every service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
-    /// `ip` (the default) or `header:NAME`.
+    /// `ip` (the default), `header:NAME` or `consumer`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Only requests of this consumer; absent: no restriction by consumer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<String>,
+    /// Only requests of consumers in this group; absent: no restriction by group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Requests per period.
     pub limit: u64,
     /// The period (`1m`).
@@ -392,9 +455,10 @@ impl Problems {
 }
 
 /// Parses a rate-limit key as operators write it (a file's `key:`, gwctl's `--key`): `ip`
-/// (or `client_ip`) or `header:NAME`.
+/// (or `client_ip`), `header:NAME` or `consumer`.
 pub fn parse_key(text: &str) -> Result<pb::rate_limit_key::Source, String> {
     match text.trim() {
+        "consumer" => Ok(pb::rate_limit_key::Source::Consumer(pb::ConsumerKey {})),
         "ip" | "client_ip" | "client-ip" => {
             Ok(pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {}))
         }
@@ -403,7 +467,7 @@ pub fn parse_key(text: &str) -> Result<pb::rate_limit_key::Source, String> {
                 Ok(pb::rate_limit_key::Source::Header(name.trim().to_string()))
             }
             Some(("header", _)) => Err("header name missing; use e.g. header:x-api-key".into()),
-            _ => Err("use ip or header:NAME, e.g. header:x-api-key".into()),
+            _ => Err("use ip, consumer or header:NAME, e.g. header:x-api-key".into()),
         },
     }
 }
@@ -493,6 +557,7 @@ impl ServiceDoc {
             https_redirect,
             upstream_tls,
             allow_connect,
+            auth,
         } = self;
         let health_check = health_check.map(|h| pb::HealthCheck {
             path: h.path.unwrap_or_default(),
@@ -554,6 +619,32 @@ impl ServiceDoc {
             https_redirect,
             upstream_tls,
             allow_connect,
+            auth: auth.map(|a| {
+                let AuthDoc {
+                    methods,
+                    allowed_groups,
+                    key_sources,
+                } = a;
+                let mut parsed_methods = Vec::new();
+                for (i, m) in methods.iter().enumerate() {
+                    match parse_auth_method(m) {
+                        Ok(m) => parsed_methods.push(m.into()),
+                        Err(e) => p.add(format!("{at}.auth.methods[{i}]"), e),
+                    }
+                }
+                let mut sources = Vec::new();
+                for (i, s) in key_sources.iter().enumerate() {
+                    match parse_key_source(s) {
+                        Ok(s) => sources.push(s.into()),
+                        Err(e) => p.add(format!("{at}.auth.key_sources[{i}]"), e),
+                    }
+                }
+                pb::ServiceAuth {
+                    methods: parsed_methods,
+                    allowed_groups,
+                    key_sources: sources,
+                }
+            }),
         }
     }
 
@@ -572,6 +663,7 @@ impl ServiceDoc {
             https_redirect,
             upstream_tls,
             allow_connect,
+            auth,
         } = s;
         let pb::Route {
             path_prefix,
@@ -623,6 +715,11 @@ impl ServiceDoc {
                 insecure_skip_verify: u.insecure_skip_verify,
             }),
             allow_connect,
+            auth: auth.map(|a| AuthDoc {
+                methods: a.methods.into_iter().map(auth_method_name).collect(),
+                allowed_groups: a.allowed_groups,
+                key_sources: a.key_sources.into_iter().map(key_source_name).collect(),
+            }),
         }
     }
 }
@@ -639,6 +736,8 @@ impl PolicyDoc {
             mode,
             scope,
             on_store_error,
+            consumer,
+            group,
         } = self;
         let key = match key.as_deref().map(parse_key) {
             None => pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {}),
@@ -675,6 +774,8 @@ impl PolicyDoc {
                 Some(OnStoreErrorDoc::Deny) => pb::StoreErrorAction::Deny,
             }
             .into(),
+            consumer: consumer.unwrap_or_default(),
+            group: group.unwrap_or_default(),
         }
     }
 
@@ -683,10 +784,13 @@ impl PolicyDoc {
         let (mode, scope, on_store_error) = (x.mode(), x.scope(), x.on_store_error());
         let key = match x.key.and_then(|k| k.source) {
             Some(pb::rate_limit_key::Source::Header(h)) => format!("header:{h}"),
+            Some(pb::rate_limit_key::Source::Consumer(_)) => "consumer".to_owned(),
             Some(pb::rate_limit_key::Source::ClientIp(_)) | None => "ip".to_owned(),
         };
         PolicyDoc {
             service: (!x.service.is_empty()).then_some(x.service),
+            consumer: (!x.consumer.is_empty()).then_some(x.consumer),
+            group: (!x.group.is_empty()).then_some(x.group),
             key: Some(key),
             limit: x.limit,
             period: from_proto(x.period)

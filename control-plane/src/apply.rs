@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use gw_proto::v1 as pb;
 
-use crate::domain::{Certificate, Policy, Service, ValidationError};
+use crate::domain::{Audience, Certificate, Policy, Service, ValidationError};
 use crate::state::{Changed, ConfigState};
 
 /// A validated document: what the configuration should hold.
@@ -269,8 +269,8 @@ pub struct Plan {
 pub enum Write {
     /// Insert or replace a service.
     Service {
-        /// The service.
-        service: Service,
+        /// The service (boxed: it is by far the largest write).
+        service: Box<Service>,
         /// Whether it is new (insert) rather than replaced (update).
         created: bool,
     },
@@ -290,7 +290,7 @@ impl Write {
     /// The state change this write makes, once the store has set its versions.
     pub(crate) fn change(&self) -> Changed {
         match self {
-            Write::Service { service, .. } => Changed::service(service.clone()),
+            Write::Service { service, .. } => Changed::service((**service).clone()),
             Write::RemoveService(name) => Changed::Service(name.clone(), None),
             Write::Policy(policy) => Changed::policy(policy.clone()),
             Write::RemovePolicy(name) => Changed::Policy(name.clone(), None),
@@ -387,7 +387,7 @@ pub fn plan(state: &ConfigState, document: Document) -> Result<Plan, DocumentErr
             None => {
                 diff.services.added.push(service.name.clone());
                 writes.push(Write::Service {
-                    service,
+                    service: Box::new(service),
                     created: true,
                 });
             }
@@ -396,7 +396,7 @@ pub fn plan(state: &ConfigState, document: Document) -> Result<Plan, DocumentErr
                 if !fields.is_empty() {
                     diff.services.changed.push((service.name.clone(), fields));
                     writes.push(Write::Service {
-                        service,
+                        service: Box::new(service),
                         created: false,
                     });
                 }
@@ -516,6 +516,7 @@ fn service_changes(old: &Service, new: &Service) -> Vec<&'static str> {
         https_redirect,
         upstream_tls,
         allow_connect,
+        auth,
     } = new;
     let mut fields = Vec::new();
     let mut differs = |field, same: bool| {
@@ -531,6 +532,7 @@ fn service_changes(old: &Service, new: &Service) -> Vec<&'static str> {
     differs("https_redirect", old.https_redirect == *https_redirect);
     differs("upstream_tls", old.upstream_tls == *upstream_tls);
     differs("allow_connect", old.allow_connect == *allow_connect);
+    differs("auth", old.auth == *auth);
     fields
 }
 
@@ -547,6 +549,7 @@ fn policy_changes(old: &Policy, new: &Policy) -> Vec<&'static str> {
         updated_version: _,
         scope,
         on_store_error,
+        audience,
     } = new;
     let mut fields = Vec::new();
     let mut differs = |field, same: bool| {
@@ -562,6 +565,17 @@ fn policy_changes(old: &Policy, new: &Policy) -> Vec<&'static str> {
     differs("mode", old.mode == *mode);
     differs("scope", old.scope == *scope);
     differs("on_store_error", old.on_store_error == *on_store_error);
+    let (consumer, group) = match (&old.audience, audience) {
+        (Some(Audience::Consumer(a)), Some(Audience::Consumer(b))) => (a == b, true),
+        (Some(Audience::Group(a)), Some(Audience::Group(b))) => (a == b, true),
+        (None, None) => (true, true),
+        (a, b) => (
+            !matches!(a, Some(Audience::Consumer(_))) && !matches!(b, Some(Audience::Consumer(_))),
+            !matches!(a, Some(Audience::Group(_))) && !matches!(b, Some(Audience::Group(_))),
+        ),
+    };
+    differs("consumer", consumer);
+    differs("group", group);
     fields
 }
 

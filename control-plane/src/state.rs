@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use gw_proto::v1 as pb;
 
-use crate::domain::{Certificate, Policy, Service};
+use crate::domain::{Certificate, Consumer, Policy, Service};
 
 /// How many versions back a delta can reach. A node further behind (or one that connects
 /// after a control-plane restart, which starts with no history) gets a full snapshot.
@@ -28,7 +28,8 @@ pub const MAX_CHANGES: usize = 256;
 /// Field number of `services` and `policies` in `ConfigSnapshot`, and of `snapshot` in
 /// `DiscoveryResponse`, all below 16, so each key takes one byte.
 const KEY_LEN: usize = 1;
-/// `certificates` in `ConfigSnapshot` is field 30 (16 to 2047): a two-byte key.
+/// `certificates` (30) and `consumers` (50) in `ConfigSnapshot` are fields 16 to 2047: a
+/// two-byte key.
 const CERTIFICATE_KEY_LEN: usize = 2;
 
 /// Everything the control plane serves, at one config version.
@@ -42,6 +43,8 @@ pub struct ConfigState {
     pub policies: BTreeMap<String, Arc<Policy>>,
     /// HTTPS certificates by name.
     pub certificates: BTreeMap<String, Arc<Certificate>>,
+    /// Consumers (with their API key hashes) by name.
+    pub consumers: BTreeMap<String, Arc<Consumer>>,
     /// Encoded length of the `ConfigSnapshot` of this state.
     config_len: usize,
     /// The changes that led to this version, oldest first, one per version and ending at
@@ -69,6 +72,8 @@ pub(crate) enum Changed {
     Policy(String, Option<Arc<Policy>>),
     /// The certificate of this name is now the given one, or gone (`None`).
     Certificate(String, Option<Arc<Certificate>>),
+    /// The consumer of this name (with its keys) is now the given one, or gone (`None`).
+    Consumer(String, Option<Arc<Consumer>>),
 }
 
 impl ConfigState {
@@ -85,6 +90,7 @@ impl ConfigState {
             services,
             policies,
             certificates: BTreeMap::new(),
+            consumers: BTreeMap::new(),
             config_len,
             changes: VecDeque::new(),
             snapshot: OnceLock::new(),
@@ -98,6 +104,14 @@ impl ConfigState {
             .map(|c| certificate_len(c))
             .sum::<usize>();
         self.certificates = certificates;
+        self.snapshot = OnceLock::new();
+        self
+    }
+
+    /// This state with `consumers` (as loaded at start-up).
+    pub fn with_consumers(mut self, consumers: BTreeMap<String, Arc<Consumer>>) -> Self {
+        self.config_len += consumers.values().map(|c| consumer_len(c)).sum::<usize>();
+        self.consumers = consumers;
         self.snapshot = OnceLock::new();
         self
     }
@@ -120,6 +134,11 @@ impl ConfigState {
                     .certificates
                     .values()
                     .map(|c| c.to_pb_with_key())
+                    .collect(),
+                consumers: self
+                    .consumers
+                    .values()
+                    .map(|c| c.to_pb_with_hashes())
                     .collect(),
             };
             Arc::new(pb::DiscoveryResponse {
@@ -172,6 +191,7 @@ impl ConfigState {
         let mut services: BTreeMap<&str, Option<&Arc<Service>>> = BTreeMap::new();
         let mut policies: BTreeMap<&str, Option<&Arc<Policy>>> = BTreeMap::new();
         let mut certificates: BTreeMap<&str, Option<&Arc<Certificate>>> = BTreeMap::new();
+        let mut consumers: BTreeMap<&str, Option<&Arc<Consumer>>> = BTreeMap::new();
         let changed = self.changes.iter().filter(|c| c.version > base);
         for what in changed.flat_map(|c| &c.what) {
             match what {
@@ -183,6 +203,9 @@ impl ConfigState {
                 }
                 Changed::Policy(name, now) => {
                     policies.insert(name, now.as_ref());
+                }
+                Changed::Consumer(name, now) => {
+                    consumers.insert(name, now.as_ref());
                 }
             }
         }
@@ -206,6 +229,12 @@ impl ConfigState {
             match now {
                 Some(c) => delta.upserted_certificates.push(c.to_pb_with_key()),
                 None => delta.removed_certificates.push(name.to_owned()),
+            }
+        }
+        for (name, now) in consumers {
+            match now {
+                Some(c) => delta.upserted_consumers.push(c.to_pb_with_hashes()),
+                None => delta.removed_consumers.push(name.to_owned()),
             }
         }
         Some(pb::DiscoveryResponse {
@@ -262,6 +291,22 @@ impl ConfigState {
         self.with_changes(version, vec![Changed::Certificate(name.to_owned(), None)])
     }
 
+    /// This state with `consumer` inserted or replaced, at `version`.
+    pub fn with_consumer(&self, consumer: Consumer, version: u64) -> Self {
+        self.with_changes(
+            version,
+            vec![Changed::Consumer(
+                consumer.name.clone(),
+                Some(Arc::new(consumer)),
+            )],
+        )
+    }
+
+    /// This state without consumer `name`, at `version`.
+    pub fn without_consumer(&self, name: &str, version: u64) -> Self {
+        self.with_changes(version, vec![Changed::Consumer(name.to_owned(), None)])
+    }
+
     /// The certificates as AdminService shows them (no private keys), ordered by name.
     pub fn pb_certificates(&self) -> Vec<pb::Certificate> {
         self.certificates.values().map(|c| c.to_public()).collect()
@@ -275,6 +320,7 @@ impl ConfigState {
         let mut services = self.services.clone();
         let mut policies = self.policies.clone();
         let mut certificates = self.certificates.clone();
+        let mut consumers = self.consumers.clone();
         let mut config_len = self.config_len;
         for change in &what {
             match change {
@@ -293,6 +339,9 @@ impl ConfigState {
                         &mut config_len,
                     );
                 }
+                Changed::Consumer(name, now) => {
+                    replace(&mut consumers, name, now, consumer_len, &mut config_len);
+                }
             }
         }
         let mut changes = if Some(version) == self.version.checked_add(1) {
@@ -309,6 +358,7 @@ impl ConfigState {
             services,
             policies,
             certificates,
+            consumers,
             config_len,
             changes,
             snapshot: OnceLock::new(),
@@ -364,6 +414,12 @@ fn policy_len(policy: &Policy) -> usize {
 /// Bytes one certificate adds to an encoded `ConfigSnapshot`, its key included.
 fn certificate_len(certificate: &Certificate) -> usize {
     let len = prost::Message::encoded_len(&certificate.to_pb_with_key());
+    CERTIFICATE_KEY_LEN + prost::length_delimiter_len(len) + len
+}
+
+/// Bytes one consumer adds to an encoded `ConfigSnapshot`, its key hashes included.
+fn consumer_len(consumer: &Consumer) -> usize {
+    let len = prost::Message::encoded_len(&consumer.to_pb_with_hashes());
     CERTIFICATE_KEY_LEN + prost::length_delimiter_len(len) + len
 }
 

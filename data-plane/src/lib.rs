@@ -23,6 +23,9 @@
 //! - `limiter`: token buckets per (policy, key), GLOBAL policies counted in Redis
 //!   (`limiter::global`, `limiter::redis`), and applying a service's policies to one request
 //!   (`limiter::policy`).
+//! - `auth`: API keys of consumers (an immutable map of their hashes), the credential taken
+//!   out of the request and the `X-Consumer-*` headers put in, the per-address limit on
+//!   failed attempts. Beside `limiter`, above `stats`.
 //! - `upstream`: endpoints with their health state, round robin, pooled backend connections.
 //! - `config`: the `StreamConfig` client, the on-disk cache, compilation of a version into an
 //!   immutable `Snapshot`, and `Gateway`, the shared state that holds it.
@@ -150,6 +153,11 @@ pub struct Config {
     pub rate_limit_store: Option<limiter::redis::StoreConfig>,
     /// The access log: where, in which format, how many lines may wait for the writer.
     pub access_log: access_log::Settings,
+    /// Failed authentications allowed per client address and `auth_failure_period`; then
+    /// 429 until the bucket refills (see `auth`).
+    pub auth_failure_limit: u64,
+    /// The period of `auth_failure_limit`.
+    pub auth_failure_period: Duration,
 }
 
 impl Config {
@@ -182,6 +190,8 @@ impl Config {
             admin_tls_reload_interval: gw_tls::reload::RELOAD_POLL,
             rate_limit_store: None,
             access_log: access_log::Settings::default(),
+            auth_failure_limit: auth::DEFAULT_AUTH_FAILURE_LIMIT,
+            auth_failure_period: auth::DEFAULT_AUTH_FAILURE_PERIOD,
         }
     }
 }
@@ -253,6 +263,10 @@ pub async fn serve_with(
             config.max_connections_per_endpoint,
         ),
         ("max_health_probes", config.max_health_probes),
+        (
+            "auth_failure_limit",
+            usize::try_from(config.auth_failure_limit).unwrap_or(usize::MAX),
+        ),
     ] {
         if n == 0 {
             return Err(ServeError::InvalidConfig {
@@ -268,6 +282,7 @@ pub async fn serve_with(
         ("response_body_timeout", config.response_body_timeout),
         ("first_byte_timeout", config.first_byte_timeout),
         ("idle_timeout", config.idle_timeout),
+        ("auth_failure_period", config.auth_failure_period),
     ] {
         if d.is_zero() {
             return Err(ServeError::InvalidConfig {
@@ -323,6 +338,11 @@ pub async fn serve_with(
             config.max_upstream_connections,
         ),
         config.resolver.clone(),
+    );
+    gw.auth_failures = auth::FailureLimiter::new(
+        config.auth_failure_limit,
+        config.auth_failure_period,
+        config.rate_limit_max_keys,
     );
     let gw = Arc::new(gw);
 
@@ -512,5 +532,6 @@ async fn sweep(gw: Arc<Gateway>, stop: watch::Receiver<bool>) {
         for global in gw.reuse.globals.all() {
             global.sweep(now);
         }
+        gw.auth_failures.sweep(now);
     }
 }

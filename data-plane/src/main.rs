@@ -95,6 +95,16 @@ struct Args {
     /// (counted in gw_rate_limit_overflow_total).
     #[arg(long, env = "GW_RATE_LIMIT_MAX_KEYS", default_value_t = DEFAULT_RATE_LIMIT_MAX_KEYS)]
     rate_limit_max_keys: usize,
+    /// Failed authentications (unknown API keys) allowed per client address per
+    /// --auth-failure-period; beyond, that address gets 429 on authenticated services, its
+    /// credentials unchecked, until the bucket refills.
+    #[arg(long, env = "GW_AUTH_FAILURE_LIMIT", value_name = "N",
+        default_value_t = gw_data_plane::auth::DEFAULT_AUTH_FAILURE_LIMIT)]
+    auth_failure_limit: u64,
+    /// The period of --auth-failure-limit, whole seconds (e.g. 1m).
+    #[arg(long, env = "GW_AUTH_FAILURE_PERIOD", default_value = "1m",
+        value_parser = gw_ops::duration::parse_positive)]
+    auth_failure_period: std::time::Duration,
     /// CA certificates (PEM) the control plane's certificate must chain to, for an https://
     /// --control-plane. Default: the system's trust store.
     #[arg(long, env = "GW_CA_CERT", value_name = "PEM")]
@@ -209,6 +219,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.access_log_buffer == 0 {
         problems.push("--access-log-buffer: must be at least 1".to_owned());
     }
+    if args.auth_failure_limit == 0 {
+        problems.push("--auth-failure-limit: must be at least 1".to_owned());
+    }
+    if args.auth_failure_period < std::time::Duration::from_secs(1) {
+        problems.push("--auth-failure-period: must be at least 1s".to_owned());
+    }
     if args.worker_threads == Some(0) {
         problems.push("--worker-threads: must be at least 1".to_owned());
     }
@@ -321,6 +337,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.cache_file = Some(cache_file);
     config.trusted_proxies = trusted;
     config.rate_limit_max_keys = args.rate_limit_max_keys;
+    config.auth_failure_limit = args.auth_failure_limit;
+    config.auth_failure_period = args.auth_failure_period;
     config.stats_interval = args.stats_interval;
     config.request_body_timeout = args.request_body_timeout;
     config.response_body_timeout = args.response_body_timeout;

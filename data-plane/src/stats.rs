@@ -65,6 +65,44 @@ impl UpstreamError {
     }
 }
 
+/// Why a request failed authentication, as counted and labelled. Per service, never per
+/// consumer: consumers are unbounded, series must not be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// No credential in any accepted place (401).
+    Missing,
+    /// A credential that matches nothing (401).
+    Invalid,
+    /// A known credential past its expiry (401).
+    Expired,
+    /// A valid consumer outside the service's allowed groups (403).
+    Forbidden,
+    /// Not looked at: the client's address failed too often lately (429).
+    Throttled,
+}
+
+impl AuthFailure {
+    /// Every reason, in label order.
+    pub const ALL: [AuthFailure; 5] = [
+        Self::Missing,
+        Self::Invalid,
+        Self::Expired,
+        Self::Forbidden,
+        Self::Throttled,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Invalid => "invalid",
+            Self::Expired => "expired",
+            Self::Forbidden => "forbidden",
+            Self::Throttled => "throttled",
+        }
+    }
+}
+
 /// Per-service counters. Shared by every config version that has the service.
 #[derive(Debug)]
 pub struct ServiceStats {
@@ -80,6 +118,10 @@ pub struct ServiceStats {
     local_errors: AtomicU64,
     /// Requests this gateway rejected with 429 (a backend's own 429s are not counted here).
     rate_limited: AtomicU64,
+    /// Requests that authenticated.
+    auth_accepted: AtomicU64,
+    /// Requests refused by authentication, by reason.
+    auth_failures: [AtomicU64; AuthFailure::ALL.len()],
 }
 
 impl Default for ServiceStats {
@@ -92,6 +134,8 @@ impl Default for ServiceStats {
             retries: AtomicU64::new(0),
             local_errors: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
+            auth_accepted: AtomicU64::new(0),
+            auth_failures: Default::default(),
         }
     }
 }
@@ -121,6 +165,16 @@ impl ServiceStats {
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts one request that authenticated.
+    pub fn auth_accepted(&self) {
+        self.auth_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one request refused by authentication.
+    pub fn auth_failed(&self, reason: AuthFailure) {
+        self.auth_failures[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts one attempt that failed for the gateway's own shortage.
     pub fn local_error(&self) {
         self.local_errors.fetch_add(1, Ordering::Relaxed);
@@ -147,6 +201,8 @@ impl ServiceStats {
             retries: load(&self.retries),
             local_errors: load(&self.local_errors),
             rate_limited: load(&self.rate_limited),
+            auth_accepted: load(&self.auth_accepted),
+            auth_failures: AuthFailure::ALL.map(|r| (r, load(&self.auth_failures[r as usize]))),
         }
     }
 
@@ -175,6 +231,10 @@ pub struct ServiceFigures {
     pub local_errors: u64,
     /// Requests rejected by this gateway's rate limits.
     pub rate_limited: u64,
+    /// Requests that authenticated.
+    pub auth_accepted: u64,
+    /// Requests refused by authentication, by reason.
+    pub auth_failures: [(AuthFailure, u64); AuthFailure::ALL.len()],
 }
 
 /// Per-policy counters kept by the request path (the limiter keeps its own key counts).

@@ -663,6 +663,7 @@ impl Script {
 fn named(names: &[&str]) -> pb::ConfigSnapshot {
     pb::ConfigSnapshot {
         certificates: vec![],
+        consumers: vec![],
         services: names.iter().map(|name| bare(name)).collect(),
         policies: Vec::new(),
     }
@@ -921,6 +922,7 @@ async fn the_data_plane_serves_the_config_a_delta_builds() {
     );
     let snapshot = pb::ConfigSnapshot {
         certificates: vec![],
+        consumers: vec![],
         services: vec![
             common::service("alpha", "/a", &[&a]),
             common::service("gone", "/gone", &[&a]),

@@ -110,6 +110,7 @@ async fn a_bad_version_is_nacked_and_the_previous_one_keeps_serving() {
 
     let good = pb::ConfigSnapshot {
         certificates: vec![],
+        consumers: vec![],
         services: vec![service("s", "/", &[&b])],
         policies: vec![],
     };

@@ -5,6 +5,7 @@
 pub mod apply;
 pub mod cert;
 pub mod completions;
+pub mod consumer;
 mod deleted;
 pub mod health;
 pub mod nodes;

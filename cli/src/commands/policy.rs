@@ -7,6 +7,8 @@
 //!  "burst": 100, "mode": "enforce", "scope": "global", "on_store_error": "local-share",
 //!  "updated_version": 9}
 //! ```
+//! A policy scoped to one consumer or group also has `"consumer": "alice"` or
+//! `"group": "gold"`.
 //! `list` prints `{"config_version": N, "policies": [...]}`, `set`
 //! `{"action": "created"|"updated", "config_version": N, "policy": {...}}`, `rm`
 //! `{"action": "deleted", "config_version": N, "name": "per-ip"}`.
@@ -95,12 +97,15 @@ fn policy_from(args: PolicySetArgs) -> pb::Policy {
         burst,
         key,
         service,
+        consumer,
+        group,
         shadow,
         scope,
     } = args;
     let source = match key {
         KeyArg::ClientIp => pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {}),
         KeyArg::Header(header) => pb::rate_limit_key::Source::Header(header),
+        KeyArg::Consumer => pb::rate_limit_key::Source::Consumer(pb::ConsumerKey {}),
     };
     let mode = if shadow {
         pb::PolicyMode::Shadow
@@ -128,6 +133,8 @@ fn policy_from(args: PolicySetArgs) -> pb::Policy {
             OnStoreErrorArg::Allow => pb::StoreErrorAction::Allow,
             OnStoreErrorArg::Deny => pb::StoreErrorAction::Deny,
         } as i32,
+        consumer: consumer.unwrap_or_default(),
+        group: group.unwrap_or_default(),
     }
 }
 
@@ -136,6 +143,10 @@ fn policy_from(args: PolicySetArgs) -> pb::Policy {
 pub struct PolicyView {
     name: String,
     service: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    group: Option<String>,
     key: String,
     limit: u64,
     period: String,
@@ -159,11 +170,14 @@ impl From<pb::Policy> for PolicyView {
             updated_version,
             scope,
             on_store_error,
+            consumer,
+            group,
         } = policy;
         let key = match key.and_then(|k| k.source) {
             // Unset means client IP, as for a policy stored before keys had options.
             None | Some(pb::rate_limit_key::Source::ClientIp(_)) => "ip".to_string(),
             Some(pb::rate_limit_key::Source::Header(h)) => format!("header:{h}"),
+            Some(pb::rate_limit_key::Source::Consumer(_)) => "consumer".to_string(),
         };
         let mode = match pb::PolicyMode::try_from(mode) {
             Ok(pb::PolicyMode::Unspecified | pb::PolicyMode::Enforce) => "enforce".to_string(),
@@ -186,6 +200,8 @@ impl From<pb::Policy> for PolicyView {
         PolicyView {
             name,
             service: (!service.is_empty()).then_some(service),
+            consumer: (!consumer.is_empty()).then_some(consumer),
+            group: (!group.is_empty()).then_some(group),
             key,
             limit,
             period: duration::format_proto(period.as_ref()),
@@ -214,7 +230,11 @@ impl Render for PolicyList {
             table.row(vec![
                 p.name.clone(),
                 p.service.clone().unwrap_or_else(|| "*".to_string()),
-                p.key.clone(),
+                match (&p.consumer, &p.group) {
+                    (Some(c), _) => format!("{} (consumer {c})", p.key),
+                    (None, Some(g)) => format!("{} (group {g})", p.key),
+                    (None, None) => p.key.clone(),
+                },
                 format!("{}/{}", p.limit, p.period),
                 p.burst.to_string(),
                 p.mode.clone(),
@@ -262,6 +282,8 @@ mod tests {
             burst,
             key,
             service: service.map(str::to_string),
+            consumer: None,
+            group: None,
             shadow,
             scope: crate::args::ScopeArgs {
                 scope: if shadow {

@@ -8,8 +8,11 @@
 //!                   "unhealthy_threshold": 3, "healthy_threshold": 2},
 //!  "timeouts": {"connect": "1s", "request": "30s"},
 //!  "load_balancing": "round_robin", "created_version": 3, "updated_version": 7,
-//!  "https_redirect": false, "upstream_verify": "system", "allow_connect": false}
+//!  "https_redirect": false, "upstream_verify": "system", "allow_connect": false,
+//!  "auth": null}
 //! ```
+//! `auth` is null for a service anyone may call, else
+//! `{"methods": ["key"], "allowed_groups": ["gold"], "key_sources": ["bearer", "header"]}`.
 //! `health_check.kind` is `http` (GET `path`), `tcp` (connect; `path` is "") or `off`.
 //! `list` prints `{"config_version": N, "services": [...]}`, `get` the service itself,
 //! `add`/`update` `{"action": "created"|"updated", "config_version": N, "service": {...}}`,
@@ -20,7 +23,9 @@ use std::io::Write;
 use gw_proto::v1 as pb;
 use serde::Serialize;
 
-use crate::args::{HttpsArgs, ServiceAddArgs, ServiceCommand, ServiceUpdateArgs, TuningArgs};
+use crate::args::{
+    AuthArgs, HttpsArgs, ServiceAddArgs, ServiceCommand, ServiceUpdateArgs, TuningArgs,
+};
 use crate::client::AdminClient;
 use crate::commands::deleted::Deleted;
 use crate::duration;
@@ -121,8 +126,10 @@ fn new_service(args: ServiceAddArgs) -> Result<pb::Service, Error> {
         allow_connect,
         tuning,
         https,
+        auth,
     } = args;
     let upstream_tls = https.upstream_tls(None)?;
+    let auth = auth.apply(None)?;
     Ok(pb::Service {
         name,
         route: Some(pb::Route {
@@ -139,7 +146,44 @@ fn new_service(args: ServiceAddArgs) -> Result<pb::Service, Error> {
         https_redirect: https.https_redirect,
         upstream_tls,
         allow_connect,
+        auth,
     })
+}
+
+impl AuthArgs {
+    fn any(&self) -> bool {
+        self.auth.is_some()
+            || !self.allow_groups.is_empty()
+            || self.any_group
+            || !self.key_sources.is_empty()
+    }
+
+    /// `base` with the given auth flags applied; `None` when the service admits anyone.
+    fn apply(&self, base: Option<pb::ServiceAuth>) -> Result<Option<pb::ServiceAuth>, Error> {
+        let mut auth = base.unwrap_or_default();
+        if let Some(methods) = &self.auth {
+            auth.methods = methods.0.iter().map(|m| *m as i32).collect();
+            if methods.0.is_empty() {
+                // `--auth none`: nothing else about auth means anything any more.
+                auth = pb::ServiceAuth::default();
+            }
+        }
+        if !self.allow_groups.is_empty() || self.any_group {
+            auth.allowed_groups = self.allow_groups.clone();
+        }
+        if !self.key_sources.is_empty() {
+            auth.key_sources = self.key_sources.iter().map(|s| s.0 as i32).collect();
+        }
+        if auth.methods.is_empty() {
+            if !auth.allowed_groups.is_empty() || !auth.key_sources.is_empty() {
+                return Err(Error::Usage(
+                    "--allow-group and --key-source need --auth key".to_string(),
+                ));
+            }
+            return Ok(None);
+        }
+        Ok(Some(auth))
+    }
 }
 
 impl HttpsArgs {
@@ -199,6 +243,7 @@ impl ServiceUpdateArgs {
             || self.https.any()
             || self.no_https_redirect
             || self.upstream_verify_system
+            || self.auth.any()
     }
 }
 
@@ -219,6 +264,7 @@ fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> Result<pb::Ser
         https,
         no_https_redirect,
         upstream_verify_system,
+        auth,
     } = args;
     let mut service = current;
     let route = service.route.get_or_insert_with(Default::default);
@@ -246,6 +292,7 @@ fn apply_update(current: pb::Service, args: ServiceUpdateArgs) -> Result<pb::Ser
         service.upstream_tls = None;
     }
     service.upstream_tls = https.upstream_tls(service.upstream_tls.take())?;
+    service.auth = auth.apply(service.auth.take())?;
     // Output-only: the server sets them.
     service.created_version = 0;
     service.updated_version = 0;
@@ -348,6 +395,30 @@ pub struct ServiceView {
     upstream_verify: &'static str,
     /// CONNECT is forwarded and tunnelled (false: answered 405).
     allow_connect: bool,
+    /// Who may call; `None`: anyone.
+    auth: Option<AuthView>,
+}
+
+/// A service's auth as gwctl shows it.
+#[derive(Debug, Serialize)]
+struct AuthView {
+    methods: Vec<String>,
+    allowed_groups: Vec<String>,
+    key_sources: Vec<String>,
+}
+
+impl AuthView {
+    fn describe(&self) -> String {
+        let mut text = format!(
+            "{} (keys from {})",
+            self.methods.join(", "),
+            self.key_sources.join(", ")
+        );
+        if !self.allowed_groups.is_empty() {
+            text.push_str(&format!("; only groups {}", self.allowed_groups.join(", ")));
+        }
+        text
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -392,7 +463,30 @@ impl From<pb::Service> for ServiceView {
             https_redirect,
             upstream_tls,
             allow_connect,
+            auth,
         } = service;
+        let auth = auth.map(|a| AuthView {
+            methods: a
+                .methods
+                .iter()
+                .map(|m| match pb::AuthMethod::try_from(*m) {
+                    Ok(pb::AuthMethod::ApiKey) => "key".to_string(),
+                    Ok(pb::AuthMethod::Jwt) => "jwt".to_string(),
+                    _ => format!("unknown({m})"),
+                })
+                .collect(),
+            allowed_groups: a.allowed_groups,
+            key_sources: a
+                .key_sources
+                .iter()
+                .map(|s| match pb::ApiKeySource::try_from(*s) {
+                    Ok(pb::ApiKeySource::Bearer) => "bearer".to_string(),
+                    Ok(pb::ApiKeySource::Header) => "header".to_string(),
+                    Ok(pb::ApiKeySource::Query) => "query".to_string(),
+                    _ => format!("unknown({s})"),
+                })
+                .collect(),
+        });
         let upstream_verify = match upstream_tls {
             Some(t) if t.insecure_skip_verify => "none",
             Some(t) if !t.ca_bundle_pem.is_empty() => "ca",
@@ -454,6 +548,7 @@ impl From<pb::Service> for ServiceView {
             https_redirect,
             upstream_verify,
             allow_connect,
+            auth,
         }
     }
 }
@@ -555,6 +650,12 @@ impl Render for ServiceView {
                     "refused (405)"
                 }
                 .to_string(),
+            ),
+            (
+                "auth",
+                self.auth
+                    .as_ref()
+                    .map_or_else(|| "none (anyone may call)".to_string(), AuthView::describe),
             ),
             (
                 "config version",

@@ -48,6 +48,7 @@ pub async fn register(
         allow_connect: false,
         tuning: TuningArgs::default(),
         https: Default::default(),
+        auth: Default::default(),
     });
     match commands::service::run(add, client, OutputFormat::Table, &mut printed).await {
         Err(e) if e.is_already_exists() => {
@@ -66,6 +67,7 @@ pub async fn register(
                 https: Default::default(),
                 no_https_redirect: false,
                 upstream_verify_system: false,
+                auth: Default::default(),
             });
             commands::service::run(update, client, OutputFormat::Table, &mut printed).await?;
         }
@@ -78,6 +80,8 @@ pub async fn register(
         burst: None,
         key: KeyArg::ClientIp,
         service: Some(SERVICE.to_string()),
+        consumer: None,
+        group: None,
         shadow: false,
         scope: ScopeArgs {
             scope: if global {

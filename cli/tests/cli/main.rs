@@ -5,6 +5,7 @@ mod apply;
 mod certs;
 mod completions;
 mod connection;
+mod consumers;
 mod dev;
 mod nodes;
 mod policies;

@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 
 use crate::api::status::INTERNAL_MESSAGE;
 use crate::apply::Document;
-use crate::domain::{Certificate, Policy, Service, validate};
+use crate::domain::consumer::check_ttl;
+use crate::domain::{ApiKey, Certificate, Consumer, Policy, Service, validate};
 use crate::fleet::nodes::NodeRegistry;
 use crate::fleet::view;
 use crate::store::Store;
@@ -68,6 +69,27 @@ async fn off_runtime<T: Send + 'static>(
                 "building the fleet view failed; see the control plane's log",
             ))
         }
+    }
+}
+
+fn consumer_of(msg: Option<pb::Consumer>) -> Result<Consumer, Status> {
+    let msg = msg.ok_or_else(|| Status::invalid_argument("consumer: required"))?;
+    Ok(Consumer::try_from(msg)?)
+}
+
+/// Validates a key id given to select a key: `k-` and hex digits, as CreateApiKey makes them.
+fn key_id(id: &str) -> Result<(), Status> {
+    let ok = id.len() <= 64
+        && id
+            .strip_prefix("k-")
+            .is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "id: '{}' is not an API key id (k- and hex digits, as `gwctl key list` shows)",
+            validate::echo(id)
+        )))
     }
 }
 
@@ -286,6 +308,151 @@ impl AdminService for AdminApi {
         };
         tracing::info!(certificate = %name, version, "certificate deleted");
         Ok(Response::new(pb::DeleteCertificateResponse {
+            config_version: version,
+        }))
+    }
+
+    async fn create_consumer(
+        &self,
+        request: Request<pb::CreateConsumerRequest>,
+    ) -> Result<Response<pb::CreateConsumerResponse>, Status> {
+        let pb::CreateConsumerRequest { consumer } = request.into_inner();
+        let consumer = consumer_of(consumer)?;
+        let (consumer, version) = self
+            .write(move |store| async move { store.create_consumer(consumer).await })
+            .await?;
+        tracing::info!(consumer = %consumer.name, groups = ?consumer.groups, version, "consumer created");
+        Ok(Response::new(pb::CreateConsumerResponse {
+            consumer: Some(consumer.to_public()),
+            config_version: version,
+        }))
+    }
+
+    async fn update_consumer(
+        &self,
+        request: Request<pb::UpdateConsumerRequest>,
+    ) -> Result<Response<pb::UpdateConsumerResponse>, Status> {
+        let pb::UpdateConsumerRequest { consumer } = request.into_inner();
+        let Consumer { name, groups, .. } = consumer_of(consumer)?;
+        let (consumer, version) = self
+            .write(move |store| async move { store.update_consumer(&name, groups).await })
+            .await?;
+        tracing::info!(consumer = %consumer.name, groups = ?consumer.groups, version, "consumer updated");
+        Ok(Response::new(pb::UpdateConsumerResponse {
+            consumer: Some(consumer.to_public()),
+            config_version: version,
+        }))
+    }
+
+    async fn get_consumer(
+        &self,
+        request: Request<pb::GetConsumerRequest>,
+    ) -> Result<Response<pb::GetConsumerResponse>, Status> {
+        let pb::GetConsumerRequest { name } = request.into_inner();
+        lookup_name(&name)?;
+        let state = self.store.current();
+        let consumer = state
+            .consumers
+            .get(&name)
+            .ok_or_else(|| Status::not_found(format!("consumer '{name}' does not exist")))?;
+        Ok(Response::new(pb::GetConsumerResponse {
+            consumer: Some(consumer.to_public()),
+        }))
+    }
+
+    async fn list_consumers(
+        &self,
+        request: Request<pb::ListConsumersRequest>,
+    ) -> Result<Response<pb::ListConsumersResponse>, Status> {
+        let pb::ListConsumersRequest {} = request.into_inner();
+        let state = self.store.current();
+        Ok(Response::new(pb::ListConsumersResponse {
+            consumers: state.consumers.values().map(|c| c.to_public()).collect(),
+            config_version: state.version,
+        }))
+    }
+
+    async fn delete_consumer(
+        &self,
+        request: Request<pb::DeleteConsumerRequest>,
+    ) -> Result<Response<pb::DeleteConsumerResponse>, Status> {
+        let pb::DeleteConsumerRequest { name } = request.into_inner();
+        lookup_name(&name)?;
+        let version = {
+            let name = name.clone();
+            self.write(move |store| async move { store.delete_consumer(&name).await })
+                .await?
+        };
+        tracing::info!(consumer = %name, version, "consumer deleted");
+        Ok(Response::new(pb::DeleteConsumerResponse {
+            config_version: version,
+        }))
+    }
+
+    async fn create_api_key(
+        &self,
+        request: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        let pb::CreateApiKeyRequest { consumer, ttl } = request.into_inner();
+        validate::name(&consumer)
+            .map_err(|p| Status::invalid_argument(format!("consumer: {p}")))?;
+        let ttl = check_ttl(ttl)?;
+        // Generated here, so every key has the same entropy whoever asks; only its hash is
+        // written, and the key leaves in this one answer.
+        let (key, record) = ApiKey::generate(std::time::SystemTime::now(), ttl);
+        let public = record.to_public(&consumer);
+        let version = {
+            let consumer = consumer.clone();
+            self.write(move |store| async move { store.add_api_key(&consumer, record).await })
+                .await?
+        };
+        // The id and last 4 characters only: the key never reaches a log.
+        tracing::info!(consumer = %consumer, id = %public.id, last4 = %public.last4, version, "API key created");
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key: key.expose().to_owned(),
+            api_key: Some(public),
+            config_version: version,
+        }))
+    }
+
+    async fn list_api_keys(
+        &self,
+        request: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        let pb::ListApiKeysRequest { consumer } = request.into_inner();
+        let state = self.store.current();
+        let consumers: Vec<_> = if consumer.is_empty() {
+            state.consumers.values().collect()
+        } else {
+            validate::name(&consumer)
+                .map_err(|p| Status::invalid_argument(format!("consumer: {p}")))?;
+            let one = state.consumers.get(&consumer).ok_or_else(|| {
+                Status::not_found(format!("consumer '{consumer}' does not exist"))
+            })?;
+            vec![one]
+        };
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: consumers
+                .iter()
+                .flat_map(|c| c.api_keys.iter().map(|k| k.to_public(&c.name)))
+                .collect(),
+            config_version: state.version,
+        }))
+    }
+
+    async fn delete_api_key(
+        &self,
+        request: Request<pb::DeleteApiKeyRequest>,
+    ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
+        let pb::DeleteApiKeyRequest { id } = request.into_inner();
+        key_id(&id)?;
+        let (consumer, version) = {
+            let id = id.clone();
+            self.write(move |store| async move { store.delete_api_key(&id).await })
+                .await?
+        };
+        tracing::info!(consumer = %consumer, id = %id, version, "API key revoked");
+        Ok(Response::new(pb::DeleteApiKeyResponse {
             config_version: version,
         }))
     }

@@ -21,7 +21,9 @@ impl From<StoreError> for Status {
             StoreError::AlreadyExists { .. } | StoreError::RouteConflict { .. } => {
                 Status::already_exists(e.to_string())
             }
-            StoreError::InUse { .. } => Status::failed_precondition(e.to_string()),
+            StoreError::InUse { .. } | StoreError::TooManyKeys { .. } => {
+                Status::failed_precondition(e.to_string())
+            }
             StoreError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
             StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store failure");

@@ -5,12 +5,14 @@
 //! config state and the stream only ever see valid values.
 
 mod certificate;
+pub mod consumer;
 mod policy;
 mod service;
 pub(crate) mod validate;
 
 pub use certificate::Certificate;
-pub use policy::{KeySource, Mode, OnStoreError, Policy, Scope};
+pub use consumer::{ApiKey, Auth, AuthMethod, Consumer, KeyHash};
+pub use policy::{Audience, KeySource, Mode, OnStoreError, Policy, Scope};
 pub use service::{
     Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts, UpstreamTls,
 };

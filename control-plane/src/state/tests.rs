@@ -66,6 +66,7 @@ fn apply(base: &pb::ConfigSnapshot, delta: &pb::ConfigDelta) -> pb::ConfigSnapsh
     }
     pb::ConfigSnapshot {
         certificates: vec![],
+        consumers: vec![],
         services: services.into_values().collect(),
         policies: policies.into_values().collect(),
     }

@@ -60,6 +60,16 @@ pub enum StoreError {
         /// The limit.
         limit: usize,
     },
+    /// A consumer already holds as many API keys as allowed.
+    #[error(
+        "consumer '{consumer}' already has {limit} API keys; revoke one first (gwctl key rm ID)"
+    )]
+    TooManyKeys {
+        /// The consumer.
+        consumer: String,
+        /// The most keys a consumer may hold.
+        limit: usize,
+    },
     /// The database failed. Its text is for logs only.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

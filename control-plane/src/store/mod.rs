@@ -13,6 +13,7 @@
 //! reference checks see exactly what is committed. One control plane per database file.
 
 mod certificates;
+mod consumers;
 mod error;
 mod policies;
 mod services;
@@ -29,7 +30,8 @@ use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex, watch};
 
 use crate::apply::{self, Diff, Document, DocumentError, Write};
-use crate::domain::{Certificate, Policy, Service};
+use crate::domain::consumer::MAX_KEYS;
+use crate::domain::{ApiKey, Certificate, Consumer, Policy, Service};
 use crate::state::ConfigState;
 
 pub use error::StoreError;
@@ -249,6 +251,105 @@ impl Store {
         Ok(version)
     }
 
+    /// Registers a new consumer (without keys); returns it as stored and the version.
+    pub async fn create_consumer(
+        &self,
+        mut consumer: Consumer,
+    ) -> Result<(Consumer, u64), StoreError> {
+        let mut state = self.writer.lock().await;
+        if state.consumers.contains_key(&consumer.name) {
+            return Err(StoreError::AlreadyExists {
+                kind: "consumer",
+                name: consumer.name,
+            });
+        }
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        consumer.api_keys.clear();
+        consumer.updated_version = version;
+        consumers::insert(&mut tx, &consumer).await?;
+        let next = state.with_consumer(consumer.clone(), version);
+        self.commit(tx, &mut state, next).await?;
+        Ok((consumer, version))
+    }
+
+    /// Replaces an existing consumer's groups, keeping its keys.
+    pub async fn update_consumer(
+        &self,
+        name: &str,
+        groups: Vec<String>,
+    ) -> Result<(Consumer, u64), StoreError> {
+        let mut state = self.writer.lock().await;
+        let mut consumer = existing_consumer(&state, name)?;
+        consumer.groups = groups;
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        consumer.updated_version = version;
+        consumers::update(&mut tx, &consumer).await?;
+        let next = state.with_consumer(consumer.clone(), version);
+        self.commit(tx, &mut state, next).await?;
+        Ok((consumer, version))
+    }
+
+    /// Removes a consumer and its keys; returns the version without them.
+    pub async fn delete_consumer(&self, name: &str) -> Result<u64, StoreError> {
+        let mut state = self.writer.lock().await;
+        existing_consumer(&state, name)?;
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        consumers::delete(&mut tx, name).await?;
+        let next = state.without_consumer(name, version);
+        self.commit(tx, &mut state, next).await?;
+        Ok(version)
+    }
+
+    /// Stores `key` (its hash) for consumer `name`; returns the version that includes it.
+    pub async fn add_api_key(&self, name: &str, key: ApiKey) -> Result<u64, StoreError> {
+        let mut state = self.writer.lock().await;
+        let mut consumer = existing_consumer(&state, name)?;
+        if consumer.api_keys.len() >= MAX_KEYS {
+            return Err(StoreError::TooManyKeys {
+                consumer: name.to_owned(),
+                limit: MAX_KEYS,
+            });
+        }
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        consumers::insert_key(&mut tx, name, &key).await?;
+        consumer.api_keys.push(key);
+        consumer.updated_version = version;
+        consumers::update(&mut tx, &consumer).await?;
+        let next = state.with_consumer(consumer, version);
+        self.commit(tx, &mut state, next).await?;
+        Ok(version)
+    }
+
+    /// Revokes the key `id`; returns its consumer's name and the version without the key.
+    pub async fn delete_api_key(&self, id: &str) -> Result<(String, u64), StoreError> {
+        let mut state = self.writer.lock().await;
+        let Some(mut consumer) = state
+            .consumers
+            .values()
+            .find(|c| c.api_keys.iter().any(|k| k.id == id))
+            .map(|c| (**c).clone())
+        else {
+            return Err(StoreError::NotFound {
+                kind: "api key",
+                name: id.to_owned(),
+            });
+        };
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        consumers::delete_key(&mut tx, id).await?;
+        consumer.api_keys.retain(|k| k.id != id);
+        consumer.updated_version = version;
+        consumers::update(&mut tx, &consumer).await?;
+        let name = consumer.name.clone();
+        let next = state.with_consumer(consumer, version);
+        self.commit(tx, &mut state, next).await?;
+        Ok((name, version))
+    }
+
     /// Removes a policy; returns the version without it.
     pub async fn delete_policy(&self, name: &str) -> Result<u64, StoreError> {
         let mut state = self.writer.lock().await;
@@ -383,6 +484,18 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
+/// A copy of the consumer `name`, to change and write back.
+fn existing_consumer(state: &ConfigState, name: &str) -> Result<Consumer, StoreError> {
+    state
+        .consumers
+        .get(name)
+        .map(|c| (**c).clone())
+        .ok_or_else(|| StoreError::NotFound {
+            kind: "consumer",
+            name: name.to_owned(),
+        })
+}
+
 fn check_route(state: &ConfigState, service: &Service) -> Result<(), StoreError> {
     match state.route_conflict(service) {
         None => Ok(()),
@@ -427,8 +540,15 @@ async fn load(conn: &mut SqliteConnection) -> Result<ConfigState, StoreError> {
         .into_iter()
         .map(|c| (c.name.clone(), Arc::new(c)))
         .collect();
+    let consumers: BTreeMap<String, Arc<Consumer>> = consumers::list(&mut tx)
+        .await?
+        .into_iter()
+        .map(|c| (c.name.clone(), Arc::new(c)))
+        .collect();
     tx.commit().await?;
-    Ok(ConfigState::new(version, services, policies).with_certificates(certificates))
+    Ok(ConfigState::new(version, services, policies)
+        .with_certificates(certificates)
+        .with_consumers(consumers))
 }
 
 /// Makes the database file (and SQLite's WAL and shared-memory files beside it) readable by

@@ -2,13 +2,15 @@
 
 use sqlx::SqliteConnection;
 
-use crate::domain::{KeySource, Mode, OnStoreError, Policy, Scope};
+use crate::domain::{Audience, KeySource, Mode, OnStoreError, Policy, Scope};
 use crate::store::error::{StoreError, duration, millis, to_i64, to_u64};
 
 /// `key_kind` of a policy keyed by client IP.
 const KEY_CLIENT_IP: &str = "client_ip";
 /// `key_kind` of a policy keyed by a request header.
 const KEY_HEADER: &str = "header";
+/// `key_kind` of a policy keyed by the authenticated consumer.
+const KEY_CONSUMER: &str = "consumer";
 
 /// A `policies` row as stored.
 #[derive(sqlx::FromRow)]
@@ -24,6 +26,8 @@ struct PolicyRow {
     updated_version: i64,
     scope: String,
     on_store_error: String,
+    consumer: Option<String>,
+    consumer_group: Option<String>,
 }
 
 impl TryFrom<PolicyRow> for Policy {
@@ -34,7 +38,14 @@ impl TryFrom<PolicyRow> for Policy {
         let key = match (row.key_kind.as_str(), row.key_header) {
             (KEY_CLIENT_IP, _) => KeySource::ClientIp,
             (KEY_HEADER, Some(h)) => KeySource::Header(h),
+            (KEY_CONSUMER, _) => KeySource::Consumer,
             _ => return Err(corrupt("key")),
+        };
+        let audience = match (row.consumer, row.consumer_group) {
+            (None, None) => None,
+            (Some(c), None) => Some(Audience::Consumer(c)),
+            (None, Some(g)) => Some(Audience::Group(g)),
+            (Some(_), Some(_)) => return Err(corrupt("both consumer and group")),
         };
         Ok(Policy {
             service: row.service,
@@ -47,6 +58,7 @@ impl TryFrom<PolicyRow> for Policy {
             on_store_error: OnStoreError::from_name(&row.on_store_error)
                 .ok_or_else(|| corrupt("on_store_error"))?,
             updated_version: to_u64("updated_version", row.updated_version)?,
+            audience,
             name: row.name,
         })
     }
@@ -65,17 +77,24 @@ pub(super) async fn upsert(conn: &mut SqliteConnection, p: &Policy) -> Result<()
     let (kind, header) = match &p.key {
         KeySource::ClientIp => (KEY_CLIENT_IP, None),
         KeySource::Header(h) => (KEY_HEADER, Some(h.as_str())),
+        KeySource::Consumer => (KEY_CONSUMER, None),
+    };
+    let (consumer, group) = match &p.audience {
+        None => (None, None),
+        Some(Audience::Consumer(c)) => (Some(c.as_str()), None),
+        Some(Audience::Group(g)) => (None, Some(g.as_str())),
     };
     sqlx::query(
         "INSERT INTO policies (name, service, key_kind, key_header, rate_limit, period_ms, \
-         burst, mode, updated_version, scope, on_store_error) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+         burst, mode, updated_version, scope, on_store_error, consumer, consumer_group) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT (name) DO UPDATE SET service = excluded.service, \
          key_kind = excluded.key_kind, key_header = excluded.key_header, \
          rate_limit = excluded.rate_limit, period_ms = excluded.period_ms, \
          burst = excluded.burst, mode = excluded.mode, \
          updated_version = excluded.updated_version, scope = excluded.scope, \
-         on_store_error = excluded.on_store_error",
+         on_store_error = excluded.on_store_error, consumer = excluded.consumer, \
+         consumer_group = excluded.consumer_group",
     )
     .bind(&p.name)
     .bind(p.service.as_deref())
@@ -88,6 +107,8 @@ pub(super) async fn upsert(conn: &mut SqliteConnection, p: &Policy) -> Result<()
     .bind(to_i64("updated_version", p.updated_version)?)
     .bind(p.scope.as_str())
     .bind(p.on_store_error.as_str())
+    .bind(consumer)
+    .bind(group)
     .execute(conn)
     .await?;
     Ok(())

@@ -2,6 +2,7 @@
 
 use sqlx::SqliteConnection;
 
+use crate::domain::consumer::{Auth, AuthMethod, KeySource};
 use crate::domain::{
     Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts, UpstreamTls,
 };
@@ -32,6 +33,7 @@ struct ServiceRow {
     upstream_ca_pem: String,
     upstream_tls_insecure: bool,
     allow_connect: bool,
+    auth: String,
 }
 
 impl TryFrom<ServiceRow> for Service {
@@ -86,6 +88,7 @@ impl TryFrom<ServiceRow> for Service {
             updated_version: to_u64("updated_version", row.updated_version)?,
             https_redirect: row.https_redirect,
             allow_connect: row.allow_connect,
+            auth: auth_from_row(&row.auth).ok_or_else(|| corrupt("auth"))?,
             upstream_tls: UpstreamTls {
                 ca_bundle_pem: row.upstream_ca_pem,
                 insecure_skip_verify: row.upstream_tls_insecure,
@@ -93,6 +96,50 @@ impl TryFrom<ServiceRow> for Service {
             name: row.name,
         })
     }
+}
+
+/// The stored form of a service's auth: '' when open, else JSON of name lists.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AuthRow {
+    methods: Vec<String>,
+    allowed_groups: Vec<String>,
+    key_sources: Vec<String>,
+}
+
+fn auth_to_row(auth: &Auth) -> Result<String, StoreError> {
+    if auth.is_open() {
+        return Ok(String::new());
+    }
+    let row = AuthRow {
+        methods: auth.methods.iter().map(|m| m.as_str().to_owned()).collect(),
+        allowed_groups: auth.allowed_groups.clone(),
+        key_sources: auth
+            .key_sources
+            .iter()
+            .map(|s| s.as_str().to_owned())
+            .collect(),
+    };
+    serde_json::to_string(&row).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn auth_from_row(text: &str) -> Option<Auth> {
+    if text.is_empty() {
+        return Some(Auth::default());
+    }
+    let row: AuthRow = serde_json::from_str(text).ok()?;
+    Some(Auth {
+        methods: row
+            .methods
+            .iter()
+            .map(|m| AuthMethod::from_name(m))
+            .collect::<Option<_>>()?,
+        allowed_groups: row.allowed_groups,
+        key_sources: row
+            .key_sources
+            .iter()
+            .map(|s| KeySource::from_name(s))
+            .collect::<Option<_>>()?,
+    })
 }
 
 /// The JSON text stored for a list of strings.
@@ -118,8 +165,8 @@ pub(super) async fn insert(conn: &mut SqliteConnection, s: &Service) -> Result<(
          connect_timeout_ms, request_timeout_ms, load_balancing, created_version, \
          updated_version, health_disabled, https_redirect, upstream_ca_pem, \
          upstream_tls_insecure, request_body_timeout_ms, response_body_timeout_ms, \
-         allow_connect, name) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         allow_connect, auth, name) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         s,
     )
     .await
@@ -135,7 +182,7 @@ pub(super) async fn update(conn: &mut SqliteConnection, s: &Service) -> Result<(
          request_timeout_ms = ?, load_balancing = ?, created_version = ?, \
          updated_version = ?, health_disabled = ?, https_redirect = ?, upstream_ca_pem = ?, \
          upstream_tls_insecure = ?, request_body_timeout_ms = ?, response_body_timeout_ms = ?, \
-         allow_connect = ? WHERE name = ?",
+         allow_connect = ?, auth = ? WHERE name = ?",
         s,
     )
     .await
@@ -175,6 +222,7 @@ async fn write(conn: &mut SqliteConnection, sql: &str, s: &Service) -> Result<()
                 .transpose()?,
         )
         .bind(s.allow_connect)
+        .bind(auth_to_row(&s.auth)?)
         .bind(&s.name)
         .execute(conn)
         .await?;

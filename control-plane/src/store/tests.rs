@@ -1,7 +1,7 @@
 //! Store tests against real SQLite files: migrations, publishing, reloading.
 
 use super::*;
-use crate::domain::{KeySource, Mode, OnStoreError, Scope};
+use crate::domain::{Audience, KeySource, Mode, OnStoreError, Scope};
 
 fn service(name: &str, prefix: &str) -> Service {
     let msg = gw_proto::v1::Service {
@@ -32,8 +32,10 @@ async fn migrations_apply_to_an_empty_database() {
         tables,
         [
             "_sqlx_migrations",
+            "api_keys",
             "certificates",
             "config_version",
+            "consumers",
             "policies",
             "services"
         ]
@@ -86,6 +88,7 @@ async fn every_write_publishes_a_new_version_in_order() {
         // Not the defaults, so the new columns are seen to round-trip.
         scope: Scope::Global,
         on_store_error: OnStoreError::Deny,
+        audience: Some(Audience::Group("gold".into())),
         updated_version: 0,
     };
     let (stored, created, v2) = store.put_policy(policy.clone()).await.unwrap();

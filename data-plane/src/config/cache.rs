@@ -217,6 +217,7 @@ mod tests {
     fn snapshot(names: &[&str]) -> pb::ConfigSnapshot {
         pb::ConfigSnapshot {
             certificates: vec![],
+            consumers: vec![],
             services: names
                 .iter()
                 .map(|name| pb::Service {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use arc_swap::ArcSwapOption;
 use gw_proto::v1 as pb;
 
+use crate::auth::FailureLimiter;
 use crate::config::snapshot::{self, Reuse, Snapshot};
 use crate::config::sync::{ConfigSink, SyncStatus};
 use crate::limiter::LimiterRegistry;
@@ -28,6 +29,8 @@ pub struct Gateway {
     pub sync: Arc<SyncStatus>,
     /// The HTTPS listener's certificate resolver; each applied version installs its table.
     pub certificates: Arc<crate::tls::Resolver>,
+    /// Failed authentications per client address (see `auth`); `serve` sets its rate.
+    pub auth_failures: FailureLimiter,
     /// Serializes applies, so two versions never compile against the same reuse state at once.
     apply_lock: Mutex<()>,
 }
@@ -60,6 +63,11 @@ impl Gateway {
             global: GlobalStats::default(),
             sync,
             certificates: Arc::default(),
+            auth_failures: FailureLimiter::new(
+                crate::auth::DEFAULT_AUTH_FAILURE_LIMIT,
+                crate::auth::DEFAULT_AUTH_FAILURE_PERIOD,
+                rate_limit_max_keys,
+            ),
             apply_lock: Mutex::new(()),
         }
     }

@@ -13,9 +13,10 @@ use std::time::Duration;
 use gw_proto::v1 as pb;
 use http::uri::{Authority, Uri};
 
+use crate::auth::{KeySources, KeyTable, ServiceAuth};
 use crate::config::router::{RouteSpec, RouteTable};
 use crate::limiter::global::{self, GlobalDef, GlobalRegistry, OnStoreError};
-use crate::limiter::policy::{ActivePolicy, Counter};
+use crate::limiter::policy::{ActivePolicy, Audience, Counter};
 use crate::limiter::{KeySpec, LimiterRegistry, Mode, PolicyDef, PolicyLimiter, RateSpec};
 use crate::stats::{PolicyStats, Registry, ServiceStats};
 use crate::tls::SniTable;
@@ -60,6 +61,8 @@ pub struct Snapshot {
     pub policies: Box<[PolicyInfo]>,
     /// The HTTPS listener's certificates, by server name.
     pub certificates: Arc<SniTable>,
+    /// Consumers' API keys, by hash.
+    pub keys: KeyTable,
 }
 
 /// A compiled service.
@@ -100,6 +103,8 @@ pub struct Service {
     pub https_redirect: bool,
     /// How its https:// endpoints are verified.
     pub upstream_tls: Arc<UpstreamTls>,
+    /// Who may call it; `None`: anyone.
+    pub auth: Option<ServiceAuth>,
 }
 
 /// What an active health check does.
@@ -143,6 +148,8 @@ pub struct PolicyInfo {
     pub def: PolicyDef,
     /// `Some` for a GLOBAL policy: what it does while Redis is away.
     pub global: Option<OnStoreError>,
+    /// Only requests of this consumer or group; `None`: every request.
+    pub audience: Option<Audience>,
 }
 
 /// Endpoints by (service name, URL).
@@ -226,6 +233,7 @@ struct Checked {
     https_redirect: bool,
     allow_connect: bool,
     tls: TlsSpec,
+    auth: Option<ServiceAuth>,
 }
 
 /// Validates and compiles `snapshot` as `version`. On error nothing shared has changed.
@@ -238,9 +246,11 @@ pub fn compile(
         services,
         policies,
         certificates,
+        consumers,
     } = snapshot;
 
     let certificates = Arc::new(compile_certificates(certificates)?);
+    let keys = KeyTable::compile(consumers)?;
     let mut checked = Vec::with_capacity(services.len());
     let mut names = HashSet::new();
     for s in services {
@@ -373,6 +383,7 @@ pub fn compile(
             health: c.health,
             https_redirect: c.https_redirect,
             upstream_tls: tls,
+            auth: c.auth,
         });
     }
     *old_endpoints = kept;
@@ -383,6 +394,7 @@ pub fn compile(
         services: compiled.into_boxed_slice(),
         policies: infos.into_boxed_slice(),
         certificates,
+        keys,
     })
 }
 
@@ -450,6 +462,7 @@ fn active_policy(
         counter,
         mode: info.def.mode,
         stats,
+        audience: info.audience.clone(),
     }
 }
 
@@ -464,14 +477,9 @@ fn duration(
     }
 }
 
+/// A service, policy, certificate or consumer name: a lowercase DNS label.
 fn check_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-        && b[0] != b'-'
-        && b[b.len() - 1] != b'-'
+    crate::auth::is_name(name)
 }
 
 fn check_service(s: &pb::Service) -> Result<Checked, String> {
@@ -487,6 +495,7 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
         https_redirect,
         upstream_tls,
         allow_connect,
+        auth,
     } = s;
     if !check_name(name) {
         return Err(format!(
@@ -586,7 +595,12 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
             insecure_skip_verify: *insecure_skip_verify,
         },
     };
+    let auth = match auth {
+        None => None,
+        Some(a) => check_auth(a).map_err(|(field, why)| err(field, &why))?,
+    };
     Ok(Checked {
+        auth,
         https_redirect: *https_redirect,
         allow_connect: *allow_connect,
         tls,
@@ -601,6 +615,64 @@ fn check_service(s: &pb::Service) -> Result<Checked, String> {
         response_body_timeout: response_body,
         health,
     })
+}
+
+/// Compiles a service's auth; `None` when it admits anyone.
+fn check_auth(a: &pb::ServiceAuth) -> Result<Option<ServiceAuth>, (&'static str, String)> {
+    let pb::ServiceAuth {
+        methods,
+        allowed_groups,
+        key_sources,
+    } = a;
+    let mut keys = false;
+    for m in methods {
+        match pb::AuthMethod::try_from(*m) {
+            Ok(pb::AuthMethod::ApiKey) => keys = true,
+            // Refused by the control plane too; a node must not admit anyone it cannot check.
+            Ok(pb::AuthMethod::Jwt) => {
+                return Err(("auth.methods", "JWT is not supported by this node".into()));
+            }
+            Ok(pb::AuthMethod::Unspecified) | Err(_) => {
+                return Err(("auth.methods", format!("unknown method {m}")));
+            }
+        }
+    }
+    if !keys {
+        return if allowed_groups.is_empty() && key_sources.is_empty() {
+            Ok(None)
+        } else {
+            Err((
+                "auth",
+                "allowed_groups or key_sources without methods".into(),
+            ))
+        };
+    }
+    let mut sources = KeySources::default();
+    for s in key_sources {
+        match pb::ApiKeySource::try_from(*s) {
+            Ok(pb::ApiKeySource::Bearer) => sources.bearer = true,
+            Ok(pb::ApiKeySource::Header) => sources.header = true,
+            Ok(pb::ApiKeySource::Query) => sources.query = true,
+            Ok(pb::ApiKeySource::Unspecified) | Err(_) => {
+                return Err(("auth.key_sources", format!("unknown source {s}")));
+            }
+        }
+    }
+    if key_sources.is_empty() {
+        // The control plane fills the default in; an older or hand-made snapshot may not.
+        sources.bearer = true;
+        sources.header = true;
+    }
+    if let Some(g) = allowed_groups.iter().find(|g| !check_name(g)) {
+        return Err(("auth.allowed_groups", format!("'{g}' must be a DNS label")));
+    }
+    Ok(Some(ServiceAuth {
+        key_sources: sources,
+        allowed_groups: allowed_groups
+            .iter()
+            .map(|g| Arc::from(g.as_str()))
+            .collect(),
+    }))
 }
 
 fn check_health(h: Option<&pb::HealthCheck>) -> Result<HealthSpec, (&'static str, String)> {
@@ -700,6 +772,8 @@ fn check_policy(p: &pb::Policy) -> Result<PolicyInfo, String> {
         updated_version: _,
         scope,
         on_store_error,
+        consumer,
+        group,
     } = p;
     if !check_name(name) {
         return Err(format!(
@@ -714,6 +788,14 @@ fn check_policy(p: &pb::Policy) -> Result<PolicyInfo, String> {
             http::HeaderName::from_bytes(h.as_bytes())
                 .map_err(|_| err("key.header", &format!("'{h}' is not a header name")))?,
         ),
+        Some(pb::rate_limit_key::Source::Consumer(pb::ConsumerKey {})) => KeySpec::Consumer,
+    };
+    let audience = match (consumer.is_empty(), group.is_empty()) {
+        (true, true) => None,
+        (false, true) if check_name(consumer) => Some(Audience::Consumer(consumer.as_str().into())),
+        (true, false) if check_name(group) => Some(Audience::Group(group.as_str().into())),
+        (false, false) => return Err(err("consumer", "consumer and group both set")),
+        _ => return Err(err("consumer", "consumer or group is not a DNS label")),
     };
     if *limit < 1 {
         return Err(err("limit", "must be at least 1"));
@@ -767,6 +849,7 @@ fn check_policy(p: &pb::Policy) -> Result<PolicyInfo, String> {
             mode,
         },
         global,
+        audience,
         name,
     })
 }

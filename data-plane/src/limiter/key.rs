@@ -34,6 +34,8 @@ const V4_TAG: u64 = 1 << 63;
 const DOMAIN_V6: u8 = 6;
 const DOMAIN_HEADER: u8 = b'h';
 const DOMAIN_NO_HEADER: u8 = b'n';
+const DOMAIN_CONSUMER: u8 = b'c';
+const DOMAIN_NO_CONSUMER: u8 = b'a';
 
 /// Odd, so multiplying by it is a bijection of the 64-bit integers (2^64 / golden ratio).
 const MIX: u64 = 0x9E37_79B9_7F4A_7C15;
@@ -76,6 +78,13 @@ impl Fingerprinter {
                 let mut h = sip.build_hasher();
                 h.write_u8(DOMAIN_HEADER);
                 h.write(value);
+                h.finish() & !V4_TAG
+            }
+            LimitKey::Consumer(None) => sip.hash_one(DOMAIN_NO_CONSUMER) & !V4_TAG,
+            LimitKey::Consumer(Some(name)) => {
+                let mut h = sip.build_hasher();
+                h.write_u8(DOMAIN_CONSUMER);
+                h.write(name.as_bytes());
                 h.finish() & !V4_TAG
             }
         }

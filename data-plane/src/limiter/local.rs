@@ -245,6 +245,19 @@ impl PolicyLimiter {
         lock_shard(&self.overflow.0).take(client, now_us)
     }
 
+    /// What a check of `key` would decide now, without taking a token or tracking the key;
+    /// `None` for a key without a bucket (never seen, or swept as full), which a check would
+    /// allow. Used where a check must come before the work it limits (authentication
+    /// failures: a throttled client's next guess is not even looked at) while only failures
+    /// take tokens.
+    pub fn peek(&self, key: LimitKey<'_>, now: Instant) -> Option<Decision> {
+        let fp = self.fingerprinter.fingerprint(key);
+        let now_us = self.micros(now);
+        let guard = lock_shard(self.shard(fp));
+        let mut copy = *guard.buckets.get(&fp)?;
+        Some(copy.take(&guard.rate, now_us))
+    }
+
     /// Gives back a token taken by `check` (a later policy rejected the same request).
     pub fn refund(&self, key: LimitKey<'_>, now: Instant) {
         self.refund_from(key, ip_of(key), now)
@@ -402,7 +415,7 @@ impl PolicyLimiter {
 fn ip_of(key: LimitKey<'_>) -> Option<IpAddr> {
     match key {
         LimitKey::Ip(ip) => Some(ip),
-        LimitKey::Header(_) => None,
+        LimitKey::Header(_) | LimitKey::Consumer(_) => None,
     }
 }
 

@@ -6,6 +6,11 @@
 //! tokens taken by earlier ones are refunded, so a rejected request consumes nothing.
 //! Shadow-mode rejections are counted and otherwise ignored.
 //!
+//! A policy may be scoped to one consumer or one group ([`Audience`]): it then applies only to
+//! their requests, and where one applies, the unscoped `consumer`-keyed policies do not (they
+//! are the default tier: `gold` gets its 1,000 per minute instead of, not on top of, the 60
+//! everyone else gets).
+//!
 //! A policy is counted by this node alone or by the fleet in Redis; [`Counter`] says which,
 //! and [`check`] is the one place that branches on it. Checking NODE policies never awaits.
 
@@ -49,6 +54,46 @@ pub struct ActivePolicy {
     pub stats: Arc<PolicyStats>,
     /// Pre-built `RateLimit-Policy` value.
     pub policy_header: HeaderValue,
+    /// Only requests of these consumers; `None`: every request.
+    pub audience: Option<Audience>,
+}
+
+/// The consumers a scoped policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// This consumer.
+    Consumer(Arc<str>),
+    /// Consumers in this group.
+    Group(Arc<str>),
+}
+
+/// Who sent a request, as far as policies care: the authenticated consumer's name and groups.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    /// The consumer's name; `None` when the service does not authenticate.
+    pub name: Option<&'a str>,
+    /// Its groups.
+    pub groups: &'a [Arc<str>],
+}
+
+impl Audience {
+    fn includes(&self, caller: Caller<'_>) -> bool {
+        match self {
+            Self::Consumer(name) => caller.name == Some(&**name),
+            Self::Group(group) => caller.groups.iter().any(|g| g == group),
+        }
+    }
+}
+
+impl ActivePolicy {
+    /// Whether this policy counts a request of `caller`, given whether a scoped policy of the
+    /// same list includes the caller (`scoped_match`).
+    fn applies(&self, caller: Caller<'_>, scoped_match: bool) -> bool {
+        match &self.audience {
+            Some(audience) => audience.includes(caller),
+            None => !(scoped_match && *self.limiter.key_spec() == KeySpec::Consumer),
+        }
+    }
 }
 
 /// The result of checking every policy.
@@ -60,10 +105,16 @@ pub enum Verdict {
     Rejected(usize, Decision),
 }
 
-fn key_for<'a>(spec: &KeySpec, ip: IpAddr, headers: &'a HeaderMap) -> LimitKey<'a> {
+fn key_for<'a>(
+    spec: &KeySpec,
+    ip: IpAddr,
+    headers: &'a HeaderMap,
+    caller: Caller<'a>,
+) -> LimitKey<'a> {
     match spec {
         KeySpec::ClientIp => LimitKey::Ip(ip),
         KeySpec::Header(name) => LimitKey::Header(headers.get(name).map(HeaderValue::as_bytes)),
+        KeySpec::Consumer => LimitKey::Consumer(caller.name),
     }
 }
 
@@ -92,21 +143,28 @@ impl ActivePolicy {
     }
 }
 
-/// Checks `policies` in order for a request from `ip` with `headers`. Awaits only for GLOBAL
-/// policies that ask Redis, and then at most the store's timeout each.
+/// Checks `policies` in order for a request from `ip` with `headers`, sent by `caller`.
+/// Awaits only for GLOBAL policies that ask Redis, and then at most the store's timeout each.
 pub async fn check(
     policies: &[Arc<ActivePolicy>],
     ip: IpAddr,
     headers: &HeaderMap,
+    caller: Caller<'_>,
     now: Instant,
 ) -> Verdict {
+    let scoped_match = policies
+        .iter()
+        .any(|p| p.audience.as_ref().is_some_and(|a| a.includes(caller)));
     let mut tightest: Option<(usize, Decision)> = None;
     // Which policies took a token, for refunds. Services rarely have more than a handful of
     // policies; past 64 the extra ones are tracked in a Vec.
     let mut took: u64 = 0;
     let mut took_more: Vec<usize> = Vec::new();
     for (i, p) in policies.iter().enumerate() {
-        let key = key_for(p.limiter.key_spec(), ip, headers);
+        if !p.applies(caller, scoped_match) {
+            continue;
+        }
+        let key = key_for(p.limiter.key_spec(), ip, headers, caller);
         let d = p.take(key, ip, now).await;
         if d.allowed {
             if i < 64 {
@@ -127,7 +185,7 @@ pub async fn check(
             Mode::Enforce => {
                 for (j, q) in policies.iter().enumerate().take(i) {
                     if (j < 64 && took & (1 << j) != 0) || took_more.contains(&j) {
-                        q.give_back(key_for(q.limiter.key_spec(), ip, headers), ip, now);
+                        q.give_back(key_for(q.limiter.key_spec(), ip, headers, caller), ip, now);
                     }
                 }
                 p.stats.rate_limited.fetch_add(1, Ordering::Relaxed);

@@ -24,6 +24,8 @@ pub enum KeySpec {
     ClientIp,
     /// The value of this request header.
     Header(http::HeaderName),
+    /// The authenticated consumer's name (see `auth`).
+    Consumer,
 }
 
 /// Enforce or only count.
@@ -42,6 +44,9 @@ pub enum LimitKey<'a> {
     Ip(IpAddr),
     /// Header value; `None` when the header is missing (all such requests share one key).
     Header(Option<&'a [u8]>),
+    /// Consumer name; `None` for a request without an authenticated consumer (all such
+    /// requests share one key).
+    Consumer(Option<&'a str>),
 }
 
 impl LimitKey<'_> {
@@ -52,6 +57,8 @@ impl LimitKey<'_> {
             Self::Ip(ip) => ip.to_string().into(),
             Self::Header(None) => "(header missing)".into(),
             Self::Header(Some(bytes)) => String::from_utf8_lossy(bytes),
+            Self::Consumer(None) => "(no consumer)".into(),
+            Self::Consumer(Some(name)) => (*name).into(),
         }
     }
 }

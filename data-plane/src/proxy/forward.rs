@@ -1,4 +1,5 @@
-//! The request path: route, rate-limit, pick an endpoint, forward, stream the answer back.
+//! The request path: route, authenticate, rate-limit, pick an endpoint, forward, stream the
+//! answer back.
 //!
 //! Everything here reads the immutable [`Snapshot`] loaded once per request, so a request sees
 //! one config version from start to end, and a config update never waits for requests.
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
-use http::header::{ALLOW, HOST, HeaderValue, REFERER, USER_AGENT};
+use http::header::{ALLOW, HOST, HeaderValue, REFERER, RETRY_AFTER, USER_AGENT, WWW_AUTHENTICATE};
 use http::uri::{PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
@@ -17,10 +18,11 @@ use hyper::body::Incoming;
 
 use crate::access_log::body::{BytesIn, Logged, Pending, Sink};
 use crate::access_log::{AccessLog, RateLimit, Record};
+use crate::auth::{self, Refusal, credential};
 use crate::config::gateway::Gateway;
 use crate::config::router;
 use crate::config::snapshot::Service;
-use crate::limiter::policy::{self as ratelimit, Verdict};
+use crate::limiter::policy::{self as ratelimit, Caller, Verdict};
 use crate::proxy::headers::{
     RequestIds, TrustedProxies, X_REQUEST_ID, is_upgrade_request, set_forwarded, strip_hop_by_hop,
 };
@@ -104,7 +106,8 @@ pub async fn handle(
         time: SystemTime::now(),
         client_ip,
         method: req.method().clone(),
-        path: req.uri().path_and_query().cloned(),
+        // An API key in the query is not written down (whichever service it is for).
+        path: req.uri().path_and_query().map(credential::redact_query_key),
         version: req.version(),
         request_id: Some(request_id.clone()),
         user_agent: req.headers().get(USER_AGENT).cloned(),
@@ -191,7 +194,35 @@ async fn route_and_forward(
         svc.stats.record(resp.status().as_u16(), start.elapsed());
         return resp;
     }
-    let limit = ratelimit::check(&svc.policies, client_ip, req.headers(), start).await;
+    // Only the gateway says who the consumer is, on every service.
+    credential::remove_identity(req.headers_mut());
+    let caller = match &svc.auth {
+        None => Caller::default(),
+        Some(service_auth) => {
+            match auth::authenticate(
+                service_auth,
+                &snap.keys,
+                &gw.auth_failures,
+                client_ip,
+                &mut req,
+                start,
+            ) {
+                Ok(who) => {
+                    svc.stats.auth_accepted();
+                    Caller {
+                        name: Some(&who.name),
+                        groups: &who.groups,
+                    }
+                }
+                Err(refusal) => {
+                    let resp = refused(svc, refusal, client_ip);
+                    svc.stats.record(resp.status().as_u16(), start.elapsed());
+                    return resp;
+                }
+            }
+        }
+    };
+    let limit = ratelimit::check(&svc.policies, client_ip, req.headers(), caller, start).await;
     let limit_headers = match limit {
         Verdict::Rejected(i, d) => {
             if seen.wanted {
@@ -274,6 +305,39 @@ async fn route_and_forward(
     }
     svc.stats.record(resp.status().as_u16(), start.elapsed());
     resp
+}
+
+/// The answer to a request authentication refused; counted, and logged with the reason the
+/// client is not told.
+fn refused(svc: &Service, refusal: Refusal, client: IpAddr) -> Response<ProxyBody> {
+    let reason = refusal.reason();
+    svc.stats.auth_failed(reason);
+    match refusal {
+        Refusal::Throttled(retry_after) => {
+            tracing::debug!(service = %svc.name, %client, "authentication throttled");
+            let mut resp = responses::AUTH_THROTTLED.response();
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(retry_after));
+            resp
+        }
+        Refusal::Failed(crate::stats::AuthFailure::Forbidden) => {
+            tracing::info!(service = %svc.name, %client, reason = reason.label(), "authentication refused");
+            responses::FORBIDDEN.response()
+        }
+        Refusal::Failed(_) => {
+            if reason == crate::stats::AuthFailure::Missing {
+                tracing::debug!(service = %svc.name, %client, reason = reason.label(), "authentication refused");
+            } else {
+                tracing::info!(service = %svc.name, %client, reason = reason.label(), "authentication refused");
+            }
+            let mut resp = responses::UNAUTHORIZED.response();
+            resp.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static(responses::WWW_AUTHENTICATE_VALUE),
+            );
+            resp
+        }
+    }
 }
 
 /// RFC 9110 §9.2.2 idempotent methods. Only these, and only without a body, are retried.

@@ -63,6 +63,26 @@ pub fn rate_limited(retry_after_secs: u64) -> Response<ProxyBody> {
     *r.body_mut() = Either::Right(Full::new(Bytes::from(body)));
     r
 }
+
+/// No valid credential: missing, unknown or expired, deliberately not said which (401; the
+/// request path adds `WWW-Authenticate`).
+pub const UNAUTHORIZED: Canned = Canned {
+    status: StatusCode::UNAUTHORIZED,
+    body: r#"{"error":"unauthorized","message":"this service needs a valid API key"}"#,
+};
+/// A valid consumer that the service does not admit (403).
+pub const FORBIDDEN: Canned = Canned {
+    status: StatusCode::FORBIDDEN,
+    body: r#"{"error":"forbidden","message":"this consumer may not call this service"}"#,
+};
+/// Too many failed authentications from the client's address (429; with `Retry-After`).
+pub const AUTH_THROTTLED: Canned = Canned {
+    status: StatusCode::TOO_MANY_REQUESTS,
+    body: r#"{"error":"too_many_auth_failures","message":"too many failed authentications; retry after Retry-After seconds"}"#,
+};
+/// `WWW-Authenticate` of a 401 (RFC 6750 §3: a key may come as a bearer token).
+pub const WWW_AUTHENTICATE_VALUE: &str = "Bearer realm=\"gw\"";
+
 /// The request cannot be forwarded as sent (400).
 pub const BAD_REQUEST: Canned = Canned {
     status: StatusCode::BAD_REQUEST,

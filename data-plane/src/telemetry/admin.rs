@@ -19,6 +19,7 @@ use crate::access_log;
 use crate::config::gateway::Gateway;
 use crate::config::snapshot::Snapshot;
 use crate::limiter::global::OnStoreError;
+use crate::limiter::policy::Audience;
 use crate::limiter::{KeySpec, Mode};
 use crate::telemetry::metrics::{self, LimiterGauge, MetricsView};
 use crate::telemetry::store_metrics;
@@ -153,6 +154,17 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     r
 }
 
+fn key_sources(s: crate::auth::KeySources) -> Vec<&'static str> {
+    [
+        s.bearer.then_some("bearer"),
+        s.header.then_some("header"),
+        s.query.then_some("query"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// The config in force, for operators.
 fn config_json(snap: &Snapshot) -> serde_json::Value {
     let services: Vec<_> = snap
@@ -174,6 +186,11 @@ fn config_json(snap: &Snapshot) -> serde_json::Value {
                 "connect_timeout_ms": s.connect_timeout.as_millis() as u64,
                 "request_timeout_ms": s.request_timeout.as_millis() as u64,
                 "policies": s.policies.iter().map(|p| p.limiter.name().to_owned()).collect::<Vec<_>>(),
+                "auth": s.auth.as_ref().map(|a| json!({
+                    "methods": ["key"],
+                    "key_sources": key_sources(a.key_sources),
+                    "allowed_groups": a.allowed_groups.iter().map(|g| &**g).collect::<Vec<_>>(),
+                })),
             })
         })
         .collect();
@@ -187,6 +204,15 @@ fn config_json(snap: &Snapshot) -> serde_json::Value {
                 "key": match &p.def.key {
                     KeySpec::ClientIp => "client_ip".to_owned(),
                     KeySpec::Header(h) => format!("header:{h}"),
+                    KeySpec::Consumer => "consumer".to_owned(),
+                },
+                "consumer": match &p.audience {
+                    Some(Audience::Consumer(c)) => Some(&**c),
+                    _ => None,
+                },
+                "group": match &p.audience {
+                    Some(Audience::Group(g)) => Some(&**g),
+                    _ => None,
                 },
                 "limit": p.def.rate.limit,
                 "period_secs": p.def.rate.period.as_secs(),
@@ -217,10 +243,24 @@ fn config_json(snap: &Snapshot) -> serde_json::Value {
             })
         })
         .collect();
+    // Names, groups and how many keys: never a key, nor its hash.
+    let consumers: Vec<_> = snap
+        .keys
+        .consumers()
+        .iter()
+        .map(|(who, keys)| {
+            json!({
+                "name": &*who.name,
+                "groups": who.groups.iter().map(|g| &**g).collect::<Vec<_>>(),
+                "api_keys": keys,
+            })
+        })
+        .collect();
     json!({
         "version": snap.version,
         "services": services,
         "policies": policies,
         "certificates": certificates,
+        "consumers": consumers,
     })
 }

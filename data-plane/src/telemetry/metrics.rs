@@ -150,6 +150,37 @@ pub fn render(view: &MetricsView<'_>) -> String {
 
     header(
         &mut out,
+        "gw_auth_accepted_total",
+        "counter",
+        "Requests that presented a valid credential, by service.",
+    );
+    for (name, f) in &services {
+        let _ = writeln!(
+            out,
+            "gw_auth_accepted_total{{service=\"{name}\"}} {}",
+            f.auth_accepted
+        );
+    }
+    header(
+        &mut out,
+        "gw_auth_failures_total",
+        "counter",
+        "Requests refused by authentication, by service and reason (missing, invalid, \
+         expired: 401; forbidden: 403; throttled: 429 after too many failures from the \
+         client's address).",
+    );
+    for (name, f) in &services {
+        for (reason, v) in f.auth_failures {
+            let _ = writeln!(
+                out,
+                "gw_auth_failures_total{{service=\"{name}\",reason=\"{}\"}} {v}",
+                reason.label()
+            );
+        }
+    }
+
+    header(
+        &mut out,
         "gw_rate_limited_total",
         "counter",
         "Requests rejected with 429, by policy.",

@@ -42,6 +42,7 @@ fn stored() -> pb::Service {
         https_redirect: false,
         upstream_tls: None,
         allow_connect: false,
+        auth: None,
     }
 }
 
@@ -61,6 +62,7 @@ fn update_args(name: &str) -> ServiceUpdateArgs {
         https: Default::default(),
         no_https_redirect: false,
         upstream_verify_system: false,
+        auth: Default::default(),
     }
 }
 
@@ -75,6 +77,7 @@ fn add_leaves_unset_tuning_to_the_server() {
         allow_connect: false,
         tuning: TuningArgs::default(),
         https: Default::default(),
+        auth: Default::default(),
     })
     .unwrap();
     assert_eq!(s.route.as_ref().unwrap().path_prefix, "/api");
@@ -99,6 +102,7 @@ fn add_sends_only_the_given_tuning() {
             ..Default::default()
         },
         https: Default::default(),
+        auth: Default::default(),
     })
     .unwrap();
     let hc = s.health_check.unwrap();
@@ -227,7 +231,8 @@ fn json_shape_is_stable() {
             "updated_version": 7,
             "https_redirect": false,
             "upstream_verify": "system",
-            "allow_connect": false
+            "allow_connect": false,
+            "auth": null
         })
     );
 }

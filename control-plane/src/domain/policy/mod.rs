@@ -34,6 +34,8 @@ pub struct Policy {
     pub scope: Scope,
     /// What a global policy does while its data plane cannot reach Redis.
     pub on_store_error: OnStoreError,
+    /// Only requests of this consumer or group; `None`: every request.
+    pub audience: Option<Audience>,
     /// Config version that last wrote the policy; set by the store.
     pub updated_version: u64,
 }
@@ -45,6 +47,17 @@ pub enum KeySource {
     ClientIp,
     /// The value of this request header (lower-case name).
     Header(String),
+    /// The authenticated consumer's name.
+    Consumer,
+}
+
+/// The consumers a scoped policy applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// This consumer only.
+    Consumer(String),
+    /// Consumers in this group.
+    Group(String),
 }
 
 /// Whether a policy rejects requests.
@@ -154,6 +167,8 @@ impl TryFrom<pb::Policy> for Policy {
             updated_version: _,
             scope,
             on_store_error,
+            consumer,
+            group,
         } = msg;
         let mut p = Problems::default();
         p.check("name", validate::name(&name));
@@ -171,6 +186,22 @@ impl TryFrom<pb::Policy> for Policy {
             Some(pb::rate_limit_key::Source::Header(h)) => p
                 .check("key.header", validate::header_name(&h))
                 .map(KeySource::Header),
+            Some(pb::rate_limit_key::Source::Consumer(pb::ConsumerKey {})) => {
+                Some(KeySource::Consumer)
+            }
+        };
+        let audience = match (consumer.is_empty(), group.is_empty()) {
+            (true, true) => None,
+            (false, false) => {
+                p.add("consumer", "give consumer or group, not both");
+                None
+            }
+            (false, true) => p
+                .check("consumer", validate::name(&consumer))
+                .map(|()| Audience::Consumer(consumer)),
+            (true, false) => p
+                .check("group", validate::name(&group))
+                .map(|()| Audience::Group(group)),
         };
         if limit == 0 || limit > MAX_RATE {
             p.add("limit", format!("must be between 1 and {MAX_RATE}"));
@@ -245,6 +276,7 @@ impl TryFrom<pb::Policy> for Policy {
                 mode,
                 scope,
                 on_store_error,
+                audience,
                 updated_version: 0,
             }),
             _ => None,
@@ -258,6 +290,12 @@ impl From<&Policy> for pb::Policy {
         let source = match &p.key {
             KeySource::ClientIp => pb::rate_limit_key::Source::ClientIp(pb::ClientIpKey {}),
             KeySource::Header(h) => pb::rate_limit_key::Source::Header(h.clone()),
+            KeySource::Consumer => pb::rate_limit_key::Source::Consumer(pb::ConsumerKey {}),
+        };
+        let (consumer, group) = match &p.audience {
+            None => (String::new(), String::new()),
+            Some(Audience::Consumer(c)) => (c.clone(), String::new()),
+            Some(Audience::Group(g)) => (String::new(), g.clone()),
         };
         pb::Policy {
             name: p.name.clone(),
@@ -282,6 +320,8 @@ impl From<&Policy> for pb::Policy {
                 OnStoreError::Allow => pb::StoreErrorAction::Allow.into(),
                 OnStoreError::Deny => pb::StoreErrorAction::Deny.into(),
             },
+            consumer,
+            group,
         }
     }
 }

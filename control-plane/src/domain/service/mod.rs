@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use gw_proto::v1 as pb;
 
+use crate::domain::consumer::Auth;
 use crate::domain::validate::{self, Problems, ValidationError};
 
 /// Default time between two checks of one endpoint.
@@ -66,6 +67,8 @@ pub struct Service {
     pub allow_connect: bool,
     /// How https:// endpoints are verified.
     pub upstream_tls: UpstreamTls,
+    /// Who may call it (by default, anyone).
+    pub auth: Auth,
 }
 
 /// Verification of a service's https:// endpoints.
@@ -247,6 +250,7 @@ impl TryFrom<pb::Service> for Service {
             https_redirect,
             upstream_tls,
             allow_connect,
+            auth,
         } = msg;
         let mut p = Problems::default();
         p.check("name", validate::name(&name));
@@ -287,6 +291,7 @@ impl TryFrom<pb::Service> for Service {
             }
         }
         let upstream_tls = convert_upstream_tls(upstream_tls.unwrap_or_default(), &mut p);
+        let auth = Auth::convert(auth.unwrap_or_default(), &mut p);
         let health_check = convert_health_check(health_check.unwrap_or_default(), &mut p);
         let timeouts = convert_timeouts(timeouts.unwrap_or_default(), &mut p);
         let load_balancing = match pb::LoadBalancingPolicy::try_from(load_balancing) {
@@ -312,6 +317,7 @@ impl TryFrom<pb::Service> for Service {
                     https_redirect,
                     allow_connect,
                     upstream_tls,
+                    auth,
                 })
             }
             _ => None,
@@ -551,6 +557,7 @@ impl From<&Service> for pb::Service {
                 ca_bundle_pem: s.upstream_tls.ca_bundle_pem.clone(),
                 insecure_skip_verify: s.upstream_tls.insecure_skip_verify,
             }),
+            auth: s.auth.to_pb(),
         }
     }
 }

@@ -54,6 +54,14 @@ fn full_service_round_trips_through_protobuf() {
         https_redirect: false,
         upstream_tls: None,
         allow_connect: false,
+        auth: Some(pb::ServiceAuth {
+            methods: vec![pb::AuthMethod::ApiKey.into()],
+            allowed_groups: vec!["gold".into()],
+            key_sources: vec![
+                pb::ApiKeySource::Query.into(),
+                pb::ApiKeySource::Bearer.into(),
+            ],
+        }),
         name: "api".into(),
         route: Some(pb::Route {
             path_prefix: "/api".into(),
@@ -87,6 +95,14 @@ fn full_service_round_trips_through_protobuf() {
         "an unset body timeout stays unset: the data plane's default applies"
     );
     assert_eq!(s.created_version, 0, "output-only fields are ignored");
+    // Sources come back sorted (bearer, header, query order) and round-trip.
+    assert_eq!(
+        pb::Service::from(&s).auth.unwrap().key_sources,
+        [
+            i32::from(pb::ApiKeySource::Bearer),
+            i32::from(pb::ApiKeySource::Query)
+        ]
+    );
     let back = pb::Service::from(&s);
     assert_eq!(
         back.endpoints,

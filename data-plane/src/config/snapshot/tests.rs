@@ -51,6 +51,7 @@ fn snap(services: Vec<pb::Service>, policies: Vec<pb::Policy>) -> pb::ConfigSnap
         services,
         policies,
         certificates: vec![],
+        consumers: vec![],
     }
 }
 

@@ -27,6 +27,12 @@ impl Named for pb::Policy {
     }
 }
 
+impl Named for pb::Consumer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Named for pb::Certificate {
     fn name(&self) -> &str {
         &self.name
@@ -53,6 +59,8 @@ pub fn merge(
         removed_policies,
         upserted_certificates,
         removed_certificates,
+        upserted_consumers,
+        removed_consumers,
     } = delta;
     Ok(pb::ConfigSnapshot {
         services: merge_list(
@@ -72,6 +80,12 @@ pub fn merge(
             upserted_certificates,
             &removed_certificates,
             "certificate",
+        )?,
+        consumers: merge_list(
+            &base.consumers,
+            upserted_consumers,
+            &removed_consumers,
+            "consumer",
         )?,
     })
 }
@@ -146,6 +160,7 @@ mod tests {
     fn base() -> pb::ConfigSnapshot {
         pb::ConfigSnapshot {
             certificates: vec![],
+            consumers: vec![],
             services: vec![service("b", "http://b1"), service("d", "http://d1")],
             policies: vec![policy("p", 1), policy("r", 2)],
         }
@@ -251,6 +266,7 @@ mod tests {
     fn an_unordered_base_comes_out_ordered() {
         let base = pb::ConfigSnapshot {
             certificates: vec![],
+            consumers: vec![],
             services: vec![service("d", "http://d1"), service("b", "http://b1")],
             policies: Vec::new(),
         };
@@ -288,6 +304,7 @@ mod tests {
     fn merge_cost_with_10k_services() {
         let base = pb::ConfigSnapshot {
             certificates: vec![],
+            consumers: vec![],
             services: (0..10_000)
                 .map(|i| pb::Service {
                     name: format!("svc-{i:05}"),

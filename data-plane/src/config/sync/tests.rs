@@ -79,6 +79,7 @@ fn response(version: u64, snapshot: pb::ConfigSnapshot) -> pb::DiscoveryResponse
 fn named(names: &[&str]) -> pb::ConfigSnapshot {
     pb::ConfigSnapshot {
         certificates: vec![],
+        consumers: vec![],
         services: names
             .iter()
             .map(|name| pb::Service {

@@ -322,6 +322,12 @@ impl GlobalPolicy {
                 out.extend_from_slice(b"sha1:");
                 out.extend_from_slice(sha1_smol::Sha1::from(v).digest().to_string().as_bytes());
             }
+            LimitKey::Consumer(None) => out.extend_from_slice(b"anon"),
+            // Consumer names are DNS labels: short, no separators.
+            LimitKey::Consumer(Some(name)) => {
+                out.extend_from_slice(b"c:");
+                out.extend_from_slice(name.as_bytes());
+            }
         }
         out
     }
