@@ -464,7 +464,13 @@ async fn guessing_from_one_ip_ends_in_429_while_a_good_key_from_another_ip_passe
 #[tokio::test]
 async fn a_key_is_in_no_database_cache_config_or_log() {
     let (log, _guard) = gw_testkit::log::CapturedLog::on_this_thread(tracing::Level::TRACE);
-    let mut env = Env::start().await;
+    let logs_dir = tempfile::tempdir().unwrap();
+    let access_log = logs_dir.path().join("access.log");
+    let target = access_log.clone();
+    let mut env = Env::start_with(move |c| {
+        c.access_log.target = gw_data_plane::access_log::Target::File(target);
+    })
+    .await;
     let b = Backend::start("b").await;
     env.add(keyed("api", "/", &b, &[pb::ApiKeySource::Query], &[]))
         .await;
@@ -475,6 +481,12 @@ async fn a_key_is_in_no_database_cache_config_or_log() {
     for path in [format!("/x?apikey={alice}"), format!("/x?apikey={alice}x")] {
         Call::get(env.dp.proxy, &path).send().await;
     }
+    // The access log has both requests, the key written as ***.
+    let logged = eventually("both requests in the access log", || async {
+        let text = std::fs::read_to_string(&access_log).ok()?;
+        (text.matches("apikey=***").count() == 2).then_some(text)
+    })
+    .await;
     let config = env.dp.admin_get("/config").await.text();
     assert!(config.contains("\"alice\""), "{config}");
     let listed = format!(
@@ -509,6 +521,7 @@ async fn a_key_is_in_no_database_cache_config_or_log() {
         ("/config".to_owned(), config.into_bytes()),
         ("AdminService listings".to_owned(), listed.into_bytes()),
         ("log".to_owned(), log.text().into_bytes()),
+        ("access log".to_owned(), logged.into_bytes()),
     ];
     for entry in std::fs::read_dir(env.dir.path()).unwrap() {
         let path = entry.unwrap().path();
