@@ -517,6 +517,17 @@ pub struct DevArgs {
     /// data plane takes it as its --redis-url. Default: none (the policy is per node).
     #[arg(long, value_name = "URL")]
     pub redis_url: Option<String>,
+    /// With --redis-url: the longest the data plane waits for Redis per decision before the
+    /// policy falls back to this node's share, as the data plane's --redis-timeout (default
+    /// 5ms). Raise it on a busy machine, where a few milliseconds may pass before a request
+    /// even reaches Redis.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        requires = "redis_url",
+        value_parser = crate::duration::parse_positive
+    )]
+    pub redis_timeout: Option<Duration>,
 }
 
 /// The three demo backends' ports, as given with `--backend-ports`.

@@ -112,6 +112,7 @@ mod tests {
             control_plane_listen: any,
             backend_ports: BackendPorts(backend_ports),
             redis_url: None,
+            redis_timeout: None,
         }
     }
 

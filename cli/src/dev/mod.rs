@@ -49,9 +49,13 @@ const DEV_STATS_INTERVAL: Duration = Duration::from_secs(1);
 pub async fn run(args: DevArgs, timeout: Duration, out: &mut dyn Write) -> Result<(), Error> {
     // Checked before anything starts: a typo should not cost a launch.
     let store = match &args.redis_url {
-        Some(url) => Some(StoreConfig::new(
-            RedisUrl::parse(url).map_err(DevError::RedisUrl)?,
-        )),
+        Some(url) => {
+            let mut store = StoreConfig::new(RedisUrl::parse(url).map_err(DevError::RedisUrl)?);
+            if let Some(timeout) = args.redis_timeout {
+                store.timeout = timeout;
+            }
+            Some(store)
+        }
         None => None,
     };
     // Installed before anything starts, so a signal at any moment stops things cleanly.

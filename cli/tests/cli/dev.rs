@@ -445,6 +445,7 @@ async fn dev_help_documents_every_flag() {
         "--control-plane-listen <ADDR>",
         "--backend-ports <A,B,C>",
         "--redis-url <URL>",
+        "--redis-timeout <DURATION>",
         "[default: 127.0.0.1:8080]",
         "[default: 127.0.0.1:9901]",
         "[default: 127.0.0.1:50051]",
@@ -455,10 +456,31 @@ async fn dev_help_documents_every_flag() {
     }
 }
 
+#[tokio::test]
+async fn a_redis_timeout_without_a_redis_url_is_refused() {
+    let run = gwctl_env(&["dev", "--redis-timeout", "1s"], &[]).await;
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--redis-url <URL>"), "{}", run.stderr);
+    assert_eq!(run.stdout, "");
+}
+
+/// The data plane's wait for Redis in the GLOBAL test. A decision that timed out would be
+/// decided by the node's share (alone, the whole limit, in a bucket of its own) and could
+/// admit a sixth request; the default 5ms is reached on a loaded 2-core machine, where a
+/// request can spend that long before it even reaches Redis. No loopback round trip takes
+/// this long, however loaded the machine.
+const REDIS_TIMEOUT: &str = "30s";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dev_with_a_redis_url_runs_the_demo_policy_as_global() {
     let redis = gw_testkit::redis::RedisServer::start().await;
-    let dev = Dev::start_with(&["--redis-url", &redis.url()]).await;
+    let dev = Dev::start_with(&[
+        "--redis-url",
+        &redis.url(),
+        "--redis-timeout",
+        REDIS_TIMEOUT,
+    ])
+    .await;
     assert!(
         dev.banner
             .contains("policy 'demo-per-ip' is GLOBAL: counted in redis://127.0.0.1:"),
@@ -498,6 +520,63 @@ async fn dev_with_a_redis_url_runs_the_demo_policy_as_global() {
             .await
             .unwrap();
         statuses.push(response.status().as_u16());
+    }
+    // Every decision was Redis's: none failed and fell back to the node's share. Five
+    // admitted and one rejected by Redis; the seventh answered by the over-limit cache.
+    let metrics = Client::builder(TokioExecutor::new())
+        .build_http::<Empty<Bytes>>()
+        .get(format!("{}/metrics", dev.url("admin")).parse().unwrap())
+        .await
+        .unwrap()
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes();
+    let metrics = String::from_utf8(metrics.to_vec()).unwrap();
+    let store_lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("gw_rate_limit_"))
+        .collect();
+    let metric = |series: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    for series in [
+        "gw_rate_limit_store_transitions_total{to=\"down\"}",
+        "gw_rate_limit_store_errors_total{kind=\"timeout\"}",
+        "gw_rate_limit_store_errors_total{kind=\"connection\"}",
+        "gw_rate_limit_store_errors_total{kind=\"auth\"}",
+        "gw_rate_limit_store_errors_total{kind=\"bad_key\"}",
+        "gw_rate_limit_store_errors_total{kind=\"other\"}",
+    ] {
+        assert_eq!(
+            metric(series),
+            Some(0.0),
+            "{series}: a decision fell back to the node's share ({statuses:?}):\n{}",
+            store_lines.join("\n")
+        );
+    }
+    for (series, n) in [
+        (
+            "gw_rate_limit_store_round_trips_by_policy_total{policy=\"demo-per-ip\"}",
+            6.0,
+        ),
+        (
+            "gw_rate_limit_local_decisions_total{policy=\"demo-per-ip\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(
+            metric(series),
+            Some(n),
+            "{series}:\n{}",
+            store_lines.join("\n")
+        );
     }
     assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
     assert_eq!(
