@@ -10,7 +10,8 @@ use std::time::Instant;
 use bytes::Buf;
 use http_body::{Body, Frame, SizeHint};
 
-use crate::access_log::{AccessLog, Record};
+use crate::access_log::queue::AccessLog;
+use crate::access_log::record::Record;
 
 /// What owns the access log (the request path's shared state). Keeping the request's own
 /// `Arc` to it in the body costs no extra reference count.
@@ -142,7 +143,7 @@ mod tests {
             Some(Box::new(pending)),
         );
         assert_eq!(body.collect().await.unwrap().to_bytes().len(), 11);
-        let Some(crate::access_log::Msg::Line(r)) = rx.recv().await else {
+        let Some(crate::access_log::queue::Msg::Line(r)) = rx.recv().await else {
             panic!("no record")
         };
         assert_eq!((r.status, r.bytes_out, r.bytes_in), (200, 11, 5));

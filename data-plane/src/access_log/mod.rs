@@ -16,16 +16,17 @@
 
 pub mod body;
 pub mod format;
+pub mod queue;
 pub mod record;
 pub mod writer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::mpsc;
 
 pub use format::Format;
+pub use queue::{AccessLog, Counters};
 pub use record::{RateLimit, Record};
 
 /// Records waiting for the writer at most; beyond, lines are dropped and counted. At about
@@ -84,65 +85,6 @@ impl Default for Settings {
     }
 }
 
-/// The access log's counters, rendered in `/metrics`.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Lines written.
-    pub written: AtomicU64,
-    /// Lines dropped because the channel to the writer was full.
-    pub dropped: AtomicU64,
-    /// Lines lost because writing them failed (disk full, a closed pipe).
-    pub write_errors: AtomicU64,
-}
-
-/// What the writer thread receives.
-// Nearly every message is a line; boxing it would cost an allocation per request to save
-// queue space on the rare reopen.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-enum Msg {
-    Line(Record),
-    /// Reopen the file (logrotate moved it); the sender learns when it is done.
-    Reopen(tokio::sync::oneshot::Sender<()>),
-}
-
-/// The request path's handle: where finished records go.
-#[derive(Debug, Clone)]
-pub struct AccessLog {
-    tx: Option<mpsc::Sender<Msg>>,
-    counters: Arc<Counters>,
-}
-
-impl AccessLog {
-    /// A log that records nothing.
-    pub fn off() -> Self {
-        Self {
-            tx: None,
-            counters: Arc::default(),
-        }
-    }
-
-    /// Whether records are wanted (the request path skips filling them otherwise).
-    pub fn enabled(&self) -> bool {
-        self.tx.is_some()
-    }
-
-    /// Queues `record` for the writer, or drops and counts it if the queue is full. Never
-    /// waits.
-    pub fn log(&self, record: Record) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(Msg::Line(record)).is_err()
-        {
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The counters.
-    pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
-    }
-}
-
 /// Opens the target (so a bad path fails at start, naming it) and starts the writer thread.
 /// `Target::Off` starts nothing.
 pub fn start(settings: &Settings) -> Result<(AccessLog, Option<writer::Writer>), String> {
@@ -158,18 +100,16 @@ pub fn start(settings: &Settings) -> Result<(AccessLog, Option<writer::Writer>),
     let (tx, rx) = mpsc::channel(settings.capacity);
     let counters = Arc::new(Counters::default());
     let writer = writer::Writer::spawn(sink, settings.format, rx, tx.clone(), counters.clone())?;
-    Ok((
-        AccessLog {
-            tx: Some(tx),
-            counters,
-        },
-        Some(writer),
-    ))
+    Ok((AccessLog::new(tx, counters), Some(writer)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
     #[test]
     fn targets() {
@@ -189,24 +129,66 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts_without_waiting() {
-        // No writer thread: nothing drains the queue of 2.
-        let (tx, _rx) = mpsc::channel(2);
-        let log = AccessLog {
-            tx: Some(tx),
-            counters: Arc::default(),
-        };
-        for _ in 0..5 {
-            log.log(Record::default());
-        }
-        assert_eq!(log.counters().dropped.load(Ordering::Relaxed), 3);
-    }
-
-    #[test]
     fn off_makes_nothing() {
         let (log, writer) = start(&Settings::default()).unwrap();
         assert!(!log.enabled() && writer.is_none());
         log.log(Record::default());
         assert_eq!(log.counters().dropped.load(Ordering::Relaxed), 0);
+    }
+
+    fn record(status: u16) -> Record {
+        Record {
+            status,
+            ..Record::default()
+        }
+    }
+
+    fn statuses(path: &Path) -> Vec<u64> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["status"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn writes_a_file_created_0640_and_reopens_it_after_a_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let (log, writer) = start(&Settings {
+            target: Target::File(path.clone()),
+            ..Settings::default()
+        })
+        .unwrap();
+        let writer = writer.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode & !0o640, 0, "mode {mode:o}");
+
+        log.log(record(200));
+        let rotated = dir.path().join("access.log.1");
+        // Everything queued before the reopen lands in the old file, renamed or not.
+        writer.reopener().reopen().await;
+        std::fs::rename(&path, &rotated).unwrap();
+        log.log(record(201));
+        writer.reopener().reopen().await;
+        log.log(record(202));
+        drop(log);
+        writer.finish(Duration::from_secs(30)).await;
+        assert_eq!(statuses(&rotated), [200, 201]);
+        assert_eq!(statuses(&path), [202]);
+    }
+
+    #[test]
+    fn a_path_that_cannot_be_opened_is_named() {
+        let err = start(&Settings {
+            target: Target::File("/nonexistent-dir/access.log".into()),
+            ..Settings::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("/nonexistent-dir/access.log"), "{err}");
     }
 }

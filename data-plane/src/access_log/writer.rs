@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::access_log::format::{self, Format};
-use crate::access_log::{Counters, Msg};
+use crate::access_log::queue::{Counters, Msg};
 
 /// A batch is written once it reaches this size, or when the queue is empty.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -163,7 +163,7 @@ impl Writer {
     }
 
     /// Waits up to `within` for the thread to write what is queued and stop. It stops once
-    /// every [`AccessLog`](super::AccessLog) handle is gone; a handle still held elsewhere
+    /// every `AccessLog` handle is gone; a handle still held elsewhere
     /// (a connection that outlived the grace period) only costs the wait.
     pub async fn finish(self, within: Duration) {
         let Self { reopener, thread } = self;
@@ -242,67 +242,4 @@ fn flush(
     }
     buf.clear();
     *lines = 0;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::access_log::{Record, Settings, Target, start};
-    use std::os::unix::fs::PermissionsExt;
-
-    fn record(status: u16) -> Record {
-        Record {
-            status,
-            ..Record::default()
-        }
-    }
-
-    fn statuses(path: &Path) -> Vec<u64> {
-        std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .lines()
-            .map(|l| {
-                serde_json::from_str::<serde_json::Value>(l).unwrap()["status"]
-                    .as_u64()
-                    .unwrap()
-            })
-            .collect()
-    }
-
-    #[tokio::test]
-    async fn writes_a_file_created_0640_and_reopens_it_after_a_rename() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        let (log, writer) = start(&Settings {
-            target: Target::File(path.clone()),
-            ..Settings::default()
-        })
-        .unwrap();
-        let writer = writer.unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode & !0o640, 0, "mode {mode:o}");
-
-        log.log(record(200));
-        let rotated = dir.path().join("access.log.1");
-        // Everything queued before the reopen lands in the old file, renamed or not.
-        writer.reopener().reopen().await;
-        std::fs::rename(&path, &rotated).unwrap();
-        log.log(record(201));
-        writer.reopener().reopen().await;
-        log.log(record(202));
-        drop(log);
-        writer.finish(Duration::from_secs(30)).await;
-        assert_eq!(statuses(&rotated), [200, 201]);
-        assert_eq!(statuses(&path), [202]);
-    }
-
-    #[test]
-    fn a_path_that_cannot_be_opened_is_named() {
-        let err = start(&Settings {
-            target: Target::File("/nonexistent-dir/access.log".into()),
-            ..Settings::default()
-        })
-        .unwrap_err();
-        assert!(err.contains("/nonexistent-dir/access.log"), "{err}");
-    }
 }

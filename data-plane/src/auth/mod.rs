@@ -182,6 +182,8 @@ pub(crate) fn is_name(name: &str) -> bool {
 #[cfg(test)]
 mod api_key_tests;
 #[cfg(test)]
+mod jws_tests;
+#[cfg(test)]
 mod testing;
 #[cfg(test)]
 mod tests;
