@@ -107,8 +107,15 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
 
     eprintln!("proxy: starting upstream, nginx, HAProxy, control plane, data planes");
     let (_upstream, [up1, up2]) = harness::start_upstream(env)?;
-    let nginx = start_nginx(env, up1, up2)?;
-    let haproxy = start_haproxy(env, up1, up2)?;
+    // Skipped proxies are not started, so a gw-only run needs neither installed.
+    let nginx = match skip.contains(&"nginx") {
+        true => None,
+        false => Some(start_nginx(env, up1, up2)?),
+    };
+    let haproxy = match skip.contains(&"haproxy") {
+        true => None,
+        false => Some(start_haproxy(env, up1, up2)?),
+    };
     let cp = harness::start_control_plane(env, Some(LOAD_CPU))?;
     register(env, &cp.url, up1, up2)?;
     // The access log is off except on `gw-log`, which writes it (JSON) to a file, to measure
@@ -143,20 +150,23 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
     }
     let tracked_before = tracked_keys(&dp_limited)?;
 
-    let mut targets = vec![
-        Target::new("direct", format!("http://{up1}/plain"), None, 0),
-        Target::new(
-            "nginx",
-            format!("http://{}/plain", nginx.1),
-            Some(nginx.0.pid()),
-            0,
-        ),
-        Target::new(
-            "haproxy",
-            format!("http://{}/plain", haproxy.1),
-            Some(haproxy.0.pid()),
-            0,
-        ),
+    let mut targets = vec![Target::new(
+        "direct",
+        format!("http://{up1}/plain"),
+        None,
+        0,
+    )];
+    for (name, proxy) in [("nginx", &nginx), ("haproxy", &haproxy)] {
+        if let Some((proc, addr)) = proxy {
+            targets.push(Target::new(
+                name,
+                format!("http://{addr}/plain"),
+                Some(proc.pid()),
+                0,
+            ));
+        }
+    }
+    targets.extend([
         Target::new(
             "gw",
             format!("http://{}/plain", dp_plain.listen),
@@ -175,7 +185,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
             Some(dp_limited.proc.pid()),
             args.keys,
         ),
-    ];
+    ]);
     targets.retain(|t| !skip.contains(&t.name));
 
     let load = |t: &Target, rate: Option<f64>| Load {
