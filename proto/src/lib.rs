@@ -1,9 +1,11 @@
 //! Generated code for the `gateway.v1` protobuf package (messages, tonic clients and servers)
 //! and the encoded file descriptor set for gRPC server reflection, plus the protocol's string
-//! constants that the .proto defines only in comments. Domain types and validation belong to
-//! the crates that use the API.
+//! constants that the .proto defines only in comments, and the `Debug` of the messages that
+//! hold secrets (redacted). Domain types and validation belong to the crates that use the API.
 
 #![allow(clippy::all, missing_docs)]
+
+mod debug;
 
 /// `gateway.v1`: the admin API and the config-discovery stream.
 pub mod v1 {
