@@ -234,6 +234,7 @@ impl From<pb::Consumer> for ConsumerView {
             groups,
             api_keys,
             updated_version,
+            jwt_credentials: _, // shown by `consumer jwt list`
         } = c;
         ConsumerView {
             name,

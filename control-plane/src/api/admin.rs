@@ -457,6 +457,34 @@ impl AdminService for AdminApi {
         }))
     }
 
+    // JWT credentials: the RPCs exist in the proto; the store and validation land next.
+    async fn create_jwt_credential(
+        &self,
+        _request: Request<pb::CreateJwtCredentialRequest>,
+    ) -> Result<Response<pb::CreateJwtCredentialResponse>, Status> {
+        Err(Status::unimplemented(
+            "JWT credentials are not implemented yet",
+        ))
+    }
+
+    async fn list_jwt_credentials(
+        &self,
+        _request: Request<pb::ListJwtCredentialsRequest>,
+    ) -> Result<Response<pb::ListJwtCredentialsResponse>, Status> {
+        Err(Status::unimplemented(
+            "JWT credentials are not implemented yet",
+        ))
+    }
+
+    async fn delete_jwt_credential(
+        &self,
+        _request: Request<pb::DeleteJwtCredentialRequest>,
+    ) -> Result<Response<pb::DeleteJwtCredentialResponse>, Status> {
+        Err(Status::unimplemented(
+            "JWT credentials are not implemented yet",
+        ))
+    }
+
     async fn apply_config(
         &self,
         request: Request<pb::ApplyConfigRequest>,

@@ -15,12 +15,14 @@ fn table() -> KeyTable {
             groups: vec!["gold".into()],
             api_keys: vec![key("gwk_alice", None), key("gwk_stale", Some(1))],
             updated_version: 1,
+            ..Default::default()
         },
         pb::Consumer {
             name: "bob".into(),
             groups: vec![],
             api_keys: vec![key("gwk_bob", None)],
             updated_version: 1,
+            ..Default::default()
         },
     ])
     .unwrap()

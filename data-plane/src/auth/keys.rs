@@ -86,6 +86,7 @@ impl KeyTable {
                 groups,
                 api_keys,
                 updated_version: _,
+                jwt_credentials: _, // compiled by the JWT verifier, not here
             } = c;
             if !super::is_name(name) {
                 return Err(format!(
@@ -190,6 +191,7 @@ mod tests {
             groups: vec!["beta".into(), "gold".into()],
             api_keys: vec![key_pb("gwk_live", None), key_pb("gwk_old", Some(100))],
             updated_version: 3,
+            ..Default::default()
         }])
         .unwrap();
         let KeyCheck::Valid(who) = table.check(b"gwk_live", 1_000) else {

@@ -149,6 +149,7 @@ impl Consumer {
                 .map(|k| k.to_public(&self.name))
                 .collect(),
             updated_version: self.updated_version,
+            jwt_credentials: Vec::new(),
         }
     }
 
@@ -175,6 +176,7 @@ impl TryFrom<pb::Consumer> for Consumer {
             groups,
             api_keys: _,        // output only (CreateApiKey adds keys)
             updated_version: _, // output only
+            jwt_credentials: _, // output only (CreateJwtCredential adds them)
         } = msg;
         Consumer::new(name, groups)
     }
