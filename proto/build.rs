@@ -4,10 +4,12 @@
 
 use std::path::PathBuf;
 
-/// Messages holding a secret (a private key, an API key in clear).
-const SECRET_HOLDERS: [&str; 2] = [
+/// Messages holding a secret (a private key, an API key in clear, an HS256 secret). Skipping
+/// a message's Debug also skips its oneofs' (`jwt_credential::Key`).
+const SECRET_HOLDERS: [&str; 3] = [
     ".gateway.v1.Certificate",
     ".gateway.v1.CreateApiKeyResponse",
+    ".gateway.v1.JwtCredential",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

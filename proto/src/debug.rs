@@ -57,6 +57,47 @@ impl fmt::Debug for v1::CreateApiKeyResponse {
     }
 }
 
+impl fmt::Debug for v1::JwtCredential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Self {
+            id,
+            consumer,
+            issuer,
+            algorithm,
+            key,
+            audiences,
+            claim,
+            kid,
+            created,
+        } = self;
+        f.debug_struct("JwtCredential")
+            .field("id", id)
+            .field("consumer", consumer)
+            .field("issuer", issuer)
+            .field("algorithm", algorithm)
+            .field("key", key)
+            .field("audiences", audiences)
+            .field("claim", claim)
+            .field("kid", kid)
+            .field("created", created)
+            .finish()
+    }
+}
+
+impl fmt::Debug for v1::jwt_credential::Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use v1::jwt_credential::Key;
+        match self {
+            Key::Hs256Secret(secret) => f
+                .debug_tuple("Hs256Secret")
+                .field(&Redacted(if secret.is_empty() { "" } else { "*" }))
+                .finish(),
+            Key::PublicKeyPem(pem) => f.debug_tuple("PublicKeyPem").field(pem).finish(),
+            Key::JwksUrl(url) => f.debug_tuple("JwksUrl").field(url).finish(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +181,68 @@ mod tests {
                 "{text}"
             );
         }
+    }
+
+    #[test]
+    fn an_hs256_secret_prints_as_stars() {
+        let secret = b"0123456789-SecretThatMustNotLeak-0123456789".to_vec();
+        let credential = v1::JwtCredential {
+            id: "j-3f9a1c2b7d4e".into(),
+            consumer: "alice".into(),
+            issuer: "https://idp.example".into(),
+            key: Some(v1::jwt_credential::Key::Hs256Secret(secret.clone())),
+            ..Default::default()
+        };
+        let consumer = v1::Consumer {
+            name: "alice".into(),
+            jwt_credentials: vec![credential.clone()],
+            ..Default::default()
+        };
+        let texts = [
+            format!("{credential:?}"),
+            format!("{credential:#?}"),
+            format!(
+                "{:?}",
+                v1::ConfigSnapshot {
+                    consumers: vec![consumer.clone()],
+                    ..Default::default()
+                }
+            ),
+            format!(
+                "{:?}",
+                v1::ConfigDelta {
+                    upserted_consumers: vec![consumer],
+                    ..Default::default()
+                }
+            ),
+        ];
+        for text in texts {
+            assert!(!text.contains("SecretThatMustNotLeak"), "{text}");
+            // Neither as text nor as the derived Debug of bytes (a list of numbers).
+            assert!(!text.contains("48, 49, 50"), "{text}");
+            assert!(
+                text.contains("Hs256Secret") && text.contains("***"),
+                "{text}"
+            );
+            assert!(
+                text.contains("j-3f9a1c2b7d4e") && text.contains("idp.example"),
+                "{text}"
+            );
+        }
+        // An answer without the secret says so; public keys and URLs print as they are.
+        let shown = |key| {
+            format!(
+                "{:?}",
+                v1::JwtCredential {
+                    key: Some(key),
+                    ..Default::default()
+                }
+            )
+        };
+        use v1::jwt_credential::Key;
+        assert!(shown(Key::Hs256Secret(Vec::new())).contains("Hs256Secret(\"\")"));
+        assert!(shown(Key::JwksUrl("https://idp/jwks".into())).contains("https://idp/jwks"));
+        assert!(shown(Key::PublicKeyPem("PUBLIC KEY".into())).contains("PUBLIC KEY"));
     }
 
     #[test]
