@@ -43,7 +43,7 @@ pub struct ConfigState {
     pub policies: BTreeMap<String, Arc<Policy>>,
     /// HTTPS certificates by name.
     pub certificates: BTreeMap<String, Arc<Certificate>>,
-    /// Consumers (with their API key hashes) by name.
+    /// Consumers (with their API key hashes and JWT credentials) by name.
     pub consumers: BTreeMap<String, Arc<Consumer>>,
     /// Encoded length of the `ConfigSnapshot` of this state.
     config_len: usize,
@@ -138,7 +138,7 @@ impl ConfigState {
                 consumers: self
                     .consumers
                     .values()
-                    .map(|c| c.to_pb_with_hashes())
+                    .map(|c| c.to_pb_with_secrets())
                     .collect(),
             };
             Arc::new(pb::DiscoveryResponse {
@@ -233,7 +233,7 @@ impl ConfigState {
         }
         for (name, now) in consumers {
             match now {
-                Some(c) => delta.upserted_consumers.push(c.to_pb_with_hashes()),
+                Some(c) => delta.upserted_consumers.push(c.to_pb_with_secrets()),
                 None => delta.removed_consumers.push(name.to_owned()),
             }
         }
@@ -417,9 +417,9 @@ fn certificate_len(certificate: &Certificate) -> usize {
     CERTIFICATE_KEY_LEN + prost::length_delimiter_len(len) + len
 }
 
-/// Bytes one consumer adds to an encoded `ConfigSnapshot`, its key hashes included.
+/// Bytes one consumer adds to an encoded `ConfigSnapshot`, its key hashes and JWT secrets included.
 fn consumer_len(consumer: &Consumer) -> usize {
-    let len = prost::Message::encoded_len(&consumer.to_pb_with_hashes());
+    let len = prost::Message::encoded_len(&consumer.to_pb_with_secrets());
     CERTIFICATE_KEY_LEN + prost::length_delimiter_len(len) + len
 }
 

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use crate::api::status::INTERNAL_MESSAGE;
 use crate::apply::Document;
 use crate::domain::consumer::check_ttl;
-use crate::domain::{ApiKey, Certificate, Consumer, Policy, Service, validate};
+use crate::domain::{ApiKey, Certificate, Consumer, JwtCredential, Policy, Service, validate};
 use crate::fleet::nodes::NodeRegistry;
 use crate::fleet::view;
 use crate::store::Store;
@@ -77,20 +77,37 @@ fn consumer_of(msg: Option<pb::Consumer>) -> Result<Consumer, Status> {
     Ok(Consumer::try_from(msg)?)
 }
 
-/// Validates a key id given to select a key: `k-` and hex digits, as CreateApiKey makes them.
-fn key_id(id: &str) -> Result<(), Status> {
+/// Validates an id given to select a credential: `prefix` and hex digits, as the create RPC
+/// makes them (`k-` for API keys, `j-` for JWT credentials).
+fn credential_id(id: &str, prefix: &str, what: &str, listed_by: &str) -> Result<(), Status> {
     let ok = id.len() <= 64
         && id
-            .strip_prefix("k-")
+            .strip_prefix(prefix)
             .is_some_and(|hex| !hex.is_empty() && hex.bytes().all(|b| b.is_ascii_hexdigit()));
     if ok {
         Ok(())
     } else {
         Err(Status::invalid_argument(format!(
-            "id: '{}' is not an API key id (k- and hex digits, as `gwctl key list` shows)",
+            "id: '{}' is not {what} ({prefix} and hex digits, as `{listed_by}` shows)",
             validate::echo(id)
         )))
     }
+}
+
+/// The consumers a listing asks for: all (`name` empty) or the one named.
+fn selected_consumers<'a>(
+    state: &'a crate::state::ConfigState,
+    name: &str,
+) -> Result<Vec<&'a Arc<Consumer>>, Status> {
+    if name.is_empty() {
+        return Ok(state.consumers.values().collect());
+    }
+    validate::name(name).map_err(|p| Status::invalid_argument(format!("consumer: {p}")))?;
+    let one = state
+        .consumers
+        .get(name)
+        .ok_or_else(|| Status::not_found(format!("consumer '{name}' does not exist")))?;
+    Ok(vec![one])
 }
 
 fn service_of(msg: Option<pb::Service>) -> Result<Service, Status> {
@@ -421,16 +438,7 @@ impl AdminService for AdminApi {
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let pb::ListApiKeysRequest { consumer } = request.into_inner();
         let state = self.store.current();
-        let consumers: Vec<_> = if consumer.is_empty() {
-            state.consumers.values().collect()
-        } else {
-            validate::name(&consumer)
-                .map_err(|p| Status::invalid_argument(format!("consumer: {p}")))?;
-            let one = state.consumers.get(&consumer).ok_or_else(|| {
-                Status::not_found(format!("consumer '{consumer}' does not exist"))
-            })?;
-            vec![one]
-        };
+        let consumers = selected_consumers(&state, &consumer)?;
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: consumers
                 .iter()
@@ -445,7 +453,7 @@ impl AdminService for AdminApi {
         request: Request<pb::DeleteApiKeyRequest>,
     ) -> Result<Response<pb::DeleteApiKeyResponse>, Status> {
         let pb::DeleteApiKeyRequest { id } = request.into_inner();
-        key_id(&id)?;
+        credential_id(&id, "k-", "an API key id", "gwctl key list")?;
         let (consumer, version) = {
             let id = id.clone();
             self.write(move |store| async move { store.delete_api_key(&id).await })
@@ -457,32 +465,63 @@ impl AdminService for AdminApi {
         }))
     }
 
-    // JWT credentials: the RPCs exist in the proto; the store and validation land next.
     async fn create_jwt_credential(
         &self,
-        _request: Request<pb::CreateJwtCredentialRequest>,
+        request: Request<pb::CreateJwtCredentialRequest>,
     ) -> Result<Response<pb::CreateJwtCredentialResponse>, Status> {
-        Err(Status::unimplemented(
-            "JWT credentials are not implemented yet",
-        ))
+        let pb::CreateJwtCredentialRequest { credential } = request.into_inner();
+        let credential =
+            credential.ok_or_else(|| Status::invalid_argument("credential: required"))?;
+        let (consumer, credential) =
+            JwtCredential::create(credential, std::time::SystemTime::now())?;
+        let public = credential.to_public(&consumer);
+        let version = {
+            let consumer = consumer.clone();
+            self.write(
+                move |store| async move { store.add_jwt_credential(&consumer, credential).await },
+            )
+            .await?
+        };
+        // Never the key: an id, the issuer and what kind of key it is.
+        tracing::info!(consumer = %consumer, id = %public.id, issuer = %public.issuer,
+            algorithm = public.algorithm().as_str_name(), version, "JWT credential created");
+        Ok(Response::new(pb::CreateJwtCredentialResponse {
+            credential: Some(public),
+            config_version: version,
+        }))
     }
 
     async fn list_jwt_credentials(
         &self,
-        _request: Request<pb::ListJwtCredentialsRequest>,
+        request: Request<pb::ListJwtCredentialsRequest>,
     ) -> Result<Response<pb::ListJwtCredentialsResponse>, Status> {
-        Err(Status::unimplemented(
-            "JWT credentials are not implemented yet",
-        ))
+        let pb::ListJwtCredentialsRequest { consumer } = request.into_inner();
+        let state = self.store.current();
+        let consumers = selected_consumers(&state, &consumer)?;
+        Ok(Response::new(pb::ListJwtCredentialsResponse {
+            credentials: consumers
+                .iter()
+                .flat_map(|c| c.jwt_credentials.iter().map(|j| j.to_public(&c.name)))
+                .collect(),
+            config_version: state.version,
+        }))
     }
 
     async fn delete_jwt_credential(
         &self,
-        _request: Request<pb::DeleteJwtCredentialRequest>,
+        request: Request<pb::DeleteJwtCredentialRequest>,
     ) -> Result<Response<pb::DeleteJwtCredentialResponse>, Status> {
-        Err(Status::unimplemented(
-            "JWT credentials are not implemented yet",
-        ))
+        let pb::DeleteJwtCredentialRequest { id } = request.into_inner();
+        credential_id(&id, "j-", "a JWT credential id", "gwctl consumer jwt list")?;
+        let (consumer, version) = {
+            let id = id.clone();
+            self.write(move |store| async move { store.delete_jwt_credential(&id).await })
+                .await?
+        };
+        tracing::info!(consumer = %consumer, id = %id, version, "JWT credential removed");
+        Ok(Response::new(pb::DeleteJwtCredentialResponse {
+            config_version: version,
+        }))
     }
 
     async fn apply_config(

@@ -21,9 +21,10 @@ impl From<StoreError> for Status {
             StoreError::AlreadyExists { .. } | StoreError::RouteConflict { .. } => {
                 Status::already_exists(e.to_string())
             }
-            StoreError::InUse { .. } | StoreError::TooManyKeys { .. } => {
-                Status::failed_precondition(e.to_string())
-            }
+            StoreError::InUse { .. }
+            | StoreError::TooManyKeys { .. }
+            | StoreError::TooManyJwtCredentials { .. }
+            | StoreError::ClaimConflict { .. } => Status::failed_precondition(e.to_string()),
             StoreError::TooLarge { .. } => Status::resource_exhausted(e.to_string()),
             StoreError::Database(_) | StoreError::Migrate(_) | StoreError::Corrupt(_) => {
                 tracing::error!(error = %e, "store failure");
@@ -133,6 +134,27 @@ mod tests {
                 },
                 Code::FailedPrecondition,
                 "service 'x' is used by policies 'p1', 'p2'; remove them first (gwctl policy rm ...)",
+            ),
+            (
+                StoreError::ClaimConflict {
+                    issuer: "https://idp".into(),
+                    claim: "sub".into(),
+                    consumer: "alice".into(),
+                    id: "j-0123456789ab".into(),
+                },
+                Code::FailedPrecondition,
+                "credential.claim: issuer 'https://idp' names its consumers in claim 'sub' \
+                 (credential j-0123456789ab of consumer 'alice'); every credential of one issuer \
+                 must name the same claim (use --claim sub)",
+            ),
+            (
+                StoreError::TooManyJwtCredentials {
+                    consumer: "alice".into(),
+                    limit: 16,
+                },
+                Code::FailedPrecondition,
+                "consumer 'alice' already has 16 JWT credentials; remove one first \
+                 (gwctl consumer jwt rm ID)",
             ),
         ];
         for (err, code, msg) in cases {

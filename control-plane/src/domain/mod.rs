@@ -11,7 +11,7 @@ mod service;
 pub(crate) mod validate;
 
 pub use certificate::Certificate;
-pub use consumer::{ApiKey, Auth, AuthMethod, Consumer, KeyHash};
+pub use consumer::{ApiKey, Auth, AuthMethod, Consumer, JwtCredential, KeyHash};
 pub use policy::{Audience, KeySource, Mode, OnStoreError, Policy, Scope};
 pub use service::{
     Endpoint, HealthCheck, LoadBalancing, Probe, Route, Service, Timeouts, UpstreamTls,

@@ -1,5 +1,6 @@
 //! SQL for the `consumers` and `api_keys` tables. Keys are stored as hashes only (see
-//! `domain::consumer`); a damaged row is `Corrupt`, never a panic.
+//! `domain::consumer`); a damaged row is `Corrupt`, never a panic. JWT credentials have their
+//! own module (`jwt_credentials`); [`list`] reads them too.
 
 use std::collections::BTreeMap;
 
@@ -27,7 +28,8 @@ struct ApiKeyRow {
     expires_at: Option<i64>,
 }
 
-/// Every consumer with its keys, ordered by name (keys by creation, then id).
+/// Every consumer with its keys and JWT credentials, ordered by name (keys and credentials by
+/// creation, then id).
 pub(super) async fn list(conn: &mut SqliteConnection) -> Result<Vec<Consumer>, StoreError> {
     let rows: Vec<ConsumerRow> = sqlx::query_as("SELECT * FROM consumers ORDER BY name")
         .fetch_all(&mut *conn)
@@ -47,6 +49,7 @@ pub(super) async fn list(conn: &mut SqliteConnection) -> Result<Vec<Consumer>, S
                 name: row.name,
                 groups,
                 api_keys: Vec::new(),
+                jwt_credentials: Vec::new(),
             },
         );
     }
@@ -65,6 +68,7 @@ pub(super) async fn list(conn: &mut SqliteConnection) -> Result<Vec<Consumer>, S
             id: key.id,
         });
     }
+    super::jwt_credentials::load_into(conn, &mut consumers).await?;
     Ok(consumers.into_values().collect())
 }
 

@@ -70,6 +70,33 @@ pub enum StoreError {
         /// The most keys a consumer may hold.
         limit: usize,
     },
+    /// A consumer already holds as many JWT credentials as allowed.
+    #[error(
+        "consumer '{consumer}' already has {limit} JWT credentials; remove one first \
+         (gwctl consumer jwt rm ID)"
+    )]
+    TooManyJwtCredentials {
+        /// The consumer.
+        consumer: String,
+        /// The most credentials a consumer may hold.
+        limit: usize,
+    },
+    /// Another credential of the same issuer reads the consumer from another claim.
+    #[error(
+        "credential.claim: issuer '{issuer}' names its consumers in claim '{claim}' \
+         (credential {id} of consumer '{consumer}'); every credential of one issuer must name \
+         the same claim (use --claim {claim})"
+    )]
+    ClaimConflict {
+        /// The issuer.
+        issuer: String,
+        /// The claim its credentials name.
+        claim: String,
+        /// The consumer holding the other credential.
+        consumer: String,
+        /// The other credential's id.
+        id: String,
+    },
     /// The database failed. Its text is for logs only.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),

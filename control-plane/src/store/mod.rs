@@ -15,6 +15,7 @@
 mod certificates;
 mod consumers;
 mod error;
+mod jwt_credentials;
 mod policies;
 mod services;
 mod version;
@@ -30,8 +31,8 @@ use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{Mutex, watch};
 
 use crate::apply::{self, Diff, Document, DocumentError, Write};
-use crate::domain::consumer::MAX_KEYS;
-use crate::domain::{ApiKey, Certificate, Consumer, Policy, Service};
+use crate::domain::consumer::{MAX_JWT_CREDENTIALS, MAX_KEYS};
+use crate::domain::{ApiKey, Certificate, Consumer, JwtCredential, Policy, Service};
 use crate::state::ConfigState;
 
 pub use error::StoreError;
@@ -87,6 +88,9 @@ impl Store {
         } else {
             SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
         };
+        if !in_memory {
+            create_private(url);
+        }
         let pool = pool.connect_with(options).await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
         if !in_memory {
@@ -266,6 +270,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let version = version::bump(&mut tx).await?;
         consumer.api_keys.clear();
+        consumer.jwt_credentials.clear();
         consumer.updated_version = version;
         consumers::insert(&mut tx, &consumer).await?;
         let next = state.with_consumer(consumer.clone(), version);
@@ -291,7 +296,7 @@ impl Store {
         Ok((consumer, version))
     }
 
-    /// Removes a consumer and its keys; returns the version without them.
+    /// Removes a consumer and its keys and JWT credentials; returns the version without them.
     pub async fn delete_consumer(&self, name: &str) -> Result<u64, StoreError> {
         let mut state = self.writer.lock().await;
         existing_consumer(&state, name)?;
@@ -326,22 +331,99 @@ impl Store {
 
     /// Revokes the key `id`; returns its consumer's name and the version without the key.
     pub async fn delete_api_key(&self, id: &str) -> Result<(String, u64), StoreError> {
+        self.delete_credential(Credential::ApiKey, id).await
+    }
+
+    /// Stores a JWT credential for consumer `name`; returns the version that includes it.
+    /// Every credential of one issuer must name the same claim: a token's issuer alone says
+    /// which claim to read the consumer from.
+    pub async fn add_jwt_credential(
+        &self,
+        name: &str,
+        credential: JwtCredential,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.writer.lock().await;
+        let mut consumer = existing_consumer(&state, name)?;
+        if consumer.jwt_credentials.len() >= MAX_JWT_CREDENTIALS {
+            return Err(StoreError::TooManyJwtCredentials {
+                consumer: name.to_owned(),
+                limit: MAX_JWT_CREDENTIALS,
+            });
+        }
+        let conflict = state.consumers.values().find_map(|other| {
+            other
+                .jwt_credentials
+                .iter()
+                .find(|c| c.issuer == credential.issuer && c.claim != credential.claim)
+                .map(|c| (other.name.clone(), c))
+        });
+        if let Some((other, c)) = conflict {
+            return Err(StoreError::ClaimConflict {
+                issuer: crate::domain::validate::echo(&c.issuer).into_owned(),
+                claim: c.claim.clone(),
+                consumer: other,
+                id: c.id.clone(),
+            });
+        }
+        let mut tx = self.begin().await?;
+        let version = version::bump(&mut tx).await?;
+        jwt_credentials::insert(&mut tx, name, &credential).await?;
+        consumer.jwt_credentials.push(credential);
+        // The order the database returns them in after a restart (creation is in whole
+        // seconds, so two made in one second are ordered by id, not by insertion).
+        consumer
+            .jwt_credentials
+            .sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        consumer.updated_version = version;
+        consumers::update(&mut tx, &consumer).await?;
+        let next = state.with_consumer(consumer, version);
+        self.commit(tx, &mut state, next).await?;
+        Ok(version)
+    }
+
+    /// Removes the JWT credential `id`; returns its consumer's name and the version without
+    /// it.
+    pub async fn delete_jwt_credential(&self, id: &str) -> Result<(String, u64), StoreError> {
+        self.delete_credential(Credential::Jwt, id).await
+    }
+
+    /// Removes the credential `id` of kind `kind` from whichever consumer holds it.
+    async fn delete_credential(
+        &self,
+        kind: Credential,
+        id: &str,
+    ) -> Result<(String, u64), StoreError> {
+        let holds = |c: &Consumer| match kind {
+            Credential::ApiKey => c.api_keys.iter().any(|k| k.id == id),
+            Credential::Jwt => c.jwt_credentials.iter().any(|j| j.id == id),
+        };
         let mut state = self.writer.lock().await;
         let Some(mut consumer) = state
             .consumers
             .values()
-            .find(|c| c.api_keys.iter().any(|k| k.id == id))
+            .find(|c| holds(c))
             .map(|c| (**c).clone())
         else {
             return Err(StoreError::NotFound {
-                kind: "api key",
+                kind: match kind {
+                    Credential::ApiKey => "api key",
+                    Credential::Jwt => "JWT credential",
+                },
                 name: id.to_owned(),
             });
         };
         let mut tx = self.begin().await?;
         let version = version::bump(&mut tx).await?;
-        consumers::delete_key(&mut tx, id).await?;
-        consumer.api_keys.retain(|k| k.id != id);
+        match kind {
+            Credential::ApiKey => {
+                consumers::delete_key(&mut tx, id).await?;
+                consumer.api_keys.retain(|k| k.id != id);
+            }
+            Credential::Jwt => {
+                jwt_credentials::delete(&mut tx, id).await?;
+                consumer.jwt_credentials.retain(|j| j.id != id);
+            }
+        }
         consumer.updated_version = version;
         consumers::update(&mut tx, &consumer).await?;
         let name = consumer.name.clone();
@@ -456,6 +538,13 @@ impl Store {
     }
 }
 
+/// The kinds of credential a consumer holds.
+#[derive(Debug, Clone, Copy)]
+enum Credential {
+    ApiKey,
+    Jwt,
+}
+
 /// What [`Store::apply`] did.
 #[derive(Debug)]
 pub struct Applied {
@@ -551,18 +640,48 @@ async fn load(conn: &mut SqliteConnection) -> Result<ConfigState, StoreError> {
         .with_consumers(consumers))
 }
 
+/// Creates a missing database file readable by its owner only, so it is never world-readable,
+/// not even between its creation and [`restrict_permissions`]; SQLite gives the WAL and
+/// shared-memory files it creates later the database file's permissions. An empty file is an
+/// empty database to SQLite. Best effort, like [`restrict_permissions`].
+fn create_private(url: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = db_file(url);
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        if let Err(e) = created
+            && e.kind() != std::io::ErrorKind::AlreadyExists
+        {
+            tracing::warn!(file = path, error = %e, "cannot create the database file readable by its owner only");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = url;
+}
+
+/// The file a `sqlite://path?options` URL (or a bare path) names.
+fn db_file(url: &str) -> &str {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    path.split('?').next().unwrap_or(path)
+}
+
 /// Makes the database file (and SQLite's WAL and shared-memory files beside it) readable by
-/// its owner only: it holds the HTTPS certificates' private keys. Best effort: a failure is
+/// its owner only: it holds the HTTPS certificates' private keys and the HS256 secrets of JWT
+/// credentials. Best effort: a failure is
 /// logged, since refusing to start would not protect a file that already exists.
 fn restrict_permissions(url: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
-        let path = path.split('?').next().unwrap_or(path);
+        let path = db_file(url);
         for suffix in ["", "-wal", "-shm"] {
             let file = format!("{path}{suffix}");
             if let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))

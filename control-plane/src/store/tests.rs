@@ -36,6 +36,7 @@ async fn migrations_apply_to_an_empty_database() {
             "certificates",
             "config_version",
             "consumers",
+            "jwt_credentials",
             "policies",
             "services"
         ]

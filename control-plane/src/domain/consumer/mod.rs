@@ -1,4 +1,5 @@
-//! Consumers (who calls services), their API keys, and who a service admits (`auth`).
+//! Consumers (who calls services), their API keys, their JWT credentials (`jwt`), and who a
+//! service admits (`auth`).
 //!
 //! An API key is 192 random bits, shown once when it is created; only its SHA-256 is kept.
 //! A fast, unsalted hash is enough here (unlike for passwords) because the key is not chosen
@@ -7,6 +8,7 @@
 //! key with one hash and one map lookup.
 
 mod auth;
+mod jwt;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -17,6 +19,10 @@ use sha2::{Digest, Sha256};
 use crate::domain::validate::{self, Problems, ValidationError};
 
 pub use auth::{Auth, AuthMethod, KeySource};
+pub use jwt::{
+    DEFAULT_CLAIM, HmacSecret, JwtAlgorithm, JwtCredential, JwtKey, MAX_JWT_CREDENTIALS,
+    MIN_HS256_SECRET_BYTES,
+};
 
 /// Random bytes in a key: 192 bits, well above the 128 the issue asks for.
 const KEY_BYTES: usize = 24;
@@ -31,7 +37,7 @@ pub const MAX_KEYS: usize = 16;
 /// Longest key lifetime accepted: ten years, beyond which "expires" means nothing.
 const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
 
-/// A consumer: a name, its groups, its keys.
+/// A consumer: a name, its groups, its credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Consumer {
     /// Unique name, a lowercase DNS label.
@@ -40,6 +46,8 @@ pub struct Consumer {
     pub groups: Vec<String>,
     /// API keys, ordered by creation then id.
     pub api_keys: Vec<ApiKey>,
+    /// JWT credentials, ordered by creation then id.
+    pub jwt_credentials: Vec<JwtCredential>,
     /// Config version that last wrote the consumer or one of its keys; set by the store.
     pub updated_version: u64,
 }
@@ -134,11 +142,13 @@ impl Consumer {
             name,
             groups,
             api_keys: Vec::new(),
+            jwt_credentials: Vec::new(),
             updated_version: 0,
         }))
     }
 
-    /// The consumer as AdminService shows it: keys without hashes.
+    /// The consumer as AdminService shows it: keys without hashes, JWT credentials without
+    /// HS256 secrets.
     pub fn to_public(&self) -> pb::Consumer {
         pb::Consumer {
             name: self.name.clone(),
@@ -149,19 +159,30 @@ impl Consumer {
                 .map(|k| k.to_public(&self.name))
                 .collect(),
             updated_version: self.updated_version,
-            jwt_credentials: Vec::new(),
+            jwt_credentials: self
+                .jwt_credentials
+                .iter()
+                .map(|j| j.to_public(&self.name))
+                .collect(),
         }
     }
 
-    /// The consumer as data planes receive it: key hashes included.
-    pub fn to_pb_with_hashes(&self) -> pb::Consumer {
+    /// The consumer as data planes receive it: key hashes and HS256 secrets included.
+    pub fn to_pb_with_secrets(&self) -> pb::Consumer {
         pb::Consumer {
+            name: self.name.clone(),
+            groups: self.groups.clone(),
             api_keys: self
                 .api_keys
                 .iter()
                 .map(|k| k.to_pb_with_hash(&self.name))
                 .collect(),
-            ..self.to_public()
+            updated_version: self.updated_version,
+            jwt_credentials: self
+                .jwt_credentials
+                .iter()
+                .map(|j| j.to_pb_with_secret(&self.name))
+                .collect(),
         }
     }
 }
