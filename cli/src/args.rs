@@ -199,6 +199,10 @@ pub struct StatsArgs {
     /// Only this node's figures (default: every node, connected or not).
     #[arg(long, value_name = "ID")]
     pub node: Option<String>,
+    /// This consumer's traffic (requests that authenticated as it, over every service)
+    /// instead of the services' and policies'.
+    #[arg(long, value_name = "NAME", conflicts_with = "service")]
+    pub consumer: Option<String>,
 }
 
 /// `gwctl service …`

@@ -88,6 +88,7 @@ async fn report_stats(
         services,
         policies,
         rate_limit_store: None,
+        ..Default::default()
     };
     send(node, Kind::Stats(report)).await;
 }
@@ -112,6 +113,7 @@ async fn stats(
     let req = admin.req(pb::GetStatsRequest {
         service: service.into(),
         node_id: node_id.into(),
+        ..Default::default()
     });
     admin
         .client

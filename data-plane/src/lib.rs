@@ -381,6 +381,7 @@ pub async fn serve_with(
             interval: config.stats_interval,
             started_at,
             summarised: false,
+            consumers: Default::default(),
         }
         .run(stop_rx.clone()),
     );

@@ -237,6 +237,54 @@ pub struct ServiceFigures {
     pub auth_failures: [(AuthFailure, u64); AuthFailure::ALL.len()],
 }
 
+/// Per-consumer counters: requests that authenticated as the consumer, by status class. Sent
+/// to the control plane in stats reports (for `gwctl stats --consumer`), never rendered for
+/// Prometheus: consumers are unbounded, series must not be. Kept across config versions by
+/// consumer name, like [`ServiceStats`], and reached from the consumer's compiled identity, so
+/// counting is a relaxed `fetch_add` with no lookup.
+#[derive(Debug, Default)]
+pub struct ConsumerStats {
+    /// Responses by status class, 1xx to 5xx.
+    by_class: [AtomicU64; 5],
+    /// Requests this gateway rejected with 429.
+    rate_limited: AtomicU64,
+}
+
+impl ConsumerStats {
+    /// Counts one response (a status outside 100-599 is not counted, as for services).
+    pub fn record(&self, status: u16) {
+        if let Some(c) = self.by_class.get(usize::from(status / 100).wrapping_sub(1)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one request rejected by an enforcing policy (its 429 is counted by `record`).
+    pub fn rate_limited(&self) {
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A point-in-time copy of the counters.
+    pub fn figures(&self) -> ConsumerFigures {
+        let responses = std::array::from_fn(|i| self.by_class[i].load(Ordering::Relaxed));
+        ConsumerFigures {
+            requests: responses.iter().sum(),
+            responses,
+            rate_limited: self.rate_limited.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A copy of one consumer's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerFigures {
+    /// Responses, every class.
+    pub requests: u64,
+    /// Responses by status class, 1xx to 5xx.
+    pub responses: [u64; 5],
+    /// Requests rejected by this gateway's rate limits.
+    pub rate_limited: u64,
+}
+
 /// Per-policy counters kept by the request path (the limiter keeps its own key counts).
 #[derive(Debug, Default)]
 pub struct PolicyStats {
@@ -430,6 +478,23 @@ mod tests {
         );
         assert_eq!(f.upstream_errors[0], (UpstreamError::Connect, 1));
         assert_eq!(s.responses(200), 2);
+    }
+
+    #[test]
+    fn consumer_counts_by_class() {
+        let c = ConsumerStats::default();
+        for code in [101, 200, 204, 302, 401, 429, 503, 600, 99] {
+            c.record(code);
+        }
+        c.rate_limited();
+        assert_eq!(
+            c.figures(),
+            ConsumerFigures {
+                requests: 7,
+                responses: [1, 2, 1, 2, 1],
+                rate_limited: 1,
+            }
+        );
     }
 
     #[test]

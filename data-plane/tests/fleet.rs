@@ -288,6 +288,7 @@ async fn stats_equal_what_was_sent_and_a_stopped_node_shows_disconnected() {
                 .get_stats(pb::GetStatsRequest {
                     service: "api".into(),
                     node_id: String::new(),
+                    ..Default::default()
                 })
                 .await
                 .ok()?
@@ -365,6 +366,7 @@ async fn stats_equal_what_was_sent_and_a_stopped_node_shows_disconnected() {
         .get_stats(pb::GetStatsRequest {
             service: "api".into(),
             node_id: ids[1].clone(),
+            ..Default::default()
         })
         .await
         .unwrap()

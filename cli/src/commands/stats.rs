@@ -1,4 +1,5 @@
 //! `gwctl stats [SERVICE] [--node ID]`: traffic figures the data planes reported.
+//! (`gwctl stats --consumer NAME`, one consumer's traffic, is rendered by [`consumer`].)
 //!
 //! Figures are cumulative since each node started; a disconnected node keeps its last figures
 //! and is flagged (see [`Highlight`]). The table shows each service's totals with one row per
@@ -40,6 +41,9 @@ use crate::duration;
 use crate::error::Error;
 use crate::output::{Highlight, OutputFormat, Render, Table, emit};
 
+mod consumer;
+use consumer::ConsumerStatsView;
+
 /// How many of a policy's top keys the table shows; JSON has all the server sent.
 const TABLE_TOP_KEYS: usize = 5;
 
@@ -51,18 +55,36 @@ pub async fn run(
     highlight: Highlight,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let StatsArgs { service, node } = args;
+    let StatsArgs {
+        service,
+        node,
+        consumer,
+    } = args;
+    let by_consumer = consumer.is_some();
     let request = pb::GetStatsRequest {
         service: service.unwrap_or_default(),
         node_id: node.unwrap_or_default(),
+        consumer: consumer.unwrap_or_default(),
     };
-    let response = client
+    let mut response = client
         .api
         .get_stats(request)
         .await
         .map_err(|s| client.call_error("GetStats", s))?
         .into_inner();
-    emit(format, &StatsView::new(response, highlight), out)?;
+    if by_consumer {
+        // A control plane that predates consumer stats ignores the field and answers with
+        // every service instead: say so rather than show the wrong figures.
+        let traffic = response.consumer.take().ok_or_else(|| Error::Rejected {
+            kind: "not supported",
+            message: "the control plane does not report per-consumer traffic; is it older \
+                      than gwctl?"
+                .into(),
+        })?;
+        emit(format, &ConsumerStatsView::new(traffic, highlight), out)?;
+    } else {
+        emit(format, &StatsView::new(response, highlight), out)?;
+    }
     Ok(())
 }
 
@@ -124,7 +146,12 @@ struct KeyView {
 
 impl StatsView {
     fn new(response: pb::GetStatsResponse, highlight: Highlight) -> Self {
-        let pb::GetStatsResponse { services, policies } = response;
+        let pb::GetStatsResponse {
+            services,
+            policies,
+            // Asked for with `--consumer`, and then rendered by `consumer` instead.
+            consumer: _,
+        } = response;
         let services = services
             .into_iter()
             .map(|s| {

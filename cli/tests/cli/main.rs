@@ -5,6 +5,7 @@ mod apply;
 mod certs;
 mod completions;
 mod connection;
+mod consumer_stats;
 mod consumers;
 mod dev;
 mod nodes;

@@ -220,6 +220,7 @@ fn stats_report(
             url: "redis://127.0.0.1:6390".into(),
             ..Default::default()
         }),
+        ..Default::default()
     })
 }
 

@@ -270,13 +270,34 @@ impl AdminService for AdminApi {
         &self,
         request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        let pb::GetStatsRequest { service, node_id } = request.into_inner();
+        let pb::GetStatsRequest {
+            service,
+            node_id,
+            consumer,
+        } = request.into_inner();
         if !service.is_empty() {
             validate::name(&service)
                 .map_err(|p| Status::invalid_argument(format!("service: {p}")))?;
         }
+        if !consumer.is_empty() {
+            validate::name(&consumer)
+                .map_err(|p| Status::invalid_argument(format!("consumer: {p}")))?;
+            if !service.is_empty() {
+                return Err(Status::invalid_argument(
+                    "consumer: cannot be combined with service (a consumer's figures are over \
+                     every service)",
+                ));
+            }
+        }
         let (state, fleet) = (self.store.current(), self.nodes.fleet());
-        let stats = off_runtime(move || view::stats(&state, &fleet, &service, &node_id)).await?;
+        let stats = off_runtime(move || {
+            if consumer.is_empty() {
+                view::stats(&state, &fleet, &service, &node_id)
+            } else {
+                view::consumer_stats(&state, &fleet, &consumer, &node_id)
+            }
+        })
+        .await?;
         Ok(Response::new(stats))
     }
 

@@ -37,9 +37,9 @@ impl From<StoreError> for Status {
 impl From<ViewError> for Status {
     fn from(e: ViewError) -> Self {
         match e {
-            ViewError::UnknownService(_) | ViewError::UnknownNode(_) => {
-                Status::not_found(e.to_string())
-            }
+            ViewError::UnknownService(_)
+            | ViewError::UnknownNode(_)
+            | ViewError::UnknownConsumer(_) => Status::not_found(e.to_string()),
         }
     }
 }

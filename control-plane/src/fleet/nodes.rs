@@ -21,6 +21,7 @@ use gw_proto::v1 as pb;
 use tokio::sync::watch;
 
 use crate::domain::validate::truncate;
+use crate::fleet::consumers::{ConsumerUpdate, NodeConsumers};
 use crate::fleet::report::{HealthUpdate, NodeHealth, NodeStats};
 
 /// Most node records kept; at the cap the longest-disconnected node is forgotten. Streams are
@@ -86,6 +87,7 @@ struct Record {
     // Behind `Arc`s so a fleet snapshot copies pointers, not every node's endpoints.
     health: Arc<NodeHealth>,
     stats: Option<Arc<NodeStats>>,
+    consumers: Arc<NodeConsumers>,
 }
 
 /// One node's reports as of one moment, for building fleet views.
@@ -99,6 +101,8 @@ pub struct NodeView {
     pub health: Arc<NodeHealth>,
     /// Its latest stats report, if any.
     pub stats: Option<Arc<NodeStats>>,
+    /// Every consumer it reported since it started (empty until it does).
+    pub consumers: Arc<NodeConsumers>,
 }
 
 /// Why a node could not be registered.
@@ -149,11 +153,11 @@ impl NodeRegistry {
         let node_id = a.node_id.clone();
         // A reconnecting node keeps its figures until it reports again; its earlier stream,
         // if still open, is told to end (`notify_one` keeps the wake-up if it is not waiting).
-        let (health, stats) = nodes
+        let (health, stats, consumers) = nodes
             .remove(&node_id)
             .map(|old| {
                 old.replaced.notify_one();
-                (old.health, old.stats)
+                (old.health, old.stats, old.consumers)
             })
             .unwrap_or_default();
         let replaced = Arc::new(tokio::sync::Notify::new());
@@ -172,6 +176,7 @@ impl NodeRegistry {
                 last_seen: now,
                 health,
                 stats,
+                consumers,
             },
         );
         self.count_live(&nodes);
@@ -215,10 +220,16 @@ impl NodeRegistry {
         });
     }
 
-    /// Stores a stats report received on `conn`, replacing the previous one.
-    pub fn stats_report(&self, conn: &Connection, report: pb::StatsReport) {
+    /// Stores a stats report received on `conn`, replacing the previous one (its consumers
+    /// are merged into those reported before).
+    pub fn stats_report(&self, conn: &Connection, mut report: pb::StatsReport) {
+        // Checked outside the lock; only the swap and the merge happen under it.
+        let consumers = ConsumerUpdate::take(&conn.node_id, &mut report);
         let stats = Arc::new(NodeStats::new(&conn.node_id, report));
-        self.update(conn, true, |r| r.stats = Some(stats));
+        self.update(conn, true, |r| {
+            r.stats = Some(stats);
+            Arc::make_mut(&mut r.consumers).apply(&conn.node_id, consumers);
+        });
     }
 
     /// Every node's reports, ordered by id.
@@ -230,6 +241,7 @@ impl NodeRegistry {
                 connected: r.connected,
                 health: r.health.clone(),
                 stats: r.stats.clone(),
+                consumers: r.consumers.clone(),
             })
             .collect()
     }
@@ -363,8 +375,16 @@ mod tests {
     fn reports_survive_disconnect_and_reconnect_but_not_from_a_stale_stream() {
         let reg = NodeRegistry::default();
         let old = reg.connect(hello("n1"), 0).unwrap();
+        let started = SystemTime::now();
+        let consumer = |name: &str, requests| pb::ConsumerCounters {
+            consumer: name.into(),
+            figures: Some(pb::ConsumerFigures {
+                requests,
+                ..Default::default()
+            }),
+        };
         let stats = |requests| pb::StatsReport {
-            started_at: Some(SystemTime::now().into()),
+            started_at: Some(started.into()),
             services: vec![pb::ServiceCounters {
                 service: "web".into(),
                 figures: Some(pb::TrafficFigures {
@@ -374,6 +394,8 @@ mod tests {
             }],
             policies: vec![],
             rate_limit_store: None,
+            consumers: vec![consumer("alice", requests)],
+            consumers_deferred: 0,
         };
         let health = pb::HealthReport {
             full: true,
@@ -386,10 +408,10 @@ mod tests {
         };
         let requests = |reg: &NodeRegistry| {
             let view = &reg.fleet()[0];
-            (
-                view.connected,
-                view.stats.as_ref().unwrap().services["web"].requests,
-            )
+            let alice = view.consumers.get("alice").map(|f| f.requests);
+            let web = view.stats.as_ref().unwrap().services["web"].requests;
+            assert_eq!(alice, Some(web), "consumers follow the same stream");
+            (view.connected, web)
         };
         assert!(reg.fleet()[0].stats.is_none());
         assert!(reg.list()[0].uptime.is_none() && reg.list()[0].stats_age.is_none());
@@ -411,6 +433,12 @@ mod tests {
         );
         reg.stats_report(&new, stats(7));
         assert_eq!(requests(&reg), (true, 7), "the latest report replaces");
+        // Consumers merge: one not in the latest report keeps its figures.
+        let mut only_bob = stats(7);
+        only_bob.consumers = vec![consumer("bob", 1)];
+        reg.stats_report(&new, only_bob);
+        assert_eq!(requests(&reg), (true, 7));
+        assert_eq!(reg.fleet()[0].consumers.len(), 2);
     }
 
     #[test]

@@ -271,6 +271,10 @@ impl NodeStats {
             services: service_counters,
             policies: policy_counters,
             rate_limit_store,
+            // Taken out first and merged apart (`fleet::consumers`): a report carries only
+            // some consumers, so it cannot replace what the node reported before.
+            consumers: _,
+            consumers_deferred: _,
         } = report;
         let store = rate_limit_store.map(|s| pb::RateLimitStoreStatus {
             error: clip(s.error, MAX_FAILURE_LEN),
@@ -473,6 +477,7 @@ mod tests {
                 url: "redis://h:1".into(),
                 state_age_seconds: 3,
             }),
+            ..Default::default()
         };
         let s = NodeStats::new("n", report);
         let uptime = s.uptime_at_report.unwrap();

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use gw_proto::v1 as pb;
 
 use crate::domain::validate::echo;
+use crate::fleet::consumers::ConsumerFigures;
 use crate::fleet::histogram;
 use crate::fleet::nodes::NodeView;
 use crate::fleet::report::{Figures, NodeStats, PolicyFigures};
@@ -23,6 +24,9 @@ pub enum ViewError {
     /// The node filter names no node seen since start-up.
     #[error("node '{0}' is not known; gwctl nodes lists them")]
     UnknownNode(String),
+    /// The consumer is neither in the config nor in any report.
+    #[error("consumer '{0}' does not exist; gwctl consumer list lists them")]
+    UnknownConsumer(String),
 }
 
 /// GetHealth: every endpoint of every service in `state` (or only `service`, if not empty),
@@ -158,7 +162,56 @@ pub fn stats(
             policy_traffic(name, figures)
         })
         .collect();
-    Ok(pb::GetStatsResponse { services, policies })
+    Ok(pb::GetStatsResponse {
+        services,
+        policies,
+        consumer: None,
+    })
+}
+
+/// GetStats for one consumer: the sum of the selected nodes' latest figures for it (connected
+/// or not) and each reporting node's share. A consumer of the config that no node reported
+/// yet gets zeros; one no longer in the config keeps its history while a node reports it.
+pub fn consumer_stats(
+    state: &ConfigState,
+    nodes: &[NodeView],
+    consumer: &str,
+    node: &str,
+) -> Result<pb::GetStatsResponse, ViewError> {
+    if !node.is_empty() && !nodes.iter().any(|n| n.node_id == node) {
+        return Err(ViewError::UnknownNode(echo(node).into_owned()));
+    }
+    if !state.consumers.contains_key(consumer)
+        && !nodes.iter().any(|n| n.consumers.get(consumer).is_some())
+    {
+        return Err(ViewError::UnknownConsumer(echo(consumer).into_owned()));
+    }
+    let selected = nodes
+        .iter()
+        .filter(|n| node.is_empty() || n.node_id == node);
+    let mut total = ConsumerFigures::default();
+    let mut out = pb::ConsumerTraffic {
+        consumer: consumer.to_owned(),
+        ..Default::default()
+    };
+    for n in selected {
+        if n.connected && n.consumers.deferred > 0 {
+            out.lagging_nodes += 1;
+        }
+        if let Some(f) = n.consumers.get(consumer) {
+            total.add(f);
+            out.nodes.push(pb::NodeConsumerTraffic {
+                node_id: n.node_id.clone(),
+                connected: n.connected,
+                figures: Some(f.into()),
+            });
+        }
+    }
+    out.total = Some((&total).into());
+    Ok(pb::GetStatsResponse {
+        consumer: Some(out),
+        ..Default::default()
+    })
 }
 
 fn service_traffic(name: &str, selected: &[(&NodeView, &NodeStats)]) -> pb::ServiceTraffic {

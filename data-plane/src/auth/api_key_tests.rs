@@ -9,22 +9,25 @@ fn table() -> KeyTable {
         expires: expires.map(|seconds| prost_types::Timestamp { seconds, nanos: 0 }),
         ..Default::default()
     };
-    KeyTable::compile(&[
-        pb::Consumer {
-            name: "alice".into(),
-            groups: vec!["gold".into()],
-            api_keys: vec![key("gwk_alice", None), key("gwk_stale", Some(1))],
-            updated_version: 1,
-            ..Default::default()
-        },
-        pb::Consumer {
-            name: "bob".into(),
-            groups: vec![],
-            api_keys: vec![key("gwk_bob", None)],
-            updated_version: 1,
-            ..Default::default()
-        },
-    ])
+    KeyTable::compile(
+        &[
+            pb::Consumer {
+                name: "alice".into(),
+                groups: vec!["gold".into()],
+                api_keys: vec![key("gwk_alice", None), key("gwk_stale", Some(1))],
+                updated_version: 1,
+                ..Default::default()
+            },
+            pb::Consumer {
+                name: "bob".into(),
+                groups: vec![],
+                api_keys: vec![key("gwk_bob", None)],
+                updated_version: 1,
+                ..Default::default()
+            },
+        ],
+        &crate::stats::Registry::default(),
+    )
     .unwrap()
 }
 

@@ -247,6 +247,7 @@ mod tests {
             groups: Box::new([]),
             name_header: HeaderValue::from_static("alice"),
             groups_header: None,
+            stats: Default::default(),
         };
         set_identity(&mut h, &who);
         assert_eq!(h.get(&X_CONSUMER_NAME).unwrap(), "alice");

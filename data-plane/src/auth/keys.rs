@@ -16,6 +16,8 @@ use gw_proto::v1 as pb;
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
 
+use crate::stats::{ConsumerStats, Registry};
+
 /// An authenticated consumer, with the headers upstreams receive already built.
 #[derive(Debug)]
 pub struct Identity {
@@ -27,6 +29,8 @@ pub struct Identity {
     pub name_header: HeaderValue,
     /// `X-Consumer-Groups` (comma-separated); `None` for a consumer in no group.
     pub groups_header: Option<HeaderValue>,
+    /// Its traffic counters, kept across config versions by name.
+    pub stats: Arc<ConsumerStats>,
 }
 
 /// One stored key.
@@ -75,9 +79,12 @@ impl KeyTable {
         &self.consumers
     }
 
-    /// Validates and compiles the consumers of a snapshot. The error names the consumer and
-    /// the field, never a hash.
-    pub fn compile(consumers: &[pb::Consumer]) -> Result<KeyTable, String> {
+    /// Validates and compiles the consumers of a snapshot, each with its counters from
+    /// `counters`. The error names the consumer and the field, never a hash.
+    pub fn compile(
+        consumers: &[pb::Consumer],
+        counters: &Registry<ConsumerStats>,
+    ) -> Result<KeyTable, String> {
         let mut table = KeyTable::default();
         let mut names = HashSet::new();
         for c in consumers {
@@ -115,6 +122,7 @@ impl KeyTable {
                             format!("consumer '{name}': groups: not a header value")
                         })?)
                     },
+                    stats: counters.get(name),
                 });
             for (i, k) in api_keys.iter().enumerate() {
                 let pb::ApiKey {
@@ -186,13 +194,17 @@ mod tests {
 
     #[test]
     fn keys_are_found_by_hash_and_expire() {
-        let table = KeyTable::compile(&[pb::Consumer {
-            name: "alice".into(),
-            groups: vec!["beta".into(), "gold".into()],
-            api_keys: vec![key_pb("gwk_live", None), key_pb("gwk_old", Some(100))],
-            updated_version: 3,
-            ..Default::default()
-        }])
+        let counters = Registry::default();
+        let table = KeyTable::compile(
+            &[pb::Consumer {
+                name: "alice".into(),
+                groups: vec!["beta".into(), "gold".into()],
+                api_keys: vec![key_pb("gwk_live", None), key_pb("gwk_old", Some(100))],
+                updated_version: 3,
+                ..Default::default()
+            }],
+            &counters,
+        )
         .unwrap();
         let KeyCheck::Valid(who) = table.check(b"gwk_live", 1_000) else {
             panic!("live key refused");
@@ -204,11 +216,15 @@ mod tests {
         assert!(matches!(table.check(b"gwk_other", 0), KeyCheck::Unknown));
         assert!(matches!(table.check(b"", 0), KeyCheck::Unknown));
         assert_eq!(table.consumers()[0].1, 2);
+        assert!(
+            Arc::ptr_eq(&who.stats, &counters.get("alice")),
+            "counters are kept by name across versions"
+        );
     }
 
     #[test]
     fn bad_consumers_are_refused_naming_the_field() {
-        let bad = |c: pb::Consumer| KeyTable::compile(&[c]).unwrap_err();
+        let bad = |c: pb::Consumer| KeyTable::compile(&[c], &Registry::default()).unwrap_err();
         let ok = pb::Consumer {
             name: "bob".into(),
             ..Default::default()
@@ -227,7 +243,7 @@ mod tests {
             ..ok.clone()
         });
         assert!(err.contains("api_keys[0].hash: must be 32 bytes"), "{err}");
-        let err = KeyTable::compile(&[ok.clone(), ok]).unwrap_err();
+        let err = KeyTable::compile(&[ok.clone(), ok], &Registry::default()).unwrap_err();
         assert!(err.contains("appears twice"), "{err}");
     }
 }

@@ -56,6 +56,7 @@ impl Gateway {
                 tls_configs: Default::default(),
                 service_stats: Default::default(),
                 policy_stats: Default::default(),
+                consumer_stats: Default::default(),
                 limiters: LimiterRegistry::new(rate_limit_max_keys),
                 globals: GlobalRegistry::new(store, rate_limit_max_keys),
                 live_data_planes: std::sync::atomic::AtomicU32::new(1),

@@ -18,7 +18,7 @@ use crate::config::router::{RouteSpec, RouteTable};
 use crate::limiter::global::{self, GlobalDef, GlobalRegistry, OnStoreError};
 use crate::limiter::policy::{ActivePolicy, Audience, Counter};
 use crate::limiter::{KeySpec, LimiterRegistry, Mode, PolicyDef, PolicyLimiter, RateSpec};
-use crate::stats::{PolicyStats, Registry, ServiceStats};
+use crate::stats::{ConsumerStats, PolicyStats, Registry, ServiceStats};
 use crate::tls::SniTable;
 use crate::tls::sni::Entry as CertEntry;
 use crate::upstream::balancer::{Endpoint, RoundRobin};
@@ -189,6 +189,8 @@ pub struct Reuse {
     pub service_stats: Registry<ServiceStats>,
     /// Policy counters.
     pub policy_stats: Registry<PolicyStats>,
+    /// Consumer counters (issue 12; reported to the control plane, not to Prometheus).
+    pub consumer_stats: Registry<ConsumerStats>,
     /// Token buckets.
     pub limiters: LimiterRegistry,
     /// GLOBAL policies and their Redis store.
@@ -250,7 +252,9 @@ pub fn compile(
     } = snapshot;
 
     let certificates = Arc::new(compile_certificates(certificates)?);
-    let keys = KeyTable::compile(consumers)?;
+    // A consumer's counters are created here even if a later check refuses the version: an
+    // unused zero counter is never reported, so that changes nothing anyone can see.
+    let keys = KeyTable::compile(consumers, &reuse.consumer_stats)?;
     let mut checked = Vec::with_capacity(services.len());
     let mut names = HashSet::new();
     for s in services {

@@ -196,6 +196,8 @@ async fn route_and_forward(
     }
     // Only the gateway says who the consumer is, on every service.
     credential::remove_identity(req.headers_mut());
+    // The consumer's counters count the requests that authenticated, once answered.
+    let mut consumer = None;
     let caller = match &svc.auth {
         None => Caller::default(),
         Some(service_auth) => {
@@ -209,6 +211,7 @@ async fn route_and_forward(
             ) {
                 Ok(who) => {
                     svc.stats.auth_accepted();
+                    consumer = Some(&who.stats);
                     Caller {
                         name: Some(&who.name),
                         groups: &who.groups,
@@ -233,6 +236,10 @@ async fn route_and_forward(
             ratelimit::add_headers(resp.headers_mut(), &svc.policies[i], &d);
             svc.stats.rate_limited();
             svc.stats.record(resp.status().as_u16(), start.elapsed());
+            if let Some(c) = consumer {
+                c.rate_limited();
+                c.record(resp.status().as_u16());
+            }
             return resp;
         }
         Verdict::Allowed(tightest) => {
@@ -304,6 +311,9 @@ async fn route_and_forward(
         ratelimit::add_headers(resp.headers_mut(), &svc.policies[i], &d);
     }
     svc.stats.record(resp.status().as_u16(), start.elapsed());
+    if let Some(c) = consumer {
+        c.record(resp.status().as_u16());
+    }
     resp
 }
 

@@ -27,6 +27,7 @@ use crate::config::sync::SyncStatus;
 use crate::health::Board;
 use crate::shutdown::signalled;
 use crate::stats::{LATENCY_BUCKETS, ServiceStats, TOP_KEYS_REPORTED};
+use crate::telemetry::consumers::{ConsumerReports, MAX_CONSUMERS_PER_REPORT};
 
 /// Default time between stats reports: fresh enough for a dashboard, and at a few hundred
 /// bytes per service a negligible load on the control plane even for a large fleet.
@@ -134,6 +135,9 @@ pub fn stats_report(gw: &Gateway, started_at: SystemTime, now: Instant) -> pb::S
         services,
         policies,
         rate_limit_store: Some(store_status(gw)),
+        // Filled by the reporter, which knows what it sent before (`consumers`).
+        consumers: Vec::new(),
+        consumers_deferred: 0,
     }
 }
 
@@ -223,6 +227,8 @@ pub struct Reporter {
     pub started_at: SystemTime,
     /// Whether a summarised stats report was already logged (once is enough).
     pub summarised: bool,
+    /// Which consumers' counters were sent, and when.
+    pub consumers: ConsumerReports,
 }
 
 impl Reporter {
@@ -256,6 +262,7 @@ impl Reporter {
                     let connected = self.status.connected.load(Ordering::SeqCst);
                     if connected && !was_connected {
                         // A new stream: whatever was sent on the old one may be lost.
+                        self.consumers.reset();
                         self.send_full();
                     }
                     was_connected = connected;
@@ -270,6 +277,11 @@ impl Reporter {
             self.send(message);
         }
         let mut report = stats_report(&self.gw, self.started_at, Instant::now());
+        (report.consumers, report.consumers_deferred) = self.consumers.next(
+            &self.gw.reuse.consumer_stats.snapshot(),
+            MAX_CONSUMERS_PER_REPORT,
+        );
+        // Consumers are bounded above, so this drops only services and policies.
         if bound_stats(&mut report, MAX_STATS_BYTES) && !self.summarised {
             self.summarised = true;
             tracing::warn!(
@@ -277,13 +289,19 @@ impl Reporter {
                 "stats report too large: sent without top keys (and without entries past the limit)"
             );
         }
-        self.send(stats(report));
+        if !self.send(stats(report)) {
+            // The consumers in it were not sent after all.
+            self.consumers.reset();
+        }
     }
 
-    fn send(&self, message: pb::DiscoveryRequest) {
-        if self.out.try_send(message).is_err() {
+    /// Queues `message` for config sync; false if it was dropped.
+    fn send(&self, message: pb::DiscoveryRequest) -> bool {
+        let queued = self.out.try_send(message).is_ok();
+        if !queued {
             tracing::debug!("report dropped: the link is down or pushing back");
         }
+        queued
     }
 }
 
@@ -362,6 +380,8 @@ mod tests {
                 })
                 .collect(),
             rate_limit_store: None,
+            consumers: Vec::new(),
+            consumers_deferred: 0,
         };
         assert!(report.encoded_len() > MAX_STATS_BYTES);
         assert!(bound_stats(&mut report, MAX_STATS_BYTES));

@@ -82,6 +82,7 @@ fn sample(highlight: Highlight) -> StatsView {
                     ..Default::default()
                 },
             ],
+            consumer: None,
         },
         highlight,
     )

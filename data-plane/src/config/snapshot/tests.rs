@@ -11,6 +11,7 @@ fn reuse() -> Reuse {
         tls_configs: Default::default(),
         service_stats: Default::default(),
         policy_stats: Default::default(),
+        consumer_stats: Default::default(),
         limiters: LimiterRegistry::new(100),
         globals: GlobalRegistry::new(None, 100),
         live_data_planes: 1.into(),
