@@ -408,6 +408,19 @@ struct AuthView {
 }
 
 impl AuthView {
+    /// The `service list` cell: the methods (`key`, `jwt`, `key,jwt`), then `+groups` when
+    /// only some groups are admitted; `-` for a service anyone may call.
+    fn short(auth: Option<&AuthView>) -> String {
+        let Some(a) = auth else {
+            return "-".to_string();
+        };
+        let mut text = a.methods.join(",");
+        if !a.allowed_groups.is_empty() {
+            text.push_str("+groups");
+        }
+        text
+    }
+
     fn describe(&self) -> String {
         let mut text = format!(
             "{} (keys from {})",
@@ -683,6 +696,7 @@ impl Render for ServiceList {
             "HOSTS",
             "STRIP",
             "CONNECT",
+            "AUTH",
             "ENDPOINTS",
             "HEALTH CHECK",
             "UPSTREAM TLS",
@@ -699,6 +713,7 @@ impl Render for ServiceList {
                 },
                 yes_no(s.strip_prefix),
                 yes_no(s.allow_connect),
+                AuthView::short(s.auth.as_ref()),
                 or_dash(&s.endpoints.join(",")),
                 s.health_check.short(),
                 verify_label(s.upstream_verify),

@@ -158,6 +158,18 @@ async fn consumers_and_keys_from_add_to_rm_and_the_key_only_printed_once() {
     );
 }
 
+/// The AUTH cell of `service`'s row in `gwctl service list`.
+async fn auth_cell(cp: &ControlPlane, service: &str) -> String {
+    let out = gwctl(cp, &["service", "list"]).await;
+    let table = out.ok();
+    let at = table.find("AUTH").expect("an AUTH column");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(&format!("{service} ")))
+        .unwrap_or_else(|| panic!("no row {service} in\n{table}"));
+    row[at..].split_whitespace().next().unwrap().to_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn service_auth_and_consumer_policy_flags() {
     let cp = ControlPlane::start().await;
@@ -191,6 +203,7 @@ async fn service_auth_and_consumer_policy_flags() {
         get.contains("key (keys from header, query); only groups gold"),
         "{get}"
     );
+    assert_eq!(auth_cell(&cp, "api").await, "key+groups");
     // Defaults: bearer and header, any group.
     let upd = gwctl(
         &cp,
@@ -222,6 +235,8 @@ async fn service_auth_and_consumer_policy_flags() {
     .await
     .json();
     assert_eq!(off["service"]["auth"], serde_json::Value::Null);
+    assert_eq!(auth_cell(&cp, "api").await, "key");
+    assert_eq!(auth_cell(&cp, "plain").await, "-");
 
     let jwt = gwctl(
         &cp,

@@ -248,16 +248,50 @@ fn list_table_is_aligned() {
     });
     other.endpoints = vec![];
     other.allow_connect = true;
+    other.auth = Some(pb::ServiceAuth {
+        methods: vec![pb::AuthMethod::ApiKey.into(), pb::AuthMethod::Jwt.into()],
+        allowed_groups: vec!["gold".into()],
+        key_sources: vec![],
+    });
     let list = ServiceList {
         config_version: 9,
         services: vec![ServiceView::from(stored()), ServiceView::from(other)],
     };
     assert_eq!(
         list.human(),
-        "NAME            PREFIX  HOSTS      STRIP  CONNECT  ENDPOINTS                                    HEALTH CHECK  UPSTREAM TLS  VERSION\n\
-         demo            /api    a.example  yes    no       http://127.0.0.1:8001,http://127.0.0.1:8002  /health 5s    system        7\n\
-         b-service-long  /       *          no     yes      -                                            /health 5s    system        7\n"
+        "NAME            PREFIX  HOSTS      STRIP  CONNECT  AUTH            ENDPOINTS                                    HEALTH CHECK  UPSTREAM TLS  VERSION\n\
+         demo            /api    a.example  yes    no       -               http://127.0.0.1:8001,http://127.0.0.1:8002  /health 5s    system        7\n\
+         b-service-long  /       *          no     yes      key,jwt+groups  -                                            /health 5s    system        7\n"
     );
+}
+
+#[test]
+fn list_auth_cell_table() {
+    let cases: [(&[pb::AuthMethod], &[&str], &str); 4] = [
+        (&[pb::AuthMethod::ApiKey], &[], "key"),
+        (&[pb::AuthMethod::Jwt], &[], "jwt"),
+        (&[pb::AuthMethod::ApiKey], &["gold", "beta"], "key+groups"),
+        (
+            &[pb::AuthMethod::ApiKey, pb::AuthMethod::Jwt],
+            &[],
+            "key,jwt",
+        ),
+    ];
+    for (methods, groups, want) in cases {
+        let mut s = stored();
+        s.auth = Some(pb::ServiceAuth {
+            methods: methods.iter().map(|m| i32::from(*m)).collect(),
+            allowed_groups: groups.iter().map(|g| g.to_string()).collect(),
+            key_sources: vec![],
+        });
+        let view = ServiceView::from(s);
+        assert_eq!(
+            AuthView::short(view.auth.as_ref()),
+            want,
+            "{methods:?} {groups:?}"
+        );
+    }
+    assert_eq!(AuthView::short(None), "-");
 }
 
 #[test]
