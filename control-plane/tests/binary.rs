@@ -271,23 +271,7 @@ async fn private_keys_are_in_no_log_line_error_or_answer_and_the_database_is_060
         "debug",
     );
     let mut log = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv()
-            .await
-            .expect("no 'control plane listening' log line");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        log.push(line.clone());
-        if v["message"] == "control plane listening" {
-            break v["listen"].as_str().unwrap().to_owned();
-        }
-    };
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut admin = gw_proto::v1::admin_service_client::AdminServiceClient::new(channel);
+    let mut admin = admin_client(&mut rx, &mut log).await;
     let ca = gw_testkit::tls::Ca::new("site CA");
     let site = ca.server(&["site.test"]);
     let other = ca.server(&["other.test"]);
@@ -332,6 +316,118 @@ async fn private_keys_are_in_no_log_line_error_or_answer_and_the_database_is_060
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&db).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "database mode {mode:o}");
+}
+
+/// Reads log lines (kept in `log`) up to "control plane listening" and connects an admin
+/// client to the address it names.
+async fn admin_client(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    log: &mut Vec<String>,
+) -> gw_proto::v1::admin_service_client::AdminServiceClient<tonic::transport::Channel> {
+    let addr = loop {
+        let line = rx
+            .recv()
+            .await
+            .expect("no 'control plane listening' log line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        log.push(line.clone());
+        if v["message"] == "control plane listening" {
+            break v["listen"].as_str().unwrap().to_owned();
+        }
+    };
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    gw_proto::v1::admin_service_client::AdminServiceClient::new(channel)
+}
+
+#[tokio::test]
+async fn an_hs256_secret_is_in_no_log_line_error_or_answer() {
+    use gw_proto::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("gw.db").display().to_string();
+    let (child, mut rx) = start_json(
+        Command::new(BIN).args(["--listen", "127.0.0.1:0", "--database", &db]),
+        "trace",
+    );
+    let mut log = Vec::new();
+    let mut admin = admin_client(&mut rx, &mut log).await;
+    let secret = "hs256-secret-for-the-log-test-7f3a9c2e41d8b605";
+    let credential = |consumer: &str, secret: &str, claim: &str| pb::CreateJwtCredentialRequest {
+        credential: Some(pb::JwtCredential {
+            consumer: consumer.into(),
+            issuer: "https://idp.test".into(),
+            key: Some(pb::jwt_credential::Key::Hs256Secret(
+                secret.as_bytes().to_vec(),
+            )),
+            claim: claim.into(),
+            ..Default::default()
+        }),
+    };
+    let mut seen = String::new();
+    for name in ["alice", "bob"] {
+        admin
+            .create_consumer(pb::CreateConsumerRequest {
+                consumer: Some(pb::Consumer {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+    let created = admin
+        .create_jwt_credential(credential("alice", secret, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    seen.push_str(&format!("{created:?}"));
+    // Refusals: too short (a prefix of the secret), another claim, an unknown consumer.
+    for request in [
+        credential("bob", &secret[..20], ""),
+        credential("bob", secret, "email"),
+        credential("carol", secret, ""),
+    ] {
+        let refused = admin.create_jwt_credential(request).await.unwrap_err();
+        seen.push_str(refused.message());
+        seen.push_str(&format!("{refused:?}"));
+    }
+    let listed = admin
+        .list_jwt_credentials(pb::ListJwtCredentialsRequest::default())
+        .await
+        .unwrap();
+    seen.push_str(&format!("{:?}", listed.into_inner()));
+    let got = admin
+        .get_consumer(pb::GetConsumerRequest {
+            name: "alice".into(),
+        })
+        .await
+        .unwrap();
+    seen.push_str(&format!("{:?}", got.into_inner()));
+    let id = created.credential.unwrap().id;
+    admin
+        .delete_jwt_credential(pb::DeleteJwtCredentialRequest { id: id.clone() })
+        .await
+        .unwrap();
+    gw_testkit::send_signal(child.0.id(), gw_testkit::Signal::Term);
+    while let Some(line) = rx.recv().await {
+        log.push(line);
+    }
+    let log = log.join("\n");
+    assert!(
+        log.contains("JWT credential created") && log.contains(&id),
+        "{log}"
+    );
+    assert!(log.contains("JWT credential removed"), "{log}");
+    for text in [&log, &seen] {
+        assert!(!text.contains(&secret[..20]), "the secret in: {text}");
+    }
+    assert!(
+        seen.contains("credential.hs256_secret: 20 bytes is too short"),
+        "{seen}"
+    );
 }
 
 #[cfg(unix)]

@@ -654,8 +654,12 @@ fn create_private(url: &str) {
             .create_new(true)
             .mode(0o600)
             .open(path);
+        // A missing directory is SQLite's to report, in the one start-up error line.
         if let Err(e) = created
-            && e.kind() != std::io::ErrorKind::AlreadyExists
+            && !matches!(
+                e.kind(),
+                std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotFound
+            )
         {
             tracing::warn!(file = path, error = %e, "cannot create the database file readable by its owner only");
         }
