@@ -348,6 +348,83 @@ pub enum ConsumerCommand {
     /// Give a consumer an API key.
     #[command(subcommand)]
     Key(ConsumerKeyCommand),
+    /// Add, list and remove a consumer's JWT credentials.
+    #[command(subcommand)]
+    Jwt(ConsumerJwtCommand),
+}
+
+/// `gwctl consumer jwt …`
+#[derive(Debug, Subcommand)]
+pub enum ConsumerJwtCommand {
+    /// Accept JWTs from an issuer as this consumer: tokens whose `iss` is ISSUER, signed with
+    /// the given key, whose claim (default `sub`) is the consumer's name.
+    #[command(group(
+        clap::ArgGroup::new("jwt_key")
+            .required(true)
+            .args(["secret_file", "public_key_file", "jwks_url"])
+    ))]
+    Add(JwtAddArgs),
+    /// List JWT credentials (never an HS256 secret).
+    #[command(visible_alias = "ls")]
+    List {
+        /// Only this consumer's credentials.
+        name: Option<String>,
+    },
+    /// Remove a JWT credential (data planes refuse its tokens once they have the new config
+    /// version).
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// The credential's id (as `consumer jwt list` shows it).
+        id: String,
+    },
+}
+
+/// Flags of `consumer jwt add`.
+#[derive(Debug, Args)]
+pub struct JwtAddArgs {
+    /// Consumer name.
+    pub name: String,
+    /// The `iss` the tokens carry, compared exactly.
+    #[arg(long, value_name = "ISSUER")]
+    pub issuer: String,
+    /// HS256: read the shared secret (at least 32 bytes) from this file, or from stdin with
+    /// `-`. Never on the command line, where `ps` would show it.
+    #[arg(long, value_name = "FILE")]
+    pub secret_file: Option<std::path::PathBuf>,
+    /// RS256, ES256 or EdDSA: the issuer's public key, a PEM `PUBLIC KEY` file (RSA of at
+    /// least 2048 bits, P-256 or Ed25519).
+    #[arg(long, value_name = "FILE")]
+    pub public_key_file: Option<std::path::PathBuf>,
+    /// The issuer's JWKS document (https://, or http:// to a loopback address), fetched and
+    /// refreshed by every data plane.
+    #[arg(long, value_name = "URL")]
+    pub jwks_url: Option<String>,
+    /// An accepted `aud` (repeat for several); tokens must name one. Default: no check.
+    #[arg(long = "audience", value_name = "AUD")]
+    pub audiences: Vec<String>,
+    /// The claim whose value must be the consumer's name (default `sub`). Every credential of
+    /// one issuer must name the same claim.
+    #[arg(long, value_name = "CLAIM")]
+    pub claim: Option<String>,
+    /// Use the key only for tokens with this `kid` header (with a secret or public key).
+    #[arg(long, value_name = "KID", conflicts_with = "jwks_url")]
+    pub kid: Option<String>,
+    /// The algorithm; it must match the key (default: the key's own).
+    #[arg(long, value_enum, value_name = "ALG", conflicts_with = "jwks_url")]
+    pub algorithm: Option<JwtAlgorithmArg>,
+}
+
+/// `--algorithm` of `consumer jwt add`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JwtAlgorithmArg {
+    /// HMAC SHA-256 (a shared secret).
+    Hs256,
+    /// RSA PKCS#1 v1.5 SHA-256.
+    Rs256,
+    /// ECDSA P-256 SHA-256.
+    Es256,
+    /// Ed25519.
+    Eddsa,
 }
 
 /// `gwctl consumer key …`

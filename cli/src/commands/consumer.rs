@@ -1,5 +1,5 @@
 //! `gwctl consumer add|update|list|get|rm`, `gwctl consumer key add` and `gwctl key list|rm`:
-//! consumers and their API keys.
+//! consumers and their API keys. `consumer jwt …` is in `jwt`; `get` shows both.
 //!
 //! A key is printed once, by `consumer key add`; the control plane keeps only its hash, so
 //! nothing else (`get`, `key list`, `-o json`) can show it again.
@@ -8,13 +8,15 @@
 //! ```json
 //! {"name": "alice", "groups": ["gold"], "updated_version": 9,
 //!  "api_keys": [{"id": "k-3f9a1c2b7d4e", "consumer": "alice", "last4": "9f0c",
-//!                "created": "2026-11-30T20:00:00Z", "expires": null}]}
+//!                "created": "2026-11-30T20:00:00Z", "expires": null}],
+//!  "jwt_credentials": [...]}
 //! ```
 //! `list` prints `{"config_version": N, "consumers": [...]}`, `add`/`update`
 //! `{"action": "created"|"updated", "config_version": N, "consumer": {...}}`, `rm`
 //! `{"action": "deleted", "config_version": N, "name": "alice"}`; `consumer key add`
 //! `{"action": "created", "config_version": N, "key": "gwk_…", "api_key": {...}}`, `key list`
 //! `{"config_version": N, "api_keys": [...]}`, `key rm` `{"action": "deleted", ..., "name": ID}`.
+//! `jwt_credentials` entries are shaped as `consumer jwt list` prints them (see `jwt`).
 
 use std::io::Write;
 
@@ -24,6 +26,7 @@ use serde::Serialize;
 use crate::args::{ConsumerCommand, ConsumerKeyCommand, KeyCommand};
 use crate::client::AdminClient;
 use crate::commands::deleted::Deleted;
+use crate::commands::jwt::JwtView;
 use crate::duration;
 use crate::error::Error;
 use crate::output::{OutputFormat, Render, Table, details, emit, or_dash};
@@ -140,6 +143,9 @@ pub async fn run(
             };
             emit(format, &created, out)?;
         }
+        ConsumerCommand::Jwt(command) => {
+            crate::commands::jwt::run(command, client, format, out).await?;
+        }
     }
     Ok(())
 }
@@ -225,6 +231,7 @@ pub struct ConsumerView {
     groups: Vec<String>,
     updated_version: u64,
     api_keys: Vec<KeyView>,
+    jwt_credentials: Vec<JwtView>,
 }
 
 impl From<pb::Consumer> for ConsumerView {
@@ -234,13 +241,14 @@ impl From<pb::Consumer> for ConsumerView {
             groups,
             api_keys,
             updated_version,
-            jwt_credentials: _, // shown by `consumer jwt list`
+            jwt_credentials,
         } = c;
         ConsumerView {
             name,
             groups,
             updated_version,
             api_keys: api_keys.into_iter().map(Into::into).collect(),
+            jwt_credentials: jwt_credentials.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -264,10 +272,20 @@ impl Render for ConsumerView {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
+        let jwts = if self.jwt_credentials.is_empty() {
+            "none (gwctl consumer jwt add NAME --issuer ...)".to_string()
+        } else {
+            self.jwt_credentials
+                .iter()
+                .map(JwtView::line)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
         details(&[
             ("name", self.name.clone()),
             ("groups", or_dash(&self.groups.join(", "))),
             ("api keys", keys),
+            ("jwt credentials", jwts),
             ("config version", self.updated_version.to_string()),
         ])
     }
@@ -282,12 +300,13 @@ pub struct ConsumerList {
 
 impl Render for ConsumerList {
     fn human(&self) -> String {
-        let mut table = Table::new(&["NAME", "GROUPS", "KEYS", "VERSION"]);
+        let mut table = Table::new(&["NAME", "GROUPS", "KEYS", "JWTS", "VERSION"]);
         for c in &self.consumers {
             table.row(vec![
                 c.name.clone(),
                 or_dash(&c.groups.join(",")),
                 c.api_keys.len().to_string(),
+                c.jwt_credentials.len().to_string(),
                 c.updated_version.to_string(),
             ]);
         }

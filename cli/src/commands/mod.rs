@@ -8,6 +8,7 @@ pub mod completions;
 pub mod consumer;
 mod deleted;
 pub mod health;
+pub mod jwt;
 pub mod nodes;
 pub mod policy;
 pub mod service;

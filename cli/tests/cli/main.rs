@@ -8,6 +8,7 @@ mod connection;
 mod consumer_stats;
 mod consumers;
 mod dev;
+mod jwt;
 mod nodes;
 mod policies;
 mod reports;

@@ -210,8 +210,8 @@ impl Run {
     }
 }
 
-/// Runs the built gwctl with `args` and `env`, isolated from the caller's GW_* variables.
-pub async fn gwctl_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+/// The built gwctl with `args`, isolated from the caller's GW_* variables.
+fn command(args: &[&str]) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_gwctl"));
     command
         .args(args)
@@ -222,19 +222,48 @@ pub async fn gwctl_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("GW_CLIENT_KEY")
         .env("RUST_BACKTRACE", "1")
         .kill_on_drop(true);
+    command
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = output;
+        Run {
+            code: status.code(),
+            stdout: String::from_utf8(stdout).unwrap(),
+            stderr: String::from_utf8(stderr).unwrap(),
+        }
+    }
+}
+
+/// Runs the built gwctl with `args` and `env`, isolated from the caller's GW_* variables.
+pub async fn gwctl_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = command(args);
     for (k, v) in env {
         command.env(k, v);
     }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = command.output().await.unwrap();
-    Run {
-        code: status.code(),
-        stdout: String::from_utf8(stdout).unwrap(),
-        stderr: String::from_utf8(stderr).unwrap(),
-    }
+    command.output().await.unwrap().into()
+}
+
+/// Runs gwctl against `cp` with `input` on its stdin.
+pub async fn gwctl_stdin(cp: &ControlPlane, args: &[&str], input: &[u8]) -> Run {
+    use tokio::io::AsyncWriteExt;
+    let mut all = vec!["--control-plane", cp.url.as_str()];
+    all.extend_from_slice(args);
+    let mut child = command(&all)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).await.unwrap();
+    drop(stdin);
+    child.wait_with_output().await.unwrap().into()
 }
 
 /// Runs gwctl against `cp` (the address is passed with `--control-plane`).
