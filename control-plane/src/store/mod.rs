@@ -322,6 +322,10 @@ impl Store {
         let version = version::bump(&mut tx).await?;
         consumers::insert_key(&mut tx, name, &key).await?;
         consumer.api_keys.push(key);
+        // The order the database returns them in after a restart (see add_jwt_credential).
+        consumer
+            .api_keys
+            .sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         consumer.updated_version = version;
         consumers::update(&mut tx, &consumer).await?;
         let next = state.with_consumer(consumer, version);

@@ -305,3 +305,44 @@ async fn allow_connect_persists_and_defaults_off() {
     reopened.update_service(off).await.unwrap();
     assert!(!reopened.current().services["tunnel"].allow_connect);
 }
+
+/// Keys and JWT credentials made in the same second are ordered by id, in memory as after a
+/// restart (the database orders them so), not by when they were added: ids are random, so
+/// with four of each, insertion order is id order only by a 1-in-24 chance.
+#[tokio::test]
+async fn credentials_keep_one_order_across_a_restart() {
+    use crate::domain::consumer::JwtCredential;
+    use gw_proto::v1 as pb;
+    let dir = tempfile::tempdir().unwrap();
+    let url = dir.path().join("o.db").display().to_string();
+    let store = Store::open(&url).await.unwrap();
+    let alice = Consumer::new("alice".into(), Vec::new()).unwrap();
+    store.create_consumer(alice).await.unwrap();
+    let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    for _ in 0..4 {
+        let (_, key) = ApiKey::generate(now, None);
+        store.add_api_key("alice", key).await.unwrap();
+        let msg = pb::JwtCredential {
+            consumer: "alice".into(),
+            issuer: "https://idp".into(),
+            key: Some(pb::jwt_credential::Key::JwksUrl("https://idp/jwks".into())),
+            ..Default::default()
+        };
+        let (_, credential) = JwtCredential::create(msg, now).unwrap();
+        store.add_jwt_credential("alice", credential).await.unwrap();
+    }
+    let ids = |state: &ConfigState| {
+        let c = &state.consumers["alice"];
+        let keys: Vec<String> = c.api_keys.iter().map(|k| k.id.clone()).collect();
+        let jwts: Vec<String> = c.jwt_credentials.iter().map(|j| j.id.clone()).collect();
+        (keys, jwts)
+    };
+    let before = ids(&store.current());
+    let mut sorted = before.clone();
+    sorted.0.sort();
+    sorted.1.sort();
+    assert_eq!(before, sorted);
+    store.close().await;
+    let reopened = Store::open(&url).await.unwrap();
+    assert_eq!(ids(&reopened.current()), before);
+}
