@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime};
 use criterion::{BenchmarkId, Criterion, Throughput};
 // `testing` reaches the key types as `super::jws`, as it does inside the crate.
 use gw_data_plane::auth::jws;
-use gw_data_plane::auth::jwt::{IssuerKeys, JwtIssuer, JwtKey, JwtVerifier};
+use gw_data_plane::auth::jwt::{CredentialKeys, JwtCredential, JwtKey, JwtVerifier};
 use serde_json::json;
 
 /// The signing helpers of the unit tests (`src/auth/testing.rs`), shared rather than copied.
@@ -54,11 +54,12 @@ fn claims(jti: usize) -> serde_json::Value {
 }
 
 fn verifier(signer: &Signer, cache: usize) -> JwtVerifier {
-    JwtVerifier::new(vec![JwtIssuer {
+    JwtVerifier::new(vec![JwtCredential {
+        consumer: "0f3c1a52-8d7e-4b8a-9a4e-6f1c2b3d4e5f".into(),
         issuer: ISS.into(),
         audiences: vec!["orders-api".into()],
         consumer_claim: "sub".into(),
-        keys: IssuerKeys::Static(vec![JwtKey {
+        keys: CredentialKeys::Static(vec![JwtKey {
             kid: Some("k1".into()),
             material: signer.material(),
         }]),

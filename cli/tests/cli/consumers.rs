@@ -240,14 +240,31 @@ async fn service_auth_and_consumer_policy_flags() {
 
     let jwt = gwctl(
         &cp,
-        &["service", "add", "j", "--prefix", "/j", "--auth", "jwt"],
+        &[
+            "-o", "json", "service", "add", "j", "--prefix", "/j", "--auth", "jwt",
+        ],
     )
-    .await;
-    assert!(
-        jwt.error_line()
-            .contains("auth.methods[0]: JWT is not available yet"),
-        "{}",
-        jwt.stderr
+    .await
+    .json();
+    assert_eq!(
+        jwt["service"]["auth"]["methods"],
+        serde_json::json!(["jwt"])
+    );
+    assert_eq!(jwt["service"]["auth"]["key_sources"], serde_json::json!([]));
+    // From key to jwt: the key sources go with the keys.
+    let switched = gwctl(
+        &cp,
+        &["-o", "json", "service", "update", "api", "--auth", "jwt"],
+    )
+    .await
+    .json();
+    assert_eq!(
+        switched["service"]["auth"]["methods"],
+        serde_json::json!(["jwt"])
+    );
+    assert_eq!(
+        switched["service"]["auth"]["key_sources"],
+        serde_json::json!([])
     );
     let usage = gwctl(
         &cp,

@@ -34,7 +34,7 @@ pub struct KeySources {
 }
 
 /// The value of a `Bearer` authorization (scheme case-insensitive, RFC 9110 §11.1).
-fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+pub fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
     let value = headers.get(AUTHORIZATION)?.as_bytes();
     let (scheme, rest) = value.split_at_checked(7)?;
     if !scheme.eq_ignore_ascii_case(b"bearer ") {

@@ -17,10 +17,13 @@
 //! last good set: an identity provider outage must not log everyone out. Failures are counted
 //! ([`JwksStats`]) and logged when the state changes (failing, recovered), not per attempt.
 //!
-//! The task ends when the last [`JwksSource`] clone is dropped.
+//! The task ends when the last [`JwksSource`] clone is dropped. [`JwksRegistry`] keeps one
+//! source per URL across config versions, so a new version neither refetches nor restarts a
+//! task, and a URL no version uses any more ends its task once the old version is dropped.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -225,6 +228,52 @@ impl JwksSource {
             refreshes_deferred: s.refreshes_deferred.load(Ordering::Relaxed),
             failing: s.failing.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The running [`JwksSource`]s by URL, kept across config versions.
+#[derive(Debug, Default)]
+pub struct JwksRegistry {
+    sources: Mutex<HashMap<String, JwksSource>>,
+}
+
+impl JwksRegistry {
+    /// The source of `url`: the running one, or a new one started with `settings()` (called
+    /// only then, so an https client config is built only when needed).
+    pub fn source(
+        &self,
+        url: &str,
+        settings: impl FnOnce() -> Result<JwksSettings, String>,
+    ) -> Result<JwksSource, String> {
+        let mut sources = self.sources.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(source) = sources.get(url) {
+            return Ok(source.clone());
+        }
+        let source = JwksSource::spawn(url, settings()?).map_err(|e| e.to_string())?;
+        sources.insert(url.to_owned(), source.clone());
+        Ok(source)
+    }
+
+    /// Forgets every source whose URL is not in `keep` (called once a version is in force;
+    /// the task ends when the previous version, which still holds it, is dropped).
+    pub fn retain(&self, keep: &HashSet<String>) {
+        self.sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|url, _| keep.contains(url));
+    }
+
+    /// Every source, ordered by URL (for metrics).
+    pub fn sources(&self) -> Vec<JwksSource> {
+        let mut all: Vec<JwksSource> = self
+            .sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.url().cmp(b.url()));
+        all
     }
 }
 

@@ -1,20 +1,26 @@
-//! JWT verification: who a bearer token says the caller is, if its issuer vouches for it.
+//! JWT verification: which consumer a bearer token authenticates, if its issuer vouches for
+//! it with a key of that consumer.
 //!
-//! [`JwtVerifier`] is built once per config version from the configured issuers (static keys
-//! are parsed then, so a bad key is a [`JwtConfigError`] naming the issuer and key) and is
-//! immutable afterwards; [`JwtVerifier::verify`] checks one compact JWS token:
+//! [`JwtVerifier`] is built once per config version from the consumers' credentials (static
+//! keys are parsed then, so a bad key is a [`JwtConfigError`] naming the issuer, consumer and
+//! key) and is immutable afterwards. It is organised issuer -> consumer claim -> consumer ->
+//! that consumer's credentials. [`JwtVerifier::verify`] checks one compact JWS token:
 //!
 //! 1. The header is read unverified. `alg: none` is refused ([`JwtReject::AlgNone`]), and so is
 //!    a `crit` header (no extension is understood, RFC 7515 section 4.1.11).
-//! 2. The issuer is looked up from the unverified `iss` claim; nothing else from the payload is
+//! 2. The issuer is looked up from the unverified `iss` claim, and the consumer from the
+//!    issuer's (unverified) consumer claim. Only to choose keys: nothing from the payload is
 //!    believed before the signature is checked.
-//! 3. The key is chosen by `kid` (see [`KeySet::candidates`]). **The algorithm is the key's,
+//! 3. **The signature is checked with the named consumer's keys only.** Consumer A's key must
+//!    never authenticate a token naming B: A knows its own HS256 secret, or holds its own
+//!    private key, and could otherwise sign `sub: B`.
+//! 4. The key is chosen by `kid` (see [`KeySet::candidates`]). **The algorithm is the key's,
 //!    never the token's**: each key verifies exactly one algorithm, and a token whose `alg`
 //!    differs is refused ([`JwtReject::AlgMismatch`]) before any crypto. This is what stops
 //!    the classic confusion attack, an HS256 token "signed" with an RSA public key as the
 //!    HMAC secret.
-//! 4. Then `exp` (required), `nbf`, the audience and the consumer claim, with [`LEEWAY`] for
-//!    clock skew.
+//! 5. Then `exp` (required) and `nbf`, with [`LEEWAY`] for clock skew, and the audience of the
+//!    credential whose key verified.
 //!
 //! Every rejection is a [`JwtReject`]; its [`JwtReject::reason`] is what clients and metrics
 //! may see ("expired" or "invalid"), its `Display` is for the log. Neither contains token text.
@@ -22,6 +28,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -46,23 +53,28 @@ pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
 /// Claims that cannot name the consumer: they are not strings, or not one caller.
 const NOT_CONSUMER_CLAIMS: [&str; 4] = ["aud", "exp", "nbf", "iat"];
 
-/// An issuer whose tokens are accepted.
+/// One consumer's credential for one issuer: tokens whose `iss` is `issuer` and whose
+/// `consumer_claim` names `consumer` authenticate that consumer if one of these keys signed
+/// them (proto `JwtCredential`, compiled).
 #[derive(Debug, Clone)]
-pub struct JwtIssuer {
+pub struct JwtCredential {
+    /// The consumer it authenticates; the consumer claim must equal it exactly.
+    pub consumer: String,
     /// The `iss` claim its tokens carry, compared exactly.
     pub issuer: String,
     /// Accepted `aud` values; a token must name one of them. Empty: no audience check.
     pub audiences: Vec<String>,
-    /// The claim that names the consumer, e.g. `"sub"`. Its value must be a non-empty string.
+    /// The claim that names the consumer, e.g. `"sub"`. Every credential of one issuer must
+    /// name the same claim.
     pub consumer_claim: String,
-    /// Where the issuer's keys come from.
-    pub keys: IssuerKeys,
+    /// Where its keys come from.
+    pub keys: CredentialKeys,
 }
 
-/// An issuer's keys.
+/// A credential's keys.
 #[derive(Debug, Clone)]
-pub enum IssuerKeys {
-    /// Keys configured with the issuer.
+pub enum CredentialKeys {
+    /// Keys configured with the credential.
     Static(Vec<JwtKey>),
     /// Keys fetched from the issuer's JWKS URL (a running [`JwksSource`], which the caller
     /// keeps across config versions so a new version does not refetch).
@@ -78,13 +90,14 @@ pub struct JwtKey {
     pub material: KeyMaterial,
 }
 
-/// The consumer a token names, and who vouched for it.
+/// The consumer a token names, and who vouched for it. Both are the configured names
+/// (shared, so a cache hit copies two pointers).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
     /// The issuer, as configured.
-    pub issuer: String,
-    /// The value of the issuer's consumer claim.
-    pub consumer: String,
+    pub issuer: Arc<str>,
+    /// The consumer, as configured (equal to the token's consumer claim).
+    pub consumer: Arc<str>,
 }
 
 /// Why a token was refused. `Display` is for logs; it never contains token text.
@@ -104,10 +117,14 @@ pub enum JwtReject {
     /// No configured issuer has the token's `iss`, or it has none.
     #[error("unknown issuer")]
     UnknownIssuer,
-    /// The issuer has no key for the token's `kid` (for a JWKS issuer, a refresh is asked for).
+    /// The consumer the token names has no credential for its issuer.
+    #[error("no credential of this issuer for the consumer named")]
+    UnknownConsumer,
+    /// The consumer's credentials have no key for the token's `kid` (for a JWKS credential, a
+    /// refresh is asked for).
     #[error("unknown key id")]
     UnknownKey,
-    /// The signature does not verify.
+    /// The signature does not verify with any of the named consumer's keys.
     #[error("bad signature")]
     BadSignature,
     /// `exp` has passed (beyond [`LEEWAY`]).
@@ -116,7 +133,7 @@ pub enum JwtReject {
     /// `nbf` is still ahead (beyond [`LEEWAY`]).
     #[error("not yet valid")]
     NotYetValid,
-    /// The issuer checks audiences and the token names none of them.
+    /// The credential checks audiences and the token names none of them.
     #[error("wrong audience")]
     WrongAudience,
     /// The consumer claim is absent, empty or not a string.
@@ -135,8 +152,8 @@ impl JwtReject {
     }
 }
 
-/// Issuers or keys that cannot be used; every problem is listed, each naming its issuer (and
-/// key, by `kid` or position). Never contains secret material.
+/// Credentials or keys that cannot be used; every problem is listed, each naming its issuer
+/// and consumer (and key, by `kid` or position). Never contains secret material.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid JWT configuration: {}", .problems.join("; "))]
 pub struct JwtConfigError {
@@ -144,8 +161,8 @@ pub struct JwtConfigError {
     pub problems: Vec<String>,
 }
 
-/// Checks tokens against a fixed set of issuers. Immutable; build a new one per config
-/// version.
+/// Checks tokens against a fixed set of credentials. Immutable; build a new one per config
+/// version (its cache of verified tokens then belongs to that version alone).
 #[derive(Debug)]
 pub struct JwtVerifier {
     issuers: HashMap<Box<str>, Issuer>,
@@ -156,8 +173,8 @@ pub struct JwtVerifier {
 #[derive(Debug)]
 struct Cached {
     verified: Verified,
-    /// For a JWKS issuer: the source and its key-set generation at verification. A new set
-    /// (a key may have been removed) makes the entry stale.
+    /// For a JWKS credential: the source and its key-set generation at verification. A new
+    /// set (a key may have been removed) makes the entry stale.
     jwks: Option<(JwksSource, u64)>,
 }
 
@@ -169,11 +186,18 @@ struct Checked {
     jwks: Option<(JwksSource, u64)>,
 }
 
+/// One issuer: its consumer claim, and for each consumer it may name, that consumer's
+/// credentials. A token is only ever checked with the keys of the consumer it names.
 #[derive(Debug)]
 struct Issuer {
-    name: Box<str>,
-    audiences: Box<[Box<str>]>,
+    name: Arc<str>,
     consumer_claim: Box<str>,
+    consumers: HashMap<Arc<str>, Vec<Credential>>,
+}
+
+#[derive(Debug)]
+struct Credential {
+    audiences: Box<[Box<str>]>,
     keys: Keys,
 }
 
@@ -184,36 +208,39 @@ enum Keys {
 }
 
 impl JwtVerifier {
-    /// Checks and compiles `issuers`. Errors list every unusable issuer and key.
-    pub fn new(issuers: Vec<JwtIssuer>) -> Result<Self, JwtConfigError> {
+    /// Checks and compiles `credentials`. Errors list every unusable credential and key.
+    pub fn new(credentials: Vec<JwtCredential>) -> Result<Self, JwtConfigError> {
         let mut problems = Vec::new();
-        let mut compiled = HashMap::with_capacity(issuers.len());
-        for issuer in issuers {
-            let JwtIssuer {
+        let mut issuers: HashMap<Box<str>, Issuer> = HashMap::new();
+        for credential in credentials {
+            let JwtCredential {
+                consumer,
                 issuer: name,
                 audiences,
                 consumer_claim,
                 keys,
-            } = issuer;
+            } = credential;
             let before = problems.len();
+            let at = format!("issuer {name:?}, consumer {consumer:?}");
             if name.is_empty() {
-                problems.push("an issuer has an empty name".to_owned());
+                problems.push(format!("{at}: empty issuer"));
+            }
+            if consumer.is_empty() {
+                problems.push(format!("{at}: empty consumer name"));
             }
             if consumer_claim.is_empty() || NOT_CONSUMER_CLAIMS.contains(&consumer_claim.as_str()) {
                 problems.push(format!(
-                    "issuer {name:?}: consumer claim {consumer_claim:?} cannot name a consumer (use a string claim such as \"sub\")"
+                    "{at}: consumer claim {consumer_claim:?} cannot name a consumer (use a string claim such as \"sub\")"
                 ));
             }
             if audiences.iter().any(String::is_empty) {
-                problems.push(format!("issuer {name:?}: an audience is empty"));
+                problems.push(format!("{at}: an audience is empty"));
             }
             let keys = match keys {
-                IssuerKeys::Jwks(source) => Keys::Jwks(source),
-                IssuerKeys::Static(keys) => {
+                CredentialKeys::Jwks(source) => Keys::Jwks(source),
+                CredentialKeys::Static(keys) => {
                     if keys.is_empty() {
-                        problems.push(format!(
-                            "issuer {name:?}: no keys (configure a key or a JWKS URL)"
-                        ));
+                        problems.push(format!("{at}: no keys (configure a key or a JWKS URL)"));
                     }
                     let mut set = Vec::with_capacity(keys.len());
                     for (i, key) in keys.into_iter().enumerate() {
@@ -222,11 +249,11 @@ impl JwtVerifier {
                             None => format!("key #{}", i + 1),
                         };
                         if key.kid.as_deref() == Some("") {
-                            problems.push(format!("issuer {name:?}, {which}: empty kid"));
+                            problems.push(format!("{at}, {which}: empty kid"));
                         }
                         match VerifyKey::from_material(&key.material) {
                             Ok(k) => set.push((key.kid.map(Into::into), k)),
-                            Err(e) => problems.push(format!("issuer {name:?}, {which}: {e}")),
+                            Err(e) => problems.push(format!("{at}, {which}: {e}")),
                         }
                     }
                     Keys::Static(KeySet::new(set))
@@ -235,22 +262,32 @@ impl JwtVerifier {
             if problems.len() > before {
                 continue;
             }
-            let issuer = Issuer {
-                name: name.clone().into(),
-                audiences: audiences.into_iter().map(Into::into).collect(),
-                consumer_claim: consumer_claim.into(),
-                keys,
-            };
-            if compiled
-                .insert(name.clone().into_boxed_str(), issuer)
-                .is_some()
-            {
-                problems.push(format!("issuer {name:?} is configured twice"));
+            let issuer = issuers
+                .entry(name.as_str().into())
+                .or_insert_with(|| Issuer {
+                    name: name.as_str().into(),
+                    consumer_claim: consumer_claim.as_str().into(),
+                    consumers: HashMap::new(),
+                });
+            if *issuer.consumer_claim != *consumer_claim {
+                problems.push(format!(
+                    "{at}: consumer claim {consumer_claim:?} differs from {:?} of another credential of this issuer (one issuer, one claim)",
+                    issuer.consumer_claim
+                ));
+                continue;
             }
+            issuer
+                .consumers
+                .entry(consumer.as_str().into())
+                .or_default()
+                .push(Credential {
+                    audiences: audiences.into_iter().map(Into::into).collect(),
+                    keys,
+                });
         }
         if problems.is_empty() {
             Ok(Self {
-                issuers: compiled,
+                issuers,
                 cache: Some(TokenCache::new(DEFAULT_CACHE_CAPACITY)),
             })
         } else {
@@ -262,6 +299,11 @@ impl JwtVerifier {
     pub fn with_cache_capacity(mut self, capacity: usize) -> Self {
         self.cache = (capacity > 0).then(|| TokenCache::new(capacity));
         self
+    }
+
+    /// Whether it knows no credential (every token would be refused).
+    pub fn is_empty(&self) -> bool {
+        self.issuers.is_empty()
     }
 
     /// Checks `token` (the compact serialization, without `Bearer `) at time `now`. A token
@@ -319,6 +361,7 @@ impl JwtVerifier {
         let payload = decode(payload_b64)?;
         let signature = decode(signature_b64)?;
 
+        // Unverified: only to choose whose keys to check the signature with.
         let unverified: IssuerOnly<'_> =
             serde_json::from_slice(&payload).map_err(|_| JwtReject::Malformed)?;
         let issuer = unverified
@@ -326,33 +369,69 @@ impl JwtVerifier {
             .0
             .and_then(|iss| self.issuers.get(iss.as_ref()))
             .ok_or(JwtReject::UnknownIssuer)?;
-
-        let kid = header.kid.as_deref();
-        let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
-        let jwks = match &issuer.keys {
-            Keys::Static(set) => {
-                check_signature(set, kid, &header.alg, signed, &signature)?;
-                None
-            }
-            Keys::Jwks(source) => {
-                // Read before the keys: an entry may then name an older generation than the
-                // set it was checked with (a needless re-check), never a newer one.
-                let generation = source.generation();
-                let set = source.keys();
-                if set.is_empty() || kid.is_some_and(|k| !set.has_kid(k)) {
-                    source.request_refresh();
-                }
-                check_signature(&set, kid, &header.alg, signed, &signature)?;
-                Some((source.clone(), generation))
-            }
-        };
-
         let claims = ClaimsSeed {
             consumer_claim: &issuer.consumer_claim,
-            read_aud: !issuer.audiences.is_empty(),
         }
         .deserialize(&mut serde_json::Deserializer::from_slice(&payload))
         .map_err(|_| JwtReject::Malformed)?;
+        let named = claims
+            .consumer
+            .as_deref()
+            .filter(|c| !c.is_empty())
+            .ok_or(JwtReject::MissingConsumerClaim)?;
+        // The consumer's own credentials and no one else's: another consumer's key (an HS256
+        // secret it knows, a private key it holds) must never vouch for this one.
+        let (consumer, credentials) = issuer
+            .consumers
+            .get_key_value(named)
+            .ok_or(JwtReject::UnknownConsumer)?;
+
+        let kid = header.kid.as_deref();
+        let alg = Alg::from_name(&header.alg);
+        let signed = &token.as_bytes()[..header_b64.len() + 1 + payload_b64.len()];
+        let (mut any_key, mut any_of_alg, mut key_verified) = (false, false, false);
+        let mut accepted = None;
+        'credentials: for credential in credentials {
+            let (set, jwks) = match &credential.keys {
+                Keys::Static(set) => (KeysRef::Static(set), None),
+                Keys::Jwks(source) => {
+                    // Read before the keys: an entry may then name an older generation than
+                    // the set it was checked with (a needless re-check), never a newer one.
+                    let generation = source.generation();
+                    let set = source.keys();
+                    if set.is_empty() || kid.is_some_and(|k| !set.has_kid(k)) {
+                        source.request_refresh();
+                    }
+                    (KeysRef::Loaded(set), Some((source, generation)))
+                }
+            };
+            for key in set.get().candidates(kid) {
+                any_key = true;
+                if Some(key.alg()) != alg {
+                    continue;
+                }
+                any_of_alg = true;
+                if !key.verify(signed, &signature) {
+                    continue;
+                }
+                key_verified = true;
+                if audience_ok(&credential.audiences, claims.aud.as_ref()) {
+                    accepted = Some(jwks.map(|(s, g)| (s.clone(), g)));
+                    break 'credentials;
+                }
+            }
+        }
+        if !key_verified {
+            return Err(if !any_key {
+                JwtReject::UnknownKey
+            } else if !any_of_alg {
+                JwtReject::AlgMismatch
+            } else {
+                JwtReject::BadSignature
+            });
+        }
+
+        // The payload is now the issuer's word.
         let leeway = LEEWAY.as_secs_f64();
         let exp = claims.exp.ok_or(JwtReject::Malformed)?;
         if now >= exp + leeway {
@@ -361,65 +440,45 @@ impl JwtVerifier {
         if claims.nbf.is_some_and(|nbf| now + leeway < nbf) {
             return Err(JwtReject::NotYetValid);
         }
-        if !issuer.audiences.is_empty() {
-            let named = |aud: &str| issuer.audiences.iter().any(|a| a.as_ref() == aud);
-            let ok = match &claims.aud {
-                Some(Audience::One(aud)) => named(aud),
-                Some(Audience::Many(auds)) => auds.iter().any(|a| named(a)),
-                None => false,
-            };
-            if !ok {
-                return Err(JwtReject::WrongAudience);
-            }
-        }
-        let consumer = if issuer.consumer_claim.as_ref() == "iss" {
-            Some(Cow::Borrowed(issuer.name.as_ref()))
-        } else {
-            claims.consumer
-        };
-        match consumer {
-            Some(c) if !c.is_empty() => Ok(Checked {
-                verified: Verified {
-                    issuer: issuer.name.to_string(),
-                    consumer: c.into_owned(),
-                },
-                exp,
-                nbf: claims.nbf,
-                jwks,
-            }),
-            _ => Err(JwtReject::MissingConsumerClaim),
+        let jwks = accepted.ok_or(JwtReject::WrongAudience)?;
+        Ok(Checked {
+            verified: Verified {
+                issuer: issuer.name.clone(),
+                consumer: consumer.clone(),
+            },
+            exp,
+            nbf: claims.nbf,
+            jwks,
+        })
+    }
+}
+
+/// A key set borrowed from the config or loaded from a JWKS source.
+enum KeysRef<'a> {
+    Static(&'a KeySet),
+    Loaded(arc_swap::Guard<Arc<KeySet>>),
+}
+
+impl KeysRef<'_> {
+    fn get(&self) -> &KeySet {
+        match self {
+            Self::Static(set) => set,
+            Self::Loaded(set) => set,
         }
     }
 }
 
-/// Checks the signature with the keys `kid` selects, using the key's algorithm only.
-fn check_signature(
-    set: &KeySet,
-    kid: Option<&str>,
-    alg: &str,
-    signed: &[u8],
-    signature: &[u8],
-) -> Result<(), JwtReject> {
-    let alg = Alg::from_name(alg);
-    let mut any_key = false;
-    let mut any_of_alg = false;
-    for key in set.candidates(kid) {
-        any_key = true;
-        if Some(key.alg()) != alg {
-            continue;
-        }
-        any_of_alg = true;
-        if key.verify(signed, signature) {
-            return Ok(());
-        }
+/// Whether the token's `aud` names one of `audiences` (none configured: no check).
+fn audience_ok(audiences: &[Box<str>], aud: Option<&Audience<'_>>) -> bool {
+    if audiences.is_empty() {
+        return true;
     }
-    Err(if !any_key {
-        JwtReject::UnknownKey
-    } else if !any_of_alg {
-        JwtReject::AlgMismatch
-    } else {
-        JwtReject::BadSignature
-    })
+    let named = |aud: &str| audiences.iter().any(|a| a.as_ref() == aud);
+    match aud {
+        Some(Audience::One(aud)) => named(aud),
+        Some(Audience::Many(auds)) => auds.iter().any(|a| named(a)),
+        None => false,
+    }
 }
 
 fn decode(part: &str) -> Result<Vec<u8>, JwtReject> {
@@ -466,7 +525,6 @@ enum Audience<'a> {
 /// known at run time) and refusing repeated claims, which parsers disagree on.
 struct ClaimsSeed<'c> {
     consumer_claim: &'c str,
-    read_aud: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for ClaimsSeed<'_> {
@@ -510,7 +568,7 @@ impl<'de> Visitor<'de> for ClaimsSeed<'_> {
                     once(&mut seen_nbf)?;
                     claims.nbf = Some(map.next_value()?);
                 }
-                "aud" if self.read_aud => {
+                "aud" => {
                     once(&mut seen_aud)?;
                     claims.aud = Some(map.next_value()?);
                 }

@@ -1,5 +1,6 @@
 //! The consumers a config version knows, compiled for the request path: an immutable map
-//! from the SHA-256 of an API key to the consumer it belongs to.
+//! from the SHA-256 of an API key to the consumer it belongs to, and the JWT verifier built
+//! from their JWT credentials.
 //!
 //! A presented key is checked with one SHA-256 and one lookup, allocating nothing. The map
 //! is keyed by the digest itself and hashed by [`DigestHasher`], which takes the digest's
@@ -11,11 +12,15 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use gw_proto::v1 as pb;
 use http::HeaderValue;
 use sha2::{Digest, Sha256};
 
+use super::jwks::JwksSource;
+use super::jws::{HmacSecret, KeyMaterial};
+use super::jwt::{CredentialKeys, JwtCredential, JwtKey, JwtReject, JwtVerifier};
 use crate::stats::{ConsumerStats, Registry};
 
 /// An authenticated consumer, with the headers upstreams receive already built.
@@ -53,12 +58,42 @@ pub enum KeyCheck<'a> {
     Unknown,
 }
 
-/// Every API key of a config version, by the SHA-256 of the key.
+/// A consumer as `/config` shows it: never a key, a hash or a secret.
+#[derive(Debug)]
+pub struct ConsumerInfo {
+    /// Who.
+    pub identity: Arc<Identity>,
+    /// How many API keys it has.
+    pub api_keys: usize,
+    /// Its JWT credentials.
+    pub jwt: Vec<JwtInfo>,
+}
+
+/// A JWT credential as `/config` shows it.
+#[derive(Debug)]
+pub struct JwtInfo {
+    /// Its id.
+    pub id: String,
+    /// The issuer.
+    pub issuer: String,
+    /// `"HS256"`, `"RS256"`, `"ES256"`, `"EdDSA"` or `"jwks"`.
+    pub key: &'static str,
+    /// The JWKS URL, for a JWKS credential (not secret).
+    pub jwks_url: Option<String>,
+}
+
+/// Every API key of a config version, by the SHA-256 of the key, and its JWT verifier.
 #[derive(Debug, Default)]
 pub struct KeyTable {
     keys: HashMap<[u8; 32], KeyEntry, BuildHasherDefault<DigestHasher>>,
-    /// Consumers by name (for `/config`), ordered.
-    consumers: Vec<(Arc<Identity>, usize)>,
+    /// Consumers (for `/config`), in config order.
+    consumers: Vec<ConsumerInfo>,
+    /// Consumers by name (who a verified JWT names).
+    by_name: HashMap<Arc<str>, Arc<Identity>>,
+    /// The JWT credentials of every consumer; `None` when there are none.
+    jwt: Option<JwtVerifier>,
+    /// The JWKS URLs the credentials use (so the caller can drop the sources of others).
+    jwks_urls: HashSet<String>,
 }
 
 impl KeyTable {
@@ -74,26 +109,45 @@ impl KeyTable {
         }
     }
 
-    /// Consumers and how many keys each has, ordered by name.
-    pub fn consumers(&self) -> &[(Arc<Identity>, usize)] {
+    /// Checks a JWT at `now`: the consumer it authenticates (see `jwt` for every check).
+    /// Without JWT credentials in the config every token is an [`JwtReject::UnknownIssuer`].
+    pub fn check_jwt(&self, token: &str, now: SystemTime) -> Result<&Arc<Identity>, JwtReject> {
+        let verifier = self.jwt.as_ref().ok_or(JwtReject::UnknownIssuer)?;
+        let verified = verifier.verify(token, now)?;
+        // The verifier was built from these consumers, so the name is always found.
+        self.by_name
+            .get(&verified.consumer)
+            .ok_or(JwtReject::UnknownConsumer)
+    }
+
+    /// Consumers, their key counts and JWT credentials, in config order.
+    pub fn consumers(&self) -> &[ConsumerInfo] {
         &self.consumers
     }
 
+    /// The JWKS URLs this config's credentials fetch keys from.
+    pub fn jwks_urls(&self) -> &HashSet<String> {
+        &self.jwks_urls
+    }
+
     /// Validates and compiles the consumers of a snapshot, each with its counters from
-    /// `counters`. The error names the consumer and the field, never a hash.
+    /// `counters`; `jwks` gives the running source of a JWKS URL (kept across versions by the
+    /// caller). The error names the consumer and the field, never a hash or a secret.
     pub fn compile(
         consumers: &[pb::Consumer],
         counters: &Registry<ConsumerStats>,
+        jwks: &dyn Fn(&str) -> Result<JwksSource, String>,
     ) -> Result<KeyTable, String> {
         let mut table = KeyTable::default();
         let mut names = HashSet::new();
+        let mut jwt = Vec::new();
         for c in consumers {
             let pb::Consumer {
                 name,
                 groups,
                 api_keys,
                 updated_version: _,
-                jwt_credentials: _, // compiled by the JWT verifier, not here
+                jwt_credentials,
             } = c;
             if !super::is_name(name) {
                 return Err(format!(
@@ -152,10 +206,114 @@ impl KeyTable {
                     ));
                 }
             }
-            table.consumers.push((identity, api_keys.len()));
+            let mut infos = Vec::with_capacity(jwt_credentials.len());
+            for (i, cred) in jwt_credentials.iter().enumerate() {
+                let (compiled, info) = jwt_credential(name, i, cred, jwks)?;
+                if let Some(url) = &info.jwks_url {
+                    table.jwks_urls.insert(url.clone());
+                }
+                jwt.push(compiled);
+                infos.push(info);
+            }
+            table
+                .by_name
+                .insert(identity.name.clone(), identity.clone());
+            table.consumers.push(ConsumerInfo {
+                identity,
+                api_keys: api_keys.len(),
+                jwt: infos,
+            });
+        }
+        if !jwt.is_empty() {
+            table.jwt = Some(JwtVerifier::new(jwt).map_err(|e| e.to_string())?);
         }
         Ok(table)
     }
+}
+
+/// The claim that names the consumer when a credential does not say (proto: default `sub`).
+pub const DEFAULT_CONSUMER_CLAIM: &str = "sub";
+
+/// Compiles consumer `name`'s `i`th JWT credential. Errors name the field, never the secret.
+fn jwt_credential(
+    name: &str,
+    i: usize,
+    cred: &pb::JwtCredential,
+    jwks: &dyn Fn(&str) -> Result<JwksSource, String>,
+) -> Result<(JwtCredential, JwtInfo), String> {
+    use pb::JwtAlgorithm as A;
+    use pb::jwt_credential::Key;
+    let pb::JwtCredential {
+        id,
+        consumer: _,
+        issuer,
+        algorithm,
+        key,
+        audiences,
+        claim,
+        kid,
+        created: _,
+    } = cred;
+    let at =
+        |field: &str, why: &str| format!("consumer '{name}': jwt_credentials[{i}].{field}: {why}");
+    let algorithm = A::try_from(*algorithm).map_err(|_| at("algorithm", "unknown value"))?;
+    let kid = (!kid.is_empty()).then(|| kid.clone());
+    let static_key = |material: KeyMaterial| {
+        CredentialKeys::Static(vec![JwtKey {
+            kid: kid.clone(),
+            material,
+        }])
+    };
+    let (keys, label, jwks_url) = match key {
+        None => return Err(at("key", "required (a secret, a public key or a JWKS URL)")),
+        Some(Key::Hs256Secret(secret)) => {
+            if !matches!(algorithm, A::Hs256 | A::Unspecified) {
+                return Err(at("algorithm", "an HS256 secret verifies HS256 only"));
+            }
+            (
+                static_key(KeyMaterial::Hs256Secret(HmacSecret::new(secret.clone()))),
+                "HS256",
+                None,
+            )
+        }
+        Some(Key::PublicKeyPem(pem)) => {
+            let (material, label) = match algorithm {
+                A::Rs256 => (KeyMaterial::RsaPublicPem(pem.clone()), "RS256"),
+                A::Es256 => (KeyMaterial::EcP256PublicPem(pem.clone()), "ES256"),
+                A::Eddsa => (KeyMaterial::Ed25519PublicPem(pem.clone()), "EdDSA"),
+                A::Hs256 => return Err(at("algorithm", "HS256 needs a secret, not a public key")),
+                A::Unspecified => {
+                    return Err(at(
+                        "algorithm",
+                        "required for a public key (RS256, ES256 or EdDSA)",
+                    ));
+                }
+            };
+            (static_key(material), label, None)
+        }
+        Some(Key::JwksUrl(url)) => {
+            let source = jwks(url).map_err(|e| at("jwks_url", &e))?;
+            (CredentialKeys::Jwks(source), "jwks", Some(url.clone()))
+        }
+    };
+    let compiled = JwtCredential {
+        consumer: name.to_owned(),
+        issuer: issuer.clone(),
+        audiences: audiences.clone(),
+        consumer_claim: if claim.is_empty() {
+            DEFAULT_CONSUMER_CLAIM.to_owned()
+        } else {
+            claim.clone()
+        },
+        keys,
+    };
+    let info = JwtInfo {
+        id: id.clone(),
+        issuer: issuer.clone(),
+        key: label,
+        jwks_url,
+    };
+    Ok((compiled, info))
 }
 
 /// Hashes a SHA-256 digest by taking its first 8 bytes (see the module docs). Anything else
@@ -181,6 +339,10 @@ impl Hasher for DigestHasher {
 mod tests {
     use super::*;
 
+    fn no_jwks(url: &str) -> Result<JwksSource, String> {
+        Err(format!("no JWKS in this test ({url})"))
+    }
+
     fn key_pb(key: &str, expires: Option<i64>) -> pb::ApiKey {
         pb::ApiKey {
             id: "k-1".into(),
@@ -204,6 +366,7 @@ mod tests {
                 ..Default::default()
             }],
             &counters,
+            &no_jwks,
         )
         .unwrap();
         let KeyCheck::Valid(who) = table.check(b"gwk_live", 1_000) else {
@@ -215,7 +378,7 @@ mod tests {
         assert!(matches!(table.check(b"gwk_old", 100), KeyCheck::Expired(_)));
         assert!(matches!(table.check(b"gwk_other", 0), KeyCheck::Unknown));
         assert!(matches!(table.check(b"", 0), KeyCheck::Unknown));
-        assert_eq!(table.consumers()[0].1, 2);
+        assert_eq!(table.consumers()[0].api_keys, 2);
         assert!(
             Arc::ptr_eq(&who.stats, &counters.get("alice")),
             "counters are kept by name across versions"
@@ -224,7 +387,8 @@ mod tests {
 
     #[test]
     fn bad_consumers_are_refused_naming_the_field() {
-        let bad = |c: pb::Consumer| KeyTable::compile(&[c], &Registry::default()).unwrap_err();
+        let bad =
+            |c: pb::Consumer| KeyTable::compile(&[c], &Registry::default(), &no_jwks).unwrap_err();
         let ok = pb::Consumer {
             name: "bob".into(),
             ..Default::default()
@@ -243,7 +407,7 @@ mod tests {
             ..ok.clone()
         });
         assert!(err.contains("api_keys[0].hash: must be 32 bytes"), "{err}");
-        let err = KeyTable::compile(&[ok.clone(), ok], &Registry::default()).unwrap_err();
+        let err = KeyTable::compile(&[ok.clone(), ok], &Registry::default(), &no_jwks).unwrap_err();
         assert!(err.contains("appears twice"), "{err}");
     }
 }

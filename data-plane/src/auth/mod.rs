@@ -6,20 +6,23 @@
 //!   `X-Consumer-*` headers upstreams receive.
 //! - here: [`authenticate`], the one call the request path makes, and [`FailureLimiter`], the
 //!   built-in per-client-address limit on failed attempts.
-//! - JWTs: `jwt` (the verifier), its keys (`jws`), JWKS fetching (`jwks`) and the cache of
-//!   verified tokens (`cache`). Not wired into [`authenticate`] yet: services accept API keys
-//!   only, and the control plane refuses `--auth jwt` until they are.
+//! - JWTs: `jwt` (the verifier, built per config version into the `keys` table), its keys
+//!   (`jws`), JWKS fetching (`jwks`, sources kept across versions by URL) and the cache of
+//!   verified tokens (`cache`). A service accepting JWTs takes an `Authorization: Bearer`
+//!   value shaped like one (two dots) to the verifier; anything else is looked up as an API
+//!   key if the service accepts keys.
 //!
 //! Layering: beside `limiter` (whose token buckets count failures) and above `stats`; `config`
 //! compiles what the control plane sent into these types, `proxy` calls [`authenticate`].
 //!
 //! What a client learns is deliberately little: a missing, unknown or expired credential all
 //! get the same 401; which one it was is in the log (at debug level for missing, info for the
-//! others) and in `gw_auth_failures_total{service,reason}`.
+//! others; for a JWT also which check failed, never token text) and in
+//! `gw_auth_failures_total{service,reason}`.
 //!
 //! # Guessing
 //!
-//! Unknown keys are charged per client address to a token bucket (default 10 per minute,
+//! Unknown keys and invalid JWTs are charged per client address to a token bucket (default 10 per minute,
 //! `--auth-failure-limit`/`--auth-failure-period`). While an address's bucket is empty its
 //! requests to authenticated services get 429 *before* their credential is looked at, so a
 //! correct guess is indistinguishable from a wrong one until the bucket refills: at 10 guesses
@@ -37,10 +40,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use http::header::AUTHORIZATION;
+
 use http::Request;
 
 use crate::limiter::{KeySpec, LimitKey, Mode, PolicyDef, PolicyLimiter, RateSpec};
 use crate::stats::AuthFailure;
+use jwt::JwtReject;
 
 pub use credential::KeySources;
 pub use keys::{Identity, KeyCheck, KeyTable};
@@ -58,6 +64,8 @@ pub struct ServiceAuth {
     pub key_sources: KeySources,
     /// Groups admitted; empty: every authenticated consumer.
     pub allowed_groups: Box<[Arc<str>]>,
+    /// JWTs in `Authorization: Bearer` are accepted.
+    pub jwt: bool,
 }
 
 /// Why a request was refused, with what the answer needs.
@@ -67,6 +75,8 @@ pub enum Refusal {
     Failed(AuthFailure),
     /// 429: the client's address failed too often; retry after this many seconds.
     Throttled(u64),
+    /// 401: a JWT failed this check (for the log; the client learns only the reason).
+    Jwt(JwtReject),
 }
 
 impl Refusal {
@@ -75,6 +85,8 @@ impl Refusal {
         match self {
             Self::Failed(r) => r,
             Self::Throttled(_) => AuthFailure::Throttled,
+            Self::Jwt(JwtReject::Expired) => AuthFailure::Expired,
+            Self::Jwt(_) => AuthFailure::Invalid,
         }
     }
 }
@@ -139,21 +151,41 @@ pub fn authenticate<'k, B>(
     req: &mut Request<B>,
     now: Instant,
 ) -> Result<&'k Identity, Refusal> {
-    let Some(key) = credential::find_key(auth.key_sources, req.headers(), req.uri()) else {
-        return Err(Refusal::Failed(AuthFailure::Missing));
-    };
-    if let Some(retry) = failures.throttled(client, now) {
-        return Err(Refusal::Throttled(retry));
-    }
-    let now_secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let who = match keys.check(key, now_secs) {
-        KeyCheck::Valid(who) => who,
-        KeyCheck::Expired(_) => return Err(Refusal::Failed(AuthFailure::Expired)),
-        KeyCheck::Unknown => {
-            failures.charge(client, now);
-            return Err(Refusal::Failed(AuthFailure::Invalid));
+    let who = match jwt_token(auth, req) {
+        Some(token) => {
+            if let Some(retry) = failures.throttled(client, now) {
+                return Err(Refusal::Throttled(retry));
+            }
+            let checked = std::str::from_utf8(token)
+                .map_err(|_| JwtReject::Malformed)
+                .and_then(|token| keys.check_jwt(token, SystemTime::now()));
+            match checked {
+                Ok(who) => who,
+                Err(JwtReject::Expired) => return Err(Refusal::Jwt(JwtReject::Expired)),
+                Err(reject) => {
+                    failures.charge(client, now);
+                    return Err(Refusal::Jwt(reject));
+                }
+            }
+        }
+        None => {
+            let Some(key) = credential::find_key(auth.key_sources, req.headers(), req.uri()) else {
+                return Err(Refusal::Failed(AuthFailure::Missing));
+            };
+            if let Some(retry) = failures.throttled(client, now) {
+                return Err(Refusal::Throttled(retry));
+            }
+            let now_secs = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match keys.check(key, now_secs) {
+                KeyCheck::Valid(who) => who,
+                KeyCheck::Expired(_) => return Err(Refusal::Failed(AuthFailure::Expired)),
+                KeyCheck::Unknown => {
+                    failures.charge(client, now);
+                    return Err(Refusal::Failed(AuthFailure::Invalid));
+                }
+            }
         }
     };
     if !auth.allowed_groups.is_empty()
@@ -161,10 +193,24 @@ pub fn authenticate<'k, B>(
     {
         return Err(Refusal::Failed(AuthFailure::Forbidden));
     }
+    if auth.jwt && credential::bearer(req.headers()).is_some() {
+        req.headers_mut().remove(AUTHORIZATION);
+    }
     credential::strip_headers(auth.key_sources, req.headers_mut());
     credential::strip_query(auth.key_sources, req.uri_mut());
     credential::set_identity(req.headers_mut(), who);
     Ok(who)
+}
+
+/// The bearer token to check as a JWT, if the service accepts JWTs: one shaped like a JWT
+/// (two dots; API keys have none), or any bearer value when bearer API keys are not accepted.
+fn jwt_token<'r, B>(auth: &ServiceAuth, req: &'r Request<B>) -> Option<&'r [u8]> {
+    if !auth.jwt {
+        return None;
+    }
+    let token = credential::bearer(req.headers())?;
+    let dots = token.iter().filter(|b| **b == b'.').count();
+    (dots == 2 || !auth.key_sources.bearer).then_some(token)
 }
 
 /// A consumer, group or service name: a lowercase DNS label (one rule for every name in a

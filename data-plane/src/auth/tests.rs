@@ -15,7 +15,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::jwks::{JwksSettings, JwksSource};
-use super::jwt::{IssuerKeys, JwtIssuer, JwtReject, JwtVerifier, Verified};
+use super::jwt::{CredentialKeys, JwtCredential, JwtReject, JwtVerifier, Verified};
 use super::testing::{Signer, jwks};
 
 const ISS: &str = "https://idp.example";
@@ -107,11 +107,12 @@ fn settings(min_kid_refresh_gap: Duration) -> JwksSettings {
 }
 
 fn verifier(source: &JwksSource) -> JwtVerifier {
-    JwtVerifier::new(vec![JwtIssuer {
+    JwtVerifier::new(vec![JwtCredential {
+        consumer: "alice".into(),
         issuer: ISS.into(),
         audiences: vec![],
         consumer_claim: "sub".into(),
-        keys: IssuerKeys::Jwks(source.clone()),
+        keys: CredentialKeys::Jwks(source.clone()),
     }])
     .unwrap()
 }
@@ -131,7 +132,7 @@ async fn until_verifies(v: &JwtVerifier, token: &str, what: &str) {
     eventually(what, || async {
         v.verify(token, SystemTime::now())
             .ok()
-            .map(|Verified { consumer, .. }| assert_eq!(consumer, "alice"))
+            .map(|Verified { consumer, .. }| assert_eq!(&*consumer, "alice"))
     })
     .await;
 }

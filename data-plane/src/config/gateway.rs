@@ -60,6 +60,7 @@ impl Gateway {
                 limiters: LimiterRegistry::new(rate_limit_max_keys),
                 globals: GlobalRegistry::new(store, rate_limit_max_keys),
                 live_data_planes: std::sync::atomic::AtomicU32::new(1),
+                jwks: Default::default(),
             },
             global: GlobalStats::default(),
             sync,

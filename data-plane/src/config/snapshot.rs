@@ -13,6 +13,7 @@ use std::time::Duration;
 use gw_proto::v1 as pb;
 use http::uri::{Authority, Uri};
 
+use crate::auth::jwks::{JwksRegistry, JwksSettings};
 use crate::auth::{KeySources, KeyTable, ServiceAuth};
 use crate::config::router::{RouteSpec, RouteTable};
 use crate::limiter::global::{self, GlobalDef, GlobalRegistry, OnStoreError};
@@ -61,7 +62,7 @@ pub struct Snapshot {
     pub policies: Box<[PolicyInfo]>,
     /// The HTTPS listener's certificates, by server name.
     pub certificates: Arc<SniTable>,
-    /// Consumers' API keys, by hash.
+    /// Consumers' API keys, by hash, and their JWT verifier.
     pub keys: KeyTable,
 }
 
@@ -198,6 +199,8 @@ pub struct Reuse {
     /// Live data planes as the control plane last said (at least 1): a GLOBAL policy's
     /// local share is its rate divided by this.
     pub live_data_planes: std::sync::atomic::AtomicU32,
+    /// JWKS sources by URL, so a new version neither refetches nor restarts them.
+    pub jwks: JwksRegistry,
 }
 
 impl Reuse {
@@ -253,8 +256,19 @@ pub fn compile(
 
     let certificates = Arc::new(compile_certificates(certificates)?);
     // A consumer's counters are created here even if a later check refuses the version: an
-    // unused zero counter is never reported, so that changes nothing anyone can see.
-    let keys = KeyTable::compile(consumers, &reuse.consumer_stats)?;
+    // unused zero counter is never reported, so that changes nothing anyone can see. A JWKS
+    // URL seen for the first time starts fetching now too; `retain` below drops it with the
+    // next version that does not use it.
+    let keys = KeyTable::compile(consumers, &reuse.consumer_stats, &|url| {
+        reuse.jwks.source(url, || {
+            let mut settings = JwksSettings::default();
+            if url.starts_with("https:") {
+                // The system's trust store, as for upstreams without a CA bundle.
+                settings.tls = Some(reuse.tls_configs.get(&TlsSpec::default())?.config().clone());
+            }
+            Ok(settings)
+        })
+    })?;
     let mut checked = Vec::with_capacity(services.len());
     let mut names = HashSet::new();
     for s in services {
@@ -304,6 +318,7 @@ pub fn compile(
     }
 
     // Everything is valid: from here on, shared state changes.
+    reuse.jwks.retain(keys.jwks_urls());
     let limiters = reuse.limiters.reconcile(&reuse.limiter_defs(&infos));
     let global_defs: Vec<GlobalDef> = infos
         .iter()
@@ -628,20 +643,17 @@ fn check_auth(a: &pb::ServiceAuth) -> Result<Option<ServiceAuth>, (&'static str,
         allowed_groups,
         key_sources,
     } = a;
-    let mut keys = false;
+    let (mut keys, mut jwt) = (false, false);
     for m in methods {
         match pb::AuthMethod::try_from(*m) {
             Ok(pb::AuthMethod::ApiKey) => keys = true,
-            // Refused by the control plane too; a node must not admit anyone it cannot check.
-            Ok(pb::AuthMethod::Jwt) => {
-                return Err(("auth.methods", "JWT is not supported by this node".into()));
-            }
+            Ok(pb::AuthMethod::Jwt) => jwt = true,
             Ok(pb::AuthMethod::Unspecified) | Err(_) => {
                 return Err(("auth.methods", format!("unknown method {m}")));
             }
         }
     }
-    if !keys {
+    if !keys && !jwt {
         return if allowed_groups.is_empty() && key_sources.is_empty() {
             Ok(None)
         } else {
@@ -662,15 +674,20 @@ fn check_auth(a: &pb::ServiceAuth) -> Result<Option<ServiceAuth>, (&'static str,
             }
         }
     }
-    if key_sources.is_empty() {
+    if keys && key_sources.is_empty() {
         // The control plane fills the default in; an older or hand-made snapshot may not.
         sources.bearer = true;
         sources.header = true;
+    }
+    if !keys {
+        // Where to look for a key means nothing when keys are not accepted.
+        sources = KeySources::default();
     }
     if let Some(g) = allowed_groups.iter().find(|g| !check_name(g)) {
         return Err(("auth.allowed_groups", format!("'{g}' must be a DNS label")));
     }
     Ok(Some(ServiceAuth {
+        jwt,
         key_sources: sources,
         allowed_groups: allowed_groups
             .iter()

@@ -334,8 +334,11 @@ fn refused(svc: &Service, refusal: Refusal, client: IpAddr) -> Response<ProxyBod
             tracing::info!(service = %svc.name, %client, reason = reason.label(), "authentication refused");
             responses::FORBIDDEN.response()
         }
-        Refusal::Failed(_) => {
-            if reason == crate::stats::AuthFailure::Missing {
+        Refusal::Failed(_) | Refusal::Jwt(_) => {
+            if let Refusal::Jwt(check) = refusal {
+                // Which check failed, for the operator; never the token.
+                tracing::info!(service = %svc.name, %client, reason = reason.label(), %check, "JWT refused");
+            } else if reason == crate::stats::AuthFailure::Missing {
                 tracing::debug!(service = %svc.name, %client, reason = reason.label(), "authentication refused");
             } else {
                 tracing::info!(service = %svc.name, %client, reason = reason.label(), "authentication refused");

@@ -68,7 +68,7 @@ pub fn rate_limited(retry_after_secs: u64) -> Response<ProxyBody> {
 /// request path adds `WWW-Authenticate`).
 pub const UNAUTHORIZED: Canned = Canned {
     status: StatusCode::UNAUTHORIZED,
-    body: r#"{"error":"unauthorized","message":"this service needs a valid API key"}"#,
+    body: r#"{"error":"unauthorized","message":"this service needs a valid credential"}"#,
 };
 /// A valid consumer that the service does not admit (403).
 pub const FORBIDDEN: Canned = Canned {

@@ -243,16 +243,23 @@ fn config_json(snap: &Snapshot) -> serde_json::Value {
             })
         })
         .collect();
-    // Names, groups and how many keys: never a key, nor its hash.
+    // Names, groups, how many keys, JWT issuers and key kinds: never a key, its hash, nor an
+    // HS256 secret.
     let consumers: Vec<_> = snap
         .keys
         .consumers()
         .iter()
-        .map(|(who, keys)| {
+        .map(|c| {
             json!({
-                "name": &*who.name,
-                "groups": who.groups.iter().map(|g| &**g).collect::<Vec<_>>(),
-                "api_keys": keys,
+                "name": &*c.identity.name,
+                "groups": c.identity.groups.iter().map(|g| &**g).collect::<Vec<_>>(),
+                "api_keys": c.api_keys,
+                "jwt_credentials": c.jwt.iter().map(|j| json!({
+                    "id": j.id,
+                    "issuer": j.issuer,
+                    "key": j.key,
+                    "jwks_url": j.jwks_url,
+                })).collect::<Vec<_>>(),
             })
         })
         .collect();

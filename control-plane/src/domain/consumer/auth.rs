@@ -11,6 +11,8 @@ use crate::domain::validate::Problems;
 pub enum AuthMethod {
     /// An API key.
     ApiKey,
+    /// A JWT in `Authorization: Bearer`.
+    Jwt,
 }
 
 impl AuthMethod {
@@ -18,6 +20,7 @@ impl AuthMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::ApiKey => "key",
+            Self::Jwt => "jwt",
         }
     }
 
@@ -25,6 +28,7 @@ impl AuthMethod {
     pub fn from_name(s: &str) -> Option<Self> {
         match s {
             "key" => Some(Self::ApiKey),
+            "jwt" => Some(Self::Jwt),
             _ => None,
         }
     }
@@ -94,10 +98,7 @@ impl Auth {
         for (i, m) in methods.iter().enumerate() {
             match pb::AuthMethod::try_from(*m) {
                 Ok(pb::AuthMethod::ApiKey) => checked.push(AuthMethod::ApiKey),
-                Ok(pb::AuthMethod::Jwt) => p.add(
-                    format_args!("auth.methods[{i}]"),
-                    "JWT is not available yet: data planes cannot verify JWTs in this version",
-                ),
+                Ok(pb::AuthMethod::Jwt) => checked.push(AuthMethod::Jwt),
                 Ok(pb::AuthMethod::Unspecified) | Err(_) => {
                     p.add(
                         format_args!("auth.methods[{i}]"),
@@ -132,6 +133,11 @@ impl Auth {
                 "allowed_groups and key_sources need auth.methods (e.g. API_KEY)",
             );
         }
+        if !checked.is_empty() && !keys {
+            // Where to look for API keys means nothing once keys are not accepted (a service
+            // switched from `key` to `jwt` keeps its old sources in gwctl's update).
+            sources.clear();
+        }
         if keys && sources.is_empty() {
             sources = DEFAULT_KEY_SOURCES.to_vec();
         }
@@ -150,6 +156,7 @@ impl Auth {
                 .iter()
                 .map(|m| match m {
                     AuthMethod::ApiKey => pb::AuthMethod::ApiKey.into(),
+                    AuthMethod::Jwt => pb::AuthMethod::Jwt.into(),
                 })
                 .collect(),
             allowed_groups: self.allowed_groups.clone(),

@@ -76,6 +76,26 @@ fn service_auth_validation() {
     })
     .unwrap();
     assert_eq!(keys.key_sources, auth::DEFAULT_KEY_SOURCES);
+    // JWT alone: no key sources (any given are dropped), round-trips through the proto.
+    let jwt = check(pb::ServiceAuth {
+        methods: vec![pb::AuthMethod::Jwt.into()],
+        key_sources: vec![pb::ApiKeySource::Query.into()],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(jwt.methods, [auth::AuthMethod::Jwt]);
+    assert!(jwt.key_sources.is_empty());
+    assert_eq!(check(jwt.to_pb().unwrap()).unwrap(), jwt);
+    let both = check(pb::ServiceAuth {
+        methods: vec![pb::AuthMethod::Jwt.into(), pb::AuthMethod::ApiKey.into()],
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(
+        both.methods,
+        [auth::AuthMethod::ApiKey, auth::AuthMethod::Jwt]
+    );
+    assert_eq!(both.key_sources, auth::DEFAULT_KEY_SOURCES);
     let err = check(pb::ServiceAuth {
         methods: vec![pb::AuthMethod::Jwt.into(), 9],
         allowed_groups: vec!["Gold".into()],
@@ -83,10 +103,7 @@ fn service_auth_validation() {
     })
     .unwrap_err()
     .to_string();
-    assert!(
-        err.contains("auth.methods[0]: JWT is not available yet"),
-        "{err}"
-    );
+    assert!(!err.contains("auth.methods[0]"), "{err}");
     assert!(err.contains("auth.methods[1]: unknown value 9"), "{err}");
     assert!(err.contains("auth.allowed_groups[0]: 'Gold'"), "{err}");
     assert!(

@@ -17,12 +17,14 @@ fn claims() -> Value {
     json!({ "iss": ISS, "sub": "alice", "aud": "api", "iat": NOW, "exp": NOW + 600 })
 }
 
-fn issuer(signer: &Signer, kid: Option<&str>, audiences: &[&str]) -> JwtIssuer {
-    JwtIssuer {
+/// Alice's credential for [`ISS`] with `signer`'s key.
+fn issuer(signer: &Signer, kid: Option<&str>, audiences: &[&str]) -> JwtCredential {
+    JwtCredential {
+        consumer: "alice".into(),
         issuer: ISS.into(),
         audiences: audiences.iter().map(|a| a.to_string()).collect(),
         consumer_claim: "sub".into(),
-        keys: IssuerKeys::Static(vec![JwtKey {
+        keys: CredentialKeys::Static(vec![JwtKey {
             kid: kid.map(Into::into),
             material: signer.material(),
         }]),
@@ -59,9 +61,9 @@ fn a_tampered_token_has_a_bad_signature() {
         let token = signer.token(Some("k1"), &claims());
         let (head, sig) = token.rsplit_once('.').unwrap();
         let (header, _) = head.split_once('.').unwrap();
-        // Another payload under the original signature: bob instead of alice.
+        // Another payload under the original signature: a longer life.
         let mut forged = claims();
-        forged["sub"] = "bob".into();
+        forged["exp"] = (NOW + 86_400).into();
         let forged_payload = URL_SAFE_NO_PAD.encode(forged.to_string());
         let swapped = format!("{header}.{forged_payload}.{sig}");
         assert_eq!(
@@ -246,8 +248,8 @@ fn an_hs256_token_is_never_checked_against_a_public_key() {
     // by kid (mismatch) or, without kid, is checked with the real secret only (bad signature).
     let rsa = Signer::rs256();
     let hs = Signer::hs256();
-    let both = JwtIssuer {
-        keys: IssuerKeys::Static(vec![
+    let both = JwtCredential {
+        keys: CredentialKeys::Static(vec![
             JwtKey {
                 kid: Some("rsa".into()),
                 material: rsa.material(),
@@ -289,8 +291,8 @@ fn an_hs256_token_is_never_checked_against_a_public_key() {
 #[test]
 fn key_ids_select_the_key() {
     let (a, b) = (Signer::ed25519(), Signer::es256());
-    let two = JwtIssuer {
-        keys: IssuerKeys::Static(vec![
+    let two = JwtCredential {
+        keys: CredentialKeys::Static(vec![
             JwtKey {
                 kid: Some("a".into()),
                 material: a.material(),
@@ -320,9 +322,10 @@ fn key_ids_select_the_key() {
 #[test]
 fn the_consumer_comes_from_the_configured_claim() {
     let signer = Signer::ed25519();
-    let mut iss = issuer(&signer, None, &[]);
-    iss.consumer_claim = "client_id".into();
-    let v = JwtVerifier::new(vec![iss]).unwrap();
+    let mut cred = issuer(&signer, None, &[]);
+    cred.consumer = "svc-7".into();
+    cred.consumer_claim = "client_id".into();
+    let v = JwtVerifier::new(vec![cred]).unwrap();
     let with = |value: Option<Value>| {
         let mut c = claims();
         if let Some(value) = value {
@@ -330,14 +333,19 @@ fn the_consumer_comes_from_the_configured_claim() {
         }
         v.verify(&signer.token(None, &c), now())
     };
-    let ok = |s: &str| {
-        Ok(Verified {
-            issuer: ISS.into(),
-            consumer: s.into(),
-        })
+    let svc7 = Verified {
+        issuer: ISS.into(),
+        consumer: "svc-7".into(),
     };
-    assert_eq!(with(Some(json!("svc-7"))), ok("svc-7"));
-    assert_eq!(with(Some(json!("caf\u{e9} \"q\""))), ok("caf\u{e9} \"q\""));
+    assert_eq!(with(Some(json!("svc-7"))), Ok(svc7));
+    // `sub` is alice, but this issuer names consumers by client_id.
+    for other in ["alice", "svc-8", "SVC-7", "svc-7 "] {
+        assert_eq!(
+            with(Some(json!(other))),
+            Err(JwtReject::UnknownConsumer),
+            "{other}"
+        );
+    }
     for missing in [
         None,
         Some(json!("")),
@@ -351,6 +359,45 @@ fn the_consumer_comes_from_the_configured_claim() {
             Err(JwtReject::MissingConsumerClaim),
             "{missing:?}"
         );
+    }
+}
+
+/// The property the verifier is organised around: a token naming bob is checked with bob's
+/// keys only. Alice knows her HS256 secret and holds her private key; with either she can
+/// sign `sub: bob`, and neither may authenticate bob, even though both credentials have the
+/// same issuer.
+#[test]
+fn one_consumers_key_never_authenticates_another() {
+    for alice_key in Signer::one_of_each() {
+        let bob_key = Signer::ed25519();
+        let alices = issuer(&alice_key, None, &[]);
+        let bobs = JwtCredential {
+            consumer: "bob".into(),
+            ..issuer(&bob_key, None, &[])
+        };
+        let v = JwtVerifier::new(vec![alices, bobs]).unwrap();
+        let as_bob = |c: &mut Value| c["sub"] = "bob".into();
+        let mut c = claims();
+        as_bob(&mut c);
+        let bob_ok = Verified {
+            issuer: ISS.into(),
+            consumer: "bob".into(),
+        };
+        assert_eq!(v.verify(&bob_key.token(None, &c), now()), Ok(bob_ok));
+        assert_eq!(
+            v.verify(&alice_key.token(None, &claims()), now()),
+            Ok(alice())
+        );
+        // Alice's key, bob's name: checked with bob's (Ed25519) key alone.
+        let forged = alice_key.token(None, &c);
+        let want = if alice_key.alg() == Alg::EdDsa {
+            JwtReject::BadSignature
+        } else {
+            JwtReject::AlgMismatch
+        };
+        assert_eq!(v.verify(&forged, now()), Err(want), "{:?}", alice_key.alg());
+        // And the cache, warm with alice's token, changes nothing.
+        assert_eq!(v.verify(&forged, now()), Err(want));
     }
 }
 
@@ -409,6 +456,7 @@ fn only_expired_has_its_own_reason() {
         JwtReject::AlgNone,
         JwtReject::AlgMismatch,
         JwtReject::UnknownIssuer,
+        JwtReject::UnknownConsumer,
         JwtReject::UnknownKey,
         JwtReject::BadSignature,
         JwtReject::Expired,
@@ -428,12 +476,12 @@ fn only_expired_has_its_own_reason() {
 }
 
 #[test]
-fn config_errors_name_every_bad_issuer_and_key_and_no_secret() {
+fn config_errors_name_every_bad_credential_and_key_and_no_secret() {
     let ed = Signer::ed25519();
     let short = "tiny-secret-xyz";
-    let issuers = vec![
-        JwtIssuer {
-            keys: IssuerKeys::Static(vec![
+    let credentials = vec![
+        JwtCredential {
+            keys: CredentialKeys::Static(vec![
                 JwtKey {
                     kid: Some("good".into()),
                     material: ed.material(),
@@ -449,36 +497,51 @@ fn config_errors_name_every_bad_issuer_and_key_and_no_secret() {
             ]),
             ..issuer(&ed, None, &[])
         },
-        JwtIssuer {
+        JwtCredential {
             issuer: "b".into(),
-            keys: IssuerKeys::Static(vec![]),
+            keys: CredentialKeys::Static(vec![]),
             ..issuer(&ed, None, &[])
         },
-        JwtIssuer {
+        JwtCredential {
             issuer: "c".into(),
             consumer_claim: "exp".into(),
             ..issuer(&ed, None, &[])
         },
-        JwtIssuer {
+        JwtCredential {
             issuer: "d".into(),
             ..issuer(&ed, None, &[])
         },
-        JwtIssuer {
+        // Two credentials of one consumer and issuer are fine (a key rotation) ...
+        JwtCredential {
             issuer: "d".into(),
+            ..issuer(&ed, None, &["api"])
+        },
+        // ... two claims for one issuer are not.
+        JwtCredential {
+            issuer: "d".into(),
+            consumer: "bob".into(),
+            consumer_claim: "email".into(),
+            ..issuer(&ed, None, &[])
+        },
+        JwtCredential {
+            consumer: String::new(),
             ..issuer(&ed, None, &[])
         },
     ];
-    let err = JwtVerifier::new(issuers).unwrap_err();
+    let err = JwtVerifier::new(credentials).unwrap_err();
     assert_eq!(
         err.problems,
         [
-            format!("issuer {ISS:?}, key #2: expected an RSA public key, found an Ed25519 key"),
             format!(
-                "issuer {ISS:?}, key \"hs\": HS256 secret of 15 bytes is too short: at least 32 bytes (256 bits) are required"
+                "issuer {ISS:?}, consumer \"alice\", key #2: expected an RSA public key, found an Ed25519 key"
             ),
-            "issuer \"b\": no keys (configure a key or a JWKS URL)".to_owned(),
-            "issuer \"c\": consumer claim \"exp\" cannot name a consumer (use a string claim such as \"sub\")".to_owned(),
-            "issuer \"d\" is configured twice".to_owned(),
+            format!(
+                "issuer {ISS:?}, consumer \"alice\", key \"hs\": HS256 secret of 15 bytes is too short: at least 32 bytes (256 bits) are required"
+            ),
+            "issuer \"b\", consumer \"alice\": no keys (configure a key or a JWKS URL)".to_owned(),
+            "issuer \"c\", consumer \"alice\": consumer claim \"exp\" cannot name a consumer (use a string claim such as \"sub\")".to_owned(),
+            "issuer \"d\", consumer \"bob\": consumer claim \"email\" differs from \"sub\" of another credential of this issuer (one issuer, one claim)".to_owned(),
+            format!("issuer {ISS:?}, consumer \"\": empty consumer name"),
         ]
     );
     let text = format!("{err} {err:?}");

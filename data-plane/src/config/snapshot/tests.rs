@@ -15,6 +15,7 @@ fn reuse() -> Reuse {
         limiters: LimiterRegistry::new(100),
         globals: GlobalRegistry::new(None, 100),
         live_data_planes: 1.into(),
+        jwks: Default::default(),
     }
 }
 
