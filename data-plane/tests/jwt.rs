@@ -382,7 +382,8 @@ async fn a_jwks_rotation_is_followed_and_a_removed_credential_stops_working() {
     assert_eq!(bearer(&env, "/api/_headers", &t2).await.status, 401);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Current-thread: the log is captured on this thread, where the data plane then runs.
+#[tokio::test]
 async fn an_hs256_secret_is_in_no_config_log_or_readable_file() {
     let (log, _guard) = gw_testkit::log::CapturedLog::on_this_thread(tracing::Level::TRACE);
     let mut env = Env::start_with(lenient).await;
