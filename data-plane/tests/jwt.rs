@@ -369,6 +369,13 @@ async fn a_jwks_rotation_is_followed_and_a_removed_credential_stops_working() {
     assert!(idp.hits.load(Ordering::SeqCst) > fetched);
     // kid1 left the set: its token no longer verifies (nor is it answered from the cache).
     assert_eq!(bearer(&env, "/api/_headers", &t1).await.status, 401);
+    let keys_series = format!("gw_jwks_keys{{url=\"{}\"}}", idp.url());
+    let ok_series = format!(
+        "gw_jwks_fetches_total{{url=\"{}\",outcome=\"ok\"}}",
+        idp.url()
+    );
+    assert_eq!(env.dp.metric(&keys_series).await, Some(1.0));
+    assert!(env.dp.metric(&ok_series).await.unwrap() >= 2.0);
 
     // The credential removed: 401 once the node has the version.
     let v = env
@@ -380,6 +387,8 @@ async fn a_jwks_rotation_is_followed_and_a_removed_credential_stops_working() {
         .config_version;
     env.dp.wait_version(v).await;
     assert_eq!(bearer(&env, "/api/_headers", &t2).await.status, 401);
+    // No credential uses the URL any more: the node forgets its source.
+    assert_eq!(env.dp.metric(&keys_series).await, None);
 }
 
 // Current-thread: the log is captured on this thread, where the data plane then runs.

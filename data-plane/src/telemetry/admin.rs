@@ -21,7 +21,7 @@ use crate::config::snapshot::Snapshot;
 use crate::limiter::global::OnStoreError;
 use crate::limiter::policy::Audience;
 use crate::limiter::{KeySpec, Mode};
-use crate::telemetry::metrics::{self, LimiterGauge, MetricsView};
+use crate::telemetry::metrics::{self, JwksGauge, LimiterGauge, MetricsView};
 use crate::telemetry::store_metrics;
 
 /// The admin token check for `/config` and `/metrics`.
@@ -123,6 +123,23 @@ pub async fn handle(
             });
             crate::health::render_gauges(gw.current.load().as_deref(), &mut body);
             store_metrics::render(&gw, &mut body);
+            let jwks: Vec<JwksGauge> = gw
+                .reuse
+                .jwks
+                .sources()
+                .iter()
+                .map(|s| {
+                    let stats = s.stats();
+                    JwksGauge {
+                        url: s.url().to_owned(),
+                        fetches_ok: stats.fetches_ok,
+                        fetches_failed: stats.fetches_failed,
+                        keys: s.keys().len(),
+                        failing: stats.failing,
+                    }
+                })
+                .collect();
+            metrics::render_jwks(&jwks, &mut body);
             metrics::render_access_log(&access_log, &mut body);
             gw_ops::metrics::render_build_info(
                 &mut body,

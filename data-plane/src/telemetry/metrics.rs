@@ -348,6 +348,81 @@ pub fn render_access_log(c: &access_log::Counters, out: &mut String) {
     }
 }
 
+/// One JWKS URL's counters at render time.
+#[derive(Debug, Clone)]
+pub struct JwksGauge {
+    /// The URL, as configured.
+    pub url: String,
+    /// Fetches that replaced the key set.
+    pub fetches_ok: u64,
+    /// Fetches that failed (the previous set stayed).
+    pub fetches_failed: u64,
+    /// Keys in the current set.
+    pub keys: usize,
+    /// Whether the last fetch failed.
+    pub failing: bool,
+}
+
+/// The JWKS sources' series, labelled by URL: operators configure a handful of URLs (one per
+/// identity provider), so the label is bounded; aggregating would hide which provider fails.
+pub fn render_jwks(sources: &[JwksGauge], out: &mut String) {
+    header(
+        out,
+        "gw_jwks_fetches_total",
+        "counter",
+        "JWKS fetches, by URL and outcome (ok: the key set was replaced; failed: the last \
+         good set stayed).",
+    );
+    for s in sources {
+        let url = label_value(&s.url);
+        let _ = writeln!(
+            out,
+            "gw_jwks_fetches_total{{url=\"{url}\",outcome=\"ok\"}} {}",
+            s.fetches_ok
+        );
+        let _ = writeln!(
+            out,
+            "gw_jwks_fetches_total{{url=\"{url}\",outcome=\"failed\"}} {}",
+            s.fetches_failed
+        );
+    }
+    header(
+        out,
+        "gw_jwks_keys",
+        "gauge",
+        "Keys in the current JWKS set, by URL.",
+    );
+    for s in sources {
+        let _ = writeln!(
+            out,
+            "gw_jwks_keys{{url=\"{}\"}} {}",
+            label_value(&s.url),
+            s.keys
+        );
+    }
+    header(
+        out,
+        "gw_jwks_failing",
+        "gauge",
+        "1 while the last JWKS fetch from the URL failed.",
+    );
+    for s in sources {
+        let _ = writeln!(
+            out,
+            "gw_jwks_failing{{url=\"{}\"}} {}",
+            label_value(&s.url),
+            u8::from(s.failing)
+        );
+    }
+}
+
+/// `text` escaped as a Prometheus label value.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// A metric's `# HELP` and `# TYPE` lines.
 pub(crate) use gw_ops::metrics::header;
 
