@@ -263,8 +263,9 @@ pub struct ServiceAddArgs {
 /// Authentication flags shared by `service add` and `service update`.
 #[derive(Debug, Args, Default)]
 pub struct AuthArgs {
-    /// Credentials callers must present: `key` (an API key of a consumer), or `none` (anyone
-    /// may call: the default; on update, turns authentication off). `jwt` is reserved.
+    /// Credentials callers must present: `key` (an API key of a consumer), `jwt` (a JWT of a
+    /// consumer's credential), `key,jwt` (either), or `none` (anyone may call: the default; on
+    /// update, turns authentication off).
     #[arg(long, value_name = "METHODS", value_parser = parse_auth)]
     pub auth: Option<AuthArg>,
     /// Admit only consumers in this group (repeat for several; default: every consumer with a

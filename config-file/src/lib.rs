@@ -93,7 +93,7 @@ pub fn parse_auth_method(text: &str) -> Result<pb::AuthMethod, String> {
     match text.trim() {
         "key" | "api_key" | "api-key" => Ok(pb::AuthMethod::ApiKey),
         "jwt" => Ok(pb::AuthMethod::Jwt),
-        other => Err(format!("'{other}' is not an auth method; use key")),
+        other => Err(format!("'{other}' is not an auth method; use key or jwt")),
     }
 }
 

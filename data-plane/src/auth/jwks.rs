@@ -200,6 +200,11 @@ impl JwksSource {
         &self.shared.target.url
     }
 
+    /// Whether `other` is a clone of this source (one task, one key set).
+    pub fn same_as(&self, other: &JwksSource) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
+    }
+
     /// The current key set: one atomic load, never waits.
     pub fn keys(&self) -> arc_swap::Guard<Arc<KeySet>> {
         self.shared.keys.load()

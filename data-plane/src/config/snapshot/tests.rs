@@ -306,3 +306,89 @@ fn a_global_policy_counts_in_the_fleet_and_its_limiter_holds_this_nodes_share() 
     let err = compile(3, &snap(vec![svc("a", "/a", &[])], vec![global]), &reuse);
     assert!(err.unwrap_err().contains("on_store_error"));
 }
+
+#[test]
+fn jwt_auth_compiles_and_key_sources_need_keys() {
+    let r = reuse();
+    let with_auth = |name: &str, methods: &[pb::AuthMethod], sources: &[pb::ApiKeySource]| {
+        let mut s = svc(name, &format!("/{name}"), &[]);
+        s.auth = Some(pb::ServiceAuth {
+            methods: methods.iter().map(|m| i32::from(*m)).collect(),
+            allowed_groups: vec![],
+            key_sources: sources.iter().map(|s| i32::from(*s)).collect(),
+        });
+        s
+    };
+    use pb::ApiKeySource::Query;
+    use pb::AuthMethod::{ApiKey, Jwt};
+    let c = compile(
+        1,
+        &snap(
+            vec![
+                with_auth("j", &[Jwt], &[Query]),
+                with_auth("k", &[ApiKey], &[]),
+                with_auth("both", &[ApiKey, Jwt], &[Query]),
+            ],
+            vec![],
+        ),
+        &r,
+    )
+    .unwrap();
+    let auth = |i: usize| c.services[i].auth.clone().unwrap();
+    let (j, k, both) = (auth(0), auth(1), auth(2));
+    assert!(j.jwt && j.key_sources == KeySources::default(), "{j:?}");
+    assert!(
+        !k.jwt && k.key_sources.bearer && k.key_sources.header,
+        "{k:?}"
+    );
+    assert!(both.jwt && both.key_sources.query && !both.key_sources.bearer);
+}
+
+/// A JWKS URL's source survives new versions (no refetch, no new task) and is forgotten by the
+/// first version that no longer uses it.
+#[tokio::test]
+async fn jwks_sources_are_kept_by_url_across_versions() {
+    let r = reuse();
+    let with_jwks = |urls: &[&str]| pb::ConfigSnapshot {
+        consumers: vec![pb::Consumer {
+            name: "alice".into(),
+            jwt_credentials: urls
+                .iter()
+                .map(|u| pb::JwtCredential {
+                    issuer: format!("iss-{u}"),
+                    key: Some(pb::jwt_credential::Key::JwksUrl(u.to_string())),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    // Port 9 (discard): nothing answers, which is fine, nothing here needs a key.
+    let (a, b) = ("http://127.0.0.1:9/a", "http://127.0.0.1:9/b");
+    let urls = |r: &Reuse| -> Vec<String> {
+        r.jwks
+            .sources()
+            .iter()
+            .map(|s| s.url().to_owned())
+            .collect()
+    };
+    let v1 = compile(1, &with_jwks(&[a]), &r).unwrap();
+    let first = r.jwks.sources();
+    let v2 = compile(2, &with_jwks(&[a, b]), &r).unwrap();
+    assert_eq!(urls(&r), [a, b]);
+    assert!(first[0].same_as(&r.jwks.sources()[0]), "the same source");
+    // A rejected version changes nothing in force.
+    let mut bad = with_jwks(&[a]);
+    bad.consumers[0].jwt_credentials[0].key =
+        Some(pb::jwt_credential::Key::JwksUrl("ftp://idp/keys".into()));
+    let err = compile(3, &bad, &r).unwrap_err();
+    assert!(
+        err.contains("jwt_credentials[0].jwks_url") && err.contains("scheme must be http or https"),
+        "{err}"
+    );
+    assert_eq!(urls(&r), [a, b]);
+    let v4 = compile(4, &with_jwks(&[b]), &r).unwrap();
+    assert_eq!(urls(&r), [b]);
+    drop((v1, v2, v4));
+}
