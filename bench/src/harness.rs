@@ -344,6 +344,8 @@ pub struct Load {
     pub xff_pool: u32,
     /// Stop after this many requests instead (no warm-up).
     pub requests: Option<u64>,
+    /// Headers sent with every request, `NAME: VALUE` (e.g. an API key).
+    pub headers: Vec<String>,
 }
 
 /// Runs `loadgen` pinned to [`LOAD_CPU`] and parses its report.
@@ -369,6 +371,9 @@ pub fn run_load(env: &Env, load: &Load) -> anyhow::Result<LoadReport> {
     }
     if let Some(n) = load.requests {
         args.extend(["--requests".to_owned(), n.to_string()]);
+    }
+    for h in &load.headers {
+        args.extend(["--header".to_owned(), h.clone()]);
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = procs::run_output(Path::new("taskset"), &refs)?;

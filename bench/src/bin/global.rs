@@ -596,6 +596,7 @@ fn cheap(
         warmup: args.warmup,
         xff_pool: xff,
         requests: None,
+        headers: Vec::new(),
     };
     let trips = |policy: &str| {
         metric(
@@ -685,6 +686,7 @@ fn fault(
             warmup: 0.0,
             xff_pool: 100,
             requests: None,
+            headers: Vec::new(),
         })
         .collect();
     let runs: Vec<_> = loads

@@ -25,7 +25,7 @@ use bytes::Bytes;
 use clap::Parser;
 use gw_bench::report::LoadReport;
 use hdrhistogram::Histogram;
-use http::{HeaderValue, Request, Uri, header};
+use http::{HeaderName, HeaderValue, Request, Uri, header};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
@@ -60,6 +60,20 @@ struct Args {
     /// Send X-Forwarded-For from a pool of this many distinct addresses (0: no header).
     #[arg(long, default_value_t = 0)]
     xff_pool: u32,
+    /// A header sent with every request, `NAME: VALUE` (repeatable), e.g. an API key.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+fn parse_header(s: &str) -> Result<(HeaderName, HeaderValue), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected NAME: VALUE"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes())
+        .map_err(|e| format!("{s:?}: header name: {e}"))?;
+    let value =
+        HeaderValue::from_str(value.trim()).map_err(|e| format!("{s:?}: header value: {e}"))?;
+    Ok((name, value))
 }
 
 /// A request the pacer releases: its intended send time.
@@ -70,6 +84,7 @@ struct Plan {
     uri: Uri,
     host: HeaderValue,
     xff: Vec<HeaderValue>,
+    headers: Vec<(HeaderName, HeaderValue)>,
     issued: AtomicU64,
     max_requests: Option<u64>,
     measure_from: Instant,
@@ -128,6 +143,7 @@ async fn run(args: Args) -> anyhow::Result<LoadReport> {
         host: HeaderValue::from_str(authority.as_str())?,
         uri: args.url.clone(),
         xff,
+        headers: args.headers.clone(),
         issued: AtomicU64::new(0),
         max_requests: args.requests,
         measure_from,
@@ -276,6 +292,9 @@ async fn connection(
             let mut req = Request::get(plan.uri.clone())
                 .header(header::HOST, plan.host.clone())
                 .body(Empty::new())?;
+            for (name, value) in &plan.headers {
+                req.headers_mut().insert(name, value.clone());
+            }
             if !plan.xff.is_empty() {
                 let i = (n % plan.xff.len() as u64) as usize;
                 req.headers_mut()

@@ -3,7 +3,8 @@
 //! Targets: the upstream directly; nginx (one worker, upstream keep-alive); HAProxy (one
 //! thread); gw-data-plane (one worker thread) with round robin over the upstream's two
 //! endpoints, without a policy and with a per-IP token bucket tracking 100,000 keys that never
-//! rejects. Each proxy is pinned to core 0, the load generator to core 1 (see
+//! rejects; and the same gw process on a service that needs an API key, sent valid in
+//! `X-API-Key` (`gw-key`; issue 12's target is its throughput over `gw`'s). Each proxy is pinned to core 0, the load generator to core 1 (see
 //! `gw_bench::harness`). Every round runs every target once, starting each round at a
 //! different target so slow drift of the machine spreads evenly.
 //!
@@ -39,7 +40,8 @@ struct Args {
     /// Fixed rate for the latency phase (default: half of nginx's median maximum).
     #[arg(long)]
     rate: Option<f64>,
-    /// Leave out targets by name (comma-separated: direct,nginx,haproxy,gw,gw-log,gw-limiter).
+    /// Leave out targets by name (comma-separated:
+    /// direct,nginx,haproxy,gw,gw-key,gw-log,gw-limiter).
     #[arg(long, default_value = "")]
     skip: String,
     /// Also measure each target's closed-loop maximum with wrk once (a cross-check of
@@ -55,6 +57,8 @@ struct Target {
     /// The process whose CPU and memory count (none for the upstream measured directly).
     pid: Option<u32>,
     xff_pool: u32,
+    /// Headers sent with every request (`NAME: VALUE`).
+    headers: Vec<String>,
     closed: Vec<LoadReport>,
     fixed: Vec<LoadReport>,
     /// Microseconds of proxy CPU per request, one per closed-loop run.
@@ -71,6 +75,7 @@ impl Target {
             url,
             pid,
             xff_pool,
+            headers: Vec::new(),
             closed: Vec::new(),
             fixed: Vec::new(),
             cpu_us: Vec::new(),
@@ -117,7 +122,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
         false => Some(start_haproxy(env, up1, up2)?),
     };
     let cp = harness::start_control_plane(env, Some(LOAD_CPU))?;
-    register(env, &cp.url, up1, up2)?;
+    let api_key = register(env, &cp.url, up1, up2)?;
     // The access log is off except on `gw-log`, which writes it (JSON) to a file, to measure
     // what it costs (issue 13's target: on / off >= 0.9).
     let off = ["--access-log", "off"];
@@ -143,6 +148,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
             warmup: 0.0,
             xff_pool: args.keys,
             requests: Some(u64::from(args.keys)),
+            headers: Vec::new(),
         },
     )?;
     if pre.errors > 0 {
@@ -173,6 +179,17 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
             Some(dp_plain.proc.pid()),
             0,
         ),
+        // The same process as `gw`, the same endpoints, the same path length: only the
+        // service's `--auth key` and the header differ.
+        Target {
+            headers: vec![format!("x-api-key: {api_key}")],
+            ..Target::new(
+                "gw-key",
+                format!("http://{}/keyed", dp_plain.listen),
+                Some(dp_plain.proc.pid()),
+                0,
+            )
+        },
         Target::new(
             "gw-log",
             format!("http://{}/plain", dp_logged.listen),
@@ -196,6 +213,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
         warmup: args.load.warmup,
         xff_pool: t.xff_pool,
         requests: None,
+        headers: t.headers.clone(),
     };
 
     for round in 0..args.load.rounds {
@@ -307,8 +325,8 @@ fn run_wrk(t: &Target, load: &LoadFlags, lua: &std::path::Path) -> anyhow::Resul
         .with_context(|| format!("no Requests/sec in wrk output:\n{out}"))
 }
 
-/// Registers the two gw services (plain and limited, same endpoints) and the never-rejecting
-/// policy.
+/// Registers the three gw services (plain, keyed and limited, same endpoints), the
+/// never-rejecting policy, and a consumer with an API key for `keyed`; returns the key.
 ///
 /// The policy refills one token per hour with a burst of 10^9 (the control plane's maximum): no
 /// bucket is ever empty (no rejections) and none is ever full again within an hour, so the idle sweep (which evicts full
@@ -318,10 +336,22 @@ fn register(
     url: &str,
     up1: std::net::SocketAddr,
     up2: std::net::SocketAddr,
-) -> anyhow::Result<()> {
-    for (name, prefix) in [("plain", "/plain"), ("limited", "/limited")] {
+) -> anyhow::Result<String> {
+    for (name, prefix) in [
+        ("plain", "/plain"),
+        ("keyed", "/keyed"),
+        ("limited", "/limited"),
+    ] {
         harness::add_service(env, url, name, prefix, [up1, up2])?;
     }
+    harness::gwctl(env, url, &["service", "update", "keyed", "--auth", "key"])?;
+    harness::gwctl(env, url, &["consumer", "add", "bench"])?;
+    let created = harness::gwctl(env, url, &["-o", "json", "consumer", "key", "add", "bench"])?;
+    let created: serde_json::Value = serde_json::from_str(&created).context("key add -o json")?;
+    let key = created["key"]
+        .as_str()
+        .context("no key in `gwctl consumer key add -o json`")?
+        .to_owned();
     harness::gwctl(
         env,
         url,
@@ -341,7 +371,7 @@ fn register(
             "limited",
         ],
     )?;
-    Ok(())
+    Ok(key)
 }
 
 fn tracked_keys(dp: &harness::DataPlane) -> anyhow::Result<f64> {
@@ -545,6 +575,17 @@ fn render(targets: &[Target], heading: &str, settings: &str) -> String {
             on.max_rps() / off.max_rps()
         );
     }
+    if let (Some(on), Some(off)) = (find("gw-key"), find("gw")) {
+        let cpu = |t: &Target| median(&t.cpu_us);
+        let _ = writeln!(
+            s,
+            "- Throughput gw with key auth (valid X-API-Key) / gw without: {:.2} (target >= \
+             0.95, issue 12); CPU per request {:.1} us with, {:.1} us without",
+            on.max_rps() / off.max_rps(),
+            cpu(on),
+            cpu(off)
+        );
+    }
     if let (Some(on), Some(off)) = (find("gw-log"), find("gw")) {
         let _ = writeln!(
             s,
@@ -556,7 +597,7 @@ fn render(targets: &[Target], heading: &str, settings: &str) -> String {
     if let Some(direct) = find("direct") {
         let base = direct.fixed_median(|r| r.p99_us);
         let added = |t: &Target| t.fixed_median(|r| r.p99_us) - base;
-        for name in ["nginx", "haproxy", "gw", "gw-log", "gw-limiter"] {
+        for name in ["nginx", "haproxy", "gw", "gw-key", "gw-log", "gw-limiter"] {
             if let Some(t) = find(name) {
                 let _ = writeln!(s, "- Added p99 over direct, {name}: {:.0} us", added(t));
             }
