@@ -343,11 +343,15 @@ async fn a_jwks_rotation_is_followed_and_a_removed_credential_stops_working() {
     )
     .await;
     env.dp.wait_version(v).await;
-    let t1 = k1.token(Some("kid1"), &claims("alice"));
-    eventually("a kid1 token passes once the set is fetched", || async {
-        (bearer(&env, "/api/_headers", &t1).await.status == 200).then_some(())
+    // Waiting for the fetch before any token is sent: a token that found the set still empty
+    // would ask for a refresh, a second fetch that would blur the "no refetch" check below.
+    let keys_series = format!("gw_jwks_keys{{url=\"{}\"}}", idp.url());
+    eventually("the node fetched the key set", || async {
+        (env.dp.metric(&keys_series).await == Some(1.0)).then_some(())
     })
     .await;
+    let t1 = k1.token(Some("kid1"), &claims("alice"));
+    assert_eq!(bearer(&env, "/api/_headers", &t1).await.status, 200);
 
     // A new config version (an unrelated service) keeps the source: no refetch.
     let fetched = idp.hits.load(Ordering::SeqCst);
@@ -369,7 +373,6 @@ async fn a_jwks_rotation_is_followed_and_a_removed_credential_stops_working() {
     assert!(idp.hits.load(Ordering::SeqCst) > fetched);
     // kid1 left the set: its token no longer verifies (nor is it answered from the cache).
     assert_eq!(bearer(&env, "/api/_headers", &t1).await.status, 401);
-    let keys_series = format!("gw_jwks_keys{{url=\"{}\"}}", idp.url());
     let ok_series = format!(
         "gw_jwks_fetches_total{{url=\"{}\",outcome=\"ok\"}}",
         idp.url()
