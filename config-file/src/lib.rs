@@ -88,7 +88,7 @@ pub struct AuthDoc {
     pub key_sources: Vec<String>,
 }
 
-/// Parses an auth method as operators write it (`key`; `jwt` is reserved).
+/// Parses an auth method as operators write it: `key` (also `api_key`, `api-key`) or `jwt`.
 pub fn parse_auth_method(text: &str) -> Result<pb::AuthMethod, String> {
     match text.trim() {
         "key" | "api_key" | "api-key" => Ok(pb::AuthMethod::ApiKey),

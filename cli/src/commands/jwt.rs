@@ -118,12 +118,23 @@ fn credential(args: JwtAddArgs, stdin: &mut dyn Read) -> Result<pb::JwtCredentia
         (Some(path), None, None) => Key::Hs256Secret(read_secret(&path, stdin)?),
         (None, Some(path), None) => {
             let bytes = read_file("--public-key-file", &path, stdin)?;
-            Key::PublicKeyPem(String::from_utf8(bytes).map_err(|_| {
+            let pem = String::from_utf8(bytes).map_err(|_| {
                 Error::Usage(format!(
                     "--public-key-file {}: not a PEM file (not text)",
-                    path.display()
+                    display(&path)
                 ))
-            })?)
+            })?;
+            // The control plane refuses it too, but only once the private key has crossed
+            // the network (over plaintext http:// perhaps): refused here, before anything is
+            // sent. The message is the control plane's; the content is never echoed.
+            if pem.contains("PRIVATE KEY") {
+                return Err(Error::Usage(format!(
+                    "--public-key-file {}: holds a private key; give only the public key \
+                     (`openssl pkey -in KEY -pubout`)",
+                    display(&path)
+                )));
+            }
+            Key::PublicKeyPem(pem)
         }
         (None, None, Some(url)) => Key::JwksUrl(url),
         _ => {
@@ -151,19 +162,13 @@ fn credential(args: JwtAddArgs, stdin: &mut dyn Read) -> Result<pb::JwtCredentia
     })
 }
 
-/// The secret's bytes. A text secret (printable UTF-8) loses one trailing line ending, which
-/// `echo` and editors add but nobody means as part of the secret; binary secrets (`openssl
-/// rand -out FILE 32`) are used byte for byte.
+/// The secret's bytes. A text secret (any UTF-8, tabs and other control characters
+/// included) loses one trailing line ending, which `echo` and editors add but nobody means as
+/// part of the secret; a secret that is not UTF-8 (`openssl rand -out FILE 32`) is used byte
+/// for byte. (32 random bytes are valid UTF-8 about once in 10^9.)
 fn read_secret(path: &Path, stdin: &mut dyn Read) -> Result<Vec<u8>, Error> {
     let mut bytes = read_file("--secret-file", path, stdin)?;
-    let is_text = std::str::from_utf8(&bytes).is_ok_and(|text| {
-        let body = text
-            .strip_suffix("\r\n")
-            .or_else(|| text.strip_suffix('\n'))
-            .unwrap_or(text);
-        !body.chars().any(char::is_control)
-    });
-    if is_text {
+    if std::str::from_utf8(&bytes).is_ok() {
         if bytes.ends_with(b"\r\n") {
             bytes.truncate(bytes.len() - 2);
         } else if bytes.ends_with(b"\n") {
@@ -391,13 +396,34 @@ mod tests {
             secret_of(format!("{text}\r\n").as_bytes()).unwrap(),
             text.as_bytes()
         );
-        // Binary bytes are kept as they are, a final 0x0a included.
+        // Text with control characters in it is still text: its line ending goes.
+        let tabbed = "secret\twith\u{1b}controls-0123456789abcdef";
+        assert_eq!(
+            secret_of(format!("{tabbed}\n").as_bytes()).unwrap(),
+            tabbed.as_bytes()
+        );
+        // Bytes that are not UTF-8 are kept as they are, a final 0x0a included.
         let binary = [0u8, 200, 13, 7, 10];
         assert_eq!(secret_of(&binary).unwrap(), binary);
         let empty = secret_of(b"\n").unwrap_err().to_string();
         assert_eq!(empty, "--secret-file - (stdin): empty");
         let big = secret_of(&vec![b'a'; 70_000]).unwrap_err().to_string();
         assert!(big.contains("larger than 65536 bytes"), "{big}");
+    }
+
+    #[test]
+    fn a_private_key_file_is_refused_before_anything_is_sent() {
+        let mut a = args("-");
+        a.secret_file = None;
+        a.public_key_file = Some(PathBuf::from("-"));
+        let pem = "-----BEGIN PRIVATE KEY-----\nTUlJQ2Vn\n-----END PRIVATE KEY-----\n";
+        let err = credential(a, &mut pem.as_bytes()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--public-key-file - (stdin): holds a private key; give only the public key \
+             (`openssl pkey -in KEY -pubout`)"
+        );
+        assert!(!err.contains("TUlJ"), "{err}");
     }
 
     #[test]

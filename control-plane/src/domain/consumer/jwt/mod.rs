@@ -505,7 +505,9 @@ fn wrap(b64: &str) -> String {
 }
 
 /// A JWKS URL: `https://`, or `http://` to a loopback address (a local identity provider or a
-/// test); no credentials in it. Not echoed: a URL may carry a token in its query.
+/// test); no user or password in it. It is public configuration (every issuer's discovery
+/// document names it): list output, data-plane logs and metrics labels show it, so it must not
+/// carry a token (README, "JWT credentials").
 fn jwks_url(url: &str) -> Result<(), String> {
     text(url, MAX_URL, true)?;
     if url.chars().any(char::is_whitespace) {
@@ -574,8 +576,10 @@ fn check_claim(claim: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Non-empty text of at most `max` bytes without control characters (and, unless
-/// `spaces`, without whitespace): it is compared exactly and shown in tables and logs.
+/// Non-empty text of at most `max` bytes without control or invisible format characters
+/// (bidi overrides and the like), without leading or trailing whitespace (and, unless
+/// `spaces`, without any): it is compared exactly with a token's claims, so a stray space
+/// would never match, and shown in tables and logs.
 fn text(s: &str, max: usize, spaces: bool) -> Result<(), String> {
     if s.is_empty() {
         return Err("required".to_owned());
@@ -586,6 +590,17 @@ fn text(s: &str, max: usize, spaces: bool) -> Result<(), String> {
     if s.chars().any(char::is_control) {
         return Err("must not contain control characters".to_owned());
     }
+    if s.chars().any(is_format) {
+        return Err(
+            "must not contain invisible format characters (such as U+202E or U+200B)".to_owned(),
+        );
+    }
+    if s.starts_with(char::is_whitespace) || s.ends_with(char::is_whitespace) {
+        return Err(format!(
+            "'{}' must not start or end with whitespace",
+            validate::echo(s)
+        ));
+    }
     if !spaces && s.chars().any(char::is_whitespace) {
         return Err(format!(
             "'{}' must not contain whitespace",
@@ -593,6 +608,35 @@ fn text(s: &str, max: usize, spaces: bool) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// Whether `c` is in Unicode's general category Cf (format: bidi controls, zero-width
+/// characters, soft hyphen, tags), as of Unicode 15.1.
+fn is_format(c: char) -> bool {
+    matches!(
+        c,
+        '\u{ad}'
+            | '\u{600}'..='\u{605}'
+            | '\u{61c}'
+            | '\u{6dd}'
+            | '\u{70f}'
+            | '\u{890}'..='\u{891}'
+            | '\u{8e2}'
+            | '\u{180e}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{206f}'
+            | '\u{feff}'
+            | '\u{fff9}'..='\u{fffb}'
+            | '\u{110bd}'
+            | '\u{110cd}'
+            | '\u{13430}'..='\u{1343f}'
+            | '\u{1bca0}'..='\u{1bca3}'
+            | '\u{1d173}'..='\u{1d17a}'
+            | '\u{e0001}'
+            | '\u{e0020}'..='\u{e007f}'
+    )
 }
 
 #[cfg(test)]

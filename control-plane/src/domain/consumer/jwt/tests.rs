@@ -242,6 +242,31 @@ fn bad_keys_are_refused_naming_the_field() {
             request(jwks("idp.example/jwks")),
             "credential.jwks_url: not a URL; expected https://HOST/PATH",
         ),
+        // Forms that look local, or look like https, and are not.
+        (
+            request(jwks("http://127.0.0.1@evil.example/jwks")),
+            "credential.jwks_url: must not contain credentials",
+        ),
+        (
+            request(jwks("http://localhost.evil.com/jwks")),
+            "credential.jwks_url: http:// is only allowed to a loopback address",
+        ),
+        (
+            request(jwks("http://127.0.0.1.evil.com/jwks")),
+            "credential.jwks_url: http:// is only allowed to a loopback address",
+        ),
+        (
+            request(jwks("http://127.1/jwks")),
+            "credential.jwks_url: http:// is only allowed to a loopback address",
+        ),
+        (
+            request(jwks("http://[::ffff:127.0.0.1]/jwks")),
+            "credential.jwks_url: http:// is only allowed to a loopback address",
+        ),
+        (
+            request(jwks("HTTP://evil.example/jwks")),
+            "credential.jwks_url: http:// is only allowed to a loopback address",
+        ),
         (request(jwks("")), "credential.jwks_url: required"),
         (
             pb::JwtCredential {
@@ -363,6 +388,34 @@ fn issuer_claim_kid_audiences_and_consumer_are_checked() {
                 ..request(secret())
             },
             "credential.issuer: must not contain control characters",
+        ),
+        (
+            pb::JwtCredential {
+                issuer: "https://idp.example ".into(),
+                ..request(secret())
+            },
+            "credential.issuer: 'https://idp.example ' must not start or end with whitespace",
+        ),
+        (
+            pb::JwtCredential {
+                issuer: "https://idp\u{202e}elpmaxe".into(),
+                ..request(secret())
+            },
+            "credential.issuer: must not contain invisible format characters",
+        ),
+        (
+            pb::JwtCredential {
+                audiences: vec![" api".into()],
+                ..request(secret())
+            },
+            "credential.audiences[0]: ' api' must not start or end with whitespace",
+        ),
+        (
+            pb::JwtCredential {
+                kid: "k1\u{200b}".into(),
+                ..request(secret())
+            },
+            "credential.kid: must not contain invisible format characters",
         ),
         (
             pb::JwtCredential {
