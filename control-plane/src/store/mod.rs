@@ -69,6 +69,9 @@ impl Store {
         } else {
             SqliteConnectOptions::new().filename(Path::new(url))
         };
+        // The file as sqlx names it (percent-decoded), not as the URL spells it: the
+        // permissions below must apply to the file that holds the secrets.
+        let db_file = options.get_filename().to_path_buf();
         let options = options
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -89,12 +92,12 @@ impl Store {
             SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS)
         };
         if !in_memory {
-            create_private(url);
+            create_private(&db_file);
         }
         let pool = pool.connect_with(options).await?;
         sqlx::migrate!("../migrations").run(&pool).await?;
         if !in_memory {
-            restrict_permissions(url);
+            restrict_permissions(&db_file);
         }
 
         let mut conn = pool.acquire().await?;
@@ -648,11 +651,10 @@ async fn load(conn: &mut SqliteConnection) -> Result<ConfigState, StoreError> {
 /// not even between its creation and [`restrict_permissions`]; SQLite gives the WAL and
 /// shared-memory files it creates later the database file's permissions. An empty file is an
 /// empty database to SQLite. Best effort, like [`restrict_permissions`].
-fn create_private(url: &str) {
+fn create_private(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        let path = db_file(url);
         let created = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -665,42 +667,33 @@ fn create_private(url: &str) {
                 std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotFound
             )
         {
-            tracing::warn!(file = path, error = %e, "cannot create the database file readable by its owner only");
+            tracing::warn!(file = %path.display(), error = %e, "cannot create the database file readable by its owner only");
         }
     }
     #[cfg(not(unix))]
-    let _ = url;
-}
-
-/// The file a `sqlite://path?options` URL (or a bare path) names.
-fn db_file(url: &str) -> &str {
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url);
-    path.split('?').next().unwrap_or(path)
+    let _ = path;
 }
 
 /// Makes the database file (and SQLite's WAL and shared-memory files beside it) readable by
 /// its owner only: it holds the HTTPS certificates' private keys and the HS256 secrets of JWT
 /// credentials. Best effort: a failure is
 /// logged, since refusing to start would not protect a file that already exists.
-fn restrict_permissions(url: &str) {
+fn restrict_permissions(path: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let path = db_file(url);
         for suffix in ["", "-wal", "-shm"] {
-            let file = format!("{path}{suffix}");
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
             if let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
                 && e.kind() != std::io::ErrorKind::NotFound
             {
-                tracing::warn!(file, error = %e, "cannot make the database readable by its owner only");
+                tracing::warn!(file = %Path::new(&file).display(), error = %e, "cannot make the database readable by its owner only");
             }
         }
     }
     #[cfg(not(unix))]
-    let _ = url;
+    let _ = path;
 }
 
 #[cfg(test)]

@@ -346,3 +346,55 @@ async fn credentials_keep_one_order_across_a_restart() {
     let reopened = Store::open(&url).await.unwrap();
     assert_eq!(ids(&reopened.current()), before);
 }
+
+/// The file's mode, permission bits only.
+#[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A new database file is created 0600 before SQLite opens it, whatever the umask (which can
+/// only take bits away), and an existing file is left alone.
+#[cfg(unix)]
+#[test]
+fn a_missing_database_file_is_created_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gw.db");
+    create_private(&path);
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "an empty database"
+    );
+    let existing = dir.path().join("old.db");
+    std::fs::write(&existing, b"x").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o640)).unwrap();
+    create_private(&existing);
+    assert_eq!(mode(&existing), 0o640, "not ours to change here");
+    assert_eq!(std::fs::read(&existing).unwrap(), b"x");
+}
+
+/// sqlx percent-decodes the URL's path; the file made private is the one it opens, and no
+/// stray file is made under the undecoded name.
+#[cfg(unix)]
+#[tokio::test]
+async fn a_percent_encoded_path_is_made_private_too() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("my dir")).unwrap();
+    std::fs::create_dir(dir.path().join("my%20dir")).unwrap();
+    let url = format!("sqlite://{}/my%20dir/gw.db", dir.path().display());
+    let store = Store::open(&url).await.unwrap();
+    let real = dir.path().join("my dir/gw.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", real.display()));
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+    assert!(
+        !dir.path().join("my%20dir/gw.db").exists(),
+        "a stray file under the undecoded name"
+    );
+    store.close().await;
+}
