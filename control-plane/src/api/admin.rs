@@ -289,7 +289,12 @@ impl AdminService for AdminApi {
                 ));
             }
         }
-        let (state, fleet) = (self.store.current(), self.nodes.fleet());
+        let state = self.store.current();
+        let fleet = if consumer.is_empty() {
+            self.nodes.fleet()
+        } else {
+            self.nodes.fleet_for_consumer(&consumer)
+        };
         let stats = off_runtime(move || {
             if consumer.is_empty() {
                 view::stats(&state, &fleet, &service, &node_id)

@@ -381,7 +381,10 @@ impl DiscoveryApi {
             }
             Some(Kind::Stats(report)) => {
                 tracing::debug!(node = %conn.node_id, "stats report");
-                self.nodes.stats_report(conn, report);
+                // Only consumers of the config as it is now are kept (`fleet::consumers`).
+                let state = self.store.current();
+                self.nodes
+                    .stats_report(conn, report, |name| state.consumers.contains_key(name));
             }
             // Newer data planes may send report kinds this control plane does not know yet.
             None => self.nodes.seen(conn),

@@ -4,6 +4,13 @@
 //! number: see the data plane's `telemetry::consumers`), so each report is merged into what
 //! the node reported before instead of replacing it. The figures are cumulative since the
 //! node started; a report with another start time (the node restarted) starts afresh.
+//!
+//! Only consumers in the config as the report arrives are kept: a data plane cannot add
+//! names that are not consumers (a bug or a hostile node would otherwise fill its cap with
+//! them), so what is kept is bounded by the consumers configured while the node ran, and at
+//! most [`MAX_CONSUMERS_PER_NODE`] per node. A consumer removed from the config keeps the
+//! figures its nodes reported before the removal (later reports of it are ignored) until
+//! those nodes restart.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -89,15 +96,26 @@ pub struct ConsumerUpdate {
 
 impl ConsumerUpdate {
     /// Takes the consumers out of `report` from `node` (leaving the rest for
-    /// [`crate::fleet::NodeStats::new`]); malformed entries are dropped.
-    pub fn take(node: &str, report: &mut pb::StatsReport) -> Self {
+    /// [`crate::fleet::NodeStats::new`]); malformed entries, and names that
+    /// `is_configured` says are not consumers of the config, are dropped.
+    pub fn take(
+        node: &str,
+        report: &mut pb::StatsReport,
+        is_configured: impl Fn(&str) -> bool,
+    ) -> Self {
         let started_at = report.started_at.and_then(|t| SystemTime::try_from(t).ok());
         let consumers = std::mem::take(&mut report.consumers);
         let deferred = std::mem::take(&mut report.consumers_deferred);
         let mut entries = Vec::with_capacity(consumers.len().min(MAX_CONSUMERS_PER_NODE));
         for pb::ConsumerCounters { consumer, figures } in consumers {
-            if entries.len() >= MAX_CONSUMERS_PER_NODE || validate::name(&consumer).is_err() {
-                tracing::debug!(node, "stats for a malformed or excess consumer ignored");
+            if entries.len() >= MAX_CONSUMERS_PER_NODE
+                || validate::name(&consumer).is_err()
+                || !is_configured(&consumer)
+            {
+                tracing::debug!(
+                    node,
+                    "stats for a malformed, excess or unconfigured consumer ignored"
+                );
                 continue;
             }
             entries.push((consumer, figures.map(Into::into).unwrap_or_default()));
@@ -110,8 +128,10 @@ impl ConsumerUpdate {
     }
 }
 
-/// Every consumer one node reported since it started, with its latest figures.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Every consumer one node reported since it started, with its latest figures. Not `Clone`:
+/// it is merged in place under the registry's lock, and views copy only the consumer they
+/// show ([`crate::fleet::NodeRegistry::fleet_for_consumer`]), so a report never copies the map.
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct NodeConsumers {
     started_at: Option<SystemTime>,
     by_name: BTreeMap<String, ConsumerFigures>,
@@ -189,7 +209,7 @@ mod tests {
     }
 
     fn apply(c: &mut NodeConsumers, mut r: pb::StatsReport) {
-        let update = ConsumerUpdate::take("n", &mut r);
+        let update = ConsumerUpdate::take("n", &mut r, |name| name != "unconfigured");
         assert!(r.consumers.is_empty() && r.consumers_deferred == 0, "taken");
         c.apply("n", update);
     }
@@ -223,8 +243,11 @@ mod tests {
     fn entries_are_checked_and_bounded() {
         let start = SystemTime::now();
         let mut c = NodeConsumers::default();
-        apply(&mut c, report(start, &[("Not A Name", 1), ("", 1)], 0));
-        assert!(c.is_empty());
+        apply(
+            &mut c,
+            report(start, &[("Not A Name", 1), ("", 1), ("unconfigured", 1)], 0),
+        );
+        assert!(c.is_empty(), "{c:?}");
         let names: Vec<String> = (0..MAX_CONSUMERS_PER_NODE + 5)
             .map(|i| format!("c{i}"))
             .collect();

@@ -21,7 +21,7 @@ use gw_proto::v1 as pb;
 use tokio::sync::watch;
 
 use crate::domain::validate::truncate;
-use crate::fleet::consumers::{ConsumerUpdate, NodeConsumers};
+use crate::fleet::consumers::{ConsumerFigures, ConsumerUpdate, NodeConsumers};
 use crate::fleet::report::{HealthUpdate, NodeHealth, NodeStats};
 
 /// Most node records kept; at the cap the longest-disconnected node is forgotten. Streams are
@@ -72,7 +72,7 @@ impl Connection {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct Record {
     generation: u64,
     replaced: Arc<tokio::sync::Notify>,
@@ -87,7 +87,9 @@ struct Record {
     // Behind `Arc`s so a fleet snapshot copies pointers, not every node's endpoints.
     health: Arc<NodeHealth>,
     stats: Option<Arc<NodeStats>>,
-    consumers: Arc<NodeConsumers>,
+    // Not shared with views (they copy one consumer's figures), so a report merges into it
+    // in place: up to 10,000 entries are never copied under the lock.
+    consumers: NodeConsumers,
 }
 
 /// One node's reports as of one moment, for building fleet views.
@@ -101,8 +103,11 @@ pub struct NodeView {
     pub health: Arc<NodeHealth>,
     /// Its latest stats report, if any.
     pub stats: Option<Arc<NodeStats>>,
-    /// Every consumer it reported since it started (empty until it does).
-    pub consumers: Arc<NodeConsumers>,
+    /// Its figures for the consumer the view was taken for
+    /// ([`NodeRegistry::fleet_for_consumer`]), if it reported that consumer; else `None`.
+    pub consumer: Option<ConsumerFigures>,
+    /// Consumers its latest report held back for lack of room.
+    pub consumers_deferred: u32,
 }
 
 /// Why a node could not be registered.
@@ -221,19 +226,33 @@ impl NodeRegistry {
     }
 
     /// Stores a stats report received on `conn`, replacing the previous one (its consumers
-    /// are merged into those reported before).
-    pub fn stats_report(&self, conn: &Connection, mut report: pb::StatsReport) {
+    /// are merged into those reported before; names `is_configured` refuses are dropped).
+    pub fn stats_report(
+        &self,
+        conn: &Connection,
+        mut report: pb::StatsReport,
+        is_configured: impl Fn(&str) -> bool,
+    ) {
         // Checked outside the lock; only the swap and the merge happen under it.
-        let consumers = ConsumerUpdate::take(&conn.node_id, &mut report);
+        let consumers = ConsumerUpdate::take(&conn.node_id, &mut report, is_configured);
         let stats = Arc::new(NodeStats::new(&conn.node_id, report));
         self.update(conn, true, |r| {
             r.stats = Some(stats);
-            Arc::make_mut(&mut r.consumers).apply(&conn.node_id, consumers);
+            r.consumers.apply(&conn.node_id, consumers);
         });
     }
 
-    /// Every node's reports, ordered by id.
+    /// Every node's reports, ordered by id (without consumer figures).
     pub fn fleet(&self) -> Vec<NodeView> {
+        self.views(None)
+    }
+
+    /// Every node's reports, ordered by id, with each node's figures for `consumer`.
+    pub fn fleet_for_consumer(&self, consumer: &str) -> Vec<NodeView> {
+        self.views(Some(consumer))
+    }
+
+    fn views(&self, consumer: Option<&str>) -> Vec<NodeView> {
         self.lock()
             .iter()
             .map(|(id, r)| NodeView {
@@ -241,7 +260,8 @@ impl NodeRegistry {
                 connected: r.connected,
                 health: r.health.clone(),
                 stats: r.stats.clone(),
-                consumers: r.consumers.clone(),
+                consumer: consumer.and_then(|c| r.consumers.get(c).copied()),
+                consumers_deferred: r.consumers.deferred,
             })
             .collect()
     }
@@ -376,6 +396,7 @@ mod tests {
         let reg = NodeRegistry::default();
         let old = reg.connect(hello("n1"), 0).unwrap();
         let started = SystemTime::now();
+        let configured = |name: &str| name == "alice" || name == "bob";
         let consumer = |name: &str, requests| pb::ConsumerCounters {
             consumer: name.into(),
             figures: Some(pb::ConsumerFigures {
@@ -407,15 +428,15 @@ mod tests {
             }],
         };
         let requests = |reg: &NodeRegistry| {
-            let view = &reg.fleet()[0];
-            let alice = view.consumers.get("alice").map(|f| f.requests);
+            let view = &reg.fleet_for_consumer("alice")[0];
+            let alice = view.consumer.map(|f| f.requests);
             let web = view.stats.as_ref().unwrap().services["web"].requests;
             assert_eq!(alice, Some(web), "consumers follow the same stream");
             (view.connected, web)
         };
         assert!(reg.fleet()[0].stats.is_none());
         assert!(reg.list()[0].uptime.is_none() && reg.list()[0].stats_age.is_none());
-        reg.stats_report(&old, stats(5));
+        reg.stats_report(&old, stats(5), configured);
         reg.health_report(&old, health);
         reg.disconnect(&old);
         assert_eq!(requests(&reg), (false, 5), "kept after disconnect");
@@ -425,20 +446,27 @@ mod tests {
         let new = reg.connect(hello("n1"), 0).unwrap();
         assert_eq!(requests(&reg), (true, 5), "kept across a reconnect");
         assert_eq!(reg.fleet()[0].health.len(), 1);
-        reg.stats_report(&old, stats(99));
+        reg.stats_report(&old, stats(99), configured);
         assert_eq!(
             requests(&reg),
             (true, 5),
             "a stale stream's report is ignored"
         );
-        reg.stats_report(&new, stats(7));
+        reg.stats_report(&new, stats(7), configured);
         assert_eq!(requests(&reg), (true, 7), "the latest report replaces");
         // Consumers merge: one not in the latest report keeps its figures.
         let mut only_bob = stats(7);
         only_bob.consumers = vec![consumer("bob", 1)];
-        reg.stats_report(&new, only_bob);
+        reg.stats_report(&new, only_bob, configured);
         assert_eq!(requests(&reg), (true, 7));
-        assert_eq!(reg.fleet()[0].consumers.len(), 2);
+        let bob = reg.fleet_for_consumer("bob")[0].consumer;
+        assert_eq!(bob.map(|f| f.requests), Some(1));
+        // A name that is not a consumer of the config is not kept.
+        let mut stranger = stats(7);
+        stranger.consumers = vec![consumer("mallory", 1)];
+        reg.stats_report(&new, stranger, configured);
+        assert_eq!(reg.fleet_for_consumer("mallory")[0].consumer, None);
+        assert_eq!(reg.fleet()[0].consumer, None, "no consumer asked for");
     }
 
     #[test]

@@ -171,7 +171,9 @@ pub fn stats(
 
 /// GetStats for one consumer: the sum of the selected nodes' latest figures for it (connected
 /// or not) and each reporting node's share. A consumer of the config that no node reported
-/// yet gets zeros; one no longer in the config keeps its history while a node reports it.
+/// yet gets zeros; one removed from the config keeps the figures nodes reported before its
+/// removal, until they restart (reports after it are ignored: see `fleet::consumers`).
+/// `nodes` must come from [`crate::fleet::NodeRegistry::fleet_for_consumer`] for `consumer`.
 pub fn consumer_stats(
     state: &ConfigState,
     nodes: &[NodeView],
@@ -181,9 +183,7 @@ pub fn consumer_stats(
     if !node.is_empty() && !nodes.iter().any(|n| n.node_id == node) {
         return Err(ViewError::UnknownNode(echo(node).into_owned()));
     }
-    if !state.consumers.contains_key(consumer)
-        && !nodes.iter().any(|n| n.consumers.get(consumer).is_some())
-    {
+    if !state.consumers.contains_key(consumer) && !nodes.iter().any(|n| n.consumer.is_some()) {
         return Err(ViewError::UnknownConsumer(echo(consumer).into_owned()));
     }
     let selected = nodes
@@ -195,10 +195,10 @@ pub fn consumer_stats(
         ..Default::default()
     };
     for n in selected {
-        if n.connected && n.consumers.deferred > 0 {
+        if n.connected && n.consumers_deferred > 0 {
             out.lagging_nodes += 1;
         }
-        if let Some(f) = n.consumers.get(consumer) {
+        if let Some(f) = &n.consumer {
             total.add(f);
             out.nodes.push(pb::NodeConsumerTraffic {
                 node_id: n.node_id.clone(),
