@@ -345,6 +345,28 @@ impl<T: Default> Registry<T> {
         let map = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
         map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
+
+    /// Forgets the entries that nothing but the registry holds (no config in force, and no
+    /// request under an older one, can count into them any more) and that `done` says may go.
+    /// Decided under the registry's lock, so [`Registry::get`] cannot hand one out meanwhile;
+    /// a name used again later starts from zero.
+    pub fn forget_unused(&self, mut done: impl FnMut(&str, &T) -> bool) {
+        let mut map = self.by_name.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|name, s| Arc::strong_count(s) > 1 || !done(name, s));
+    }
+
+    /// Entries kept, for tests and bounds checks.
+    pub fn len(&self) -> usize {
+        self.by_name
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// The "recent" in top keys: a key's rejections count for between half of this and all of it.

@@ -14,13 +14,17 @@
 //! keeps each consumer's latest copy per node and a consumer sent late is late, never wrong.
 //! After a new connection, or a report that could not be queued, everything is sent again
 //! ([`ConsumerReports::reset`]).
+//!
+//! A consumer removed from the config is forgotten ([`ConsumerReports::forget_removed`]) once
+//! its last figures have gone out, so consumer churn does not grow the node's memory or the
+//! work of each report. If it is added again it starts from zero on this node.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use gw_proto::v1 as pb;
 
-use crate::stats::{ConsumerFigures, ConsumerStats};
+use crate::stats::{ConsumerFigures, ConsumerStats, Registry};
 
 /// Most consumers in one report. An entry is at most ~110 bytes (a 63-byte name and seven
 /// counters), so 256 add under 30 KB to a report, and at the default 5 s interval a node
@@ -85,6 +89,26 @@ impl ConsumerReports {
     /// Forgets what was sent: the next reports send every consumer with traffic again.
     pub fn reset(&mut self) {
         self.sent.clear();
+    }
+
+    /// Drops from `registry` (and from what was sent) every consumer no config in force holds
+    /// any more whose latest figures were sent, or which never had traffic. Call it with no
+    /// [`Registry::snapshot`] of `registry` alive: a snapshot holds every entry.
+    pub fn forget_removed(&mut self, registry: &Registry<ConsumerStats>) {
+        let sent = &mut self.sent;
+        registry.forget_unused(|name, stats| {
+            let requests = stats.figures().requests;
+            let done = requests == 0 || sent.get(name).is_some_and(|&(r, _)| r == requests);
+            if done {
+                sent.remove(name);
+            }
+            done
+        });
+    }
+
+    /// Consumers whose last report is remembered, for tests and bounds checks.
+    pub fn remembered(&self) -> usize {
+        self.sent.len()
     }
 }
 
@@ -192,6 +216,43 @@ mod tests {
         r.reset();
         let (sent, _) = r.next(&reg.snapshot(), 10);
         assert_eq!(names(&sent), ["b", "a"]);
+    }
+
+    #[test]
+    fn a_removed_consumer_is_forgotten_once_its_last_figures_are_sent() {
+        let reg = Registry::<ConsumerStats>::default();
+        let mut r = ConsumerReports::default();
+        // `kept` is held by the config in force (here: the test); the others by nothing.
+        let kept = reg.get("kept");
+        kept.record(200);
+        hit(&reg, "gone", 2);
+        hit(&reg, "late", 1);
+        reg.get("idle");
+        let (sent, _) = r.next(&reg.snapshot(), 2);
+        assert_eq!(names(&sent), ["gone", "kept"]);
+        // `late` changed but did not fit: kept until it is sent; `idle` never had traffic.
+        r.forget_removed(&reg);
+        let left: Vec<_> = reg.snapshot().iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(left, ["kept", "late"]);
+        assert_eq!(r.remembered(), 1, "only kept's last report");
+        // `late` goes out, then goes; `kept` stays however long it is idle.
+        assert_eq!(names(&r.next(&reg.snapshot(), 2).0), ["late"]);
+        r.forget_removed(&reg);
+        assert_eq!((reg.len(), r.remembered()), (1, 1));
+        assert!(Arc::ptr_eq(&reg.get("kept"), &kept), "counters kept");
+        // Churn: many temporary consumers leave nothing behind once reported.
+        for i in 0..1000 {
+            hit(&reg, &format!("tmp{i}"), 1);
+        }
+        while !r
+            .next(&reg.snapshot(), MAX_CONSUMERS_PER_REPORT)
+            .0
+            .is_empty()
+        {
+            r.forget_removed(&reg);
+        }
+        r.forget_removed(&reg);
+        assert_eq!((reg.len(), r.remembered()), (1, 1));
     }
 
     #[test]

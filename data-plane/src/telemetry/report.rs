@@ -293,6 +293,8 @@ impl Reporter {
             // The consumers in it were not sent after all.
             self.consumers.reset();
         }
+        // The snapshot above is gone, so the registry alone holds removed consumers.
+        self.consumers.forget_removed(&self.gw.reuse.consumer_stats);
     }
 
     /// Queues `message` for config sync; false if it was dropped.
