@@ -158,6 +158,9 @@ pub struct Config {
     pub auth_failure_limit: u64,
     /// The period of `auth_failure_limit`.
     pub auth_failure_period: Duration,
+    /// CA certificates (a PEM file) trusted for `https://` JWKS URLs in addition to the
+    /// system's trust store, read at start; `None`: the system's trust store only.
+    pub jwks_ca_cert: Option<PathBuf>,
 }
 
 impl Config {
@@ -192,6 +195,7 @@ impl Config {
             access_log: access_log::Settings::default(),
             auth_failure_limit: auth::DEFAULT_AUTH_FAILURE_LIMIT,
             auth_failure_period: auth::DEFAULT_AUTH_FAILURE_PERIOD,
+            jwks_ca_cert: None,
         }
     }
 }
@@ -322,6 +326,17 @@ pub async fn serve_with(
             reason: problems.join("; "),
         });
     }
+    let jwks_tls = match &config.jwks_ca_cert {
+        Some(path) => Some(
+            upstream::tls::config_with_extra_roots(path).map_err(|reason| {
+                ServeError::InvalidConfig {
+                    setting: "jwks_ca_cert",
+                    reason,
+                }
+            })?,
+        ),
+        None => None,
+    };
     let status = Arc::new(SyncStatus::default());
     let store = config
         .rate_limit_store
@@ -344,6 +359,8 @@ pub async fn serve_with(
         config.auth_failure_period,
         config.rate_limit_max_keys,
     );
+    // Before the cached config is compiled: its JWKS sources start with this trust.
+    gw.reuse.jwks_tls = jwks_tls;
     let gw = Arc::new(gw);
 
     load_cache(&gw, &config);

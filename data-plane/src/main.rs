@@ -116,6 +116,11 @@ struct Args {
     /// The private key of --client-cert (PEM).
     #[arg(long, env = "GW_CLIENT_KEY", value_name = "PEM")]
     client_key: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for https:// JWKS URLs of JWT credentials, in addition
+    /// to the system's trust store: for an identity provider whose certificate comes from a
+    /// private CA. Read at start (restart to change). Default: the system's trust store only.
+    #[arg(long, env = "GW_JWKS_CA_CERT", value_name = "PEM")]
+    jwks_ca_cert: Option<PathBuf>,
     /// The control plane's node token, instead of a client certificate (sent over TLS only).
     #[arg(long, env = "GW_NODE_TOKEN", hide_env_values = true)]
     node_token: Option<Secret>,
@@ -289,6 +294,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             }
         },
     };
+    if let Some(path) = &args.jwks_ca_cert
+        && let Err(e) = gw_data_plane::upstream::tls::config_with_extra_roots(path)
+    {
+        problems.push(format!("--jwks-ca-cert: {e}"));
+    }
     if args.redis_cluster && args.redis_url.is_none() {
         problems.push("--redis-cluster: needs --redis-url with the cluster's nodes".to_owned());
     }
@@ -339,6 +349,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.rate_limit_max_keys = args.rate_limit_max_keys;
     config.auth_failure_limit = args.auth_failure_limit;
     config.auth_failure_period = args.auth_failure_period;
+    config.jwks_ca_cert = args.jwks_ca_cert;
     config.stats_interval = args.stats_interval;
     config.request_body_timeout = args.request_body_timeout;
     config.response_body_timeout = args.response_body_timeout;

@@ -69,8 +69,8 @@ pub struct JwksSettings {
     pub retry_min: Duration,
     /// See [`FETCH_TIMEOUT`].
     pub fetch_timeout: Duration,
-    /// The client TLS config for `https://` URLs (the data plane's, with the system's trust
-    /// store and ring). Required for https; unused for http.
+    /// The client TLS config for `https://` URLs (the data plane's: the system's trust store,
+    /// plus `--jwks-ca-cert` when given, and ring). Required for https; unused for http.
     pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
@@ -338,7 +338,7 @@ impl Target {
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name, tcp)
                     .await
-                    .map_err(|e| format!("TLS: {e}"))?;
+                    .map_err(|e| tls_failure(&e))?;
                 self.request(tls).await
             }
         }
@@ -371,6 +371,20 @@ impl Target {
             .await
             .map(|b| b.to_bytes())
             .map_err(|e| format!("reading the body (at most {MAX_JWKS_BYTES} bytes): {e}"))
+    }
+}
+
+/// Why a TLS handshake with the identity provider failed, for the log: rustls's reason, and
+/// for a certificate from an unknown CA the fix.
+fn tls_failure(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error};
+    let rustls_error = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>());
+    match rustls_error {
+        Some(Error::InvalidCertificate(CertificateError::UnknownIssuer)) => format!(
+            "TLS: certificate unknown: {e}: it does not chain to a trusted CA (the system's \
+             trust store, plus --jwks-ca-cert when given)"
+        ),
+        _ => format!("TLS: {e}"),
     }
 }
 

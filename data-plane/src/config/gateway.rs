@@ -61,6 +61,7 @@ impl Gateway {
                 globals: GlobalRegistry::new(store, rate_limit_max_keys),
                 live_data_planes: std::sync::atomic::AtomicU32::new(1),
                 jwks: Default::default(),
+                jwks_tls: None,
             },
             global: GlobalStats::default(),
             sync,

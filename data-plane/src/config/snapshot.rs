@@ -201,6 +201,10 @@ pub struct Reuse {
     pub live_data_planes: std::sync::atomic::AtomicU32,
     /// JWKS sources by URL, so a new version neither refetches nor restarts them.
     pub jwks: JwksRegistry,
+    /// The client TLS config for `https://` JWKS URLs when `--jwks-ca-cert` is given (the
+    /// system's trust store plus that file); `None`: the system's trust store, as for
+    /// upstreams without a CA bundle.
+    pub jwks_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Reuse {
@@ -263,8 +267,10 @@ pub fn compile(
         reuse.jwks.source(url, || {
             let mut settings = JwksSettings::default();
             if url.starts_with("https:") {
-                // The system's trust store, as for upstreams without a CA bundle.
-                settings.tls = Some(reuse.tls_configs.get(&TlsSpec::default())?.config().clone());
+                settings.tls = Some(match &reuse.jwks_tls {
+                    Some(config) => config.clone(),
+                    None => reuse.tls_configs.get(&TlsSpec::default())?.config().clone(),
+                });
             }
             Ok(settings)
         })

@@ -128,6 +128,27 @@ impl TlsConfigs {
     }
 }
 
+/// A client config trusting the system's trust store and, in addition, the CA certificates in
+/// the PEM file `path` (the JWKS fetcher's, with `--jwks-ca-cert`: an identity provider whose
+/// certificate comes from a private CA). Read once, at start. The error names the file and
+/// what is wrong with it (unreadable, no certificate, a certificate that is not a usable CA).
+pub fn config_with_extra_roots(path: &std::path::Path) -> Result<Arc<ClientConfig>, String> {
+    let extra = gw_tls::pem::read_certs(path).map_err(|e| e.to_string())?;
+    let mut roots = RootCertStore::clone(&system_roots());
+    for (i, ca) in extra.into_iter().enumerate() {
+        roots
+            .add(ca)
+            .map_err(|e| format!("{}: certificate {}: {e}", path.display(), i + 1))?;
+    }
+    let mut config = ClientConfig::builder_with_provider(gw_tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// The platform's trust store (`/etc/ssl/certs` on Debian), read once.
 fn system_roots() -> Arc<RootCertStore> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
@@ -189,5 +210,42 @@ impl ServerCertVerifier for NoVerification {
         gw_tls::provider()
             .signature_verification_algorithms
             .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extra_roots_come_from_a_pem_file_whose_problems_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let good = write("ca.pem", &gw_testkit::tls::Ca::new("private CA").cert_pem());
+        assert!(config_with_extra_roots(&good).is_ok());
+        let missing = dir.path().join("missing.pem");
+        let junk = write("junk.pem", "hello\n");
+        // Valid PEM around three zero bytes: not a certificate.
+        let bad_der = write(
+            "bad.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        for (path, want) in [
+            (&missing, "no such file or directory"),
+            (
+                &junk,
+                "not PEM: expected a '-----BEGIN CERTIFICATE-----' block",
+            ),
+            (&bad_der, "certificate 1: "),
+        ] {
+            let err = config_with_extra_roots(path).unwrap_err();
+            let prefix = format!("{}: ", path.display());
+            assert!(err.starts_with(&prefix), "{err}");
+            assert!(err.contains(want), "{want} in {err}");
+        }
     }
 }

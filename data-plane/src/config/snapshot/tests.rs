@@ -16,6 +16,7 @@ fn reuse() -> Reuse {
         globals: GlobalRegistry::new(None, 100),
         live_data_planes: 1.into(),
         jwks: Default::default(),
+        jwks_tls: None,
     }
 }
 
