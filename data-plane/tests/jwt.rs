@@ -17,8 +17,6 @@ use common::*;
 use gw_proto::v1 as pb;
 use gw_proto::v1::admin_service_client::AdminServiceClient;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -114,7 +112,12 @@ fn key_of(signer: &Signer) -> pb::jwt_credential::Key {
 }
 
 async fn bearer(env: &Env, path: &str, token: &str) -> Reply {
-    Call::get(env.dp.proxy, path)
+    bearer_at(env.dp.proxy, path, token).await
+}
+
+/// [`bearer`] through the proxy at `proxy` (a binary's).
+async fn bearer_at(proxy: std::net::SocketAddr, path: &str, token: &str) -> Reply {
+    Call::get(proxy, path)
         .header("authorization", &format!("Bearer {token}"))
         .header("x-consumer-name", "admin")
         .send()
@@ -269,9 +272,11 @@ async fn each_check_of_a_jwt_through_the_proxy() {
     assert_eq!(count("missing").await, 1.0);
 }
 
-/// A JWKS endpoint whose key set the test sets, counting the requests it serves.
+/// A JWKS endpoint whose key set the test sets, counting the requests it serves; over https
+/// when started with a TLS acceptor.
 struct Idp {
     port: u16,
+    https: bool,
     doc: Arc<Mutex<String>>,
     hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
@@ -285,6 +290,11 @@ impl Drop for Idp {
 
 impl Idp {
     async fn start(doc: String) -> Self {
+        Self::start_with(doc, None).await
+    }
+
+    async fn start_with(doc: String, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let https = tls.is_some();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let doc = Arc::new(Mutex::new(doc));
@@ -292,25 +302,18 @@ impl Idp {
         let (d, h) = (doc.clone(), hits.clone());
         let task = tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                let (d, h) = (d.clone(), h.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |_req: hyper::Request<hyper::body::Incoming>| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let body = d.lock().unwrap().clone();
-                        async move {
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                                Bytes::from(body),
-                            )))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tcp), service)
-                        .await;
-                });
+                let (d, h, tls) = (d.clone(), h.clone(), tls.clone());
+                // A client that refuses the certificate sends no request: no hit.
+                tokio::spawn(testing::serve_connection(tcp, tls, move |_req| {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let body = d.lock().unwrap().clone();
+                    hyper::Response::new(Full::new(Bytes::from(body)))
+                }));
             }
         });
         Self {
             port,
+            https,
             doc,
             hits,
             task,
@@ -318,7 +321,8 @@ impl Idp {
     }
 
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/.well-known/jwks.json", self.port)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/.well-known/jwks.json", self.port)
     }
 
     fn serve(&self, doc: String) {
@@ -450,4 +454,155 @@ async fn an_hs256_secret_is_in_no_config_log_or_readable_file() {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&cache).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "the cache file is owner-only");
+}
+
+/// A TLS acceptor presenting a certificate for 127.0.0.1 issued by `ca`.
+fn tls_acceptor(ca: &gw_testkit::tls::Ca) -> tokio_rustls::TlsAcceptor {
+    let pair = ca.server(&["127.0.0.1"]);
+    let certs = gw_tls::pem::certs("idp cert", pair.cert.as_bytes()).unwrap();
+    let key = gw_tls::pem::key("idp key", &gw_tls::Secret::new(pair.key)).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(gw_tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    Arc::new(config).into()
+}
+
+/// An identity provider behind a private CA, through the real binary (so the flag itself is
+/// tested): a data plane started with `--jwks-ca-cert` fetches the keys over https and a token
+/// passes; one without it cannot fetch, refuses the token, reports the URL as failing and logs
+/// why once, naming the URL, with no token text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_jwks_from_a_private_ca_is_fetched_with_jwks_ca_cert_only() {
+    logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cp = ControlPlane::start(dir.path()).await;
+    let mut admin = cp.admin().await;
+    let b = Backend::start("b").await;
+    create(
+        &mut admin,
+        authed("api", "/api", &b, &[pb::AuthMethod::Jwt], &[]),
+    )
+    .await;
+    let ca = gw_testkit::tls::Ca::new("corporate CA");
+    let signer = Signer::es256();
+    let idp = Idp::start_with(jwks(&[signer.jwk("k1")]), Some(tls_acceptor(&ca))).await;
+    assert!(idp.url().starts_with("https://"));
+    consumer(&mut admin, "alice", &[]).await;
+    credential(
+        &mut admin,
+        "alice",
+        pb::jwt_credential::Key::JwksUrl(idp.url()),
+        &[],
+    )
+    .await;
+    let ca_file = ca.write(dir.path(), "corporate-ca");
+    let mut with_flag = data_plane_command(&cp, dir.path(), "trusting");
+    with_flag.arg("--jwks-ca-cert").arg(&ca_file);
+    let trusting = Binary::spawn(with_flag).await;
+    let untrusting = Binary::spawn(data_plane_command(&cp, dir.path(), "untrusting")).await;
+    let token = signer.token(Some("k1"), &claims("alice"));
+
+    eventually("a token passes on the node that trusts the CA", || async {
+        let r = bearer_at(trusting.proxy, "/api/_headers", &token).await;
+        (r.status == 200).then(|| assert_eq!(seen(&r, "x-consumer-name"), ["alice"]))
+    })
+    .await;
+    let url = idp.url();
+    let failing = format!("gw_jwks_failing{{url=\"{url}\"}}");
+    let failed = format!("gw_jwks_fetches_total{{url=\"{url}\",outcome=\"failed\"}}");
+    assert_eq!(metric_at(trusting.admin, &failing).await, Some(0.0));
+    assert_eq!(
+        metric_at(trusting.admin, &format!("gw_jwks_keys{{url=\"{url}\"}}")).await,
+        Some(1.0)
+    );
+
+    // Without the flag: the system's trust store does not know the CA.
+    eventually(
+        "the node without the flag reports the URL failing",
+        || async { (metric_at(untrusting.admin, &failing).await == Some(1.0)).then_some(()) },
+    )
+    .await;
+    let hits = idp.hits.load(Ordering::SeqCst);
+    let r = bearer_at(untrusting.proxy, "/api/_headers", &token).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    // The unknown kid asks for a refresh, which fails too, and is not logged again.
+    eventually("a second failed fetch", || async {
+        (metric_at(untrusting.admin, &failed).await >= Some(2.0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        idp.hits.load(Ordering::SeqCst),
+        hits,
+        "no request got past the handshake"
+    );
+    let warned = untrusting.log_lines("JWKS fetch failed");
+    assert_eq!(warned.len(), 1, "logged once: {warned:?}");
+    let line = &warned[0];
+    for needle in [url.as_str(), "certificate unknown", "UnknownIssuer"] {
+        assert!(line.contains(needle), "{needle} in {line}");
+    }
+    let signature = token.rsplit_once('.').unwrap().1;
+    for log in [&untrusting.log, &trusting.log] {
+        let log = log.lock().unwrap();
+        assert!(!log.is_empty());
+        assert!(
+            !log.iter().any(|l| l.contains(signature)),
+            "a token is in the log"
+        );
+    }
+    assert!(trusting.log_lines("JWKS fetch failed").is_empty());
+}
+
+/// A `--jwks-ca-cert` (or `GW_JWKS_CA_CERT`) that cannot be used stops the start with one
+/// line naming the flag, the file and what is wrong.
+#[tokio::test]
+async fn an_unusable_jwks_ca_cert_stops_the_start_naming_the_flag_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let junk = dir.path().join("junk.pem");
+    std::fs::write(&junk, "not a certificate\n").unwrap();
+    let key_only = dir.path().join("key.pem");
+    std::fs::write(
+        &key_only,
+        gw_testkit::tls::Ca::new("ca").server(&["localhost"]).key,
+    )
+    .unwrap();
+    let cases = [
+        (&missing, false, "no such file or directory"),
+        (
+            &junk,
+            false,
+            "not PEM: expected a '-----BEGIN CERTIFICATE-----' block",
+        ),
+        (
+            &key_only,
+            true,
+            "not PEM: expected a '-----BEGIN CERTIFICATE-----' block",
+        ),
+    ];
+    for (path, by_env, why) in cases {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_gw-data-plane"));
+        cmd.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--cache-file")
+            .arg(dir.path().join("dp.cache"))
+            .env_remove("GW_JWKS_CA_CERT")
+            .kill_on_drop(true);
+        if by_env {
+            cmd.env("GW_JWKS_CA_CERT", path);
+        } else {
+            cmd.arg("--jwks-ca-cert").arg(path);
+        }
+        let out = tokio::time::timeout(gw_testkit::DEFAULT_DEADLINE, cmd.output())
+            .await
+            .expect("the data plane refuses to start")
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        let want = format!("--jwks-ca-cert: {}: ", path.display());
+        assert!(err.contains(&want), "{want} in {err}");
+        assert!(err.contains(why), "{why} in {err}");
+    }
 }

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hyper_util::rt::TokioIo;
 use ring::rand::{SecureRandom, SystemRandom};
 use ring::signature::{self, EcdsaKeyPair, Ed25519KeyPair, RsaKeyPair};
 
@@ -206,4 +207,36 @@ pub fn sign_parts(
 /// A JWKS document of `keys` (JWK JSON texts).
 pub fn jwks(keys: &[String]) -> String {
     format!("{{\"keys\":[{}]}}", keys.join(","))
+}
+
+/// Serves one connection of a test identity provider, answering each request with
+/// `respond`, over TLS when `tls` is given. A client that refuses the certificate ends the
+/// connection in the handshake, so `respond` never sees it.
+pub async fn serve_connection<F>(
+    tcp: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    respond: F,
+) where
+    F: Fn(
+            hyper::Request<hyper::body::Incoming>,
+        ) -> hyper::Response<http_body_util::Full<bytes::Bytes>>
+        + Send
+        + Sync
+        + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let resp = respond(req);
+        async move { Ok::<_, std::convert::Infallible>(resp) }
+    });
+    let http = hyper::server::conn::http1::Builder::new();
+    match tls {
+        None => {
+            let _ = http.serve_connection(TokioIo::new(tcp), service).await;
+        }
+        Some(tls) => {
+            if let Ok(stream) = tls.accept(tcp).await {
+                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+            }
+        }
+    }
 }

@@ -9,14 +9,12 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use gw_testkit::eventually;
 use http_body_util::Full;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use super::jwks::{JwksSettings, JwksSource};
 use super::jwt::{CredentialKeys, JwtCredential, JwtReject, JwtVerifier, Verified};
-use super::testing::{Signer, jwks};
+use super::testing::{Signer, jwks, serve_connection};
 
 const ISS: &str = "https://idp.example";
 const HOUR: Duration = Duration::from_secs(3600);
@@ -49,29 +47,15 @@ impl Idp {
                     return;
                 };
                 let (a, h, tls) = (a.clone(), h.clone(), tls.clone());
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        assert_eq!(req.uri().path(), "/.well-known/jwks.json");
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let (status, body) = a.lock().unwrap().clone();
-                        let resp = hyper::Response::builder()
-                            .status(status)
-                            .body(Full::new(Bytes::from(body)))
-                            .unwrap();
-                        async move { Ok::<_, std::convert::Infallible>(resp) }
-                    });
-                    let http = hyper::server::conn::http1::Builder::new();
-                    match tls {
-                        None => {
-                            let _ = http.serve_connection(TokioIo::new(tcp), service).await;
-                        }
-                        Some(tls) => {
-                            if let Ok(stream) = tls.accept(tcp).await {
-                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                            }
-                        }
-                    }
-                });
+                tokio::spawn(serve_connection(tcp, tls, move |req| {
+                    assert_eq!(req.uri().path(), "/.well-known/jwks.json");
+                    h.fetch_add(1, Ordering::SeqCst);
+                    let (status, body) = a.lock().unwrap().clone();
+                    hyper::Response::builder()
+                        .status(status)
+                        .body(Full::new(Bytes::from(body)))
+                        .unwrap()
+                }));
             }
         });
         Self {

@@ -204,11 +204,17 @@ impl DataPlane {
 
     /// One metric's value from `/metrics` (the exact line prefix, e.g. `gw_config_version`).
     pub async fn metric(&self, series: &str) -> Option<f64> {
-        let r = self.admin_get("/metrics").await;
-        let text = String::from_utf8(r.body.to_vec()).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        metric_at(self.admin, series).await
     }
+}
+
+/// One metric's value from `/metrics` on the admin listener `admin` (any data plane, the
+/// binary's too).
+pub async fn metric_at(admin: SocketAddr, series: &str) -> Option<f64> {
+    let r = Call::get(admin, "/metrics").send().await;
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 impl Drop for DataPlane {
