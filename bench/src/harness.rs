@@ -344,6 +344,8 @@ pub struct Load {
     pub xff_pool: u32,
     /// Stop after this many requests instead (no warm-up).
     pub requests: Option<u64>,
+    /// Write the per-request timeline here (`loadgen --timeline`).
+    pub timeline: Option<PathBuf>,
     /// Headers sent with every request, `NAME: VALUE` (e.g. an API key).
     pub headers: Vec<String>,
 }
@@ -371,6 +373,9 @@ pub fn run_load(env: &Env, load: &Load) -> anyhow::Result<LoadReport> {
     }
     if let Some(n) = load.requests {
         args.extend(["--requests".to_owned(), n.to_string()]);
+    }
+    if let Some(path) = &load.timeline {
+        args.extend(["--timeline".to_owned(), path.display().to_string()]);
     }
     for h in &load.headers {
         args.extend(["--header".to_owned(), h.clone()]);

@@ -66,6 +66,22 @@ struct Args {
     /// `--redis-timeout` of the data planes.
     #[arg(long, default_value = "5ms")]
     redis_timeout: String,
+    /// Fault runs to make, comma-separated: single (Redis killed), cluster (a master stopped),
+    /// control (the same run with Redis left alone: the latencies the machine gives anyway).
+    #[arg(long, value_delimiter = ',', default_value = "single,cluster")]
+    faults: Vec<String>,
+    /// How often the driver reads each node's `/metrics` during a fault run, to time the
+    /// fallback and the recovery; 0 reads nothing until the run ends (those two times are then
+    /// not measured; the nodes' logs, kept by `--timeline-dir`, still say when they changed).
+    #[arg(long, default_value_t = 10)]
+    fault_poll_ms: u64,
+    /// Core(s) the Redis servers are pinned to (taskset list), or `none`.
+    #[arg(long, default_value = LOAD_CPU)]
+    redis_cpu: String,
+    /// Keep each fault run's per-request timelines (`loadgen --timeline`), the driver's event
+    /// times and the data planes' logs in this directory.
+    #[arg(long)]
+    timeline_dir: Option<std::path::PathBuf>,
 }
 
 /// A `redis-server` (or several, as a cluster) for the run.
@@ -73,15 +89,18 @@ struct Redis {
     nodes: Vec<(u16, Option<Proc>)>,
     dir: std::path::PathBuf,
     cluster: bool,
+    /// taskset core list, `None`: unpinned.
+    cpu: Option<String>,
 }
 
 impl Redis {
-    fn start(env: &Env, cluster: bool) -> anyhow::Result<Self> {
+    fn start(env: &Env, cluster: bool, cpu: &str) -> anyhow::Result<Self> {
         let n = if cluster { 3 } else { 1 };
         let mut redis = Redis {
             nodes: Vec::new(),
             dir: env.dir.clone(),
             cluster,
+            cpu: (cpu != "none").then(|| cpu.to_owned()),
         };
         for _ in 0..n {
             let port = loop {
@@ -144,7 +163,7 @@ impl Redis {
         }
         let proc = Proc::start(
             &format!("redis-{port}"),
-            Some(LOAD_CPU),
+            self.cpu.as_deref(),
             Path::new("redis-server"),
             &args,
             &self.dir.join(format!("redis-{port}.log")),
@@ -596,6 +615,7 @@ fn cheap(
         warmup: args.warmup,
         xff_pool: xff,
         requests: None,
+        timeline: None,
         headers: Vec::new(),
     };
     let trips = |policy: &str| {
@@ -666,19 +686,40 @@ fn fault(
     cp: &ControlPlane,
     args: &Args,
     cluster: bool,
+    kill: bool,
+    run: usize,
     out: &mut String,
 ) -> anyhow::Result<()> {
-    let mut redis = Redis::start(env, cluster)?;
-    let tag = if cluster { "fault-cluster" } else { "fault" };
-    let dps = start_fleet(env, cp, &redis, 2, tag, &args.redis_timeout, "/faults/")?;
+    let mut redis = Redis::start(env, cluster, &args.redis_cpu)?;
+    let tag = match (cluster, kill) {
+        (true, _) => "fault-cluster",
+        (false, true) => "fault",
+        (false, false) => "control",
+    };
+    let dps = start_fleet(
+        env,
+        cp,
+        &redis,
+        2,
+        &format!("{tag}{run}"),
+        &args.redis_timeout,
+        "/faults/",
+    )?;
     settle(env, cp)?;
     let secs = args.fault_secs;
     let rate = args.fault_rate;
+    // The load generators' timelines go to the scratch directory unless asked to be kept.
+    let events = Events::new(
+        args.timeline_dir.as_deref().unwrap_or(&env.dir),
+        &format!("{run}-{tag}"),
+        args.timeline_dir.is_some(),
+    )?;
     // Two load generators, one per node, each at half the rate; never-rejecting limits, so
     // any non-2xx is a failure.
     let loads: Vec<_> = dps
         .iter()
-        .map(|dp| Load {
+        .enumerate()
+        .map(|(i, dp)| Load {
             url: format!("http://{}/faults/", dp.listen),
             connections: 16,
             rate: Some(rate / 2.0),
@@ -686,6 +727,7 @@ fn fault(
             warmup: 0.0,
             xff_pool: 100,
             requests: None,
+            timeline: Some(events.file(&format!("node{i}.csv"))),
             headers: Vec::new(),
         })
         .collect();
@@ -696,29 +738,50 @@ fn fault(
             std::thread::spawn(move || harness::run_load(&env, &load))
         })
         .collect();
+    let poll = Duration::from_millis(args.fault_poll_ms);
+    let started = Instant::now();
+    events.note("load started");
     std::thread::sleep(Duration::from_secs_f64(secs / 3.0));
     let killed = Instant::now();
-    redis.kill(0);
+    events.note("kill");
+    if kill {
+        redis.kill(0);
+    }
+    events.note("killed (process gone)");
     let mut down_after = None;
     while killed.elapsed() < Duration::from_secs_f64(secs / 3.0) {
-        if down_after.is_none() && dps.iter().all(|d| store_up(d) == Some(false)) {
-            down_after = Some(killed.elapsed());
+        if poll.is_zero() {
+            std::thread::sleep(
+                Duration::from_secs_f64(secs / 3.0).saturating_sub(killed.elapsed()),
+            );
+            break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        if kill && down_after.is_none() && dps.iter().all(|d| store_up(d) == Some(false)) {
+            down_after = Some(killed.elapsed());
+            events.note("every node down");
+        }
+        std::thread::sleep(poll);
     }
     let restarted = Instant::now();
-    redis.spawn(0)?;
+    events.note("restart");
+    if kill {
+        redis.spawn(0)?;
+    }
+    events.note("restarted (answers PING)");
     let mut up_after = None;
+    if poll.is_zero() {
+        std::thread::sleep(Duration::from_secs_f64(secs).saturating_sub(started.elapsed()));
+    }
     while restarted.elapsed() < Duration::from_secs(10) {
         if dps.iter().all(|d| store_up(d) == Some(true)) {
             up_after = Some(restarted.elapsed());
+            events.note("every node up");
             break;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(poll.max(Duration::from_millis(10)));
     }
     let mut errors = 0;
     let mut ok = 0;
-    let mut max_us: f64 = 0.0;
     let mut p999: f64 = 0.0;
     for run in runs {
         let report = run
@@ -726,24 +789,144 @@ fn fault(
             .map_err(|_| anyhow::anyhow!("load thread panicked"))??;
         errors += report.errors;
         ok += report.ok;
-        max_us = max_us.max(report.max_us);
         p999 = p999.max(report.p999_us);
+    }
+    events.note("load ended");
+    events.finish(env, &dps)?;
+    // The slowest request sent in the second after the kill and in the two after the restart
+    // (the fallback's and the recovery's targets), apart from the slowest of the rest of the
+    // run: the machine's own stalls (other processes on the cores) land anywhere in a run, and
+    // the control run shows how large they are with Redis left alone.
+    let windows = [
+        (events.at("kill"), FAULT_WINDOW),
+        (events.at("restart"), RECOVERY_WINDOW),
+    ];
+    let mut slowest_fault = 0u64;
+    let mut slowest_rest = 0u64;
+    for i in 0..dps.len() {
+        for (sent, latency) in read_timeline(&events.file(&format!("node{i}.csv")))? {
+            let in_window = windows
+                .iter()
+                .any(|(from, len)| sent >= *from && sent < from + len.as_micros());
+            let slot = if in_window {
+                &mut slowest_fault
+            } else {
+                &mut slowest_rest
+            };
+            *slot = (*slot).max(latency);
+        }
+    }
+    if poll.is_zero() {
+        // Not timed: the driver did not look during the window.
+        down_after = None;
+        up_after = None;
     }
     let fmt =
         |d: Option<Duration>| d.map_or("not seen".to_owned(), |d| format!("{} ms", d.as_millis()));
     out.push_str(&format!(
-        "| {} | {ok} | {errors} | {:.1} ms | {:.1} ms | {} | {} |\n",
-        if cluster {
-            "Redis Cluster: 1 of 3 masters stopped, restarted"
-        } else {
-            "Redis killed (SIGTERM), restarted empty"
+        "| {} | {ok} | {errors} | {:.1} ms | {:.1} ms | {:.1} ms | {} | {} |\n",
+        match (cluster, kill) {
+            (true, _) => "Redis Cluster: 1 of 3 masters stopped, restarted",
+            (false, true) => "Redis killed (SIGTERM), restarted empty",
+            (false, false) => "control: the same run, Redis left alone",
         },
         p999 / 1000.0,
-        max_us / 1000.0,
+        slowest_fault as f64 / 1000.0,
+        slowest_rest as f64 / 1000.0,
         fmt(down_after),
         fmt(up_after),
     ));
     Ok(())
+}
+
+/// A fault run's record: event times (Unix microseconds, the clock of the load generator's
+/// timelines and of the data planes' logs) and where the timelines go; with `--timeline-dir`
+/// all of it is kept.
+struct Events {
+    dir: std::path::PathBuf,
+    tag: String,
+    /// Keep the events and the data planes' logs too (`--timeline-dir`).
+    keep: bool,
+    lines: std::sync::Mutex<Vec<(String, u128)>>,
+}
+
+impl Events {
+    fn new(dir: &Path, tag: &str, keep: bool) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            tag: tag.to_owned(),
+            keep,
+            lines: std::sync::Mutex::default(),
+        })
+    }
+
+    /// `<dir>/<tag>-<name>`.
+    fn file(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{}-{name}", self.tag))
+    }
+
+    /// When `what` was first noted (Unix microseconds; 0 if never).
+    fn at(&self, what: &str) -> u128 {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(w, _)| w == what)
+            .map_or(0, |(_, at)| *at)
+    }
+
+    fn note(&self, what: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((what.to_owned(), now));
+    }
+
+    /// Writes the events and copies the data planes' logs (the scratch directory goes away).
+    fn finish(&self, env: &Env, dps: &[DataPlane]) -> anyhow::Result<()> {
+        if !self.keep {
+            return Ok(());
+        }
+        let events = self.file("events.csv");
+        let lines = self
+            .lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut text = String::from("event,unix_us\n");
+        for (what, at) in lines.iter() {
+            text.push_str(&format!("{what},{at}\n"));
+        }
+        std::fs::write(&events, text)?;
+        for (i, dp) in dps.iter().enumerate() {
+            std::fs::copy(env.log(&dp.proc.name), self.file(&format!("node{i}.log")))?;
+        }
+        Ok(())
+    }
+}
+
+/// After the kill: the fallback's target (1 s).
+const FAULT_WINDOW: Duration = Duration::from_secs(1);
+/// After the restart: the recovery's target (2 s).
+const RECOVERY_WINDOW: Duration = Duration::from_secs(2);
+
+/// A `loadgen --timeline` file as (intended send time in Unix microseconds, latency in
+/// microseconds) per request.
+fn read_timeline(path: &Path) -> anyhow::Result<Vec<(u128, u64)>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let mut fields = line.split(',');
+            let sent = fields.next().unwrap_or_default().parse()?;
+            let latency = fields.nth(1).unwrap_or_default().parse()?;
+            Ok((sent, latency))
+        })
+        .collect::<Result<_, std::num::ParseIntError>>()
+        .with_context(|| format!("timeline {}", path.display()))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -797,7 +980,14 @@ fn run(args: &Args, env: &Env, started: &Started) -> anyhow::Result<String> {
         args.redis_timeout
     ));
     let want = |p: &str| args.parts.iter().any(|x| x == p);
-    let redis = Redis::start(env, false)?;
+    if let Some(other) = args
+        .faults
+        .iter()
+        .find(|k| !["single", "cluster", "control"].contains(&k.as_str()))
+    {
+        bail!("--faults: unknown kind {other:?} (single, cluster, control)");
+    }
+    let redis = Redis::start(env, false, &args.redis_cpu)?;
     if want("exact") || want("accuracy") {
         let dps = start_fleet(env, &cp, &redis, 4, "fleet", &args.redis_timeout, "/exact/")?;
         if want("exact") {
@@ -813,15 +1003,25 @@ fn run(args: &Args, env: &Env, started: &Started) -> anyhow::Result<String> {
     if want("faults") {
         out.push_str(&format!(
             "\n## Faults (2 data planes, {} req/s, {} s; the store fails at 1/3 and returns at 2/3)\n\n\
-             | fault | 2xx | failed (5xx, transport) | p99.9 | slowest | fallback after | counting in Redis again after |\n\
-             |---|---|---|---|---|---|---|\n",
+             | fault | 2xx | failed (5xx, transport) | p99.9 | slowest sent <= 1 s after the kill or <= 2 s after the restart | slowest sent at any other time | fallback after | counting in Redis again after |\n\
+             |---|---|---|---|---|---|---|---|\n",
             args.fault_rate, args.fault_secs
         ));
-        fault(env, &cp, args, false, &mut out)?;
-        fault(env, &cp, args, true, &mut out)?;
+        for (run, kind) in args.faults.iter().enumerate() {
+            match kind.as_str() {
+                "single" => fault(env, &cp, args, false, true, run, &mut out)?,
+                "cluster" => fault(env, &cp, args, true, true, run, &mut out)?,
+                "control" => fault(env, &cp, args, false, false, run, &mut out)?,
+                other => bail!("--faults: unknown kind {other:?}"),
+            }
+        }
         out.push_str(
             "\nTargets: zero 5xx, no request delayed by more than the store timeout (plus the \
-             proxying itself), fallback within 1 s, counting in Redis again within 2 s.\n",
+             proxying itself), fallback within 1 s, counting in Redis again within 2 s. A \
+             request's latency runs from its intended send time (open loop). The fault's own \
+             cost is the slowest request sent in the windows after the kill and the restart; \
+             the rest of the run (and a `control` run, `--faults control`) shows what the \
+             machine adds with Redis steady.\n",
         );
     }
     Ok(out)

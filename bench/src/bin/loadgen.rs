@@ -10,6 +10,10 @@
 //!   (10.0.0.0/8), so a per-IP limiter behind a trusting proxy tracks K keys; with
 //!   `--requests K` every address is sent exactly once (pre-population).
 //!
+//! - `--timeline FILE` writes one CSV line per measured request (its intended send time as Unix
+//!   microseconds, how late it actually left, its latency, its outcome), to line slow requests
+//!   up with events in other processes' logs.
+//!
 //! Prints one JSON [`gw_bench::report::LoadReport`] on stdout. Runs are bounded by `--duration`
 //! (plus `--warmup`) or `--requests`.
 
@@ -60,6 +64,10 @@ struct Args {
     /// Send X-Forwarded-For from a pool of this many distinct addresses (0: no header).
     #[arg(long, default_value_t = 0)]
     xff_pool: u32,
+    /// Write every measured request as a CSV line to this file: `intended_unix_us`,
+    /// `send_lag_us` (actual send minus intended), `latency_us` (from intended), `ok`.
+    #[arg(long)]
+    timeline: Option<std::path::PathBuf>,
     /// A header sent with every request, `NAME: VALUE` (repeatable), e.g. an API key.
     #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     headers: Vec<(HeaderName, HeaderValue)>,
@@ -96,6 +104,8 @@ struct Tally {
     ok: u64,
     errors: u64,
     total: u64,
+    /// Per measured request, when `--timeline` is given: intended, sent, done, ok.
+    timeline: Option<Vec<(Instant, Instant, Instant, bool)>>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -154,7 +164,10 @@ async fn run(args: Args) -> anyhow::Result<LoadReport> {
         MAX_LATENCY_NS,
         SIG_FIGS,
     )?));
-    let tally = Rc::new(RefCell::new(Tally::default()));
+    let tally = Rc::new(RefCell::new(Tally {
+        timeline: args.timeline.is_some().then(Vec::new),
+        ..Tally::default()
+    }));
 
     let fixed = args.rate > 0.0 && args.requests.is_none();
     let mut senders = Vec::new();
@@ -192,6 +205,9 @@ async fn run(args: Args) -> anyhow::Result<LoadReport> {
         .as_secs_f64();
     let hist = hist.borrow();
     let tally = tally.borrow();
+    if let (Some(path), Some(timeline)) = (&args.timeline, &tally.timeline) {
+        write_timeline(path, start, timeline)?;
+    }
     let us = |ns: u64| ns as f64 / 1000.0;
     Ok(LoadReport {
         mode: if fixed { "fixed" } else { "closed" }.to_owned(),
@@ -210,6 +226,38 @@ async fn run(args: Args) -> anyhow::Result<LoadReport> {
         p999_us: us(hist.value_at_quantile(0.999)),
         max_us: us(hist.max()),
     })
+}
+
+/// Writes the `--timeline` CSV: instants become Unix microseconds through one reading of both
+/// clocks at `start`.
+fn write_timeline(
+    path: &std::path::Path,
+    start: Instant,
+    timeline: &[(Instant, Instant, Instant, bool)],
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let wall = std::time::SystemTime::now();
+    let now = Instant::now();
+    let start_unix = wall
+        .duration_since(std::time::UNIX_EPOCH)?
+        .saturating_sub(now.saturating_duration_since(start));
+    let us = |d: Duration| d.as_micros();
+    let mut out = std::io::BufWriter::new(
+        std::fs::File::create(path).with_context(|| format!("create {}", path.display()))?,
+    );
+    writeln!(out, "intended_unix_us,send_lag_us,latency_us,ok")?;
+    for &(intended, sent, done, ok) in timeline {
+        writeln!(
+            out,
+            "{},{},{},{}",
+            us(start_unix + intended.saturating_duration_since(start)),
+            us(sent.saturating_duration_since(intended)),
+            us(done.saturating_duration_since(intended)),
+            u8::from(ok)
+        )?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Address number `i` of the synthetic pool, in 10.0.0.0/8 (private, never routed here: the
@@ -323,6 +371,9 @@ async fn connection(
                         }
                         let ns = done.saturating_duration_since(from).as_nanos() as u64;
                         hist.borrow_mut().saturating_record(ns.max(1));
+                        if let Some(timeline) = &mut t.timeline {
+                            timeline.push((from, sent, done, ok));
+                        }
                     }
                 }
                 Err(e) => {

@@ -148,6 +148,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
             warmup: 0.0,
             xff_pool: args.keys,
             requests: Some(u64::from(args.keys)),
+            timeline: None,
             headers: Vec::new(),
         },
     )?;
@@ -213,6 +214,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
         warmup: args.load.warmup,
         xff_pool: t.xff_pool,
         requests: None,
+        timeline: None,
         headers: t.headers.clone(),
     };
 

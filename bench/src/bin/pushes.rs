@@ -72,6 +72,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
         warmup: args.load.warmup,
         xff_pool: 0,
         requests: None,
+        timeline: None,
         headers: Vec::new(),
     };
     let rate = match args.rate {
