@@ -11,6 +11,12 @@
 //! holds a version, and answers as a real node would: ACK a snapshot; ACK a delta whose base
 //! is the version it holds; NACK a delta from any other base (the control plane then sends a
 //! snapshot).
+//!
+//! The consumers (small: names and API key hashes) are decoded too, so a simulated node can
+//! say which key hashes the version it acked holds ([`HeldKeys`]): that is how the revocation
+//! measure checks a node acked a version *without* the revoked key.
+
+use std::collections::BTreeMap;
 
 use bytes::Buf as _;
 use gw_proto::v1 as pb;
@@ -26,7 +32,7 @@ const STREAM_CONFIG: &str = "/gateway.v1.ConfigDiscoveryService/StreamConfig";
 pub const DELTA_CAPABILITY: &str = gw_proto::v1::CAPABILITY_DELTA;
 
 /// What a simulated node keeps of a `DiscoveryResponse`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Header {
     /// The config version the response brings the node to.
     pub version: u64,
@@ -34,6 +40,48 @@ pub struct Header {
     pub bytes: usize,
     /// Snapshot or delta.
     pub kind: Kind,
+    /// The consumers it carries.
+    pub consumers: ConsumerChange,
+}
+
+/// The consumers a response carries: a snapshot's replace every consumer the node holds; a
+/// delta's are upserted and removed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumerChange {
+    /// A snapshot: `upserted` is every consumer, the others are gone.
+    pub replace_all: bool,
+    /// Consumers added or changed, each complete with its API key hashes.
+    pub upserted: Vec<pb::Consumer>,
+    /// Names of consumers removed.
+    pub removed: Vec<String>,
+}
+
+/// The API key hashes a simulated node holds, by consumer, updated as a real node updates its
+/// consumers when it applies a response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeldKeys {
+    by_consumer: BTreeMap<String, Vec<Vec<u8>>>,
+}
+
+impl HeldKeys {
+    /// Applies the consumers of a response the node ACKed.
+    pub fn apply(&mut self, change: &ConsumerChange) {
+        if change.replace_all {
+            self.by_consumer.clear();
+        }
+        for name in &change.removed {
+            self.by_consumer.remove(name);
+        }
+        for c in &change.upserted {
+            let hashes = c.api_keys.iter().map(|k| k.hash.clone()).collect();
+            self.by_consumer.insert(c.name.clone(), hashes);
+        }
+    }
+
+    /// Whether any consumer holds a key with this SHA-256.
+    pub fn holds(&self, hash: &[u8]) -> bool {
+        self.by_consumer.values().flatten().any(|h| h == hash)
+    }
 }
 
 /// Which kind of response a [`Header`] came from.
@@ -64,31 +112,51 @@ struct Skim {
 #[derive(Clone, PartialEq, prost::Oneof)]
 enum SkimKind {
     #[prost(message, tag = "2")]
-    Snapshot(Skipped),
+    Snapshot(SnapshotConsumers),
     #[prost(message, tag = "3")]
     Delta(DeltaBase),
 }
 
-/// A message whose every field is skipped (a snapshot's services and policies).
+/// `ConfigSnapshot` with only its consumers read (services and policies skipped).
 #[derive(Clone, PartialEq, prost::Message)]
-struct Skipped {}
+struct SnapshotConsumers {
+    #[prost(message, repeated, tag = "50")]
+    consumers: Vec<pb::Consumer>,
+}
 
-/// `ConfigDelta` with only `base_version` read.
+/// `ConfigDelta` with only `base_version` and the consumers read.
 #[derive(Clone, PartialEq, prost::Message)]
 struct DeltaBase {
     #[prost(uint64, tag = "1")]
     base_version: u64,
+    #[prost(message, repeated, tag = "50")]
+    upserted_consumers: Vec<pb::Consumer>,
+    #[prost(string, repeated, tag = "51")]
+    removed_consumers: Vec<String>,
 }
 
-impl From<Option<SkimKind>> for Kind {
-    fn from(kind: Option<SkimKind>) -> Self {
-        match kind {
-            Some(SkimKind::Snapshot(_)) => Kind::Snapshot,
-            Some(SkimKind::Delta(d)) => Kind::Delta {
+/// The kind and the consumers of a skimmed response.
+fn split(kind: Option<SkimKind>) -> (Kind, ConsumerChange) {
+    match kind {
+        Some(SkimKind::Snapshot(s)) => (
+            Kind::Snapshot,
+            ConsumerChange {
+                replace_all: true,
+                upserted: s.consumers,
+                removed: Vec::new(),
+            },
+        ),
+        Some(SkimKind::Delta(d)) => (
+            Kind::Delta {
                 base_version: d.base_version,
             },
-            None => Kind::Unknown,
-        }
+            ConsumerChange {
+                replace_all: false,
+                upserted: d.upserted_consumers,
+                removed: d.removed_consumers,
+            },
+        ),
+        None => (Kind::Unknown, ConsumerChange::default()),
     }
 }
 
@@ -164,10 +232,12 @@ impl Decoder for HeaderCodec {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Header>, Status> {
         let bytes = src.remaining();
         let msg = Skim::decode(src).map_err(|e| Status::internal(format!("decode: {e}")))?;
+        let (kind, consumers) = split(msg.kind);
         Ok(Some(Header {
             version: msg.version,
             bytes,
-            kind: msg.kind.into(),
+            kind,
+            consumers,
         }))
     }
 }
@@ -198,10 +268,12 @@ mod tests {
     fn skim(response: &pb::DiscoveryResponse) -> Header {
         let encoded = response.encode_to_vec();
         let msg = Skim::decode(encoded.as_slice()).unwrap();
+        let (kind, consumers) = split(msg.kind);
         Header {
             version: msg.version,
             bytes: encoded.len(),
-            kind: msg.kind.into(),
+            kind,
+            consumers,
         }
     }
 
@@ -231,6 +303,10 @@ mod tests {
                 version: 42,
                 bytes: full.encoded_len(),
                 kind: Kind::Snapshot,
+                consumers: ConsumerChange {
+                    replace_all: true,
+                    ..Default::default()
+                },
             }
         );
     }
@@ -253,6 +329,7 @@ mod tests {
                 version: 9,
                 bytes: delta.encoded_len(),
                 kind: Kind::Delta { base_version: 8 },
+                consumers: ConsumerChange::default(),
             }
         );
         let none = pb::DiscoveryResponse {
@@ -268,7 +345,75 @@ mod tests {
             version,
             bytes: 1,
             kind,
+            consumers: ConsumerChange::default(),
         }
+    }
+
+    fn consumer(name: &str, hashes: &[&[u8]]) -> pb::Consumer {
+        pb::Consumer {
+            name: name.into(),
+            api_keys: hashes
+                .iter()
+                .map(|h| pb::ApiKey {
+                    hash: h.to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn held_keys_follow_the_consumers_of_snapshots_and_deltas() {
+        let response = |version, kind| pb::DiscoveryResponse {
+            epoch: 0,
+            version,
+            kind: Some(kind),
+        };
+        let mut held = HeldKeys::default();
+        let snapshot = response(
+            1,
+            pb::discovery_response::Kind::Snapshot(pb::ConfigSnapshot {
+                services: vec![service("s")],
+                consumers: vec![consumer("a", &[b"ka1", b"ka2"]), consumer("b", &[b"kb"])],
+                ..Default::default()
+            }),
+        );
+        held.apply(&skim(&snapshot).consumers);
+        assert!(held.holds(b"ka2") && held.holds(b"kb"));
+
+        // A revocation: consumer a upserted without ka2.
+        let revoke = response(
+            2,
+            pb::discovery_response::Kind::Delta(pb::ConfigDelta {
+                base_version: 1,
+                upserted_consumers: vec![consumer("a", &[b"ka1"])],
+                ..Default::default()
+            }),
+        );
+        held.apply(&skim(&revoke).consumers);
+        assert!(!held.holds(b"ka2"));
+        assert!(held.holds(b"ka1") && held.holds(b"kb"));
+
+        let remove = response(
+            3,
+            pb::discovery_response::Kind::Delta(pb::ConfigDelta {
+                base_version: 2,
+                removed_consumers: vec!["b".into()],
+                upserted_services: vec![service("t")],
+                ..Default::default()
+            }),
+        );
+        held.apply(&skim(&remove).consumers);
+        assert!(!held.holds(b"kb") && held.holds(b"ka1"));
+
+        // A snapshot replaces everything held.
+        let empty = response(
+            4,
+            pb::discovery_response::Kind::Snapshot(pb::ConfigSnapshot::default()),
+        );
+        held.apply(&skim(&empty).consumers);
+        assert_eq!(held, HeldKeys::default());
     }
 
     fn ack(version: u64) -> pb::DiscoveryRequest {

@@ -8,8 +8,13 @@
 //! single-service `UpdateService` calls. For each (change, stream) pair it times from the
 //! admin RPC returning to that stream holding and having ACKed the new version, and it sums
 //! the encoded size of the responses each change caused. Finally it times a fresh node
-//! receiving the full config. Prints a Markdown table and writes
-//! `bench/results/propagation-<date>.md`. Run it pinned to core 1 (`bench/propagation.sh`).
+//! receiving the full config. Then it measures API-key revocation (issue 12) the same way:
+//! creates a consumer, and `--revocations` times creates an API key, waits until every stream
+//! holds its hash, calls `DeleteApiKey` and times from the RPC returning to each stream having
+//! ACKed a version whose consumers no longer hold the key's SHA-256 (checked in the snapshot
+//! or delta the stream received, not inferred from the version number). Prints a Markdown
+//! table and writes `bench/results/propagation-<date>.md`. Run it pinned to core 1
+//! (`bench/propagation.sh`).
 
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
@@ -18,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use futures::StreamExt as _;
-use gw_bench::discovery::{self, Header, Kind, SimNode};
+use gw_bench::discovery::{self, HeldKeys, Kind, SimNode};
 use gw_bench::harness::{self, OutputFlags, SUT_CPU, Started};
 use gw_bench::procs::Proc;
 use gw_bench::procstat;
@@ -27,6 +32,7 @@ use gw_proto::v1 as pb;
 use pb::admin_service_client::AdminServiceClient;
 use pb::config_discovery_service_client::ConfigDiscoveryServiceClient;
 use prost::Message as _;
+use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -52,12 +58,15 @@ struct Args {
     /// Successive single-service changes timed.
     #[arg(long, default_value_t = 50)]
     changes: usize,
+    /// API keys created and then revoked one at a time, each revocation timed (0: none).
+    #[arg(long, default_value_t = 20)]
+    revocations: usize,
     #[command(flatten)]
     output: OutputFlags,
 }
 
 /// A response a simulated node received and answered.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Received {
     stream: usize,
     version: u64,
@@ -67,6 +76,8 @@ struct Received {
     acked: bool,
     /// When the answer had been handed to the stream.
     acked_at: Instant,
+    /// The API key hashes the stream held after answering.
+    held: Arc<HeldKeys>,
 }
 
 type Log = Arc<Mutex<Vec<Received>>>;
@@ -135,7 +146,7 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
         .await?
         .into_inner()
         .config_version;
-    wait_all(&log, args.streams, current, Instant::now()).await?;
+    wait_all(&log, args.streams, current, Instant::now(), |_| true).await?;
 
     eprintln!("propagation: {} changes", args.changes);
     let cpu_before = procstat::tree_cpu_ticks(cp.pid());
@@ -155,7 +166,7 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
             .into_inner();
         let returned = Instant::now();
         let v = resp.config_version;
-        let times = wait_all(&log, args.streams, v, returned).await?;
+        let times = wait_all(&log, args.streams, v, returned, |_| true).await?;
         let worst = times.iter().copied().fold(0.0, f64::max);
         eprintln!(
             "propagation: change {}/{}: version {v} on every stream after {worst:.1} ms",
@@ -185,6 +196,13 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
     }
     let cpu_ms = procstat::tree_cpu_ticks(cp.pid()).saturating_sub(cpu_before) as f64 * 1000.0
         / procstat::USER_HZ as f64;
+
+    let revoked_ms = if args.revocations > 0 {
+        eprintln!("propagation: {} API-key revocations", args.revocations);
+        revocations(&admin, &log, args.streams, args.revocations).await?
+    } else {
+        Vec::new()
+    };
 
     // A fresh node while the fleet is connected.
     let (fresh_full_fleet, _) = fresh_node(url, "fresh-1").await?;
@@ -229,6 +247,27 @@ async fn run(args: &Args, started: &Started, cp: &Proc, url: &str) -> anyhow::Re
         "| Control-plane CPU per change | {:.1} ms |",
         cpu_ms / args.changes.max(1) as f64
     );
+    if !revoked_ms.is_empty() {
+        let all: Vec<f64> = revoked_ms.iter().flatten().copied().collect();
+        let worst: Vec<f64> = revoked_ms
+            .iter()
+            .map(|t| t.iter().copied().fold(0.0, f64::max))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| DeleteApiKey returns -> stream holds and ACKed a version without the key's hash, p50 / p99 / max over all ({} revocations x {} streams) | {:.1} / {:.1} / {:.1} ms |",
+            revoked_ms.len(),
+            args.streams,
+            percentile(&all, 50.0),
+            percentile(&all, 99.0),
+            percentile(&all, 100.0)
+        );
+        let _ = writeln!(
+            s,
+            "| Slowest stream per revocation, median over revocations | {:.1} ms |",
+            median(&worst)
+        );
+    }
     let _ = writeln!(s, "| Control-plane peak RSS | {rss_mib:.1} MiB |");
     let _ = writeln!(s, "| Full snapshot size | {snapshot_bytes} bytes |");
     let _ = writeln!(
@@ -258,31 +297,109 @@ struct KindCounts {
     nacks: usize,
 }
 
+/// The consumer whose API keys the revocation measure creates and revokes.
+const REVOKED_CONSUMER: &str = "bench-revocation";
+
+/// Creates [`REVOKED_CONSUMER`], then `count` times: creates an API key, waits until every
+/// stream holds its hash, revokes it, and times from `DeleteApiKey` returning to each stream
+/// having ACKed a version without the hash. Returns the times (ms) per revocation.
+async fn revocations(
+    admin: &AdminServiceClient<Channel>,
+    log: &Log,
+    streams: usize,
+    count: usize,
+) -> anyhow::Result<Vec<Vec<f64>>> {
+    let mut admin = admin.clone();
+    admin
+        .create_consumer(pb::CreateConsumerRequest {
+            consumer: Some(pb::Consumer {
+                name: REVOKED_CONSUMER.to_owned(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .context("CreateConsumer")?;
+    let mut all = Vec::with_capacity(count);
+    for k in 0..count {
+        let created = admin
+            .create_api_key(pb::CreateApiKeyRequest {
+                consumer: REVOKED_CONSUMER.to_owned(),
+                ttl: None,
+            })
+            .await
+            .context("CreateApiKey")?
+            .into_inner();
+        let hash = Sha256::digest(created.key.as_bytes()).to_vec();
+        let id = created
+            .api_key
+            .context("CreateApiKey answered without the key's record")?
+            .id;
+        wait_all(
+            log,
+            streams,
+            created.config_version,
+            Instant::now(),
+            |held| held.holds(&hash),
+        )
+        .await
+        .context("the new key reaching every stream")?;
+        let resp = admin
+            .delete_api_key(pb::DeleteApiKeyRequest { id })
+            .await
+            .context("DeleteApiKey")?
+            .into_inner();
+        let returned = Instant::now();
+        let times = wait_all(log, streams, resp.config_version, returned, |held| {
+            !held.holds(&hash)
+        })
+        .await
+        .context("the revocation reaching every stream")?;
+        eprintln!(
+            "propagation: revocation {}/{count}: version {} without the key on every stream after {:.1} ms",
+            k + 1,
+            resp.config_version,
+            times.iter().copied().fold(0.0, f64::max)
+        );
+        all.push(times);
+    }
+    Ok(all)
+}
+
 /// Waits until every stream has ACKed `version` (or later); returns each stream's time from
-/// `since` in milliseconds.
+/// `since` in milliseconds. The first version at or after `version` a stream ACKed must
+/// satisfy `holds` (checked on the API key hashes it held then), else this fails: a stream
+/// that acked the version with the wrong consumers is an error, not a slow stream.
 async fn wait_all(
     log: &Log,
     streams: usize,
     version: u64,
     since: Instant,
+    holds: impl Fn(&HeldKeys) -> bool,
 ) -> anyhow::Result<Vec<f64>> {
     let deadline = Instant::now() + CHANGE_LIMIT;
     loop {
         {
             let log = log.lock().map_err(|_| anyhow::anyhow!("log poisoned"))?;
-            let mut first: Vec<Option<Instant>> = vec![None; streams];
+            let mut first: Vec<Option<&Received>> = vec![None; streams];
             for r in log.iter().filter(|r| r.acked && r.version >= version) {
                 let slot = &mut first[r.stream];
-                if slot.is_none_or(|t| r.acked_at < t) {
-                    *slot = Some(r.acked_at);
+                if slot.is_none_or(|f| r.acked_at < f.acked_at) {
+                    *slot = Some(r);
                 }
             }
             if first.iter().all(Option::is_some) {
-                return Ok(first
-                    .into_iter()
-                    .flatten()
-                    .map(|t| t.saturating_duration_since(since).as_secs_f64() * 1000.0)
-                    .collect());
+                let mut times = Vec::with_capacity(streams);
+                for r in first.into_iter().flatten() {
+                    if !holds(&r.held) {
+                        bail!(
+                            "stream {} ACKed version {} without the expected API keys",
+                            r.stream,
+                            r.version
+                        );
+                    }
+                    times.push(r.acked_at.saturating_duration_since(since).as_secs_f64() * 1000.0);
+                }
+                return Ok(times);
             }
         }
         if Instant::now() >= deadline {
@@ -310,25 +427,30 @@ async fn open_stream(
     let acks = tx.clone();
     tokio::spawn(async move {
         let mut node = SimNode::default();
+        let mut held = Arc::new(HeldKeys::default());
         while let Ok(Some(header)) = responses.message().await {
             let answer = node.answer(&header);
             let acked = matches!(answer.kind, Some(pb::discovery_request::Kind::Ack(_)));
+            if acked {
+                // A node applies what it ACKs; consumers are rare, so most deltas share the
+                // previous set.
+                let c = &header.consumers;
+                if c.replace_all || !c.upserted.is_empty() || !c.removed.is_empty() {
+                    Arc::make_mut(&mut held).apply(c);
+                }
+            }
             if acks.send(answer).await.is_err() {
                 break;
             }
-            let Header {
-                version,
-                bytes,
-                kind,
-            } = header;
             if let Ok(mut log) = log.lock() {
                 log.push(Received {
                     stream: index,
-                    version,
-                    bytes,
-                    kind,
+                    version: header.version,
+                    bytes: header.bytes,
+                    kind: header.kind,
                     acked,
                     acked_at: Instant::now(),
+                    held: held.clone(),
                 });
             }
         }
