@@ -123,11 +123,16 @@ async fn key_auth_401_200_from_each_source_403_and_nothing_of_it_reaches_the_bac
     );
     assert_eq!(b.hits(), hits, "refused requests never reach the backend");
 
-    // The key from each place, with spoofed identity headers: 200, the key gone, the
-    // gateway's identity in their place.
+    // The key from each place, with spoofed identity headers (also spelled with underscores,
+    // which CGI-style backends read alike) and a `Connection` header naming the identity
+    // headers (which would strip the gateway's own if hop-by-hop headers went after
+    // authentication): 200, the key gone, the gateway's identity in their place.
     let spoof = |c: Call| {
         c.header("x-consumer-name", "admin")
             .header("x-consumer-groups", "root")
+            .header("x_consumer_name", "admin")
+            .header("x-consumer_groups", "root")
+            .header("connection", "x-consumer-name, x-consumer-groups")
     };
     let calls = [
         (
@@ -165,6 +170,12 @@ async fn key_auth_401_200_from_each_source_403_and_nothing_of_it_reaches_the_bac
         );
         assert!(values(&headers, "authorization").is_empty(), "{source}");
         assert!(values(&headers, "x-api-key").is_empty(), "{source}");
+        for underscored in ["x_consumer_name", "x-consumer_groups"] {
+            assert!(
+                values(&headers, underscored).is_empty(),
+                "{source}: {underscored} reached the backend"
+            );
+        }
     }
 
     // Groups: bob is in none, so the gold-only service says 403; alice passes. The default
@@ -184,8 +195,17 @@ async fn key_auth_401_200_from_each_source_403_and_nothing_of_it_reaches_the_bac
         .send()
         .await;
     let (headers, _) = seen(&r);
-    assert!(values(&headers, "x-consumer-name").is_empty());
-    assert!(values(&headers, "x-consumer-groups").is_empty());
+    for name in [
+        "x-consumer-name",
+        "x-consumer-groups",
+        "x_consumer_name",
+        "x-consumer_groups",
+    ] {
+        assert!(
+            values(&headers, name).is_empty(),
+            "{name} reached the backend"
+        );
+    }
 
     let m = |s: &str| format!("gw_auth_failures_total{{service=\"{s}\",reason=");
     assert_eq!(

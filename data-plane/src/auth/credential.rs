@@ -138,6 +138,37 @@ pub fn redact_query_key(pq: &PathAndQuery) -> PathAndQuery {
 pub fn remove_identity(headers: &mut HeaderMap) {
     headers.remove(&X_CONSUMER_NAME);
     headers.remove(&X_CONSUMER_GROUPS);
+    // CGI-style backends (WSGI, PHP, Rack) read `X_Consumer_Name` (or `X-Consumer_Name`) as
+    // `HTTP_X_CONSUMER_NAME`, the same variable as the gateway's header, so a client's copy
+    // spelled with underscores goes too. One pass over the names; nothing is allocated
+    // unless such a header is there.
+    if headers
+        .keys()
+        .any(|n| n.as_str().contains('_') && is_identity_alias(n.as_str()))
+    {
+        let aliases: Vec<HeaderName> = headers
+            .keys()
+            .filter(|n| is_identity_alias(n.as_str()))
+            .cloned()
+            .collect();
+        for name in aliases {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Whether `name` is `x-consumer-name` or `x-consumer-groups` with any of its dashes written
+/// as underscores (header names are lowercase here).
+fn is_identity_alias(name: &str) -> bool {
+    [X_CONSUMER_NAME.as_str(), X_CONSUMER_GROUPS.as_str()]
+        .iter()
+        .any(|id| {
+            id.len() == name.len()
+                && id
+                    .bytes()
+                    .zip(name.bytes())
+                    .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+        })
 }
 
 /// Sets the `X-Consumer-*` headers for `who` (after [`remove_identity`]).
@@ -152,6 +183,29 @@ pub fn set_identity(headers: &mut HeaderMap, who: &Identity) {
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    #[test]
+    fn identity_headers_are_removed_in_every_spelling_a_cgi_backend_reads_alike() {
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-consumer-name",
+            "X_Consumer_Name",
+            "x-consumer_name",
+            "x_consumer-groups",
+            "x_consumer_groups",
+        ] {
+            headers.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_static("spoofed"),
+            );
+        }
+        headers.insert("x_other_header", HeaderValue::from_static("kept"));
+        headers.insert("x-consumer-namex", HeaderValue::from_static("kept"));
+        remove_identity(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-consumer-namex", "x_other_header"]);
+    }
 
     const ALL: KeySources = KeySources {
         bearer: true,

@@ -196,6 +196,13 @@ async fn route_and_forward(
     }
     // Only the gateway says who the consumer is, on every service.
     credential::remove_identity(req.headers_mut());
+    // Hop-by-hop headers go before anything reads or sets headers: a client's `Connection:
+    // x-consumer-groups` must not remove what authentication sets below.
+    let upgrade =
+        !connect && req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
+    if !connect {
+        strip_hop_by_hop(req.headers_mut(), upgrade);
+    }
     // The consumer's counters count the requests that authenticated, once answered.
     let mut consumer = None;
     let caller = match &svc.auth {
@@ -253,8 +260,6 @@ async fn route_and_forward(
         }
     };
 
-    let upgrade =
-        !connect && req.version() == Version::HTTP_11 && is_upgrade_request(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let mut resp = if connect {
@@ -390,7 +395,7 @@ async fn forward(
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"))
     };
-    strip_hop_by_hop(&mut parts.headers, upgrade);
+    // Hop-by-hop headers were stripped before authentication (`route_and_forward`).
     // X-Forwarded-For gets the address that connected to us (as nginx's
     // $proxy_add_x_forwarded_for does): behind a trusted proxy, the client is already listed.
     set_forwarded(&mut parts.headers, peer_ip, host.as_ref(), tls);
