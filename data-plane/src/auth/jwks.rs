@@ -282,6 +282,14 @@ impl JwksRegistry {
     }
 }
 
+/// `localhost` or a loopback address (127.0.0.0/8, ::1).
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl Target {
     fn parse(url: &str, tls: Option<Arc<rustls::ClientConfig>>) -> Result<Self, JwksError> {
         let bad = |reason| JwksError::BadUrl {
@@ -304,6 +312,14 @@ impl Target {
         let host = authority.host().trim_matches(['[', ']']).to_owned();
         if host.is_empty() {
             return Err(bad("no host"));
+        }
+        // Keys fetched in clear from another host could be swapped by anyone on the path, who
+        // could then sign tokens for every consumer of the issuer: plain http is for a local
+        // provider only (the control plane refuses other such URLs too).
+        if tls.is_none() && !is_loopback(&host) {
+            return Err(bad(
+                "http:// is only allowed to a loopback address; use https://",
+            ));
         }
         Ok(Self {
             url: url.to_owned(),
@@ -579,6 +595,14 @@ mod tests {
                 "credentials in the URL are not supported",
             ),
             ("not a url", "not a URL"),
+            (
+                "http://idp.example/keys",
+                "http:// is only allowed to a loopback address; use https://",
+            ),
+            (
+                "http://127.0.0.1.evil.example/keys",
+                "http:// is only allowed to a loopback address; use https://",
+            ),
         ];
         for (url, want) in cases {
             let err = Target::parse(url, None).err().unwrap();
@@ -593,9 +617,9 @@ mod tests {
         let t = Target::parse("http://[::1]/", None).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 80));
         assert_eq!(
-            JwksSource::spawn("http://idp/keys", JwksSettings::default()).unwrap_err(),
+            JwksSource::spawn("http://localhost/keys", JwksSettings::default()).unwrap_err(),
             JwksError::NoRuntime {
-                url: "http://idp/keys".into()
+                url: "http://localhost/keys".into()
             }
         );
     }
