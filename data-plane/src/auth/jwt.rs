@@ -47,9 +47,14 @@ pub const LEEWAY: Duration = Duration::from_secs(30);
 /// Longest token accepted. Real JWTs are well under 2 KiB; a cap bounds the base64 and JSON
 /// work an unauthenticated client can ask for (the request head is capped too, at 64 KiB).
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Verified tokens remembered per verifier (see `auth::cache`): about 6 MB at most with
-/// ~500-byte tokens, enough for every active client of a busy node to hit.
+/// Verified tokens remembered per verifier (see `auth::cache`): about 6 MB with ~500-byte
+/// tokens and at most ~21 MB (tokens up to [`MAX_CACHED_TOKEN_BYTES`]), enough for every
+/// active client of a busy node to hit.
 pub const DEFAULT_CACHE_CAPACITY: usize = 10_000;
+/// Longest token the cache keeps. Real tokens are well under it; a longer (accepted) one is
+/// verified in full on every request rather than letting a consumer that mints its own
+/// tokens fill the cache with padded ones.
+pub const MAX_CACHED_TOKEN_BYTES: usize = 2 * 1024;
 /// Claims that cannot name the consumer: they are not strings, or not one caller.
 const NOT_CONSUMER_CLAIMS: [&str; 4] = ["aud", "exp", "nbf", "iat"];
 
@@ -313,7 +318,11 @@ impl JwtVerifier {
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let Some(cache) = &self.cache else {
+        let Some(cache) = self
+            .cache
+            .as_ref()
+            .filter(|_| token.len() <= MAX_CACHED_TOKEN_BYTES)
+        else {
             return self.check(token, now).map(|c| c.verified);
         };
         let hit = cache.get(token, now, |c| match &c.jwks {

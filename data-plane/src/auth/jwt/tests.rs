@@ -599,3 +599,24 @@ fn a_cached_token_is_answered_as_a_fresh_check_would() {
     }
     assert_eq!(cached.cache.as_ref().unwrap().len(), 1);
 }
+
+#[test]
+fn a_long_token_is_verified_but_not_cached() {
+    let signer = Signer::es256();
+    let v = verifier(&signer);
+    let mut c = claims();
+    c["pad"] = "x".repeat(MAX_CACHED_TOKEN_BYTES).into();
+    let long = signer.token(Some("k1"), &c);
+    assert!(long.len() > MAX_CACHED_TOKEN_BYTES && long.len() <= MAX_TOKEN_BYTES);
+    for _ in 0..2 {
+        assert_eq!(v.verify(&long, now()), Ok(alice()));
+    }
+    assert_eq!(
+        v.cache.as_ref().unwrap().len(),
+        0,
+        "a padded token fills no entry"
+    );
+    let short = signer.token(Some("k1"), &claims());
+    assert_eq!(v.verify(&short, now()), Ok(alice()));
+    assert_eq!(v.cache.as_ref().unwrap().len(), 1);
+}
