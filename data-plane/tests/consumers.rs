@@ -34,21 +34,6 @@ fn keyed(
     }
 }
 
-async fn consumer(admin: &mut AdminServiceClient<Channel>, name: &str, groups: &[&str]) -> u64 {
-    admin
-        .create_consumer(pb::CreateConsumerRequest {
-            consumer: Some(pb::Consumer {
-                name: name.into(),
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .config_version
-}
-
 /// A new key for `name`: (key, id, version).
 async fn key(admin: &mut AdminServiceClient<Channel>, name: &str) -> (String, String, u64) {
     let r = admin

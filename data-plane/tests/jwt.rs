@@ -63,21 +63,6 @@ fn authed(
     }
 }
 
-async fn consumer(admin: &mut AdminServiceClient<Channel>, name: &str, groups: &[&str]) -> u64 {
-    admin
-        .create_consumer(pb::CreateConsumerRequest {
-            consumer: Some(pb::Consumer {
-                name: name.into(),
-                groups: groups.iter().map(|g| g.to_string()).collect(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .config_version
-}
-
 /// Adds a credential of `consumer` for [`ISS`] with `key`: (id, version).
 async fn credential(
     admin: &mut AdminServiceClient<Channel>,

@@ -390,6 +390,22 @@ pub async fn update(admin: &mut AdminServiceClient<Channel>, svc: pb::Service) -
 }
 
 /// Puts a policy; returns the config version that includes it.
+/// Creates consumer `name` in `groups`; returns the config version that includes it.
+pub async fn consumer(admin: &mut AdminServiceClient<Channel>, name: &str, groups: &[&str]) -> u64 {
+    admin
+        .create_consumer(pb::CreateConsumerRequest {
+            consumer: Some(pb::Consumer {
+                name: name.into(),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .config_version
+}
+
 pub async fn put_policy(admin: &mut AdminServiceClient<Channel>, policy: pb::Policy) -> u64 {
     admin
         .put_policy(pb::PutPolicyRequest {
