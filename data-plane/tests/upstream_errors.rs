@@ -200,3 +200,73 @@ async fn request_timeout_counts_from_the_end_of_an_upload() {
         .await;
     assert_eq!(r.status, 504);
 }
+
+/// A "backend" whose listen queue is full: the kernel drops further SYNs, so a connect to it
+/// neither succeeds nor fails, it hangs. Returns its URL and the connections that fill the
+/// queue (kept open: closing them would free the queue).
+async fn black_hole() -> (String, Vec<tokio::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    // A backlog of 0 leaves room for one connection waiting to be accepted; nothing accepts.
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    // Connect until a connect hangs: from then on the queue is full and SYNs are dropped.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the listen queue never filled"
+        );
+        match tokio::time::timeout(
+            std::time::Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
+            Ok(Ok(s)) => fillers.push(s),
+            Ok(Err(e)) => panic!("connect to the black hole failed: {e}"),
+            Err(_) => break,
+        }
+    }
+    // The listener must stay open (a closed one answers with a reset); leak it with the test.
+    std::mem::forget(listener);
+    (format!("http://{addr}"), fillers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_that_hangs_ends_at_the_connect_timeout_with_502() {
+    let mut env = Env::start().await;
+    let (url, _fillers) = black_hole().await;
+    let mut s = service("s", "/", &[]);
+    s.endpoints = vec![url];
+    s.timeouts = Some(pb::Timeouts {
+        connect: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: 300_000_000,
+        }),
+        // Far longer than the connect timeout: a 504 would mean the connect was never cut.
+        request: Some(prost_types::Duration {
+            seconds: 60,
+            nanos: 0,
+        }),
+        ..Default::default()
+    });
+    // No active checks (they would connect to the black hole too) and no ejection after one
+    // failure: this test is about the connect timeout alone.
+    s.health_check = Some(pb::HealthCheck {
+        disabled: true,
+        unhealthy_threshold: 100,
+        ..Default::default()
+    });
+    env.add(s).await;
+    let r = env.get("/x").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"], "upstream_failed");
+    assert_eq!(
+        env.dp
+            .metric("gw_upstream_errors_total{service=\"s\",kind=\"connect\"}")
+            .await,
+        Some(1.0)
+    );
+}
