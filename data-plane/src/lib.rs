@@ -135,6 +135,10 @@ pub struct Config {
     pub max_upstream_connections: usize,
     /// Open upstream connections at most to one endpoint.
     pub max_connections_per_endpoint: usize,
+    /// An idle keep-alive connection to a backend is closed after this long unused.
+    pub upstream_idle_timeout: Duration,
+    /// Idle keep-alive connections kept per endpoint and worker thread; 0: none.
+    pub upstream_max_idle: usize,
     /// Health checks in flight at once at most.
     pub max_health_probes: usize,
     /// How endpoint host names are resolved (bounded and timed out; tests swap the lookup).
@@ -185,6 +189,8 @@ impl Config {
             max_connections: budget.client_connections,
             max_upstream_connections: budget.upstream_connections,
             max_connections_per_endpoint: DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT,
+            upstream_idle_timeout: upstream::pool::DEFAULT_IDLE_TIMEOUT,
+            upstream_max_idle: upstream::pool::DEFAULT_MAX_IDLE,
             max_health_probes: budget.health_probes,
             resolver: Resolver::default(),
             credentials: Credentials::default(),
@@ -286,6 +292,7 @@ pub async fn serve_with(
         ("response_body_timeout", config.response_body_timeout),
         ("first_byte_timeout", config.first_byte_timeout),
         ("idle_timeout", config.idle_timeout),
+        ("upstream_idle_timeout", config.upstream_idle_timeout),
         ("auth_failure_period", config.auth_failure_period),
     ] {
         if d.is_zero() {
@@ -353,6 +360,10 @@ pub async fn serve_with(
             config.max_upstream_connections,
         ),
         config.resolver.clone(),
+        upstream::pool::Settings {
+            idle_timeout: config.upstream_idle_timeout,
+            max_idle: config.upstream_max_idle,
+        },
     );
     gw.auth_failures = auth::FailureLimiter::new(
         config.auth_failure_limit,

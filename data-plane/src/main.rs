@@ -153,6 +153,14 @@ struct Args {
     /// Open upstream connections at most to one endpoint.
     #[arg(long, env = "GW_MAX_CONNECTIONS_PER_ENDPOINT", default_value_t = DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT)]
     max_connections_per_endpoint: usize,
+    /// An idle keep-alive connection to a backend is closed after this long unused (keep it
+    /// below the backends' own keep-alive timeout).
+    #[arg(long, env = "GW_UPSTREAM_IDLE_TIMEOUT", default_value = "50s", value_parser = gw_ops::duration::parse_positive)]
+    upstream_idle_timeout: std::time::Duration,
+    /// Idle keep-alive connections kept per endpoint and worker thread (as nginx's
+    /// `keepalive` is per worker); 0: a new connection for every request.
+    #[arg(long, env = "GW_UPSTREAM_MAX_IDLE", default_value_t = gw_data_plane::upstream::pool::DEFAULT_MAX_IDLE)]
+    upstream_max_idle: usize,
     /// Process log format on stderr: `text` (coloured only on a terminal) or `json`.
     #[arg(long, env = "GW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -334,6 +342,8 @@ fn run(args: Args) -> anyhow::Result<()> {
         .max_upstream_connections
         .unwrap_or(budget.upstream_connections);
     config.max_connections_per_endpoint = args.max_connections_per_endpoint;
+    config.upstream_idle_timeout = args.upstream_idle_timeout;
+    config.upstream_max_idle = args.upstream_max_idle;
     config.max_health_probes = budget.health_probes;
     config.first_byte_timeout = args.first_byte_timeout;
     config.idle_timeout = args.idle_timeout;

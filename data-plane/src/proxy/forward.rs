@@ -31,8 +31,9 @@ use crate::proxy::{host, path, tunnel};
 use crate::stats::UpstreamError;
 use crate::upstream::balancer::Endpoint;
 use crate::upstream::blame::{self, Blame};
-use crate::upstream::body::{BodyWatch, RequestBody, ResponseBody};
-use crate::upstream::client::UpstreamBody;
+use crate::upstream::body::{BodyWatch, RequestBody, UpstreamBody};
+use crate::upstream::client::Failed;
+use crate::upstream::response::ResponseBody;
 
 /// What the request path holds besides the config: the gateway's shared state, whose
 /// `X-Forwarded-For` to believe, where request ids come from, and where HTTPS is served.
@@ -405,9 +406,10 @@ async fn forward(
         // An HTTP/2 client sent :authority; the backend speaks HTTP/1.1 and gets it as Host.
         parts.headers.insert(HOST, host);
     }
-    // Upstream connections are HTTP/1.1 whatever the client spoke.
+    // Upstream connections are HTTP/1.1 whatever the client spoke, and the URI goes in
+    // origin form (the connection is the endpoint's; `Host` says which site).
     parts.version = Version::HTTP_11;
-    parts.uri = upstream_uri(endpoint, path.clone())?;
+    parts.uri = Uri::from(path);
 
     let bodyless = body.is_end_stream();
     let (body, watch): (UpstreamBody, _) = if bodyless {
@@ -420,8 +422,13 @@ async fn forward(
         (Either::Left(body), Some(watch))
     };
     // Keeping a copy to retry costs a header-map clone, so only retryable requests pay it.
-    let retry = (bodyless && !upgrade && is_idempotent(&parts.method))
-        .then(|| (parts.method.clone(), parts.headers.clone()));
+    let retry = (bodyless && !upgrade && is_idempotent(&parts.method)).then(|| {
+        (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.headers.clone(),
+        )
+    });
     // The request timeout runs from when the request is fully sent: from the start for a
     // bodyless request (retries included), from the body's last byte for an upload.
     let timeout = svc.request_timeout;
@@ -441,10 +448,12 @@ async fn forward(
 
     let mut req = Request::from_parts(parts, body);
     let mut retried = false;
+    // Set for the one attempt on a new connection after a pooled one turned out stale.
+    let mut fresh = false;
     loop {
-        let err = tokio::select! {
-            result = svc.client.request(req) => match result {
-                Ok(resp) => {
+        let failed = tokio::select! {
+            result = svc.client.send(endpoint, req, fresh) => match result {
+                Ok((resp, lease)) => {
                     if let Err(why) = blame::check_response(resp.status(), resp.headers(), upgrade) {
                         svc.stats.upstream_error(UpstreamError::Other);
                         endpoint.record_failure();
@@ -462,10 +471,10 @@ async fn forward(
                     }
                     let idle = svc.response_body_timeout;
                     return Ok(resp.map(|b| {
-                        ResponseBody::new(b, idle, endpoint.clone(), svc.stats.clone())
+                        ResponseBody::pooled(b, idle, endpoint.clone(), svc.stats.clone(), lease)
                     }));
                 }
-                Err(e) => e,
+                Err(failed) => failed,
             },
             () = &mut timer => {
                 svc.stats.upstream_error(UpstreamError::Timeout);
@@ -473,7 +482,28 @@ async fn forward(
                 return Err(responses::GATEWAY_TIMEOUT);
             }
         };
-        let kind = match blame::blame(&err, watch.as_ref().and_then(|w| w.fault())) {
+        let Failed {
+            error: err,
+            reused,
+            unsent,
+        } = failed;
+        let client_fault = watch.as_ref().and_then(|w| w.fault());
+        // A pooled connection the backend closed while it sat idle (keep-alive timeouts race
+        // with reuse) is not the endpoint failing: the request goes once more, on a new
+        // connection to the same endpoint, uncounted, if it never left or may be repeated.
+        if reused && !fresh && client_fault.is_none() && blame::is_stale(err.cause()) {
+            let again = match unsent {
+                Some(req) => Some(req),
+                None => retry.as_ref().map(replay),
+            };
+            if let Some(again) = again {
+                tracing::debug!(service = %svc.name, endpoint = %endpoint.url, error = %err, "stale pooled connection; sending again on a new one");
+                fresh = true;
+                req = again;
+                continue;
+            }
+        }
+        let kind = match blame::blame(err.cause(), err.is_connect(), client_fault) {
             Blame::Backend(kind) => kind,
             Blame::Client(fault) => {
                 tracing::debug!(service = %svc.name, ?fault, error = %err, "request failed on the client's side");
@@ -488,7 +518,7 @@ async fn forward(
         svc.stats.upstream_error(kind);
         endpoint.record_failure();
         if endpoint.tls
-            && let Some(why) = tls_failure(&err)
+            && let Some(why) = tls_failure(err.cause())
         {
             // A certificate the service does not trust is a configuration problem worth
             // seeing without debug logs; it costs a log line only on this failure.
@@ -497,34 +527,36 @@ async fn forward(
         } else {
             tracing::debug!(service = %svc.name, endpoint = %endpoint.url, error = %err, kind = kind.label(), "upstream failed");
         }
-        let Some((method, headers)) = retry.as_ref().filter(|_| !retried) else {
+        let Some(copy) = retry.as_ref().filter(|_| !retried) else {
             return Err(responses::BAD_GATEWAY);
         };
         let Some((next, ep)) = svc.balancer.after(index) else {
             return Err(responses::BAD_GATEWAY);
         };
         retried = true;
+        fresh = false;
         svc.stats.retried();
         index = next;
         endpoint = ep;
         seen.endpoint(endpoint);
-        let mut again = Request::new(Either::Right(Empty::new()));
-        *again.method_mut() = method.clone();
-        *again.headers_mut() = headers.clone();
-        *again.version_mut() = Version::HTTP_11;
-        *again.uri_mut() = upstream_uri(endpoint, path.clone())?;
-        req = again;
+        req = replay(copy);
     }
 }
 
-fn upstream_uri(endpoint: &Endpoint, path: PathAndQuery) -> Result<Uri, Canned> {
-    endpoint.uri(path).map_err(|_| responses::BAD_REQUEST)
+/// A bodyless request again, from its kept method, URI and headers.
+fn replay((method, uri, headers): &(Method, Uri, http::HeaderMap)) -> Request<UpstreamBody> {
+    let mut again = Request::new(Either::Right(Empty::new()));
+    *again.method_mut() = method.clone();
+    *again.uri_mut() = uri.clone();
+    *again.headers_mut() = headers.clone();
+    *again.version_mut() = Version::HTTP_11;
+    again
 }
 
-/// The TLS error inside a client error, if the failure was the TLS handshake (a certificate
-/// not trusted, a name mismatch).
-fn tls_failure(err: &hyper_util::client::legacy::Error) -> Option<String> {
-    let mut source = std::error::Error::source(err);
+/// The TLS error inside a failed attempt's cause, if the failure was the TLS handshake (a
+/// certificate not trusted, a name mismatch).
+fn tls_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
+    let mut source = Some(err);
     while let Some(e) = source {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && let Some(inner) = io.get_ref()

@@ -5,7 +5,8 @@ use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 
-use crate::upstream::body::{ClientFault, ResponseBody};
+use crate::upstream::body::ClientFault;
+use crate::upstream::response::ResponseBody;
 
 /// A response body: the upstream's, streamed and watched, or one of ours.
 pub type ProxyBody = Either<ResponseBody, Full<Bytes>>;

@@ -45,7 +45,7 @@ use crate::proxy::idle::InFlight;
 use crate::proxy::responses::{self, Canned};
 use crate::stats::{GlobalStats, UpstreamError};
 use crate::upstream::blame::{self, Blame};
-use crate::upstream::body::ResponseBody;
+use crate::upstream::response::ResponseBody;
 
 /// Forwards the CONNECT `req` (already routed to `svc`, which allows it, and rate-limited) to
 /// one of `svc`'s endpoints. On a 2xx answer the tunnel is spawned, to run once the client

@@ -1,12 +1,16 @@
 //! Endpoints and round-robin selection over the healthy ones.
 //!
 //! An [`Endpoint`] is shared as `Arc` and reused across config versions while its URL stays in
-//! its service, so health state (written by health checking, read here) survives config updates.
+//! its service, so health state (written by health checking, read here) and its idle
+//! keep-alive connections (`pool`) survive config updates; once no version has it, its
+//! idle connections are closed with it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
+
+use crate::upstream::pool::Idle;
 
 /// One backend address of a service.
 #[derive(Debug)]
@@ -17,6 +21,8 @@ pub struct Endpoint {
     pub authority: Authority,
     /// Whether it is an `https://` endpoint.
     pub tls: bool,
+    /// Its idle keep-alive connections, per worker thread.
+    pub idle: Arc<Idle>,
     /// Whether the endpoint takes traffic. Starts true: a new endpoint takes traffic until a
     /// health check says otherwise.
     healthy: AtomicBool,
@@ -32,7 +38,7 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The absolute URI of `path` on this endpoint (what the upstream client is given).
+    /// The absolute URI of `path` on this endpoint (what a connector is given).
     pub fn uri(&self, path: PathAndQuery) -> Result<Uri, http::Error> {
         Uri::builder()
             .scheme(if self.tls {
@@ -51,6 +57,7 @@ impl Endpoint {
             tls: url.starts_with("https://"),
             url,
             authority,
+            idle: Arc::default(),
             healthy: AtomicBool::new(true),
             consecutive_failures: AtomicU32::new(0),
             passive_threshold: AtomicU32::new(0),

@@ -7,9 +7,9 @@
 //! descriptors, socket buffers, the endpoint's connection cap) is nobody's to charge: blaming
 //! the endpoint for either would let any client, or any flood, eject healthy backends.
 //!
-//! This module only sorts; the request path acts on the verdict. Whatever pool sits under
-//! the request path must keep the errors it returns inspectable this way (a source chain
-//! that reaches the `io::Error`, or [`CapReached`]).
+//! This module only sorts; the request path acts on the verdict. Whatever sits under the
+//! request path must keep the errors it returns inspectable this way (a source chain that
+//! reaches the `hyper::Error` or `io::Error`, or [`CapReached`]).
 
 use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, StatusCode};
@@ -45,20 +45,33 @@ pub fn is_local_shortage(err: &std::io::Error) -> bool {
         .is_some_and(|n| LOCAL_ERRNOS.contains(&n))
 }
 
-/// Sorts a failed attempt. `client` is what the request body recorded, if it failed on the
-/// client's side: that decides first, since the attempt's own error then only echoes it.
-pub fn blame(err: &hyper_util::client::legacy::Error, client: Option<ClientFault>) -> Blame {
+/// Sorts a failed attempt: `err` and its sources are inspected; `connecting` says whether it
+/// happened while opening the connection (then, if not local, a connect failure). `client` is
+/// what the request body recorded, if it failed on the client's side: that decides first,
+/// since the attempt's own error then only echoes it.
+pub fn blame(
+    err: &(dyn std::error::Error + 'static),
+    connecting: bool,
+    client: Option<ClientFault>,
+) -> Blame {
     if let Some(fault) = client {
         return Blame::Client(fault);
     }
-    sort(std::error::Error::source(err), err.is_connect())
+    sort(Some(err), connecting)
 }
 
-/// Sorts a failed attempt made without the pool (a CONNECT tunnel's own connection):
-/// `err` and its sources are inspected as [`blame`] does; `connecting` says whether it
-/// happened while opening the connection (then, if not local, a connect failure).
+/// Sorts a failed attempt made without the pool (a CONNECT tunnel's own connection), as
+/// [`blame`] does with no client fault.
 pub fn blame_unpooled(err: &(dyn std::error::Error + 'static), connecting: bool) -> Blame {
     sort(Some(err), connecting)
+}
+
+/// Whether an exchange failed the way one on a connection the backend closed while it was
+/// idle does: closed, canceled, cut before the whole answer, reset (nothing local, no
+/// timeout, no malformed answer). On a pooled connection that is a stale connection, not
+/// the endpoint failing.
+pub fn is_stale(err: &(dyn std::error::Error + 'static)) -> bool {
+    sort(Some(err), false) == Blame::Backend(UpstreamError::Reset)
 }
 
 fn sort(first: Option<&(dyn std::error::Error + 'static)>, connecting: bool) -> Blame {

@@ -1,5 +1,5 @@
 //! Bodies on their way through, watched: the client's request body going to a backend
-//! ([`RequestBody`]) and the backend's response body going to the client ([`ResponseBody`]).
+//! ([`RequestBody`]) and, in `response`, the backend's response body going to the client.
 //!
 //! Both have an **idle timeout**: the time the proxy may wait for the next bytes of a body it
 //! is ready to forward. The clock runs only while the proxy is waiting on the sender (it is
@@ -24,9 +24,13 @@ use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::{Instant, Sleep};
 
+use http_body_util::{Either, Empty};
+
 use crate::access_log::body::BytesIn;
-use crate::stats::{ServiceStats, UpstreamError};
-use crate::upstream::balancer::Endpoint;
+
+/// The body sent upstream: the client's streamed body, watched, or nothing (which is also
+/// what a retry sends, since only bodyless requests are retried).
+pub type UpstreamBody = Either<RequestBody, Empty<Bytes>>;
 
 /// What went wrong on the client's side of a request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,14 +113,14 @@ pub enum BodyError {
 /// `!Unpin`) the first time the body has to wait, so a body that is already buffered, the
 /// common case for small requests and responses, never allocates it.
 #[derive(Debug)]
-struct IdleTimer {
-    idle: Duration,
+pub(crate) struct IdleTimer {
+    pub(crate) idle: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
 }
 
 impl IdleTimer {
-    fn new(idle: Duration) -> Self {
+    pub(crate) fn new(idle: Duration) -> Self {
         Self {
             idle,
             sleep: None,
@@ -126,7 +130,7 @@ impl IdleTimer {
 
     /// The sender has nothing for us: start the clock if it is not running; `Ready` once it
     /// ran out.
-    fn poll_waiting(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    pub(crate) fn poll_waiting(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if !self.armed {
             let deadline = Instant::now() + self.idle;
             match &mut self.sleep {
@@ -142,7 +146,7 @@ impl IdleTimer {
     }
 
     /// A frame arrived: the sender is alive.
-    fn disarm(&mut self) {
+    pub(crate) fn disarm(&mut self) {
         self.armed = false;
     }
 }
@@ -250,74 +254,5 @@ impl Drop for RequestBody {
         // Dropped unsent (the attempt failed before the body went out): still "ended", so a
         // waiter on `ended` does not wait forever. `end` keeps an earlier outcome.
         self.watch.end(DONE);
-    }
-}
-
-/// A backend's response body on its way to the client: passed through untouched, with an
-/// idle timeout. A stall or a broken body is the endpoint's failure: it is counted in
-/// `upstream_errors` and toward the endpoint's passive ejection, and the client's connection
-/// is cut (the response is already under way, so no status can say so).
-#[derive(Debug)]
-pub struct ResponseBody {
-    inner: Incoming,
-    timer: IdleTimer,
-    endpoint: Arc<Endpoint>,
-    stats: Arc<ServiceStats>,
-}
-
-impl ResponseBody {
-    /// Wraps `inner` from `endpoint`, failing it after `idle` without a byte from the backend.
-    pub fn new(
-        inner: Incoming,
-        idle: Duration,
-        endpoint: Arc<Endpoint>,
-        stats: Arc<ServiceStats>,
-    ) -> Self {
-        Self {
-            inner,
-            timer: IdleTimer::new(idle),
-            endpoint,
-            stats,
-        }
-    }
-}
-
-impl Body for ResponseBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                this.timer.disarm();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.stats.upstream_error(UpstreamError::Reset);
-                this.endpoint.record_failure();
-                tracing::debug!(endpoint = %this.endpoint.url, error = %e, "response body failed");
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => {
-                ready!(this.timer.poll_waiting(cx));
-                this.stats.upstream_error(UpstreamError::BodyTimeout);
-                this.endpoint.record_failure();
-                tracing::debug!(endpoint = %this.endpoint.url, idle = ?this.timer.idle, "response body stalled");
-                Poll::Ready(Some(Err(BodyError::Idle(this.timer.idle))))
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }

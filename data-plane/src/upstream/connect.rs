@@ -5,8 +5,9 @@
 //!
 //! A connection takes its two permits before it connects and returns them when it closes.
 //! At a cap the connect waits, for at most `wait` (the service's connect timeout), for a
-//! connection to close; meanwhile the pool may hand the request a connection that went idle.
-//! If none frees up, the attempt fails with [`CapReached`]: the gateway's own limit, which
+//! connection to close; the pool helps by keeping no connection idle while a cap is reached
+//! (see `pool`), so a connection that finishes its exchange then closes and makes room. If
+//! none frees up, the attempt fails with [`CapReached`]: the gateway's own limit, which
 //! `blame` never charges to the endpoint.
 //!
 //! The per-endpoint semaphores live in a map locked only when a new connection is opened
@@ -63,6 +64,14 @@ impl Caps {
             .clone()
     }
 
+    /// The permits a connection to `authority` takes: that endpoint's, and the total's.
+    pub fn room(&self, authority: &Authority) -> Room {
+        Room {
+            endpoint: self.endpoint(authority),
+            total: self.total.clone(),
+        }
+    }
+
     /// Connections open to `authority` now (for tests and `/metrics`).
     pub fn open_to(&self, authority: &Authority) -> usize {
         let map = self
@@ -71,6 +80,26 @@ impl Caps {
             .unwrap_or_else(PoisonError::into_inner);
         map.get(authority)
             .map_or(0, |s| self.per_endpoint - s.available_permits())
+    }
+}
+
+/// The two semaphores a connection to one endpoint takes its permits from.
+#[derive(Debug, Clone)]
+pub struct Room {
+    endpoint: Arc<Semaphore>,
+    total: Arc<Semaphore>,
+}
+
+impl Room {
+    /// A room over these two semaphores (for tests).
+    #[cfg(test)]
+    pub(crate) fn new(endpoint: Arc<Semaphore>, total: Arc<Semaphore>) -> Self {
+        Self { endpoint, total }
+    }
+
+    /// Whether either cap is reached now: a connection opened next would have to wait.
+    pub fn is_full(&self) -> bool {
+        self.endpoint.available_permits() == 0 || self.total.available_permits() == 0
     }
 }
 
@@ -86,6 +115,11 @@ impl CappedConnector {
     /// Connects with `http` under `caps`, waiting at most `wait` for a permit.
     pub fn new(http: HttpConnector<Resolver>, caps: Arc<Caps>, wait: Duration) -> Self {
         Self { http, caps, wait }
+    }
+
+    /// The caps it connects under.
+    pub fn caps(&self) -> &Arc<Caps> {
+        &self.caps
     }
 }
 

@@ -1,6 +1,7 @@
 //! The backends' side: endpoints with their health state and round-robin selection over the
-//! healthy ones (`balancer`), the pooled connections to them (`client`), the bodies passing
-//! to and from them with their idle timeouts (`body`), and whose fault a failed attempt is
+//! healthy ones (`balancer`), connecting and sending to them (`client`), their idle keep-alive
+//! connections (`pool`), the bodies passing to them with their idle timeouts (`body`) and
+//! back from them (`response`), and whose fault a failed attempt is
 //! (`blame`), the caps on open connections (`connect`), bounded name resolution (`dns`), and
 //! TLS to https:// endpoints (`tls`, the connector seam).
 //!
@@ -13,4 +14,6 @@ pub mod body;
 pub mod client;
 pub mod connect;
 pub mod dns;
+pub mod pool;
+pub mod response;
 pub mod tls;
