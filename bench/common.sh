@@ -6,7 +6,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 need() {
     for tool in "$@"; do
         if ! command -v "$tool" >/dev/null 2>&1; then
-            echo "bench: '$tool' not found; see bench/README.md (apt-get install -y nginx haproxy wrk util-linux)" >&2
+            echo "bench: '$tool' not found; see bench/README.md (apt-get install -y nginx haproxy caddy wrk util-linux)" >&2
             exit 1
         fi
     done

@@ -19,6 +19,8 @@ use crate::report::LoadReport;
 pub const SUT_CPU: &str = "0";
 /// The core the load generator, the upstream and the control plane are pinned to.
 pub const LOAD_CPU: &str = "1";
+/// Name of the proxy benchmark's rate-limit policy (the 100k-key, never-rejecting one).
+pub const LIMIT_POLICY: &str = "bench-ip";
 /// How long a component gets to come up before the benchmark gives up.
 const START_LIMIT: Duration = Duration::from_secs(30);
 
@@ -177,6 +179,22 @@ pub fn start_data_plane_with(
     probe_path: &str,
     extra: &[&str],
 ) -> anyhow::Result<DataPlane> {
+    start_data_plane_wrapped(env, cp, node_id, probe_path, extra, &[], START_LIMIT)
+}
+
+/// [`start_data_plane_with`] run by `wrapper` (a program and its flags, e.g. `valgrind
+/// --tool=callgrind`; empty: none), waiting up to `limit` for it to come up (valgrind makes
+/// start-up many times slower). The returned process id is the wrapper's, which for valgrind
+/// is the data plane's own.
+pub fn start_data_plane_wrapped(
+    env: &Env,
+    cp: &ControlPlane,
+    node_id: &str,
+    probe_path: &str,
+    extra: &[&str],
+    wrapper: &[&str],
+    limit: Duration,
+) -> anyhow::Result<DataPlane> {
     let listen: SocketAddr = format!("127.0.0.1:{}", procs::free_port()?).parse()?;
     let admin: SocketAddr = format!("127.0.0.1:{}", procs::free_port()?).parse()?;
     let cache = env.dir.join(format!("{node_id}.cache"));
@@ -202,27 +220,88 @@ pub fn start_data_plane_with(
         "127.0.0.0/8",
     ];
     args.extend_from_slice(extra);
-    let mut proc = Proc::start(
-        node_id,
-        Some(SUT_CPU),
-        &env.binary("gw-data-plane")?,
-        &args,
-        &env.log(node_id),
-    )?;
-    procs::wait_for(&format!("{node_id} /readyz 200"), START_LIMIT, || {
+    let binary = env.binary("gw-data-plane")?;
+    let (program, args) = match wrapper.split_first() {
+        None => (binary, args),
+        Some((program, flags)) => {
+            let mut all = flags.to_vec();
+            all.push(binary.to_str().context("binary path is not UTF-8")?);
+            all.extend(args);
+            (PathBuf::from(program), all)
+        }
+    };
+    let mut proc = Proc::start(node_id, Some(SUT_CPU), &program, &args, &env.log(node_id))?;
+    procs::wait_for(&format!("{node_id} /readyz 200"), limit, || {
         procs::http_get(admin, "/readyz").filter(|(s, _)| *s == 200)
     })?;
-    procs::wait_for(
-        &format!("{node_id} to route {probe_path}"),
-        START_LIMIT,
-        || procs::http_get(listen, probe_path).filter(|(s, _)| *s == 200),
-    )?;
+    procs::wait_for(&format!("{node_id} to route {probe_path}"), limit, || {
+        procs::http_get(listen, probe_path).filter(|(s, _)| *s == 200)
+    })?;
     proc.check_alive()?;
     Ok(DataPlane {
         proc,
         listen,
         admin,
     })
+}
+
+/// Registers the three gw services (plain, keyed and limited, same endpoints), the
+/// never-rejecting policy, and a consumer with an API key for `keyed`; returns the key.
+///
+/// The policy refills one token per hour with a burst of 10^9 (the control plane's maximum): no
+/// bucket is ever empty (no rejections) and none is ever full again within an hour, so the idle sweep (which evicts full
+/// buckets) keeps every key tracked.
+pub fn register_proxy_services(
+    env: &Env,
+    url: &str,
+    up1: std::net::SocketAddr,
+    up2: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    for (name, prefix) in [
+        ("plain", "/plain"),
+        ("keyed", "/keyed"),
+        ("limited", "/limited"),
+    ] {
+        add_service(env, url, name, prefix, [up1, up2])?;
+    }
+    gwctl(env, url, &["service", "update", "keyed", "--auth", "key"])?;
+    gwctl(env, url, &["consumer", "add", "bench"])?;
+    let created = gwctl(env, url, &["-o", "json", "consumer", "key", "add", "bench"])?;
+    let created: serde_json::Value = serde_json::from_str(&created).context("key add -o json")?;
+    let key = created["key"]
+        .as_str()
+        .context("no key in `gwctl consumer key add -o json`")?
+        .to_owned();
+    gwctl(
+        env,
+        url,
+        &[
+            "policy",
+            "set",
+            LIMIT_POLICY,
+            "--limit",
+            "1",
+            "--per",
+            "1h",
+            "--burst",
+            "1000000000",
+            "--key",
+            "ip",
+            "--service",
+            "limited",
+        ],
+    )?;
+    Ok(key)
+}
+
+/// How many keys the limiter policy tracks, from the data plane's `/metrics`.
+pub fn tracked_keys(dp: &DataPlane) -> anyhow::Result<f64> {
+    let (_, body) = procs::http_get(dp.admin, "/metrics").context("data plane /metrics")?;
+    procs::metric(
+        &body,
+        &format!("gw_rate_limit_tracked_keys{{policy=\"{LIMIT_POLICY}\"}}"),
+    )
+    .context("gw_rate_limit_tracked_keys missing from /metrics")
 }
 
 /// Flags every driver takes: where the binaries are and where the results go.
@@ -305,6 +384,20 @@ pub fn env(flags: &OutputFlags) -> anyhow::Result<(tempfile::TempDir, Env)> {
         dir: scratch.path().to_owned(),
     };
     Ok((scratch, env))
+}
+
+/// Runs a driver's `run` with a fresh scratch directory, printing the children's logs if it
+/// fails (the directory is removed on return).
+pub fn in_scratch(
+    flags: &OutputFlags,
+    run: impl FnOnce(&Env) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let (_scratch, env) = env(flags)?;
+    let result = run(&env);
+    if result.is_err() {
+        env.dump_logs();
+    }
+    result
 }
 
 /// Prints `text` and writes it to `--out` or `bench/results/<benchmark>-<date>.md`.

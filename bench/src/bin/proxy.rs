@@ -1,7 +1,7 @@
-//! `proxy`: gw-data-plane side by side with nginx and HAProxy, in one interleaved run.
+//! `proxy`: gw-data-plane side by side with nginx, HAProxy and Caddy, in one interleaved run.
 //!
 //! Targets: the upstream directly; nginx (one worker, upstream keep-alive); HAProxy (one
-//! thread); gw-data-plane (one worker thread) with round robin over the upstream's two
+//! thread); Caddy (`GOMAXPROCS=1`, upstream keep-alive); gw-data-plane (one worker thread) with round robin over the upstream's two
 //! endpoints, without a policy and with a per-IP token bucket tracking 100,000 keys that never
 //! rejects; and the same gw process on a service that needs an API key, sent valid in
 //! `X-API-Key` (`gw-key`; issue 12's target is its throughput over `gw`'s). Each proxy is pinned to core 0, the load generator to core 1 (see
@@ -23,9 +23,6 @@ use gw_bench::procstat;
 use gw_bench::report::LoadReport;
 use gw_bench::stats::median;
 
-/// Name of the benchmark's rate-limit policy (the 100k-key, never-rejecting one).
-const POLICY: &str = "bench-ip";
-
 /// Interleaved proxy throughput/latency comparison (see bench/README.md).
 #[derive(Debug, Parser)]
 #[command(about)]
@@ -41,7 +38,7 @@ struct Args {
     #[arg(long)]
     rate: Option<f64>,
     /// Leave out targets by name (comma-separated:
-    /// direct,nginx,haproxy,gw,gw-key,gw-log,gw-limiter).
+    /// direct,nginx,haproxy,caddy,gw,gw-key,gw-log,gw-limiter).
     #[arg(long, default_value = "")]
     skip: String,
     /// Also measure each target's closed-loop maximum with wrk once (a cross-check of
@@ -98,19 +95,14 @@ fn main() -> anyhow::Result<()> {
     if args.load.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    let (_scratch, env) = harness::env(&args.output)?;
-    let result = run(&args, &env);
-    if result.is_err() {
-        env.dump_logs();
-    }
-    result
+    harness::in_scratch(&args.output, |env| run(&args, env))
 }
 
 fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
     let started = Started::now();
     let skip: Vec<&str> = args.skip.split(',').map(str::trim).collect();
 
-    eprintln!("proxy: starting upstream, nginx, HAProxy, control plane, data planes");
+    eprintln!("proxy: starting upstream, nginx, HAProxy, Caddy, control plane, data planes");
     let (_upstream, [up1, up2]) = harness::start_upstream(env)?;
     // Skipped proxies are not started, so a gw-only run needs neither installed.
     let nginx = match skip.contains(&"nginx") {
@@ -121,8 +113,12 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
         true => None,
         false => Some(start_haproxy(env, up1, up2)?),
     };
+    let caddy = match skip.contains(&"caddy") {
+        true => None,
+        false => Some(start_caddy(env, up1, up2)?),
+    };
     let cp = harness::start_control_plane(env, Some(LOAD_CPU))?;
-    let api_key = register(env, &cp.url, up1, up2)?;
+    let api_key = harness::register_proxy_services(env, &cp.url, up1, up2)?;
     // The access log is off except on `gw-log`, which writes it (JSON) to a file, to measure
     // what it costs (issue 13's target: on / off >= 0.9).
     let off = ["--access-log", "off"];
@@ -155,7 +151,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
     if pre.errors > 0 {
         bail!("pre-population had {} errors", pre.errors);
     }
-    let tracked_before = tracked_keys(&dp_limited)?;
+    let tracked_before = harness::tracked_keys(&dp_limited)?;
 
     let mut targets = vec![Target::new(
         "direct",
@@ -163,7 +159,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
         None,
         0,
     )];
-    for (name, proxy) in [("nginx", &nginx), ("haproxy", &haproxy)] {
+    for (name, proxy) in [("nginx", &nginx), ("haproxy", &haproxy), ("caddy", &caddy)] {
         if let Some((proc, addr)) = proxy {
             targets.push(Target::new(
                 name,
@@ -279,10 +275,16 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
     for t in &mut targets {
         t.peak_rss_kib = t.pid.map_or(0, procstat::tree_peak_rss_kib);
     }
-    let tracked_after = tracked_keys(&dp_limited)?;
+    let tracked_after = harness::tracked_keys(&dp_limited)?;
     let rejected = procs::http_get(dp_limited.admin, "/metrics")
         .and_then(|(_, b)| {
-            procs::metric(&b, &format!("gw_rate_limited_total{{policy=\"{POLICY}\"}}"))
+            procs::metric(
+                &b,
+                &format!(
+                    "gw_rate_limited_total{{policy=\"{}\"}}",
+                    harness::LIMIT_POLICY
+                ),
+            )
         })
         .unwrap_or(0.0);
 
@@ -325,64 +327,6 @@ fn run_wrk(t: &Target, load: &LoadFlags, lua: &std::path::Path) -> anyhow::Resul
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
         .with_context(|| format!("no Requests/sec in wrk output:\n{out}"))
-}
-
-/// Registers the three gw services (plain, keyed and limited, same endpoints), the
-/// never-rejecting policy, and a consumer with an API key for `keyed`; returns the key.
-///
-/// The policy refills one token per hour with a burst of 10^9 (the control plane's maximum): no
-/// bucket is ever empty (no rejections) and none is ever full again within an hour, so the idle sweep (which evicts full
-/// buckets) keeps every key tracked.
-fn register(
-    env: &Env,
-    url: &str,
-    up1: std::net::SocketAddr,
-    up2: std::net::SocketAddr,
-) -> anyhow::Result<String> {
-    for (name, prefix) in [
-        ("plain", "/plain"),
-        ("keyed", "/keyed"),
-        ("limited", "/limited"),
-    ] {
-        harness::add_service(env, url, name, prefix, [up1, up2])?;
-    }
-    harness::gwctl(env, url, &["service", "update", "keyed", "--auth", "key"])?;
-    harness::gwctl(env, url, &["consumer", "add", "bench"])?;
-    let created = harness::gwctl(env, url, &["-o", "json", "consumer", "key", "add", "bench"])?;
-    let created: serde_json::Value = serde_json::from_str(&created).context("key add -o json")?;
-    let key = created["key"]
-        .as_str()
-        .context("no key in `gwctl consumer key add -o json`")?
-        .to_owned();
-    harness::gwctl(
-        env,
-        url,
-        &[
-            "policy",
-            "set",
-            POLICY,
-            "--limit",
-            "1",
-            "--per",
-            "1h",
-            "--burst",
-            "1000000000",
-            "--key",
-            "ip",
-            "--service",
-            "limited",
-        ],
-    )?;
-    Ok(key)
-}
-
-fn tracked_keys(dp: &harness::DataPlane) -> anyhow::Result<f64> {
-    let (_, body) = procs::http_get(dp.admin, "/metrics").context("data plane /metrics")?;
-    procs::metric(
-        &body,
-        &format!("gw_rate_limit_tracked_keys{{policy=\"{POLICY}\"}}"),
-    )
-    .context("gw_rate_limit_tracked_keys missing from /metrics")
 }
 
 /// Starts nginx as a reverse proxy with one worker and upstream keep-alive, pinned to the
@@ -428,29 +372,29 @@ fn start_nginx(
         path.display().to_string(),
         dir.join("startup.log").display().to_string(),
     );
-    start_proxy(env, "nginx", &["-p", &p, "-e", &e, "-c", &c], port)
+    start_proxy(env, "nginx", "nginx", &["-p", &p, "-e", &e, "-c", &c], port)
 }
 
-/// Starts `program` pinned to the proxy core and waits until it proxies `/plain` on `port`.
+/// Starts `program` (the proxy `name`) pinned to the proxy core and waits until it proxies
+/// `/plain` on `port`.
 fn start_proxy(
     env: &Env,
+    name: &str,
     program: &str,
     args: &[&str],
     port: u16,
 ) -> anyhow::Result<(Proc, std::net::SocketAddr)> {
     let mut proc = Proc::start(
-        program,
+        name,
         Some(SUT_CPU),
         std::path::Path::new(program),
         args,
-        &env.log(program),
+        &env.log(name),
     )?;
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    procs::wait_for(
-        &format!("{program} to proxy"),
-        Duration::from_secs(10),
-        || procs::http_get(addr, "/plain").filter(|(s, _)| *s == 200),
-    )?;
+    procs::wait_for(&format!("{name} to proxy"), Duration::from_secs(10), || {
+        procs::http_get(addr, "/plain").filter(|(s, _)| *s == 200)
+    })?;
     proc.check_alive()?;
     Ok((proc, addr))
 }
@@ -484,10 +428,72 @@ fn start_haproxy(
     let path = env.dir.join("haproxy.cfg");
     std::fs::write(&path, conf)?;
     let c = path.display().to_string();
-    start_proxy(env, "haproxy", &["-db", "-f", &c], port)
+    start_proxy(env, "haproxy", "haproxy", &["-db", "-f", &c], port)
 }
 
-/// nginx and HAProxy versions, for the results heading.
+/// Starts Caddy as a reverse proxy with `GOMAXPROCS=1` (one core's worth of Go scheduler),
+/// round robin over both upstream ports with keep-alive, pinned to the proxy core; returns it
+/// and its address.
+///
+/// Everything comes from the generated Caddyfile, so a system Caddy (Debian's package
+/// installs a service on :80 with /etc/caddy/Caddyfile) neither interferes nor is used: the
+/// admin endpoint is off (no clash on :2019), automatic HTTPS is off (no redirect listener on
+/// :80, no certificates), the site matches any host on our port only, and Caddy's config and
+/// data directories (its autosaved config, storage) are this run's scratch directory. Caddy
+/// writes no access log unless a `log` directive asks for one.
+fn start_caddy(
+    env: &Env,
+    up1: std::net::SocketAddr,
+    up2: std::net::SocketAddr,
+) -> anyhow::Result<(Proc, std::net::SocketAddr)> {
+    let port = procs::free_port()?;
+    let dir = env.dir.join("caddy");
+    std::fs::create_dir_all(&dir)?;
+    // keepalive_idle_conns_per_host 64: the same idle pool as nginx's `keepalive 64`
+    // (Caddy's default is 32 per host).
+    let conf = format!(
+        "{{\n\
+         \tadmin off\n\
+         \tauto_https off\n\
+         }}\n\
+         http://:{port} {{\n\
+         \tbind 127.0.0.1\n\
+         \treverse_proxy {up1} {up2} {{\n\
+         \t\tlb_policy round_robin\n\
+         \t\ttransport http {{\n\
+         \t\t\tkeepalive 5m\n\
+         \t\t\tkeepalive_idle_conns 64\n\
+         \t\t\tkeepalive_idle_conns_per_host 64\n\
+         \t\t}}\n\
+         \t}}\n\
+         }}\n"
+    );
+    let path = dir.join("Caddyfile");
+    std::fs::write(&path, conf)?;
+    let c = path.display().to_string();
+    // `env` sets the variables and execs Caddy, so the pid (CPU, memory) is Caddy's own.
+    let config_home = format!("XDG_CONFIG_HOME={}", dir.join("config").display());
+    let data_home = format!("XDG_DATA_HOME={}", dir.join("data").display());
+    start_proxy(
+        env,
+        "caddy",
+        "env",
+        &[
+            "GOMAXPROCS=1",
+            &config_home,
+            &data_home,
+            "caddy",
+            "run",
+            "--config",
+            &c,
+            "--adapter",
+            "caddyfile",
+        ],
+        port,
+    )
+}
+
+/// nginx, HAProxy and Caddy versions, for the results heading.
 fn versions() -> String {
     let first_line = |prog: &str, arg: &str| {
         std::process::Command::new(prog)
@@ -505,9 +511,10 @@ fn versions() -> String {
             .unwrap_or_else(|| format!("{prog}: not found"))
     };
     format!(
-        "{}; {}",
+        "{}; {}; caddy {}",
         first_line("nginx", "-v"),
-        first_line("haproxy", "-v")
+        first_line("haproxy", "-v"),
+        first_line("caddy", "version")
     )
 }
 
@@ -570,6 +577,15 @@ fn render(targets: &[Target], heading: &str, settings: &str) -> String {
             gw.max_rps() / ngx.max_rps()
         );
     }
+    for peer in ["haproxy", "caddy"] {
+        if let (Some(gw), Some(p)) = (find("gw"), find(peer)) {
+            let _ = writeln!(
+                s,
+                "- Throughput gw / {peer}: {:.2}",
+                gw.max_rps() / p.max_rps()
+            );
+        }
+    }
     if let (Some(on), Some(off)) = (find("gw-limiter"), find("gw")) {
         let _ = writeln!(
             s,
@@ -599,7 +615,15 @@ fn render(targets: &[Target], heading: &str, settings: &str) -> String {
     if let Some(direct) = find("direct") {
         let base = direct.fixed_median(|r| r.p99_us);
         let added = |t: &Target| t.fixed_median(|r| r.p99_us) - base;
-        for name in ["nginx", "haproxy", "gw", "gw-key", "gw-log", "gw-limiter"] {
+        for name in [
+            "nginx",
+            "haproxy",
+            "caddy",
+            "gw",
+            "gw-key",
+            "gw-log",
+            "gw-limiter",
+        ] {
             if let Some(t) = find(name) {
                 let _ = writeln!(s, "- Added p99 over direct, {name}: {:.0} us", added(t));
             }

@@ -47,12 +47,7 @@ fn main() -> anyhow::Result<()> {
     if args.load.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
-    let (_scratch, env) = harness::env(&args.output)?;
-    let result = run(&args, &env);
-    if result.is_err() {
-        env.dump_logs();
-    }
-    result
+    harness::in_scratch(&args.output, |env| run(&args, env))
 }
 
 fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
