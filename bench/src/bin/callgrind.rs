@@ -66,9 +66,10 @@ struct Args {
     /// per request (0: none).
     #[arg(long, default_value_t = 0)]
     top: usize,
-    /// Leave out of the inclusive list the frames every task runs under (thread start, the
-    /// tokio scheduler and task polling: 95 to 100 % of everything, telling nothing about the
-    /// request path). Comma-separated name prefixes; empty to list every frame.
+    /// Leave out of the lists the frames every task runs under (thread start, the tokio
+    /// scheduler and task polling: 95 to 100 % of everything inclusive, telling nothing about
+    /// the request path; callgrind_annotate also lists them near 100 % by own cost when the
+    /// dump was taken while they ran). Comma-separated name prefixes; empty to list every frame.
     #[arg(
         long,
         default_value = "clone,start_thread,std::sys::,<std::sys::,core::ops::function::,\
@@ -294,11 +295,10 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
                     row.route.name(),
                     row.connections
                 );
-                let skip = if inclusive { skip.as_slice() } else { &[] };
                 text.push_str(&top_functions(
                     &row.busy_dump,
                     inclusive,
-                    skip,
+                    &skip,
                     args.top,
                     row.requests,
                 )?);
@@ -306,7 +306,7 @@ fn run(args: &Args, env: &Env) -> anyhow::Result<()> {
             if !skip.is_empty() {
                 let _ = writeln!(
                     text,
-                    "\nLeft out of the inclusive lists: frames starting with {}.",
+                    "\nLeft out of both lists: frames starting with {}.",
                     skip.iter()
                         .map(|p| format!("`{p}`"))
                         .collect::<Vec<_>>()
