@@ -462,7 +462,7 @@ fn parse_annotate(out: &str) -> Vec<(u64, String, String)> {
             let (share, name) = match rest.strip_prefix('(') {
                 Some(r) => {
                     let (share, name) = r.split_once(')')?;
-                    (share.to_owned(), name.trim())
+                    (share.trim().to_owned(), name.trim())
                 }
                 None => (String::new(), rest),
             };
@@ -564,14 +564,14 @@ mod tests {
     fn reads_annotate_lines() {
         let out = "--------\nIr\n--------\n1,000 (100.0%)  PROGRAM TOTALS\n\n\
                    500 (50.00%)  /src/lib.rs:gw::proxy::handle [/bin/gw-data-plane]\n\
-                   250 (25.00%)  ???:mi_malloc_aligned [/bin/gw-data-plane]\n";
+                   250 ( 5.00%)  ???:mi_malloc_aligned [/bin/gw-data-plane]\n";
         let got = parse_annotate(out);
         assert_eq!(
             got,
             vec![
                 (1000, "100.0%".to_owned(), "PROGRAM TOTALS".to_owned()),
                 (500, "50.00%".to_owned(), "gw::proxy::handle".to_owned()),
-                (250, "25.00%".to_owned(), "mi_malloc_aligned".to_owned()),
+                (250, "5.00%".to_owned(), "mi_malloc_aligned".to_owned()),
             ]
         );
     }
