@@ -189,6 +189,22 @@ async fn sequential_requests_reuse_one_connection() {
 }
 
 #[tokio::test]
+async fn a_connection_cap_of_one_still_reuses_its_connection() {
+    let mut env = Env::start_with(|c| c.max_connections_per_endpoint = 1).await;
+    let b = Raw::start(Mode::KeepAlive).await;
+    env.add(svc(&[&b.url])).await;
+    for i in 0..10 {
+        let r = env.get("/x").await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.text());
+    }
+    assert_eq!(
+        b.accepted(),
+        1,
+        "at the cap with nobody waiting, the connection stays for the next request"
+    );
+}
+
+#[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let mut env = Env::start_with(|c| c.upstream_idle_timeout = Duration::from_millis(300)).await;
     let b = Raw::start(Mode::KeepAlive).await;

@@ -450,6 +450,9 @@ async fn forward(
     let mut retried = false;
     // Set for the one attempt on a new connection after a pooled one turned out stale.
     let mut fresh = false;
+    // A request gets one such attempt in all, whichever endpoint it goes to: a GET is never
+    // sent more than three times (stale, fresh, then the one retry on the next endpoint).
+    let mut stale_retried = false;
     loop {
         let failed = tokio::select! {
             result = svc.client.send(endpoint, req, fresh) => match result {
@@ -491,7 +494,7 @@ async fn forward(
         // A pooled connection the backend closed while it sat idle (keep-alive timeouts race
         // with reuse) is not the endpoint failing: the request goes once more, on a new
         // connection to the same endpoint, uncounted, if it never left or may be repeated.
-        if reused && !fresh && client_fault.is_none() && blame::is_stale(err.cause()) {
+        if reused && !stale_retried && client_fault.is_none() && blame::is_stale(err.cause()) {
             let again = match unsent {
                 Some(req) => Some(req),
                 None => retry.as_ref().map(replay),
@@ -499,6 +502,7 @@ async fn forward(
             if let Some(again) = again {
                 tracing::debug!(service = %svc.name, endpoint = %endpoint.url, error = %err, "stale pooled connection; sending again on a new one");
                 fresh = true;
+                stale_retried = true;
                 req = again;
                 continue;
             }

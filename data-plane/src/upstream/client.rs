@@ -185,7 +185,9 @@ impl UpstreamClient {
         let pooled = if fresh {
             None
         } else {
-            endpoint.idle.checkout(self.tag)
+            // At a connection cap, a connection idle in another thread's slot serves rather
+            // than the request waiting for a permit that connection holds.
+            (endpoint.idle.checkout(self.tag)).or_else(|| endpoint.idle.checkout_at_cap(self.tag))
         };
         let reused = pooled.is_some();
         let mut sender = match pooled {
@@ -254,11 +256,8 @@ pub fn reusable<B>(resp: &Response<B>) -> bool {
                 .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
-    if resp.version() == Version::HTTP_10 {
-        has("keep-alive")
-    } else {
-        !has("close")
-    }
+    // `close` wins over `keep-alive` when an answer carries both (RFC 9112 §9.3).
+    !has("close") && (resp.version() != Version::HTTP_10 || has("keep-alive"))
 }
 
 /// Connects to `http://` endpoints over (capped) TCP and to `https://` ones over TCP + TLS
@@ -365,6 +364,56 @@ impl hyper::rt::Write for Conn {
         match self.get_mut() {
             Conn::Plain(io) => Pin::new(io).poll_shutdown(cx),
             Conn::Tls(io) => Pin::new(&mut **io).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_clean_keep_alive_answer_leaves_its_connection_reusable() {
+        let cases: [(Version, StatusCode, &[&str], bool); 9] = [
+            (Version::HTTP_11, StatusCode::OK, &[], true),
+            (Version::HTTP_11, StatusCode::OK, &["close"], false),
+            (
+                Version::HTTP_11,
+                StatusCode::OK,
+                &["Keep-Alive, CLOSE"],
+                false,
+            ),
+            (
+                Version::HTTP_11,
+                StatusCode::OK,
+                &["keep-alive", "close"],
+                false,
+            ),
+            (Version::HTTP_11, StatusCode::OK, &["keep-alive"], true),
+            (
+                Version::HTTP_11,
+                StatusCode::SWITCHING_PROTOCOLS,
+                &["upgrade"],
+                false,
+            ),
+            (Version::HTTP_10, StatusCode::OK, &[], false),
+            (Version::HTTP_10, StatusCode::OK, &["keep-alive"], true),
+            (
+                Version::HTTP_10,
+                StatusCode::OK,
+                &["keep-alive, close"],
+                false,
+            ),
+        ];
+        for (version, status, connection, want) in cases {
+            let mut resp = Response::new(());
+            *resp.version_mut() = version;
+            *resp.status_mut() = status;
+            for v in connection {
+                resp.headers_mut()
+                    .append(CONNECTION, HeaderValue::from_static(v));
+            }
+            assert_eq!(reusable(&resp), want, "{version:?} {status} {connection:?}");
         }
     }
 }

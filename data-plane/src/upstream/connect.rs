@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,28 +40,67 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT: usize = 1024;
 /// The caps shared by every upstream client of a data plane.
 #[derive(Debug)]
 pub struct Caps {
-    total: Arc<Semaphore>,
+    total: Arc<Gate>,
     per_endpoint: usize,
-    by_endpoint: Mutex<HashMap<Authority, Arc<Semaphore>>>,
+    by_endpoint: Mutex<HashMap<Authority, Arc<Gate>>>,
+}
+
+/// One cap: its permits, and how many connects wait for one. The pool reads `waiting`: a
+/// connection that finishes its exchange while someone waits is closed rather than kept
+/// idle, so the waiter gets its permit; with nobody waiting, a connection at the cap is
+/// kept (a cap of 1 still reuses its one connection).
+#[derive(Debug)]
+struct Gate {
+    permits: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+impl Gate {
+    fn new(permits: usize) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(permits)),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    /// A permit, at once if one is free; otherwise counted among the waiters until one is.
+    async fn take(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        // Uncounted however the wait ends, the connect timeout dropping it included.
+        let _counted = Waiter(&self.waiting);
+        self.permits.clone().acquire_owned().await.ok()
+    }
+}
+
+/// Takes one off a [`Gate`]'s `waiting` when dropped.
+struct Waiter<'a>(&'a AtomicUsize);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Caps {
     /// At most `per_endpoint` connections to one endpoint and `total` to all.
     pub fn new(per_endpoint: usize, total: usize) -> Arc<Self> {
         Arc::new(Self {
-            total: Arc::new(Semaphore::new(total.max(1))),
+            total: Gate::new(total.max(1)),
             per_endpoint: per_endpoint.max(1),
             by_endpoint: Mutex::default(),
         })
     }
 
-    fn endpoint(&self, authority: &Authority) -> Arc<Semaphore> {
+    fn endpoint(&self, authority: &Authority) -> Arc<Gate> {
         let mut map = self
             .by_endpoint
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         map.entry(authority.clone())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_endpoint)))
+            .or_insert_with(|| Gate::new(self.per_endpoint))
             .clone()
     }
 
@@ -79,27 +119,35 @@ impl Caps {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         map.get(authority)
-            .map_or(0, |s| self.per_endpoint - s.available_permits())
+            .map_or(0, |g| self.per_endpoint - g.permits.available_permits())
     }
 }
 
-/// The two semaphores a connection to one endpoint takes its permits from.
+/// The two caps a connection to one endpoint counts against.
 #[derive(Debug, Clone)]
 pub struct Room {
-    endpoint: Arc<Semaphore>,
-    total: Arc<Semaphore>,
+    endpoint: Arc<Gate>,
+    total: Arc<Gate>,
 }
 
 impl Room {
-    /// A room over these two semaphores (for tests).
-    #[cfg(test)]
-    pub(crate) fn new(endpoint: Arc<Semaphore>, total: Arc<Semaphore>) -> Self {
-        Self { endpoint, total }
+    /// Whether a connect waits for a permit of either cap now: a connection that finishes
+    /// its exchange should then close, not go idle (see `pool`).
+    pub fn is_wanted(&self) -> bool {
+        self.endpoint.waiting.load(Ordering::Acquire) > 0
+            || self.total.waiting.load(Ordering::Acquire) > 0
     }
 
-    /// Whether either cap is reached now: a connection opened next would have to wait.
+    /// Whether the endpoint's or the total cap is reached: a connect would have to wait.
     pub fn is_full(&self) -> bool {
-        self.endpoint.available_permits() == 0 || self.total.available_permits() == 0
+        self.endpoint.permits.available_permits() == 0
+            || self.total.permits.available_permits() == 0
+    }
+
+    /// One of the endpoint's permits, waiting (and counted as waiting) if none is free.
+    #[cfg(test)]
+    pub(crate) async fn endpoint_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.endpoint.take().await
     }
 }
 
@@ -142,10 +190,10 @@ impl tower::Service<Uri> for CappedConnector {
             let endpoint = uri.authority().map(|a| caps.endpoint(a));
             let permits = tokio::time::timeout(wait, async {
                 let one = match endpoint {
-                    Some(sem) => sem.acquire_owned().await.ok(),
+                    Some(gate) => gate.take().await,
                     None => None,
                 };
-                let all = caps.total.clone().acquire_owned().await.ok();
+                let all = caps.total.take().await;
                 (one, all)
             })
             .await

@@ -19,8 +19,11 @@
 //! - none older than [`Settings::idle_timeout`]: a sweeper task, one per pool, closes expired
 //!   and already-closed connections every [`Pool::period`], with no traffic too (no timer per
 //!   request: a check-in stores the sweeper's tick count, one atomic load);
-//! - none while the endpoint's or the total connection cap is reached (`connect`): a
-//!   request may be waiting for a connection to close, so the finished one closes;
+//! - none while a connect waits for a permit of the endpoint's or the total connection cap
+//!   (`connect`): the finished connection closes, so the waiting request gets its permit.
+//!   At a cap with nobody waiting, connections are kept (a cap of 1 reuses its one); and a
+//!   request that finds its own slot empty at the endpoint's cap takes a ready connection
+//!   from another slot before it waits;
 //! - none to a removed endpoint: when the last `Arc<Endpoint>` goes (a config version without
 //!   it, once its in-flight requests end), its `Idle` and every connection in it are dropped,
 //!   and dropping a connection's `SendRequest` ends its hyper connection task, which closes
@@ -180,30 +183,31 @@ impl Idle {
     /// from this thread's slot. Closed ones met on the way are dropped; ones not ready yet
     /// are left for later.
     pub fn checkout(&self, tag: u32) -> Option<Sender> {
-        let mut stack = self.slots[slot_index()].lock();
-        let mut i = stack.len();
-        while i > 0 {
-            i -= 1;
-            let e = &stack[i];
-            if e.sender.is_closed() || e.tag != tag {
-                // Dead, or opened under other TLS settings: never to be used again.
-                stack.remove(i);
-            } else if e.sender.is_ready() {
-                return stack.remove(i).map(|e| e.sender);
-            }
+        take_ready(&mut self.slots[slot_index()].lock(), tag)
+    }
+
+    /// Like [`Idle::checkout`], from any slot, but only while the endpoint's or the total
+    /// connection cap is reached: a request that would otherwise wait for a permit takes a
+    /// connection idle in another thread's slot (which holds a permit) instead. Off the
+    /// common path: only a request about to open a connection calls it.
+    pub fn checkout_at_cap(&self, tag: u32) -> Option<Sender> {
+        if !self.owner.get().is_some_and(|o| o.room.is_full()) {
+            return None;
         }
-        None
+        self.slots
+            .iter()
+            .find_map(|slot| take_ready(&mut slot.lock(), tag))
     }
 
     /// Keeps `sender` (opened with `tag`) for reuse, in this thread's slot; beyond the cap,
     /// the slot's oldest is closed. A connection of an endpoint never connected through a
-    /// pool, one already closed, or one finishing while a connection cap is reached is
-    /// dropped (closed).
+    /// pool, one already closed, or one finishing while a connect waits at a connection cap
+    /// is dropped (closed).
     pub fn checkin(&self, sender: Sender, tag: u32) {
         let Some(Owner { pool, room }) = self.owner.get() else {
             return;
         };
-        if pool.settings.max_idle == 0 || sender.is_closed() || room.is_full() {
+        if pool.settings.max_idle == 0 || sender.is_closed() || room.is_wanted() {
             return;
         }
         let since = pool.ticks.load(Ordering::Relaxed);
@@ -245,6 +249,23 @@ impl Idle {
             drop(gone);
         }
     }
+}
+
+/// The most recently used connection of `stack` opened with `tag` and ready for a request.
+/// Closed ones met on the way are dropped; ones not ready yet are left for later.
+fn take_ready(stack: &mut VecDeque<Entry>, tag: u32) -> Option<Sender> {
+    let mut i = stack.len();
+    while i > 0 {
+        i -= 1;
+        let e = &stack[i];
+        if e.sender.is_closed() || e.tag != tag {
+            // Dead, or opened under other TLS settings: never to be used again.
+            stack.remove(i);
+        } else if e.sender.is_ready() {
+            return stack.remove(i).map(|e| e.sender);
+        }
+    }
+    None
 }
 
 /// The idle-connection settings and the sweeper's state for one data plane's endpoints.

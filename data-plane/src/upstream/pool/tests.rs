@@ -5,9 +5,10 @@ use http::Request;
 use http_body_util::{Either, Empty};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, DuplexStream};
-use tokio::sync::Semaphore;
 
 use super::*;
+use crate::upstream::connect::Caps;
+use http::uri::Authority;
 
 /// A pool that keeps `max_idle` per slot for 100 ms: a 10 ms period, so 10 ticks.
 fn pool(max_idle: usize) -> Arc<Pool> {
@@ -18,10 +19,7 @@ fn pool(max_idle: usize) -> Arc<Pool> {
 }
 
 fn room(permits: usize) -> Room {
-    Room::new(
-        Arc::new(Semaphore::new(permits)),
-        Arc::new(Semaphore::new(100)),
-    )
+    Caps::new(permits, 100).room(&Authority::from_static("backend:80"))
 }
 
 /// An endpoint's idle set, adopted by `pool` (no sweeper: the tests tick it themselves).
@@ -41,6 +39,18 @@ async fn connection() -> (Sender, DuplexStream) {
     tokio::spawn(conn);
     sender.ready().await.unwrap();
     (sender, server)
+}
+
+/// Waits (yielding to other tasks) until `f` holds; fails after the test's patience.
+async fn eventually_true(f: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the condition never held"
+        );
+        tokio::task::yield_now().await;
+    }
 }
 
 /// Whether the backend end sees the connection closed (EOF) within the test's patience.
@@ -187,20 +197,56 @@ async fn a_busy_connection_is_left_for_later_and_another_tag_is_dropped() {
 }
 
 #[tokio::test]
-async fn nothing_is_kept_idle_while_the_endpoint_is_at_its_cap() {
+async fn at_the_cap_a_connection_is_kept_unless_a_connect_waits() {
     let pool = pool(8);
     let idle = Arc::new(Idle::default());
-    let endpoint = Arc::new(Semaphore::new(1));
-    let room = Room::new(endpoint.clone(), Arc::new(Semaphore::new(100)));
-    assert!(pool.adopt(&idle, || room));
+    let room = room(1);
+    assert!(pool.adopt(&idle, || room.clone()));
+    let held = room.endpoint_permit().await.unwrap();
+    assert!(room.is_full());
+    // At the cap with nobody waiting: kept (a cap of 1 reuses its one connection).
     let (a, _a_end) = connection().await;
     idle.checkin(a, 0);
-    assert_eq!(idle.len(), 1);
-    let _held = endpoint.try_acquire().unwrap();
+    assert_eq!(idle.len(), 1, "kept at the cap with nobody waiting");
+    let a = idle.checkout(0).unwrap();
+    // A connect waits for the endpoint's permit: the finishing connection closes instead.
+    let waiting = tokio::spawn({
+        let room = room.clone();
+        async move { room.endpoint_permit().await.is_some() }
+    });
+    eventually_true(|| room.is_wanted()).await;
     let (b, mut b_end) = connection().await;
     idle.checkin(b, 0);
-    assert_eq!(idle.len(), 1, "checked in at the cap");
+    assert_eq!(idle.len(), 0, "kept while a connect waits");
     assert!(closed(&mut b_end).await);
+    drop(held);
+    assert!(waiting.await.unwrap());
+    assert!(!room.is_wanted(), "the waiter is uncounted once served");
+    idle.checkin(a, 0);
+    assert_eq!(idle.len(), 1);
+}
+
+#[tokio::test]
+async fn at_the_cap_a_request_takes_a_connection_idle_in_another_slot() {
+    let pool = pool(8);
+    let idle = Arc::new(Idle::default());
+    let room = room(1);
+    assert!(pool.adopt(&idle, || room.clone()));
+    let (a, _a_end) = connection().await;
+    // Checked in by another thread: in that thread's slot (when there are two or more).
+    let idle2 = idle.clone();
+    std::thread::spawn(move || idle2.checkin(a, 0))
+        .join()
+        .unwrap();
+    assert_eq!(idle.len(), 1);
+    // Below the cap, only this thread's slot is looked at.
+    assert!(idle.checkout_at_cap(0).is_none());
+    let _held = room.endpoint_permit().await.unwrap();
+    assert!(
+        idle.checkout_at_cap(0).is_some(),
+        "at the cap, any slot serves"
+    );
+    assert_eq!(idle.len(), 0);
 }
 
 #[tokio::test]
