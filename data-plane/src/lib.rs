@@ -30,10 +30,13 @@
 //! - `config`: the `StreamConfig` client, the on-disk cache, compilation of a version into an
 //!   immutable `Snapshot`, and `Gateway`, the shared state that holds it.
 //! - `health`: active checks per endpoint (passive ejection is `upstream::balancer`'s).
-//! - `proxy`: the accept loop, routing, rate limiting and forwarding of one request.
+//! - `proxy`: the worker threads (a current-thread runtime and a socket each), the accept
+//!   loop, routing, rate limiting and forwarding of one request.
 //! - `telemetry`: Prometheus rendering, reports to the control plane, the admin listener.
 //!
-//! `serve` (here) wires them together; it is the only place that knows them all.
+//! `serve` (here) wires them together; it is the only place that knows them all. The client
+//! listeners are served by `proxy::workers`' threads; everything else (config sync, health
+//! checks, reports, the admin listener) runs on the runtime that calls `serve`.
 //!
 //! **Invariant:** the request path never takes a lock on shared state (the limiter's own
 //! per-key synchronization aside) and never waits for config application: it loads one
@@ -67,6 +70,7 @@ use crate::config::sync::{self as config_sync, ConfigSink, Credentials, SyncConf
 use crate::proxy::Proxy;
 use crate::proxy::headers::{RequestIds, TrustedProxies};
 use crate::proxy::server::{self, Limits};
+use crate::proxy::workers;
 use crate::shutdown::signalled;
 use crate::telemetry::{admin, report};
 use crate::upstream::client::Clients;
@@ -165,6 +169,9 @@ pub struct Config {
     /// CA certificates (a PEM file) trusted for `https://` JWKS URLs in addition to the
     /// system's trust store, read at start; `None`: the system's trust store only.
     pub jwks_ca_cert: Option<PathBuf>,
+    /// Worker threads serving the client listeners, each with its own runtime and socket
+    /// (see `proxy::workers`); 1 to `proxy::workers::MAX_WORKER_THREADS`.
+    pub worker_threads: usize,
 }
 
 impl Config {
@@ -202,6 +209,7 @@ impl Config {
             auth_failure_limit: auth::DEFAULT_AUTH_FAILURE_LIMIT,
             auth_failure_period: auth::DEFAULT_AUTH_FAILURE_PERIOD,
             jwks_ca_cert: None,
+            worker_threads: proxy::workers::default_threads(),
         }
     }
 }
@@ -215,6 +223,9 @@ pub enum ServeError {
     /// The TLS listener's or the admin listener's TLS could not be set up.
     #[error("TLS: {0}")]
     Tls(String),
+    /// The worker threads could not start (their sockets, runtimes or threads).
+    #[error("worker threads: {0}")]
+    Workers(#[source] std::io::Error),
     /// A setting is unusable.
     #[error("invalid setting {setting}: {reason}")]
     InvalidConfig {
@@ -273,6 +284,7 @@ pub async fn serve_with(
             config.max_connections_per_endpoint,
         ),
         ("max_health_probes", config.max_health_probes),
+        ("worker_threads", config.worker_threads),
         (
             "auth_failure_limit",
             usize::try_from(config.auth_failure_limit).unwrap_or(usize::MAX),
@@ -284,6 +296,16 @@ pub async fn serve_with(
                 reason: "must be at least 1".into(),
             });
         }
+    }
+    if config.worker_threads > proxy::workers::MAX_WORKER_THREADS {
+        return Err(ServeError::InvalidConfig {
+            setting: "worker_threads",
+            reason: format!(
+                "{} is more than {}",
+                config.worker_threads,
+                proxy::workers::MAX_WORKER_THREADS
+            ),
+        });
     }
     gw_tls::install_provider();
     for (setting, d) in [
@@ -372,6 +394,7 @@ pub async fn serve_with(
     );
     // Before the cached config is compiled: its JWKS sources start with this trust.
     gw.reuse.jwks_tls = jwks_tls;
+    gw.global.worker_connections = stats::WorkerConnections::new(config.worker_threads);
     let gw = Arc::new(gw);
 
     load_cache(&gw, &config);
@@ -444,6 +467,8 @@ pub async fn serve_with(
         max_connections: fds::ADMIN_MAX_CONNECTIONS,
         ..limits
     };
+    let admin = server::Listener::alone(admin, admin_tls, admin_limits.max_connections)
+        .map_err(ServeError::Listener)?;
     if let Some(cert) = admin_cert {
         // Before the start-up line: from then on a SIGHUP reloads rather than ends the process.
         let watcher = gw_tls::reload::Watcher::new(
@@ -464,7 +489,6 @@ pub async fn serve_with(
     let log_counters = log.counters().clone();
     tasks.spawn(server::run(
         admin,
-        admin_tls,
         admin_limits,
         move |_peer, req| {
             admin::handle(
@@ -481,8 +505,6 @@ pub async fn serve_with(
         Some(l) => Some(l.local_addr().map_err(ServeError::Listener)?),
         None => None,
     };
-    tracing::info!(%proxy_addr, https = ?tls_addr, %admin_addr, node_id = %config.node_id,
-        "data plane listening");
     let proxy_state = Arc::new(Proxy {
         gw: gw.clone(),
         trusted: config.trusted_proxies.clone(),
@@ -491,29 +513,30 @@ pub async fn serve_with(
         tunnel_idle_timeout: config.idle_timeout,
         log,
     });
-    if let Some(listener) = tls_listener {
-        let acceptor = tls::server_config(gw.certificates.clone())
-            .map(tokio_rustls::TlsAcceptor::from)
-            .map_err(|e| ServeError::Tls(e.to_string()))?;
-        let state = proxy_state.clone();
-        tasks.spawn(server::run(
-            listener,
-            Some(acceptor),
+    let tls = match tls_listener {
+        Some(listener) => {
+            let acceptor = tls::server_config(gw.certificates.clone())
+                .map(tokio_rustls::TlsAcceptor::from)
+                .map_err(|e| ServeError::Tls(e.to_string()))?;
+            Some((listener, acceptor))
+        }
+        None => None,
+    };
+    let running = workers::start(
+        workers::Spec {
+            threads: config.worker_threads,
             limits,
-            move |peer, req| proxy::forward::handle(state.clone(), peer, true, req),
-            stop_rx.clone(),
-            config.shutdown_grace,
-        ));
-    }
-    server::run(
-        proxy,
-        None,
-        limits,
-        move |peer, req| proxy::forward::handle(proxy_state.clone(), peer, false, req),
+            grace: config.shutdown_grace,
+        },
+        workers::Sockets { plain: proxy, tls },
+        &gw.global.worker_connections,
+        move |peer, https, req| proxy::forward::handle(proxy_state.clone(), peer, https, req),
         stop_rx,
-        config.shutdown_grace,
     )
-    .await;
+    .map_err(ServeError::Workers)?;
+    tracing::info!(%proxy_addr, https = ?tls_addr, %admin_addr, node_id = %config.node_id,
+        workers = config.worker_threads, "data plane listening");
+    running.finished().await;
     while tasks.join_next().await.is_some() {}
     if let Some(writer) = log_writer {
         // Every request has ended; write what they logged.

@@ -12,6 +12,8 @@ use gw_data_plane::config::sync::{Credentials, check_control_plane_url};
 use gw_data_plane::fds::{self, FdBudget};
 use gw_data_plane::limiter::redis::{self, RedisUrl, StoreConfig};
 use gw_data_plane::proxy::headers::TrustedProxies;
+use gw_data_plane::proxy::server;
+use gw_data_plane::proxy::workers::MAX_WORKER_THREADS;
 use gw_data_plane::upstream::connect::DEFAULT_MAX_CONNECTIONS_PER_ENDPOINT;
 use gw_data_plane::{Config, DEFAULT_RATE_LIMIT_MAX_KEYS};
 use gw_ops::logging::{self, LogFormat};
@@ -88,7 +90,8 @@ struct Args {
     /// Proxies whose X-Forwarded-For is believed, as CIDRs or addresses (comma-separated).
     #[arg(long, env = "GW_TRUSTED_PROXIES", default_value = "")]
     trusted_proxies: String,
-    /// Tokio worker threads. Default: one per CPU.
+    /// Worker threads serving client traffic, each with its own runtime and its own socket on
+    /// --listen (and --tls-listen). Default: one per CPU this process may use.
     #[arg(long, env = "GW_WORKER_THREADS")]
     worker_threads: Option<usize>,
     /// Per-policy cap on tracked rate-limit keys; beyond it, new keys share one overflow bucket
@@ -238,8 +241,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.auth_failure_period < std::time::Duration::from_secs(1) {
         problems.push("--auth-failure-period: must be at least 1s".to_owned());
     }
-    if args.worker_threads == Some(0) {
-        problems.push("--worker-threads: must be at least 1".to_owned());
+    match args.worker_threads {
+        Some(0) => problems.push("--worker-threads: must be at least 1".to_owned()),
+        Some(n) if n > MAX_WORKER_THREADS => problems.push(format!(
+            "--worker-threads: {n} is more than {MAX_WORKER_THREADS} (one per core is the aim)"
+        )),
+        _ => {}
     }
     for (flag, n) in [
         ("--max-connections", args.max_connections),
@@ -347,6 +354,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.max_health_probes = budget.health_probes;
     config.first_byte_timeout = args.first_byte_timeout;
     config.idle_timeout = args.idle_timeout;
+    if let Some(n) = args.worker_threads {
+        config.worker_threads = n;
+    }
     tracing::info!(
         fd_limit = limit,
         max_connections = config.max_connections,
@@ -376,23 +386,25 @@ fn run(args: Args) -> anyhow::Result<()> {
         capacity: args.access_log_buffer,
     };
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    if let Some(n) = args.worker_threads {
-        runtime.worker_threads(n);
-    }
-    let runtime = runtime.build().context("starting the tokio runtime")?;
+    // The background runtime, on this thread: config sync, health checks, reports, the admin
+    // listener, JWKS fetches, Redis. Client traffic runs on the worker threads `serve_with`
+    // starts, one current-thread runtime each. One thread is enough for the background (its
+    // work waits on the network; compiling a config and DNS lookups go to the blocking pool),
+    // and a current-thread runtime never spins looking for work to steal, so with
+    // `taskset -c 0 ... --worker-threads 1` it takes the worker's core only when it has work.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
     runtime.block_on(async {
-        let proxy = gw_data_plane::proxy::server::bind(args.listen)
+        let proxy = server::bind(args.listen)
             .with_context(|| format!("--listen {}: cannot bind", args.listen))?;
         let admin = tokio::net::TcpListener::bind(args.admin_listen)
             .await
             .with_context(|| format!("--admin-listen {}: cannot bind", args.admin_listen))?;
         let tls = match args.tls_listen {
             Some(addr) => Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("--tls-listen {addr}: cannot bind"))?,
+                server::bind(addr).with_context(|| format!("--tls-listen {addr}: cannot bind"))?,
             ),
             None => None,
         };

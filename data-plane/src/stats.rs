@@ -320,6 +320,50 @@ pub struct GlobalStats {
     pub tunnels_total: AtomicU64,
     /// Tunnels closed because no byte crossed them, either way, for the idle timeout.
     pub tunnels_idle_closed: AtomicU64,
+    /// Client connections accepted, per worker thread.
+    pub worker_connections: WorkerConnections,
+}
+
+/// Client connections accepted by each worker thread (`gw_worker_connections_total`): how
+/// the kernel spreads new connections over the workers' sockets. Counted per connection, not
+/// per request.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerConnections(Arc<[AtomicU64]>);
+
+impl WorkerConnections {
+    /// Counters for `workers` workers, at zero.
+    pub fn new(workers: usize) -> Self {
+        Self((0..workers).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Worker `worker`'s counter.
+    pub fn tally(&self, worker: usize) -> Tally {
+        Tally {
+            counts: self.0.clone(),
+            worker,
+        }
+    }
+
+    /// Every worker's count, by worker index.
+    pub fn counts(&self) -> Vec<u64> {
+        self.0.iter().map(|c| c.load(Ordering::Relaxed)).collect()
+    }
+}
+
+/// One worker's counter in [`WorkerConnections`].
+#[derive(Debug, Clone)]
+pub struct Tally {
+    counts: Arc<[AtomicU64]>,
+    worker: usize,
+}
+
+impl Tally {
+    /// One more connection.
+    pub fn add(&self) {
+        if let Some(c) = self.counts.get(self.worker) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Stats objects by name, kept across config versions so counters never reset on an update.

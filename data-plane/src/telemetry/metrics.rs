@@ -304,6 +304,19 @@ pub fn render(view: &MetricsView<'_>) -> String {
     }
     header(
         &mut out,
+        "gw_worker_connections_total",
+        "counter",
+        "Client connections accepted (HTTP and HTTPS), by worker thread: how new connections \
+         spread over the workers (each accepts on its own socket and serves what it accepted).",
+    );
+    for (worker, n) in view.global.worker_connections.counts().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "gw_worker_connections_total{{worker=\"{worker}\"}} {n}"
+        );
+    }
+    header(
+        &mut out,
         "gw_config_version",
         "gauge",
         "Config version in force (0: none).",
@@ -437,7 +450,11 @@ mod tests {
     fn records_and_renders() {
         let services = Registry::<ServiceStats>::default();
         let policies = Registry::<PolicyStats>::default();
-        let global = GlobalStats::default();
+        let global = GlobalStats {
+            worker_connections: crate::stats::WorkerConnections::new(2),
+            ..Default::default()
+        };
+        global.worker_connections.tally(1).add();
         let s = services.get("api");
         assert!(Arc::ptr_eq(&s, &services.get("api")), "kept by name");
         s.record(200, Duration::from_micros(700));
@@ -477,6 +494,8 @@ mod tests {
             "gw_rate_limit_overflow_networks{policy=\"p\"} 1",
             "gw_config_version 9",
             "gw_control_plane_connected 1",
+            "gw_worker_connections_total{worker=\"0\"} 0",
+            "gw_worker_connections_total{worker=\"1\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
         }
