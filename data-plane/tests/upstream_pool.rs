@@ -4,8 +4,8 @@
 //!
 //! The backends here are raw TCP, so the tests can count accepted and still-open connections
 //! (a connection the gateway closes is seen as EOF). Active health checks are off, so no
-//! probe adds connections. The tests run on a current-thread runtime: the gateway then has one
-//! worker thread, hence one pool slot per endpoint, which makes connection counts exact.
+//! probe adds connections. The gateway runs one worker thread (`one_worker`), hence one pool
+//! slot per endpoint, which makes connection counts exact.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -164,6 +164,12 @@ fn svc(urls: &[&str]) -> pb::Service {
     }
 }
 
+/// One worker thread: the pool keeps idle connections per worker thread, and with two a
+/// second client connection may land on the other worker and open its own.
+fn one_worker(c: &mut gw_data_plane::Config) {
+    c.worker_threads = 1;
+}
+
 async fn metric(env: &Env, series: &str) -> f64 {
     env.dp
         .metric(series)
@@ -173,7 +179,7 @@ async fn metric(env: &Env, series: &str) -> f64 {
 
 #[tokio::test]
 async fn sequential_requests_reuse_one_connection() {
-    let mut env = Env::start().await;
+    let mut env = Env::start_with(one_worker).await;
     let b = Raw::start(Mode::KeepAlive).await;
     env.add(svc(&[&b.url])).await;
     for i in 0..20 {
@@ -206,7 +212,11 @@ async fn a_connection_cap_of_one_still_reuses_its_connection() {
 
 #[tokio::test]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
-    let mut env = Env::start_with(|c| c.upstream_idle_timeout = Duration::from_millis(300)).await;
+    let mut env = Env::start_with(|c| {
+        one_worker(c);
+        c.upstream_idle_timeout = Duration::from_millis(300);
+    })
+    .await;
     let b = Raw::start(Mode::KeepAlive).await;
     env.add(svc(&[&b.url])).await;
     assert_eq!(env.get("/x").await.status, 200);
@@ -224,7 +234,11 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
 async fn at_most_the_idle_cap_stays_open() {
     const CONCURRENT: usize = 6;
     const CAP: usize = 2;
-    let mut env = Env::start_with(|c| c.upstream_max_idle = CAP).await;
+    let mut env = Env::start_with(|c| {
+        one_worker(c);
+        c.upstream_max_idle = CAP;
+    })
+    .await;
     let b = Raw::start(Mode::Together(Arc::new(Barrier::new(CONCURRENT)))).await;
     env.add(svc(&[&b.url])).await;
     let proxy = env.dp.proxy;
@@ -247,7 +261,7 @@ async fn at_most_the_idle_cap_stays_open() {
 
 #[tokio::test]
 async fn a_stale_pooled_connection_is_retried_with_no_client_visible_error() {
-    let mut env = Env::start().await;
+    let mut env = Env::start_with(one_worker).await;
     let b = Raw::start(Mode::DropSecond).await;
     env.add(svc(&[&b.url])).await;
     for i in 0..10 {
@@ -279,7 +293,7 @@ async fn a_stale_pooled_connection_is_retried_with_no_client_visible_error() {
 
 #[tokio::test]
 async fn a_backend_closing_right_after_each_answer_costs_no_error() {
-    let mut env = Env::start().await;
+    let mut env = Env::start_with(one_worker).await;
     let b = Raw::start(Mode::CloseAfterAnswer).await;
     env.add(svc(&[&b.url])).await;
     for i in 0..10 {
@@ -299,7 +313,7 @@ async fn a_backend_closing_right_after_each_answer_costs_no_error() {
 
 #[tokio::test]
 async fn a_post_on_a_stale_connection_is_not_sent_again() {
-    let mut env = Env::start().await;
+    let mut env = Env::start_with(one_worker).await;
     let b = Raw::start(Mode::DropSecond).await;
     env.add(svc(&[&b.url])).await;
     assert_eq!(env.get("/x").await.status, 200);
@@ -326,7 +340,7 @@ async fn a_post_on_a_stale_connection_is_not_sent_again() {
 
 #[tokio::test]
 async fn a_removed_endpoints_idle_connections_are_closed() {
-    let mut env = Env::start().await;
+    let mut env = Env::start_with(one_worker).await;
     let a = Raw::start(Mode::KeepAlive).await;
     let b = Raw::start(Mode::KeepAlive).await;
     env.add(svc(&[&a.url, &b.url])).await;
