@@ -577,13 +577,23 @@ async fn sweep(gw: Arc<Gateway>, stop: watch::Receiver<bool>) {
             _ = tick.tick() => {}
             () = &mut stopped => return,
         }
-        let now = Instant::now();
-        for limiter in gw.reuse.limiters.all() {
-            limiter.sweep(now);
+        // On the blocking pool: a sweep over a million buckets takes tens of milliseconds,
+        // and this runtime (one thread) also drives the Redis connection, whose replies would
+        // wait that long unread and time out the GLOBAL limiter's decisions.
+        let gw = gw.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            let now = Instant::now();
+            for limiter in gw.reuse.limiters.all() {
+                limiter.sweep(now);
+            }
+            for global in gw.reuse.globals.all() {
+                global.sweep(now);
+            }
+            gw.auth_failures.sweep(now);
+        })
+        .await;
+        if let Err(e) = swept {
+            tracing::error!(error = %e, "rate-limit bucket sweep failed");
         }
-        for global in gw.reuse.globals.all() {
-            global.sweep(now);
-        }
-        gw.auth_failures.sweep(now);
     }
 }

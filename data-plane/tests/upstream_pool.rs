@@ -196,7 +196,11 @@ async fn sequential_requests_reuse_one_connection() {
 
 #[tokio::test]
 async fn a_connection_cap_of_one_still_reuses_its_connection() {
-    let mut env = Env::start_with(|c| c.max_connections_per_endpoint = 1).await;
+    let mut env = Env::start_with(|c| {
+        one_worker(c);
+        c.max_connections_per_endpoint = 1;
+    })
+    .await;
     let b = Raw::start(Mode::KeepAlive).await;
     env.add(svc(&[&b.url])).await;
     for i in 0..10 {
@@ -208,6 +212,25 @@ async fn a_connection_cap_of_one_still_reuses_its_connection() {
         1,
         "at the cap with nobody waiting, the connection stays for the next request"
     );
+}
+
+#[tokio::test]
+async fn a_connection_cap_of_one_serves_every_worker_without_error() {
+    // Two workers, one connection allowed: the one connection sits idle in one worker's
+    // slot while the other worker's requests need it; they take it, or close it to connect.
+    let mut env = Env::start_with(|c| {
+        c.worker_threads = 2;
+        c.max_connections_per_endpoint = 1;
+    })
+    .await;
+    let b = Raw::start(Mode::KeepAlive).await;
+    env.add(svc(&[&b.url])).await;
+    // Each call is a new client connection, so they land on both workers.
+    for i in 0..20 {
+        let r = env.get("/x").await;
+        assert_eq!(r.status, 200, "GET {i}: {}", r.text());
+    }
+    assert_eq!(b.count(|c| &c.gets), 20);
 }
 
 #[tokio::test]

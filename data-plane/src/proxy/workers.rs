@@ -124,9 +124,11 @@ where
     };
     let mut jobs = Vec::with_capacity(threads);
     for (worker, socket) in plain.into_iter().enumerate() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let runtime = WorkerRuntime(Some(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        ));
         let tally = counts.tally(worker);
         let plain = Listener {
             socket,
@@ -175,7 +177,8 @@ where
             .name(format!("gw-worker-{worker}"))
             .spawn(move || {
                 let _logs = tracing::dispatcher::set_default(&dispatch);
-                runtime.block_on(async move {
+                let Some(rt) = runtime.0.as_ref() else { return };
+                rt.block_on(async move {
                     let mut release = release_rx;
                     let drained = tokio::select! {
                         () = serve => true,
@@ -187,13 +190,28 @@ where
                         let _ = release.await;
                     }
                 });
-                // Without waiting for blocking tasks (a DNS lookup cannot be cancelled).
-                runtime.shutdown_background();
+                // `runtime` is shut down here, without waiting for blocking tasks.
+                drop(runtime);
             })?;
         workers.drained.push(drained_rx);
         workers.release.push(release_tx);
     }
     Ok(workers)
+}
+
+/// A worker's runtime, shut down without waiting for its blocking tasks when dropped (a DNS
+/// lookup cannot be cancelled). A runtime dropped the usual way waits for them, which tokio
+/// refuses with a panic inside an async context: where `start` runs, so a failure half-way
+/// (no thread or descriptor left for the next worker) would panic instead of returning its
+/// error.
+struct WorkerRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for WorkerRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// `threads` sockets on `listener`'s address: `listener` itself for the first worker, a

@@ -188,15 +188,26 @@ impl Idle {
 
     /// Like [`Idle::checkout`], from any slot, but only while the endpoint's or the total
     /// connection cap is reached: a request that would otherwise wait for a permit takes a
-    /// connection idle in another thread's slot (which holds a permit) instead. Off the
-    /// common path: only a request about to open a connection calls it.
+    /// connection idle in another thread's slot (which holds a permit) instead; if none is
+    /// ready, the oldest idle one is closed so that its permit frees up. Off the common
+    /// path: only a request about to open a connection calls it.
     pub fn checkout_at_cap(&self, tag: u32) -> Option<Sender> {
         if !self.owner.get().is_some_and(|o| o.room.is_full()) {
             return None;
         }
-        self.slots
+        if let Some(ready) = self
+            .slots
             .iter()
             .find_map(|slot| take_ready(&mut slot.lock(), tag))
+        {
+            return Some(ready);
+        }
+        // Only connections not ready yet are idle (another worker has not polled them since
+        // their last answer); each holds a permit the request is about to wait for, and
+        // nothing else would free it before the connect timeout. Close the oldest.
+        let oldest = self.slots.iter().find_map(|slot| slot.lock().pop_front());
+        drop(oldest);
+        None
     }
 
     /// Keeps `sender` (opened with `tag`) for reuse, in this thread's slot; beyond the cap,
