@@ -291,6 +291,10 @@ pub struct Pool {
     /// Every endpoint that ever connected through this pool (pruned as they go).
     registry: Mutex<Vec<Weak<Idle>>>,
     sweeping: AtomicBool,
+    /// The runtime the pool was made on (the data plane's background runtime), where the
+    /// sweeper runs: not the worker runtime that happens to connect first, whose end (a
+    /// worker thread that dies) would take idle expiry with it.
+    home: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Pool {
@@ -318,6 +322,7 @@ impl Pool {
             ticks: AtomicU64::new(0),
             registry: Mutex::default(),
             sweeping: AtomicBool::new(false),
+            home: tokio::runtime::Handle::try_current().ok(),
         })
     }
 
@@ -336,7 +341,10 @@ impl Pool {
     /// running. Off the hot path: only a connect calls it.
     pub fn register(self: &Arc<Self>, idle: &Arc<Idle>, room: impl FnOnce() -> Room) {
         if self.adopt(idle, room)
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            && let Some(runtime) = self
+                .home
+                .clone()
+                .or_else(|| tokio::runtime::Handle::try_current().ok())
             && !self.sweeping.swap(true, Ordering::AcqRel)
         {
             runtime.spawn(sweeper(Arc::downgrade(self)));
